@@ -1,0 +1,1 @@
+"""Data collators: masking, views and pretext tasks, one file per collator."""

