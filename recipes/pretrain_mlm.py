@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -27,6 +28,7 @@ from transformers import (
 
 from hfssl import DataCollatorForMaskedLM
 from hfssl.data.text import load_text_dataset, tokenize_and_pack, train_wordpiece_tokenizer
+from hfssl.hub import push_folder_to_hub, write_model_card
 from hfssl.evaluation.masked_lm import (
     evaluate_masked_lm,
     masked_lm_metrics,
@@ -36,10 +38,13 @@ from hfssl.evaluation.masked_lm import (
 )
 
 logger = logging.getLogger(__name__)
+USAGE = """from transformers import pipeline
+fill = pipeline("fill-mask", model="{path}")
+print(fill(f"the {{fill.tokenizer.mask_token}} statement raises an exception."))"""
 
 # Sizes for training from scratch: (hidden size, layers, heads). "mini"/"small"/"medium" follow
 # Turc et al. 2019 ("Well-Read Students Learn Better"); "tiny" is for tests and laptops.
-PRESETS = {"tiny": (64, 2, 2), "mini": (256, 4, 4), "small": (512, 4, 8), "medium": (512, 8, 8), "base": (768, 12, 12)}
+PRESETS = {"tiny": (64, 2, 2), "micro": (128, 2, 2), "mini": (256, 4, 4), "small": (512, 4, 8), "medium": (512, 8, 8), "base": (768, 12, 12)}
 
 
 @dataclass
@@ -81,6 +86,13 @@ class MLMTrainingArguments(TrainingArguments):
     warmup_steps: float = field(default=100)
     logging_steps: float = field(default=50)
     save_strategy: str = field(default="no")
+
+    def __post_init__(self) -> None:
+        # Several processes (torchrun, accelerate launch) and no accelerator: one gloo MULTI_CPU job,
+        # not N independent runs (accelerate only goes MULTI_CPU when told the run is on CPU).
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            self.use_cpu = True
+        super().__post_init__()
 
 
 def main() -> None:
@@ -156,10 +168,21 @@ def main() -> None:
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
     if trainer.is_world_process_zero():
-        trainer.create_model_card(model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
-                                  tasks="fill-mask", dataset=data_args.dataset_name or "python-docs (built-in)")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="hfssl: masked LM pretraining")
+        write_model_card(
+            training_args.output_dir, method="Masked language modelling", architecture=type(model).__name__,
+            dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+            pipeline_tag="fill-mask", metrics=metrics, usage=USAGE.format(path=training_args.hub_model_id or
+                                                                          training_args.output_dir),
+            hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
+                             "mlm_probability": data_args.mlm_probability, "selection": data_args.selection,
+                             "whole_word_mask": data_args.whole_word_mask, "span_masking": data_args.span_masking,
+                             "learning_rate": training_args.learning_rate,
+                             "global_batch_size": training_args.train_batch_size * training_args.world_size
+                             * training_args.gradient_accumulation_steps},
+        )
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        push_folder_to_hub(training_args.output_dir, repo_id, training_args.hub_token, training_args.hub_private_repo)
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out masked-token accuracy: {metrics['eval_masked_accuracy']:.4f} "
