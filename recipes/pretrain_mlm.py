@@ -20,7 +20,6 @@ from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
-    BertConfig,
     HfArgumentParser,
     Trainer,
     TrainingArguments,
@@ -51,6 +50,7 @@ PRESETS = {"tiny": (64, 2, 2), "micro": (128, 2, 2), "mini": (256, 4, 4), "small
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
     config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+    model_type: str = field(default="bert", metadata={"help": "Architecture from scratch (any BERT-like model_type)."})
     preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer."})
@@ -133,9 +133,9 @@ def main() -> None:
             config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
         else:
             hidden, layers, heads = PRESETS[model_args.preset]
-            config = BertConfig(
-                vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                intermediate_size=4 * hidden, max_position_embeddings=max(512, data_args.max_seq_length),
+            config = AutoConfig.for_model(
+                model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=4 * hidden, max_position_embeddings=max(512, data_args.max_seq_length) + 2,
                 pad_token_id=tokenizer.pad_token_id,
             )
         model = AutoModelForMaskedLM.from_config(config)

@@ -22,12 +22,19 @@ def run(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run of the bare recipe shared by the tests below: (output folder, stdout)."""
+    tmp_path = tmp_path_factory.mktemp("mlm")
+    out = tmp_path / "mlm"
+    return out, run([sys.executable, str(RECIPE), *TINY, "--output_dir", str(out)], tmp_path)
+
+
 @pytest.mark.slow
-def test_recipe_trains_saves_and_loads_with_transformers(tmp_path):
+def test_recipe_trains_saves_and_loads_with_transformers(trained):
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-    out = tmp_path / "mlm"
-    stdout = run([sys.executable, str(RECIPE), *TINY, "--output_dir", str(out)], tmp_path)
+    out, stdout = trained
     assert f"Model saved to {out}" in stdout
     assert "Held-out masked-token accuracy" in stdout and "most-frequent-token baseline" in stdout
     assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
@@ -46,9 +53,8 @@ def test_recipe_trains_saves_and_loads_with_transformers(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipe_from_yaml_continues_from_checkpoint(tmp_path):
-    first = tmp_path / "first"
-    run([sys.executable, str(RECIPE), *TINY, "--output_dir", str(first)], tmp_path)
+def test_recipe_from_yaml_continues_from_checkpoint(trained, tmp_path):
+    first, _ = trained
     config = tmp_path / "continue.yaml"
     config.write_text(
         f"model_name_or_path: {first}\nmax_seq_length: 32\nmax_train_samples: 200\nmax_steps: 2\n"
