@@ -1,0 +1,211 @@
+"""Fashion-MNIST SSL benchmark: hfssl SimCLR and MoCo v2 against lightly's SimCLR, same backbone and wall-clock.
+
+    python bench/ssl_fmnist.py                       # full run: 8 min per method (~35 min on 2 cores)
+    python bench/ssl_fmnist.py --budget_seconds 60   # quick development run
+
+Labels are unused for training. Each method trains for `--budget_seconds` of wall-clock (data, augmentation and
+optimisation included; the learning-rate schedule is sized from a short timed calibration inside the budget), then
+weighted kNN top-1 (k=200, cosine, temperature 0.1, the 60k train set as memory) is measured on the 10k test set.
+Also measured: raw-pixel kNN (plain and per-pixel standardised) and a randomly initialised backbone.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PrinterCallback, TrainerCallback
+
+from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.data.images import FASHION_MNIST_DIR, _read_idx
+from hfssl.evaluation.features import extract_features
+from hfssl.evaluation.knn import knn_accuracy
+from hfssl.models.backbone import Backbone
+from hfssl.models.moco import MoCoConfig, MoCoModel
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.trainers.ssl_trainer import SSLTrainer
+from hfssl.trainers.arguments import SSLTrainingArguments
+
+MEAN, STD = (0.2860,), (0.3530,)
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """uint8 images (N, H, W) as {"image": array} examples (what a datasets Image column decodes to)."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index]}
+
+
+class StopAfter(TrainerCallback):
+    """Stop training once `seconds` of wall-clock have passed since `start`."""
+
+    def __init__(self, start: float, seconds: float) -> None:
+        self.start, self.seconds = start, seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start >= self.seconds:
+            control.should_training_stop = True
+
+
+def load(split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(f"{FASHION_MNIST_DIR}/{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(f"{FASHION_MNIST_DIR}/{prefix}-labels-idx1-ubyte.gz")
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels: int, mean, std) -> float:
+    memory = extract_features(backbone, list(train[0]), image_size, mean, std, channels=channels, batch_size=1024)
+    queries = extract_features(backbone, list(test[0]), image_size, mean, std, channels=channels, batch_size=1024)
+    return knn_accuracy(memory, train[1], queries, test[1], k=200, temperature=0.1)
+
+
+def hfssl_run(method: str, args, train, test) -> dict:
+    """Train with SSLTrainer for the budget; returns kNN accuracy and throughput."""
+    torch.manual_seed(args.seed)
+    backbone = {"backbone_name": args.backbone, "small_image_stem": args.small_image_stem, "num_channels": 1}
+    if method == "simclr":
+        model = SimCLRModel(SimCLRConfig(**backbone, projection_hidden_dim=512, projection_dim=128, temperature=args.temperature))
+    else:
+        model = MoCoModel(MoCoConfig(**backbone, variant="v2", projection_hidden_dim=512, projection_dim=128,
+                                     queue_size=args.queue_size, temperature=args.moco_temperature,
+                                     momentum=args.moco_momentum, momentum_final=args.moco_momentum, symmetric=True))
+    view = ViewAugmentation(size=args.image_size, scale=(args.min_scale, 1.0), jitter_p=0.8, brightness=0.4,
+                            contrast=0.4, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0)
+    collator = DataCollatorForMultiView(views=[view, view], channels=1, mean=MEAN, std=STD, seed=args.seed)
+    dataset = ArrayImages(train[0])
+    start = time.perf_counter()
+    # Calibration: time a few steps to size the cosine schedule to the budget.
+    calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=3, per_device_train_batch_size=args.batch_size,
+                                      report_to="none", save_strategy="no", disable_tqdm=True, lars=args.lars,
+                                      learning_rate=args.lr, logging_steps=1000, seed=args.seed)
+    probe = SSLTrainer(model=model, args=calib_args, data_collator=collator, train_dataset=dataset)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    probe_start = time.perf_counter()
+    probe.remove_callback(PrinterCallback)
+    probe.train()
+    step_seconds = (time.perf_counter() - probe_start) / 3
+    model.load_state_dict(initial)
+    remaining = args.budget_seconds - (time.perf_counter() - start)
+    max_steps = max(1, int(remaining / step_seconds))
+    train_args = SSLTrainingArguments(
+        output_dir="/tmp/hfssl_bench", max_steps=max_steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr, lars=args.lars, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
+        warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no", disable_tqdm=True,
+        logging_steps=max(1, max_steps // 5), seed=args.seed, dataloader_num_workers=args.num_workers,
+    )
+    trainer = SSLTrainer(model=model, args=train_args, data_collator=collator, train_dataset=dataset,
+                         callbacks=[StopAfter(start, args.budget_seconds)])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    steps = trainer.state.global_step + 3
+    accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
+    return {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
+            "epochs": steps * args.batch_size / len(dataset), "seconds": elapsed}
+
+
+def lightly_run(args, train, test) -> dict:
+    """lightly's SimCLR as its documentation writes it: timm backbone, SimCLRTransform, NTXentLoss, SGD."""
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+    from PIL import Image
+
+    torch.manual_seed(args.seed)
+    backbone = Backbone(args.lightly_backbone, small_image_stem=False)
+    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128)
+    transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
+
+    class Views(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(train[0])
+
+        def __getitem__(self, index):
+            return transform(Image.fromarray(train[0][index]).convert("RGB"))
+
+    loader = torch.utils.data.DataLoader(Views(), batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.num_workers)
+    criterion = NTXentLoss(temperature=0.5)
+    parameters = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.06)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < args.budget_seconds:
+        for view1, view2 in loader:
+            z1, z2 = head(backbone(view1)), head(backbone(view2))
+            loss = criterion(z1, z2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if time.perf_counter() - start >= args.budget_seconds:
+                break
+    elapsed = time.perf_counter() - start
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # SimCLRTransform's normalisation
+    accuracy = knn_of_backbone(backbone, train, test, 32, 3, mean, std)
+    return {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
+            "epochs": steps * args.batch_size / len(train[0]), "seconds": elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget_seconds", type=float, default=480)
+    parser.add_argument("--methods", default="raw,random,lightly,simclr,moco")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--lightly_backbone", default="resnet18")
+    parser.add_argument("--small_image_stem", action="store_true")
+    parser.add_argument("--image_size", type=int, default=28)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--lars", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--weight_decay", type=float, default=1e-6)
+    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--min_scale", type=float, default=0.3)
+    parser.add_argument("--queue_size", type=int, default=4096)
+    parser.add_argument("--moco_temperature", type=float, default=0.2)
+    parser.add_argument("--moco_momentum", type=float, default=0.99)
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train, test = load("train"), load("test")
+    methods = args.methods.split(",")
+    results: dict = {"budget_seconds": args.budget_seconds, "backbone": args.backbone,
+                     "small_image_stem": args.small_image_stem, "batch_size": args.batch_size}
+    if "raw" in methods:
+        flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()
+        results["raw_pixels_knn"] = knn_accuracy(flat_train, train[1], flat_test, test[1])
+        mean, std = flat_train.mean(0), flat_train.std(0) + 1e-6
+        results["standardized_pixels_knn"] = knn_accuracy((flat_train - mean) / std, train[1], (flat_test - mean) / std, test[1])
+    if "random" in methods:
+        torch.manual_seed(args.seed)
+        backbone = Backbone(args.backbone, small_image_stem=args.small_image_stem, in_chans=1)
+        results["random_backbone_knn"] = knn_of_backbone(backbone, train, test, args.image_size, 1, MEAN, STD)
+    if "lightly" in methods:
+        results["lightly_simclr"] = lightly_run(args, train, test)
+    for method in ("simclr", "moco"):
+        if method in methods:
+            results[f"hfssl_{method}"] = hfssl_run(method, args, train, test)
+    if "lightly_simclr" in results:
+        peer = results["lightly_simclr"]["knn_top1"]
+        for method in ("simclr", "moco"):
+            if f"hfssl_{method}" in results:
+                results[f"{method}_minus_lightly_points"] = 100 * (results[f"hfssl_{method}"]["knn_top1"] - peer)
+                results[f"{method}_ratio_to_lightly"] = results[f"hfssl_{method}"]["knn_top1"] / peer
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""A feature extractor from any timm or transformers vision model: images in, pooled features out.
+
+Legend: B batch, C channels, H and W image size, D feature dim, L tokens.
+
+`Backbone` follows timm's backbone contract: `forward(pixel_values) -> (B, D)`, `feature_dim` (timm's
+`num_features`) and `data_config` (input size, mean, std) so the augmentations can normalise like the model was
+built for.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ("auto", "cls", "mean", "pooler")
+LIBRARIES = ("timm", "transformers")
+
+
+def resolve_library(name: str) -> str:
+    """Guess whether `name` is a timm model (`"timm"`) or a transformers model (`"transformers"`).
+
+    timm wins for names in `timm.list_models()` and for `hf-hub:`/`timm/` ids; local folders and other Hub ids
+    are transformers models.
+    """
+    if name.startswith(("hf-hub:", "timm/")):
+        return "timm"
+    if os.path.isdir(name):
+        return "timm" if os.path.exists(os.path.join(name, "pretrained_cfg.json")) else "transformers"
+    if timm.is_model(name) or timm.list_models(name):
+        return "timm"
+    return "transformers"
+
+
+def apply_small_image_stem(model: nn.Module) -> None:
+    """Replace a ResNet-style stem by a 3x3 stride-1 convolution without max-pool, in place.
+
+    This is the CIFAR variant of ResNet used by the SSL literature on 28-64 px images (SimCLR appendix B.9, MoCo's
+    CIFAR demo, solo-learn, lightly), which keeps the first stage at full resolution.
+    """
+    conv = getattr(model, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
+        raise ValueError(
+            f"small_image_stem=True needs a ResNet-style model with `conv1` (nn.Conv2d) and `maxpool`; "
+            f"{type(model).__name__} has neither. Use a ResNet-family timm model, or pass the model's own "
+            "small-input options (e.g. img_size/patch_size for a ViT) through `backbone_kwargs`."
+        )
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+
+
+class Backbone(nn.Module):
+    """Any timm or transformers vision model as a `(B, C, H, W) -> (B, D)` feature extractor.
+
+    Args:
+        name (`str`, *optional*): a timm model name (`"resnet18"`), a Hub id or a local folder. Required unless
+            `config` is given.
+        library (`str`, *optional*): `"timm"` or `"transformers"`; guessed from `name` when omitted.
+        pretrained (`bool`, defaults to `False`): load pretrained weights (timm's `pretrained` flag; for
+            transformers, `from_pretrained` instead of `from_config`).
+        config (`PretrainedConfig` or `dict`, *optional*): a transformers config to build a model from scratch
+            (a dict needs a `model_type` key). Takes precedence over `name`.
+        pooling (`str`, defaults to `"auto"`): how transformers outputs become one vector. `"pooler"` uses
+            `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for
+            convolutional models). `"auto"` picks `"cls"` for token models (ViT, as MoCo v3 and DINO do) and the
+            global-average `"mean"` for convolutional ones (configs with `hidden_sizes`). The parameters of an
+            unused pooler are frozen so that every trainable parameter gets a gradient. timm models always use
+            their own global pool (`global_pool` in `model_kwargs` changes it).
+        small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem without max-pool for 28-64 px images
+            (ResNet-family timm models).
+        in_chans (`int`, defaults to 3): input channels of a timm model.
+        model_kwargs (`dict`, *optional*): extra keyword arguments to `timm.create_model` or `AutoModel`.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        library: str | None = None,
+        pretrained: bool = False,
+        config: PretrainedConfig | dict | None = None,
+        pooling: str = "auto",
+        small_image_stem: bool = False,
+        in_chans: int = 3,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if name is None and config is None:
+            raise ValueError("Backbone needs a model `name` (timm name, Hub id or folder) or a transformers `config`.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLINGS}.")
+        if config is not None:
+            library = "transformers"
+        library = library or resolve_library(name)
+        if library not in LIBRARIES:
+            raise ValueError(f"library={library!r} is not supported; choose one of {LIBRARIES}.")
+        self.name, self.library, self.pooling = name, library, pooling
+        model_kwargs = dict(model_kwargs or {})
+        if library == "timm":
+            self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **model_kwargs)
+            if small_image_stem:
+                apply_small_image_stem(self.model)
+            self.feature_dim = int(self.model.num_features)
+            resolved = timm.data.resolve_data_config({}, model=self.model)
+            self.data_config = {
+                "input_size": tuple(resolved["input_size"]),
+                "mean": tuple(resolved["mean"]),
+                "std": tuple(resolved["std"]),
+            }
+        else:
+            if small_image_stem:
+                raise ValueError(
+                    "small_image_stem=True is only available for timm ResNet-family models; for a transformers "
+                    "model set the config's small-input options (e.g. image_size and patch_size) instead."
+                )
+            if isinstance(config, dict):
+                config = dict(config)
+                config = AutoConfig.for_model(config.pop("model_type"), **config)
+            if config is not None:
+                self.model = AutoModel.from_config(config, **model_kwargs)
+            elif pretrained:
+                self.model = AutoModel.from_pretrained(name, **model_kwargs)
+            else:
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(name), **model_kwargs)
+            model_config = self.model.config
+            hidden_sizes = getattr(model_config, "hidden_sizes", None)
+            self.feature_dim = int(hidden_sizes[-1] if hidden_sizes else model_config.hidden_size)
+            image_size = getattr(model_config, "image_size", 224)
+            image_size = image_size if isinstance(image_size, int) else image_size[0]
+            if pooling == "auto":
+                self.pooling = "mean" if hidden_sizes else "cls"
+            pooler = getattr(self.model, "pooler", None)
+            if self.pooling != "pooler" and isinstance(pooler, nn.Module):
+                pooler.requires_grad_(False)
+            self.data_config = {
+                "input_size": (getattr(model_config, "num_channels", 3), image_size, image_size),
+                "mean": IMAGENET_MEAN,
+                "std": IMAGENET_STD,
+            }
+
+    @property
+    def transformers_config(self) -> PretrainedConfig | None:
+        """The config of a transformers backbone (None for timm), to rebuild it without the Hub."""
+        return self.model.config if self.library == "transformers" else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled features.
+
+        Args:
+            pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): normalised images.
+
+        Returns:
+            `torch.Tensor` of shape `(B, D)`.
+        """
+        if self.library == "timm":
+            return self.model(pixel_values)
+        outputs = self.model(pixel_values=pixel_values)
+        pooling = self.pooling
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooling == "pooler":
+            if pooled is None:
+                raise ValueError(
+                    f"pooling='pooler' but {type(self.model).__name__} returns no pooler_output; use 'cls' or 'mean'."
+                )
+            return pooled.flatten(1)
+        hidden = outputs.last_hidden_state
+        if hidden.ndim == 4:  # (B, D, H, W) feature map
+            if pooling == "cls":
+                raise ValueError(f"pooling='cls' needs a token sequence; {type(self.model).__name__} gives a feature map.")
+            return hidden.mean(dim=(2, 3))
+        return hidden[:, 0] if pooling == "cls" else hidden.mean(dim=1)
+
+
+class SSLBackboneConfig(PretrainedConfig):
+    """The backbone settings every hfssl method config shares (subclassed by `SimCLRConfig`, `MoCoConfig`, ...).
+
+    Args:
+        backbone_name (`str`, *optional*, defaults to `"resnet18"`): timm name, Hub id or local folder.
+        backbone_library (`str`, *optional*): `"timm"` or `"transformers"`; guessed from the name when unset.
+        backbone_pretrained (`bool`, defaults to `False`): start from pretrained weights. Reset to `False` once the
+            model is built, since from then on the checkpoint carries the weights.
+        backbone_model_config (`dict`, *optional*): a transformers config (`to_dict()` form) to build the backbone
+            from scratch; filled in automatically for transformers backbones so `from_pretrained` needs no Hub.
+        backbone_kwargs (`dict`, *optional*): extra arguments to `timm.create_model` / `AutoModel`.
+        pooling (`str`, defaults to `"auto"`): see `Backbone`.
+        small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem, no max-pool (28-64 px images).
+        num_channels (`int`, defaults to 3): input channels of a timm backbone.
+    """
+
+    backbone_name: str | None = "resnet18"
+    backbone_library: str | None = None
+    backbone_pretrained: bool = False
+    backbone_model_config: dict | None = None
+    backbone_kwargs: dict | None = None
+    pooling: str = "auto"
+    small_image_stem: bool = False
+    num_channels: int = 3
+
+
+def backbone_from_config(config: SSLBackboneConfig) -> Backbone:
+    """Build the `Backbone` a method config describes, then record what `from_pretrained` needs to rebuild it
+    offline (the transformers config, `backbone_pretrained=False`)."""
+    backbone = Backbone(
+        name=config.backbone_name,
+        library=config.backbone_library,
+        pretrained=config.backbone_pretrained,
+        config=config.backbone_model_config,
+        pooling=config.pooling,
+        small_image_stem=config.small_image_stem,
+        in_chans=config.num_channels,
+        model_kwargs=config.backbone_kwargs,
+    )
+    config.backbone_library = backbone.library
+    config.backbone_pretrained = False
+    if backbone.transformers_config is not None:
+        config.backbone_model_config = backbone.transformers_config.to_dict()
+    return backbone

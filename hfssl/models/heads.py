@@ -1,0 +1,84 @@
+"""Projection and prediction MLPs as the SSL papers define them.
+
+Legend: B batch, D input dim, H hidden dim, P output dim.
+
+- SimCLR (Chen et al. 2020, appendix B.9 and the reference code): `Linear(D, H) - BN - ReLU - Linear(H, P)`,
+  H = 2048 (the backbone width for ResNet-50), P = 128.
+- MoCo v2 (Chen et al. 2020, "Improved Baselines"): `Linear(D, 2048) - ReLU - Linear(2048, 128)`, no batch norm.
+- MoCo v3 (Chen et al. 2021, section 4 and the reference code): projector of 3 bias-free linear layers, hidden 4096,
+  output 256, BN + ReLU after the hidden layers and a BN without affine parameters after the last; predictor of 2
+  layers, hidden 4096, output 256, without the last BN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLPHead(nn.Module):
+    """A stack of linear layers with optional batch norm, ReLU between layers.
+
+    Args:
+        input_dim (`int`): D.
+        hidden_dim (`int`): H, the width of the hidden layers.
+        output_dim (`int`): P.
+        num_layers (`int`, defaults to 2): number of linear layers (>= 1).
+        batch_norm (`bool`, defaults to `True`): batch norm after each hidden linear layer.
+        last_batch_norm (`bool`, defaults to `False`): a batch norm without affine parameters after the last layer
+            (MoCo v3 projector).
+        bias (`bool`, defaults to `True`): biases in the linear layers (MoCo v3 uses none).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+        last_batch_norm: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"MLPHead needs num_layers >= 1, got {num_layers}.")
+        layers: list[nn.Module] = []
+        for index in range(num_layers):
+            last = index == num_layers - 1
+            in_features = input_dim if index == 0 else hidden_dim
+            out_features = output_dim if last else hidden_dim
+            # A linear layer followed by batch norm does not need a bias.
+            layers.append(nn.Linear(in_features, out_features, bias=bias and not (batch_norm and not last)))
+            if not last:
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(out_features))
+                layers.append(nn.ReLU(inplace=True))
+            elif last_batch_norm:
+                layers.append(nn.BatchNorm1d(out_features, affine=False))
+        self.layers = nn.Sequential(*layers)
+        self.input_dim, self.output_dim = input_dim, output_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Args: features (`torch.Tensor` of shape `(B, D)`). Returns: `torch.Tensor` of shape `(B, P)`."""
+        return self.layers(features)
+
+    @classmethod
+    def simclr(cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2) -> MLPHead:
+        """SimCLR's projection head (SimCLR v2 uses `num_layers=3`)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=num_layers, batch_norm=True)
+
+    @classmethod
+    def moco_v2(cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128) -> MLPHead:
+        """MoCo v2's projection head, without batch norm."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=False)
+
+    @classmethod
+    def moco_v3_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 3) -> MLPHead:
+        """MoCo v3's projector (3 layers for ResNet, BN everywhere, affine-free last BN)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)
+
+    @classmethod
+    def moco_v3_predictor(cls, input_dim: int = 256, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
+        """MoCo v3's predictor (2 layers, no last BN)."""
+        return cls(input_dim, hidden_dim, output_dim, 2, batch_norm=True, last_batch_norm=False, bias=False)

@@ -1,0 +1,225 @@
+"""MoCo v2 (Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning", building on He et al. 2020)
+and MoCo v3 (Chen et al. 2021, "An Empirical Study of Training Self-Supervised Vision Transformers", ICCV).
+
+Legend: B batch, C channels, H and W image size, D feature dim, P projection dim, Q queue size.
+
+A student (backbone + projector, + predictor in v3) embeds the queries; a momentum teacher, an exponential moving
+average of the student updated after every optimizer step (`update_after_step`), embeds the keys without
+gradient.
+- v2: asymmetric InfoNCE of view-1 queries against view-2 keys, the negatives being a FIFO queue of past keys
+  (Q = 65536, temperature 0.2, momentum 0.999 constant).
+- v3: symmetric, a predictor on the student, no queue; the negatives are the other keys of the (global) batch
+  (temperature 1.0 for ResNet, loss scaled by 2 * temperature, momentum 0.99 -> 1 on a cosine schedule).
+The teacher weights, the queue and its pointer are parameters / persistent buffers, so `save_pretrained` and
+Trainer checkpoints carry them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from hfssl.distributed import gather_no_grad, is_distributed, other_processes
+from hfssl.losses.info_nce import info_nce_loss
+from hfssl.losses.negative_sampling import validate_negative_sampling
+from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
+from hfssl.models.heads import MLPHead
+from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.simclr import check_views
+
+VARIANT_DEFAULTS = {
+    "v2": {"projection_hidden_dim": 2048, "projection_dim": 128, "projection_layers": 2, "predictor_hidden_dim": 0,
+           "queue_size": 65536, "temperature": 0.2, "momentum": 0.999, "momentum_final": 0.999, "symmetric": False},
+    "v3": {"projection_hidden_dim": 4096, "projection_dim": 256, "projection_layers": 3, "predictor_hidden_dim": 4096,
+           "queue_size": 0, "temperature": 1.0, "momentum": 0.99, "momentum_final": 1.0, "symmetric": True},
+}  # fmt: skip
+
+
+class MoCoConfig(SSLBackboneConfig):
+    """Configuration of `MoCoModel`. Fields left at `None` take the paper default of `variant` (`VARIANT_DEFAULTS`).
+
+    Args:
+        variant (`str`, defaults to `"v2"`): `"v2"` (queue, MLP head without BN) or `"v3"` (predictor, no queue).
+        projection_hidden_dim, projection_dim, projection_layers (`int`, *optional*): the projector
+            (v2: 2048 / 128 / 2 layers; v3: 4096 / 256 / 3 layers).
+        predictor_hidden_dim (`int`, *optional*): v3's predictor width (4096); 0 for none.
+        queue_size (`int`, *optional*): v2's queue of negatives (65536); 0 for none.
+        temperature (`float`, *optional*): v2: 0.2, v3: 1.0 (ResNet; 0.2 for ViT).
+        momentum, momentum_final (`float`, *optional*): the teacher EMA at the first and last step, on a cosine
+            schedule (v2: 0.999 constant; v3: 0.99 -> 1.0). `SSLTrainingArguments.teacher_momentum` overrides them.
+        symmetric (`bool`, *optional*): the loss of both (query, key) view orders (v3) or one (v2).
+        negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see `hfssl.losses.negative_sampling`.
+        gather_distributed (`bool`, defaults to `True`): gather keys across processes (v3 negatives, v2 queue).
+        (The backbone settings are those of `SSLBackboneConfig`.)
+    """
+
+    model_type = "hfssl_moco"
+
+    variant: str = "v2"
+    projection_hidden_dim: int | None = None
+    projection_dim: int | None = None
+    projection_layers: int | None = None
+    predictor_hidden_dim: int | None = None
+    queue_size: int | None = None
+    temperature: float | None = None
+    momentum: float | None = None
+    momentum_final: float | None = None
+    symmetric: bool | None = None
+    negative_sampling: str = "uniform"
+    hardness_beta: float = 1.0
+    tau_plus: float = 0.1
+    hardest_k: int | None = None
+    num_random: int = 0
+    gather_distributed: bool = True
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.variant not in VARIANT_DEFAULTS:
+            raise ValueError(f"variant={self.variant!r} is not supported; choose one of {tuple(VARIANT_DEFAULTS)}.")
+        for name, value in VARIANT_DEFAULTS[self.variant].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (MoCo v2 uses 0.2, v3 1.0).")
+        if not 0.0 <= self.momentum <= 1.0 or not 0.0 <= self.momentum_final <= 1.0:
+            raise ValueError(
+                f"momentum={self.momentum} and momentum_final={self.momentum_final} must lie in [0, 1] "
+                "(MoCo v2: 0.999, v3: 0.99 -> 1.0)."
+            )
+        if self.queue_size < 0:
+            raise ValueError(f"queue_size={self.queue_size} must be >= 0 (0 disables the queue).")
+        if self.queue_size == 0 and self.variant == "v2":
+            raise ValueError("MoCo v2 takes its negatives from the queue: set queue_size > 0 (paper: 65536).")
+        validate_negative_sampling(
+            self.negative_sampling, self.hardness_beta, self.tau_plus, self.hardest_k, self.num_random
+        )
+        super().__post_init__(**kwargs)
+
+
+class MoCoModel(SSLPreTrainedModel):
+    """MoCo v2 / v3: a student, its momentum teacher and (v2) a queue of negative keys."""
+
+    config_class = MoCoConfig
+    base_model_prefix = "moco"
+
+    def __init__(self, config: MoCoConfig) -> None:
+        super().__init__(config)
+        self.backbone = backbone_from_config(config)
+        dim = self.backbone.feature_dim
+        if config.variant == "v3":
+            self.projector = MLPHead.moco_v3_projector(
+                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
+            )
+        else:
+            self.projector = MLPHead(
+                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers, batch_norm=False
+            )
+        self.predictor = None
+        if config.predictor_hidden_dim:
+            self.predictor = MLPHead.moco_v3_predictor(
+                config.projection_dim, config.predictor_hidden_dim, config.projection_dim
+            )
+        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        if config.queue_size:
+            self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.projection_dim), dim=1))
+            self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        else:
+            self.queue = self.queue_pointer = None
+        self.post_init()
+
+    def student_teacher_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+        """The (student, teacher) parameter pairs of the EMA."""
+        students = list(self.backbone.parameters()) + list(self.projector.parameters())
+        teachers = list(self.teacher_backbone.parameters()) + list(self.teacher_projector.parameters())
+        return list(zip(students, teachers))
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter pair."""
+        students, teachers = zip(*self.student_teacher_pairs())
+        torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write keys into the queue in FIFO order (oldest entries overwritten first), wrapping around.
+
+        Args:
+            keys (`torch.Tensor` of shape `(n, P)`): normalised keys; only the last Q are kept if n > Q.
+        """
+        size = self.queue.shape[0]
+        keys = keys[-size:]
+        positions = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[positions] = keys.to(self.queue.dtype)
+        self.queue_pointer.copy_((self.queue_pointer + keys.shape[0]) % size)
+
+    @torch.no_grad()
+    def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
+        """Called by `SSLTrainer` after each optimizer step: EMA of the teacher, then the new keys into the queue.
+
+        Args:
+            momentum (`float`, *optional*): this step's EMA momentum; `None` uses `config.momentum`.
+            state_updates (`list` of `dict`): the `state_update` of the step's forward passes (one per micro-batch).
+        """
+        self.momentum_update(self.config.momentum if momentum is None else momentum)
+        if self.queue is not None:
+            for update in state_updates:
+                self.enqueue(update["keys"])
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+        """InfoNCE of student queries against teacher keys.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
+            `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
+        """
+        view1, view2 = check_views(pixel_values, 2, "MoCo")
+        batch_size = view1.shape[0]
+        config = self.config
+        student_views = torch.cat([view1, view2]) if config.symmetric else view1
+        queries = self.projector(self.backbone(student_views))
+        if self.predictor is not None:
+            queries = self.predictor(queries)
+        with torch.no_grad():
+            teacher_views = torch.cat([view2, view1]) if config.symmetric else view2
+            keys = F.normalize(self.teacher_projector(self.teacher_backbone(teacher_views)), dim=1)
+        pairs = [(queries[:batch_size], keys[:batch_size])]
+        if config.symmetric:
+            pairs.append((queries[batch_size:], keys[batch_size:]))
+        losses = []
+        for query, key in pairs:
+            negatives = self.queue
+            if config.variant == "v3" and config.gather_distributed and is_distributed():
+                others = other_processes(gather_no_grad(key), batch_size)
+                negatives = others if negatives is None else torch.cat([others, negatives])
+            losses.append(
+                info_nce_loss(
+                    query,
+                    key,
+                    config.temperature,
+                    negatives=negatives,
+                    in_batch_negatives=config.variant == "v3",
+                    scale_by_temperature=config.variant == "v3",
+                    negative_sampling=config.negative_sampling,
+                    hardness_beta=config.hardness_beta,
+                    tau_plus=config.tau_plus,
+                    hardest_k=config.hardest_k,
+                    num_random=config.num_random,
+                )
+            )
+        # v3 sums the two directions (reference code); v2 averages them when symmetric.
+        loss = sum(losses) if config.variant == "v3" else sum(losses) / len(losses)
+        metrics = {
+            "contrastive/temperature": torch.tensor(float(config.temperature)),
+            "contrastive/positive_cosine": F.cosine_similarity(pairs[0][0], pairs[0][1], dim=1).mean().detach(),
+        }
+        keys_for_queue = gather_no_grad(keys) if config.gather_distributed else keys
+        return SSLModelOutput(
+            loss=loss, embeddings=queries[:batch_size].detach(), metrics=metrics, state_update={"keys": keys_for_queue}
+        )

@@ -1,0 +1,139 @@
+"""SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations", ICML).
+
+Legend: B batch, V views (2), C channels, H and W image size, D feature dim, P projection dim.
+
+Two augmented views of every image go through one backbone and projection head (in one pass of 2B images, so
+batch norm sees both views, like SimCLR's global BN); NT-Xent pulls the two projections of an image together
+against the 2B - 2 other projections, and against the other processes' projections when training distributed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hfssl.distributed import gather_with_grad, is_distributed, other_processes
+from hfssl.losses.negative_sampling import validate_negative_sampling
+from hfssl.losses.nt_xent import nt_xent_loss
+from hfssl.losses.temperature import LearnableTemperature
+from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
+from hfssl.models.heads import MLPHead
+from hfssl.models.outputs import SSLModelOutput
+
+
+def check_views(pixel_values: list[torch.Tensor] | torch.Tensor, count: int, method: str) -> list[torch.Tensor]:
+    """Return the views as a list of `count` tensors of shape (B, C, H, W), or raise a ValueError saying why not."""
+    if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
+        pixel_values = list(pixel_values.unbind(0))
+    if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) != count:
+        received = f"a tensor of shape {tuple(pixel_values.shape)}" if isinstance(pixel_values, torch.Tensor) else (
+            f"{type(pixel_values).__name__} of length {len(pixel_values)}"
+            if isinstance(pixel_values, (list, tuple))
+            else type(pixel_values).__name__
+        )
+        raise ValueError(
+            f"{method} expects pixel_values as a list of {count} views of shape (B, C, H, W); received {received}. "
+            f"Use a multi-view collator such as DataCollatorForMultiView.{method.lower()}()."
+        )
+    shapes = {tuple(view.shape) for view in pixel_values}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 4:
+        raise ValueError(f"{method} expects views of one shape (B, C, H, W); received shapes {sorted(shapes)}.")
+    return list(pixel_values)
+
+
+class SimCLRConfig(SSLBackboneConfig):
+    """Configuration of `SimCLRModel`: backbone, projection head and NT-Xent settings.
+
+    Args:
+        projection_hidden_dim (`int`, defaults to 2048): hidden width of the projection MLP (SimCLR: 2048).
+        projection_dim (`int`, defaults to 128): output dimension (SimCLR: 128).
+        projection_layers (`int`, defaults to 2): linear layers in the head (SimCLR v1: 2, SimCLR v2: 3).
+        temperature (`float`, defaults to 0.5): SimCLR's CIFAR-10 value at batch 256 (appendix B.9).
+        learnable_temperature (`bool`, defaults to `False`): learn the temperature from `temperature` (CLIP-style).
+        negative_sampling (`str`, defaults to `"uniform"`): see `hfssl.losses.negative_sampling`.
+        hardness_beta, tau_plus, hardest_k, num_random: the options of that strategy.
+        gather_distributed (`bool`, defaults to `True`): use the projections of all processes as negatives.
+        (The backbone settings are those of `SSLBackboneConfig`.)
+    """
+
+    model_type = "hfssl_simclr"
+
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 128
+    projection_layers: int = 2
+    temperature: float = 0.5
+    learnable_temperature: bool = False
+    negative_sampling: str = "uniform"
+    hardness_beta: float = 1.0
+    tau_plus: float = 0.1
+    hardest_k: int | None = None
+    num_random: int = 0
+    gather_distributed: bool = True
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCLR uses 0.5 at batch 256, 0.1 with LARS).")
+        validate_negative_sampling(
+            self.negative_sampling, self.hardness_beta, self.tau_plus, self.hardest_k, self.num_random
+        )
+        super().__post_init__(**kwargs)
+
+
+class SimCLRModel(SSLPreTrainedModel):
+    """SimCLR: a backbone, a projection head and NT-Xent between two views.
+
+    The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.hub` exports it natively.
+    """
+
+    config_class = SimCLRConfig
+    base_model_prefix = "simclr"
+
+    def __init__(self, config: SimCLRConfig) -> None:
+        super().__init__(config)
+        self.backbone = backbone_from_config(config)
+        self.projector = MLPHead.simclr(
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
+        )
+        self.temperature = LearnableTemperature(config.temperature) if config.learnable_temperature else None
+        self.post_init()
+
+    def current_temperature(self) -> torch.Tensor | float:
+        """The learnt temperature (a tensor with gradient) or the fixed one."""
+        return self.temperature() if self.temperature is not None else self.config.temperature
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+        """NT-Xent between the two views.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (kept so collators may pass them through).
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics
+            `contrastive/temperature`, `contrastive/positive_cosine`.
+        """
+        view1, view2 = check_views(pixel_values, 2, "SimCLR")
+        batch_size = view1.shape[0]
+        projections = self.projector(self.backbone(torch.cat([view1, view2])))  # (2B, P)
+        z1, z2 = projections[:batch_size], projections[batch_size:]
+        temperature = self.current_temperature()
+        negatives = None
+        if self.config.gather_distributed and is_distributed():
+            negatives = other_processes(gather_with_grad(projections), 2 * batch_size)
+        loss = nt_xent_loss(
+            z1,
+            z2,
+            temperature,
+            negatives=negatives,
+            negative_sampling=self.config.negative_sampling,
+            hardness_beta=self.config.hardness_beta,
+            tau_plus=self.config.tau_plus,
+            hardest_k=self.config.hardest_k,
+            num_random=self.config.num_random,
+        )
+        metrics = {
+            "contrastive/temperature": torch.as_tensor(temperature, dtype=torch.float32).detach(),
+            "contrastive/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
+        }
+        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)

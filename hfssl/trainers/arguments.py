@@ -1,0 +1,62 @@
+"""Training arguments for self-supervised methods: `TrainingArguments` with SSL defaults and knobs (TRL-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class SSLTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for `SSLTrainer`, with defaults that avoid the usual Trainer pitfalls for image SSL.
+
+    Changed defaults:
+        remove_unused_columns (`bool`, defaults to `False`): keep the `image` column for the multi-view collator
+            (Trainer would otherwise drop every column the model's `forward` does not name).
+        label_names (`list[str]`, defaults to `[]`): SSL has no labels, so evaluation reports the SSL loss instead
+            of expecting a `labels` column.
+        dataloader_drop_last (`bool`, defaults to `True`): no small last batch (contrastive losses and batch norm
+            degrade on tiny batches; SimCLR and MoCo drop it).
+
+    SSL arguments:
+        teacher_momentum (`float`, *optional*): EMA momentum of a momentum teacher at the first step; `None` takes the
+            method's paper default from the model config (MoCo v2: 0.999, v3: 0.99).
+        teacher_momentum_final (`float`, *optional*): the momentum at the last step, reached on a cosine schedule
+            (BYOL, MoCo v3: 1.0); `None` takes the model config's.
+        lars (`bool`, defaults to `False`): use LARS (`hfssl.optim.LARS`, SimCLR / MoCo v3 at large batch) instead of
+            `optim`.
+        lars_momentum (`float`, defaults to 0.9): LARS's SGD momentum.
+        lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
+        exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
+            parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
+    """
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep every dataset column (the multi-view collator needs the images)."}
+    )
+    label_names: list[str] | None = field(
+        default_factory=list, metadata={"help": "SSL has no labels: evaluation reports the SSL loss."}
+    )
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the incomplete last batch."})
+    teacher_momentum: float | None = field(
+        default=None, metadata={"help": "Teacher EMA momentum at step 0 (None: the method's paper default)."}
+    )
+    teacher_momentum_final: float | None = field(
+        default=None, metadata={"help": "Teacher EMA momentum at the last step, cosine schedule (None: paper default)."}
+    )
+    lars: bool = field(default=False, metadata={"help": "Optimise with LARS (SGD + momentum + trust ratio)."})
+    lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
+    lars_trust_coefficient: float = field(default=0.001, metadata={"help": "LARS trust coefficient eta."})
+    exclude_norm_and_bias_from_weight_decay: bool = field(
+        default=True, metadata={"help": "No weight decay on biases, norm parameters and scalars."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("teacher_momentum", "teacher_momentum_final"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} must lie in [0, 1] (MoCo v2 uses 0.999, MoCo v3 / BYOL 0.99 -> 1.0).")
+        if not 0.0 <= self.lars_momentum < 1.0:
+            raise ValueError(f"lars_momentum={self.lars_momentum} must lie in [0, 1).")
+        super().__post_init__()

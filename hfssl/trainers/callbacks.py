@@ -1,0 +1,54 @@
+"""Schedules as functions of the step, and the callback that updates SSL state after each optimizer step."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+if TYPE_CHECKING:
+    from hfssl.trainers.ssl_trainer import SSLTrainer
+
+
+def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine interpolation from `start` at step 0 to `end` at `total_steps` (BYOL's and MoCo v3's momentum schedule:
+    `end - (end - start) * (cos(pi * step / total_steps) + 1) / 2`); constant `end` after `total_steps`."""
+    if total_steps <= 0:
+        return end
+    progress = min(max(step / total_steps, 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class SSLStateUpdateCallback(TrainerCallback):
+    """After every optimizer step, calls `model.update_after_step(momentum, state_updates)` on models that have it:
+    the EMA teacher update on the cosine momentum schedule, then queue writes and the like.
+
+    The momentum of step k (the number of optimizer steps done) is `cosine_schedule(k, max_steps, start, end)`, with
+    `start`/`end` from `SSLTrainingArguments.teacher_momentum(_final)` or else the model config's `momentum(_final)`.
+    Registered by `SSLTrainer` itself, before any checkpoint callback runs, so checkpoints hold the updated state.
+    """
+
+    def __init__(self, trainer: SSLTrainer) -> None:
+        self.trainer = trainer
+
+    def momentum(self, step: int, total_steps: int) -> float | None:
+        """The teacher momentum after `step` optimizer steps, or None when the model has no momentum settings."""
+        args, config = self.trainer.args, getattr(self.trainer.accelerator.unwrap_model(self.trainer.model), "config", None)
+        start = getattr(args, "teacher_momentum", None)
+        start = start if start is not None else getattr(config, "momentum", None)
+        end = getattr(args, "teacher_momentum_final", None)
+        end = end if end is not None else getattr(config, "momentum_final", None)
+        if start is None:
+            return None
+        return cosine_schedule(step, total_steps, start, start if end is None else end)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        updates = self.trainer.take_state_updates()
+        if not hasattr(model, "update_after_step"):
+            return
+        momentum = self.momentum(state.global_step, state.max_steps)
+        model.update_after_step(momentum, updates)
+        if momentum is not None:
+            self.trainer.record_metric("teacher/momentum", momentum)

@@ -1,0 +1,260 @@
+"""`SSLTrainer`: the `transformers.Trainer` plumbing shared by every self-supervised method.
+
+Legend: B batch, V views, P projection dim.
+
+What it adds to Trainer, and nothing else:
+- `compute_loss`: views in, the method model's `SSLModelOutput.loss` out; the model's metrics and the collapse
+  signal (per-dimension std of the normalised embeddings, about 1/sqrt(P) when healthy, 0 when collapsed) are
+  averaged between logging steps and logged as `"<objective>/<quantity>"`.
+- after each optimizer step, `SSLStateUpdateCallback` calls `model.update_after_step` (EMA teacher on a cosine
+  momentum schedule, queue writes) with the `state_update` of the step's forward passes.
+- optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`.
+- evaluation reports the SSL loss (there are no labels).
+A method model only needs `forward(pixel_values=[view, ...]) -> SSLModelOutput` and, if it has state to update
+after the optimizer step, `update_after_step(momentum, state_updates)`. All of its state lives in parameters and
+persistent buffers, and schedules are functions of the step, so Trainer checkpoints (with Trainer's RNG states)
+resume exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer
+
+from hfssl.optim import LARS
+from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.callbacks import SSLStateUpdateCallback
+
+
+def collator_generator(collator: Any) -> torch.Generator | None:
+    """The `torch.Generator` a collator draws its randomness from in the main process, if it exposes one
+    (`DataCollatorForMultiView` and other hfssl collators keep it in `_rng`; a plain `generator` attribute works too)."""
+    holder = getattr(collator, "_rng", None)
+    if holder is not None and callable(getattr(holder, "get", None)):
+        return holder.get()
+    generator = getattr(collator, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
+class GeneratorTrackingCollator:
+    """Wraps a collator and remembers its generator state before each batch it produces, so a checkpoint can store
+    the state before the first batch training has not consumed yet (DataLoaders fetch batches ahead)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+        self.produced = 0
+        self.states: dict[int, torch.Tensor] = {}
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        generator = collator_generator(self.collator)
+        if generator is not None:
+            self.states[self.produced] = generator.get_state()
+            self.states.pop(self.produced - 64, None)
+        self.produced += 1
+        return self.collator(examples)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["collator"], name)
+
+
+def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
+    """The collapse signal of Chen & He 2021 (SimSiam, section 4.1): the mean over dimensions of the std over the
+    batch of the L2-normalised embeddings (B, P). About 1/sqrt(P) for spread-out embeddings, 0 for a collapse."""
+    return F.normalize(embeddings.detach().float(), dim=1).std(dim=0).mean()
+
+
+class SSLTrainer(Trainer):
+    """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
+
+    Args:
+        model (`PreTrainedModel`): a method model returning `SSLModelOutput`.
+        args (`SSLTrainingArguments`, *optional*): defaults to `SSLTrainingArguments("outputs/ssl")`. A plain
+            `TrainingArguments` is accepted if `remove_unused_columns=False`.
+        data_collator (`Callable`): a multi-view collator returning `{"pixel_values": [view, ...], ...}`, e.g.
+            `DataCollatorForMultiView.simclr()`.
+        train_dataset, eval_dataset, callbacks, **kwargs: as for `transformers.Trainer`.
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: SSLTrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        callbacks: list | None = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/ssl")
+        if args.remove_unused_columns:
+            raise ValueError(
+                "remove_unused_columns=True would drop the image column before the multi-view collator sees it; use "
+                "SSLTrainingArguments (which defaults to False) or pass remove_unused_columns=False."
+            )
+        if data_collator is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a multi-view `data_collator` returning {{'pixel_values': [views]}}, "
+                "e.g. DataCollatorForMultiView.simclr(image_size=32)."
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._state_updates: list[dict[str, torch.Tensor]] = []
+        self._batches_consumed = 0
+        if collator_generator(data_collator) is not None and args.dataloader_num_workers == 0:
+            self.data_collator = GeneratorTrackingCollator(data_collator)
+        self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """Trainer's step; counts the batches consumed (to checkpoint the collator's generator at the right batch)."""
+        self._batches_consumed += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """Evaluation augments with a copy of the collator, leaving the training augmentation stream untouched."""
+        training_collator = self.data_collator
+        inner = training_collator.collator if isinstance(training_collator, GeneratorTrackingCollator) else training_collator
+        self.data_collator = copy.deepcopy(inner)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
+
+    # ---- loss and metrics -------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Views in, loss out: `model(pixel_values=[view, ...])` returns the loss and what to log."""
+        if "pixel_values" not in inputs:
+            raise ValueError(
+                f"SSLTrainer expects batches with 'pixel_values' (a list of views); got keys {sorted(inputs)}. "
+                "Use a multi-view collator such as DataCollatorForMultiView."
+            )
+        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+        mode = "train" if model.training else "eval"
+        if mode == "train" and outputs.state_update:
+            self._state_updates.append(outputs.state_update)
+        metrics = dict(outputs.metrics or {})
+        if outputs.embeddings is not None:
+            metrics["embedding/std"] = embedding_std(outputs.embeddings)
+        for name, value in metrics.items():
+            self.record_metric(name, value, mode)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def take_state_updates(self) -> list[dict[str, torch.Tensor]]:
+        """Hand over (and forget) the `state_update`s of the forward passes since the last optimizer step."""
+        updates, self._state_updates = self._state_updates, []
+        return updates
+
+    def record_metric(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:
+        """Add a value to the averages logged at the next logging step."""
+        self._metrics[mode][name].append(torch.as_tensor(value).detach().float())
+
+    def _take_averages(self, mode: str) -> dict[str, float]:
+        averages = {
+            name: torch.stack([value.to("cpu") for value in values]).mean().item()
+            for name, values in self._metrics[mode].items()
+            if values
+        }
+        self._metrics[mode].clear()
+        return averages
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averages of the training metrics recorded since the last log."""
+        if not any(key.startswith("eval_") for key in logs):
+            logs = {**logs, **self._take_averages("train")}
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """Trainer's loop; the model's metrics, averaged over the evaluation set, join the returned metrics."""
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        output.metrics.update({f"{prefix}_{name}": value for name, value in self._take_averages("eval").items()})
+        return output
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """0: Trainer's estimate (6 x tokens x parameters) is for token models, not for lists of image views."""
+        return 0
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor, None, None]:
+        """Evaluation reports the SSL loss (no logits, no labels)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ---- checkpoints: the collator's generator joins Trainer's RNG states ----------------------------------------
+
+    def _collator_rng_file(self, directory: str) -> str:
+        return os.path.join(directory, f"collator_rng_state_{self.args.process_index}.pth")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
+        `dataloader_num_workers=0`; workers re-seed from the DataLoader seed that Trainer's RNG state restores)."""
+        super()._save_rng_state(output_dir)
+        tracker = self.data_collator
+        if isinstance(tracker, GeneratorTrackingCollator):
+            state = tracker.states.get(self._batches_consumed)
+            state = state if state is not None else collator_generator(tracker.collator).get_state()
+            torch.save({"generator": state, "batches_consumed": self._batches_consumed}, self._collator_rng_file(output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load the checkpoint, and the collator's generator before any batch is drawn (Trainer restores its own RNG
+        states only after fetching the first resumed batch)."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        checkpoint, tracker = resume_from_checkpoint, self.data_collator
+        if checkpoint is None or not isinstance(tracker, GeneratorTrackingCollator):
+            return
+        if os.path.isfile(self._collator_rng_file(checkpoint)):
+            state = torch.load(self._collator_rng_file(checkpoint), weights_only=True)
+            collator_generator(tracker.collator).set_state(state["generator"])
+            self._batches_consumed = tracker.produced = int(state["batches_consumed"])
+            tracker.states.clear()
+
+    # ---- optimiser ----------------------------------------------------------------------------------------------
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """Weight decay on weight matrices and kernels only, not on biases, norm parameters or scalars."""
+        if getattr(self.args, "exclude_norm_and_bias_from_weight_decay", True):
+            return [name for name, parameter in model.named_parameters() if parameter.ndim > 1]
+        return super().get_decay_parameter_names(model)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimiser, or LARS when `args.lars` (same parameter groups and weight decay split)."""
+        if self.optimizer is None and getattr(self.args, "lars", False):
+            self.optimizer_cls_and_kwargs = (
+                LARS,
+                {
+                    "lr": self.args.learning_rate,
+                    "momentum": self.args.lars_momentum,
+                    "trust_coefficient": self.args.lars_trust_coefficient,
+                },
+            )
+        return super().create_optimizer(model)

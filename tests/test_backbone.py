@@ -1,0 +1,71 @@
+"""Backbone: timm and transformers models as (B, C, H, W) -> (B, D) feature extractors."""
+
+import pytest
+import torch
+from transformers import ViTConfig
+
+from hfssl.models.backbone import Backbone, resolve_library
+
+TINY_VIT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+
+
+def test_timm_backbone_features_dim_and_data_config():
+    backbone = Backbone("resnet18", pretrained=False)
+    features = backbone(torch.randn(2, 3, 32, 32))
+    assert features.shape == (2, 512) and backbone.feature_dim == 512
+    assert backbone.library == "timm"
+    assert backbone.data_config["input_size"] == (3, 224, 224)
+    assert backbone.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_small_image_stem_keeps_full_resolution():
+    backbone = Backbone("resnet18", small_image_stem=True, in_chans=1)
+    conv = backbone.model.conv1
+    assert (conv.kernel_size, conv.stride, conv.in_channels) == ((3, 3), (1, 1), 1)
+    assert isinstance(backbone.model.maxpool, torch.nn.Identity)
+    # the first stage sees the 16x16 input at full resolution
+    stage = backbone.model.layer1(backbone.model.act1(backbone.model.bn1(conv(torch.randn(1, 1, 16, 16)))))
+    assert stage.shape[-1] == 16
+    assert backbone(torch.randn(2, 1, 16, 16)).shape == (2, 512)
+
+
+def test_small_image_stem_rejects_models_without_a_resnet_stem():
+    with pytest.raises(ValueError, match="needs a ResNet-style model with `conv1`"):
+        Backbone("vit_tiny_patch16_224", small_image_stem=True, model_kwargs={"img_size": 32})
+
+
+@pytest.mark.parametrize("pooling", ["auto", "cls", "mean", "pooler"])
+def test_transformers_backbone_from_config_and_pooling(pooling):
+    torch.manual_seed(0)
+    backbone = Backbone(config=ViTConfig(**TINY_VIT), pooling=pooling)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    features = backbone(pixel_values)
+    assert features.shape == (2, 32) and backbone.feature_dim == 32
+    hidden = backbone.model(pixel_values=pixel_values).last_hidden_state
+    if pooling in ("auto", "cls"):
+        torch.testing.assert_close(features, hidden[:, 0])
+        assert not any(p.requires_grad for p in backbone.model.pooler.parameters())
+    elif pooling == "mean":
+        torch.testing.assert_close(features, hidden.mean(dim=1))
+    assert backbone.data_config["input_size"] == (3, 32, 32)
+
+
+def test_transformers_backbone_from_a_config_dict_and_a_local_folder(tmp_path):
+    config = ViTConfig(**TINY_VIT)
+    assert Backbone(config=config.to_dict()).feature_dim == 32
+    Backbone(config=config).model.save_pretrained(tmp_path)
+    assert resolve_library(str(tmp_path)) == "transformers"
+    loaded = Backbone(str(tmp_path), pretrained=True)
+    assert loaded.library == "transformers" and loaded(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+
+
+def test_library_resolution_and_errors():
+    assert resolve_library("resnet18") == "timm"
+    assert resolve_library("hf-hub:timm/resnet18.a1_in1k") == "timm"
+    assert resolve_library("google/vit-base-patch16-224") == "transformers"
+    with pytest.raises(ValueError, match="pooling='max' is not supported"):
+        Backbone("resnet18", pooling="max")
+    with pytest.raises(ValueError, match="needs a model `name`"):
+        Backbone()
+    with pytest.raises(ValueError, match="small_image_stem=True is only available for timm"):
+        Backbone(config=ViTConfig(**TINY_VIT), small_image_stem=True)

@@ -1,0 +1,108 @@
+"""MoCoModel: momentum update, queue FIFO semantics, v2 / v3 losses, round trip."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, ViTConfig
+
+import hfssl.models  # noqa: F401
+from hfssl.losses import info_nce_loss
+from hfssl.models.moco import MoCoConfig, MoCoModel
+from hfssl.trainers.callbacks import cosine_schedule
+
+TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
+
+
+def tiny(variant="v2", **overrides):
+    sizes = {"projection_hidden_dim": 16, "projection_dim": 8}
+    if variant == "v2":
+        sizes["queue_size"] = 10
+    else:
+        sizes["predictor_hidden_dim"] = 16
+    torch.manual_seed(0)
+    return MoCoModel(MoCoConfig(variant=variant, backbone_model_config=TINY_VIT, **sizes, **overrides))
+
+
+def views(batch=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, 16, 16, generator=generator) for _ in range(2)]
+
+
+def test_paper_defaults_per_variant():
+    v2, v3 = MoCoConfig(variant="v2"), MoCoConfig(variant="v3")
+    assert (v2.queue_size, v2.temperature, v2.momentum, v2.projection_dim, v2.symmetric) == (65536, 0.2, 0.999, 128, False)
+    assert (v3.queue_size, v3.temperature, v3.momentum, v3.momentum_final, v3.predictor_hidden_dim) == (0, 1.0, 0.99, 1.0, 4096)
+    with pytest.raises(ValueError, match="variant='v4' is not supported"):
+        MoCoConfig(variant="v4")
+    with pytest.raises(ValueError, match="MoCo v2 takes its negatives from the queue"):
+        MoCoConfig(variant="v2", queue_size=0)
+
+
+def test_teacher_starts_equal_and_follows_the_ema():
+    model = tiny()
+    for student, teacher in model.student_teacher_pairs():
+        assert torch.equal(student, teacher) and not teacher.requires_grad
+    before = [(s.detach().clone(), t.detach().clone()) for s, t in model.student_teacher_pairs()]
+    with torch.no_grad():
+        for student, _ in model.student_teacher_pairs():
+            student.add_(1.0)
+    model.momentum_update(0.9)
+    for (student, teacher), (s0, t0) in zip(model.student_teacher_pairs(), before):
+        torch.testing.assert_close(teacher, 0.9 * t0 + 0.1 * (s0 + 1.0))
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_schedule(0, 100, 0.99, 1.0) == pytest.approx(0.99)
+    assert cosine_schedule(50, 100, 0.99, 1.0) == pytest.approx(0.995)
+    assert cosine_schedule(100, 100, 0.99, 1.0) == pytest.approx(1.0)
+    assert cosine_schedule(150, 100, 0.99, 1.0) == pytest.approx(1.0)
+    assert cosine_schedule(30, 100, 0.999, 0.999) == pytest.approx(0.999)
+
+
+def test_queue_is_fifo_with_wrap_around():
+    model = tiny()  # queue of 10
+    first, second = torch.full((4, 8), 1.0), torch.full((4, 8), 2.0)
+    model.enqueue(first)
+    model.enqueue(second)
+    assert model.queue_pointer.item() == 8
+    third = torch.arange(4.0)[:, None].expand(4, 8)  # rows 0..3 land at positions 8, 9, 0, 1
+    model.enqueue(third)
+    assert model.queue_pointer.item() == 2
+    assert model.queue[8, 0] == 0 and model.queue[9, 0] == 1 and model.queue[0, 0] == 2 and model.queue[1, 0] == 3
+    assert (model.queue[2:4] == 1.0).all() and (model.queue[4:8] == 2.0).all()
+    model.enqueue(torch.arange(12.0)[:, None].expand(12, 8))  # more than the queue: the last 10 are kept
+    assert sorted(model.queue[:, 0].tolist()) == [float(v) for v in range(2, 12)]
+
+
+def test_v2_loss_uses_the_queue_and_hands_keys_to_the_update():
+    model = tiny().eval()
+    pixel_values = views()
+    output = model(pixel_values=pixel_values)
+    query = model.projector(model.backbone(pixel_values[0]))
+    key = F.normalize(model.teacher_projector(model.teacher_backbone(pixel_values[1])), dim=1)
+    torch.testing.assert_close(output.loss, info_nce_loss(query, key, 0.2, negatives=model.queue))
+    torch.testing.assert_close(output.state_update["keys"], key)
+    model.update_after_step(0.99, [output.state_update])
+    torch.testing.assert_close(model.queue[:4], key)
+
+
+def test_v3_loss_is_symmetric_with_predictor_and_scaled():
+    model = tiny("v3").eval()
+    pixel_values = views()
+    output = model(pixel_values=pixel_values)
+    q = model.predictor(model.projector(model.backbone(torch.cat(pixel_values))))
+    k = model.teacher_projector(model.teacher_backbone(torch.cat(pixel_values[::-1])))
+    expected = sum(info_nce_loss(q[i:i + 4], k[i:i + 4], 1.0, in_batch_negatives=True, scale_by_temperature=True) for i in (0, 4))
+    torch.testing.assert_close(output.loss, expected)
+    assert model.queue is None
+
+
+def test_round_trip_keeps_teacher_and_queue(tmp_path):
+    model = tiny()
+    output = model(pixel_values=views())
+    model.update_after_step(0.5, [output.state_update])
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, MoCoModel) and loaded.queue_pointer.item() == 4
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, msg=name)

@@ -1,0 +1,126 @@
+"""SSLTrainer: real steps of each method on an Image-column dataset, exact resume, optimiser groups, eval loss."""
+
+import pytest
+import torch
+from transformers import TrainerCallback, TrainingArguments, ViTConfig
+
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.data.images import load_digits_dataset
+from hfssl.models.moco import MoCoConfig, MoCoModel
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.optim import LARS
+from hfssl.trainers import MoCoTrainer, SimCLRTrainer, SSLTrainer, SSLTrainingArguments
+
+TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
+HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
+
+
+class InterruptAt(TrainerCallback):
+    """Stop training after `step` optimizer steps (after the checkpoint of that step is written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """32 digits as a datasets.Dataset with an Image column "image" and a "label" column."""
+    return load_digits_dataset(image_size=16).select(range(32))
+
+
+def collator():
+    return DataCollatorForMultiView.simclr(image_size=16, blur_p=0.0, seed=0)
+
+
+def arguments(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-3,
+                  report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0)
+    values.update(overrides)
+    return SSLTrainingArguments(**values)
+
+
+def make_model(method):
+    torch.manual_seed(0)
+    if method == "simclr":
+        return SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, learnable_temperature=True, **HEAD))
+    if method == "moco_v2":
+        return MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=16, **HEAD))
+    return MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **HEAD))
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco_v2", "moco_v3"])
+def test_every_trainable_parameter_moves_and_metrics_are_logged(method, digits, tmp_path):
+    model = make_model(method)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer_class = SimCLRTrainer if method == "simclr" else MoCoTrainer
+    trainer = trainer_class(model=model, args=arguments(tmp_path), data_collator=collator(), train_dataset=digits)
+    trainer.train()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert not torch.equal(before[name], parameter.detach()), f"{name} did not move"
+    logs = trainer.state.log_history[0]
+    assert {"loss", "contrastive/temperature", "contrastive/positive_cosine", "embedding/std"} <= set(logs)
+    assert 0 < logs["embedding/std"] < 1
+    if method != "simclr":
+        assert "teacher/momentum" in logs
+        students = [n for n, p in model.named_parameters() if n.startswith(("backbone.", "projector.")) and p.requires_grad]
+        teachers = dict(model.named_parameters())
+        for name in students:
+            assert not torch.equal(before[f"teacher_{name}"], teachers[f"teacher_{name}"]), f"teacher_{name} did not move"
+    if method == "moco_v2":
+        assert model.queue_pointer.item() == (3 * 8) % 16
+
+
+def test_resume_from_checkpoint_is_exact(digits, tmp_path):
+    """MoCo v2 with LARS: 4 steps straight == 2 steps, then resume_from_checkpoint for 2 more (teacher, queue,
+    pointer, LARS momentum, scheduler and the collator's generator all come back)."""
+    straight = make_model("moco_v2")
+    args = arguments(tmp_path / "straight", max_steps=4, lars=True, learning_rate=0.1, save_strategy="steps", save_steps=2)
+    SSLTrainer(model=straight, args=args, data_collator=collator(), train_dataset=digits).train()
+
+    args = arguments(tmp_path / "interrupted", max_steps=4, lars=True, learning_rate=0.1, save_strategy="steps", save_steps=2)
+    SSLTrainer(model=make_model("moco_v2"), args=args, data_collator=collator(), train_dataset=digits,
+               callbacks=[InterruptAt(2)]).train()
+    interrupted = make_model("moco_v2")  # a fresh process: new model, new collator
+    SSLTrainer(model=interrupted, args=args, data_collator=collator(), train_dataset=digits).train(
+        resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2")
+    )
+    straight_state, resumed_state = straight.state_dict(), interrupted.state_dict()
+    assert resumed_state["queue_pointer"].item() == straight_state["queue_pointer"].item() == 0
+    differing = [name for name, tensor in straight_state.items() if not torch.equal(resumed_state[name], tensor)]
+    assert differing == [], f"differ after resume: {differing}"
+
+
+def test_no_weight_decay_on_norms_biases_and_lars(digits, tmp_path):
+    model = make_model("simclr")
+    trainer = SSLTrainer(model=model, args=arguments(tmp_path, lars=True, weight_decay=1e-4, learning_rate=0.3),
+                         data_collator=collator(), train_dataset=digits)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, LARS)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    assert decayed and all(dict(model.named_parameters())[n].ndim > 1 for n in decayed)
+    assert "temperature.log_temperature" not in decayed and not any("norm" in n or n.endswith("bias") for n in decayed)
+
+
+def test_evaluation_reports_the_ssl_loss_without_labels(digits, tmp_path):
+    trainer = SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path, per_device_eval_batch_size=8),
+                         data_collator=collator(), eval_dataset=digits)
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] > 0 and "eval_embedding/std" in metrics
+
+
+def test_pitfalls_raise_helpful_errors(digits, tmp_path):
+    plain = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    with pytest.raises(ValueError, match="remove_unused_columns=True would drop the image column"):
+        SSLTrainer(model=make_model("simclr"), args=plain, data_collator=collator())
+    with pytest.raises(ValueError, match="needs a multi-view `data_collator`"):
+        SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path))
+    with pytest.raises(TypeError, match="SimCLRTrainer needs a SimCLRModel or a backbone name; got MoCoModel"):
+        SimCLRTrainer(model=make_model("moco_v2"))
+    with pytest.raises(ValueError, match="teacher_momentum=1.5 must lie in"):
+        arguments(tmp_path, teacher_momentum=1.5)
