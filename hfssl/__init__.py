@@ -1,6 +1,22 @@
 """hfssl: self-supervised learning for the Hugging Face ecosystem."""
 
+from hfssl.augmentations.text import (
+    BackTranslation,
+    EasyDataAugmentation,
+    Seq2SeqTranslator,
+    random_deletion,
+    random_insertion,
+    random_swap,
+    synonym_replacement,
+)
 from hfssl.collators.mlm import DataCollatorForMaskedLM
+from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
+from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
+from hfssl.data.tokenizer_training import (
+    train_byte_level_bpe_tokenizer,
+    train_unigram_tokenizer,
+    train_word_level_tokenizer,
+)
 from hfssl.distributed import gather_no_grad, gather_with_grad
 from hfssl.evaluation.features import extract_features, knn_evaluate
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
@@ -16,6 +32,8 @@ from hfssl.models import (
     SSLModelOutput,
 )
 from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.simcse import SimCSEConfig, SimCSEModel
+from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.optim import LARS
 from hfssl.trainers import (
     MoCoTrainer,
@@ -32,6 +50,21 @@ __all__ = [
     "__version__",
     # collators
     "DataCollatorForMaskedLM",
+    "DataCollatorForSkipGram",
+    "DataCollatorForSpanCorruption",
+    "compute_input_and_target_lengths",
+    "count_token_ids",
+    # text augmentation and tokenizers
+    "BackTranslation",
+    "EasyDataAugmentation",
+    "Seq2SeqTranslator",
+    "random_deletion",
+    "random_insertion",
+    "random_swap",
+    "synonym_replacement",
+    "train_byte_level_bpe_tokenizer",
+    "train_unigram_tokenizer",
+    "train_word_level_tokenizer",
     # models and backbones
     "Backbone",
     "MLPHead",
@@ -42,6 +75,10 @@ __all__ = [
     "SSLPreTrainedModel",
     "SimCLRConfig",
     "SimCLRModel",
+    "SimCSEConfig",
+    "SimCSEModel",
+    "Word2VecConfig",
+    "Word2VecModel",
     # losses
     "LearnableTemperature",
     "contrastive_loss_from_logits",

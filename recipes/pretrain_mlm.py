@@ -134,9 +134,12 @@ def main() -> None:
         else:
             hidden, layers, heads = PRESETS[model_args.preset]
             config = AutoConfig.for_model(
-                model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                intermediate_size=4 * hidden, max_position_embeddings=max(512, data_args.max_seq_length) + 2,
-                pad_token_id=tokenizer.pad_token_id,
+                model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, intermediate_size=4 * hidden,
+                max_position_embeddings=max(512, data_args.max_seq_length) + 2, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                **({"sparse_prediction": True} if model_args.model_type == "modernbert" else {}),
             )
         model = AutoModelForMaskedLM.from_config(config)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -31,10 +31,22 @@ def most_frequent_token(input_ids: Iterable[list[int]], special_ids: Iterable[in
 
 
 def preprocess_logits_for_masked_lm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """For `Trainer(preprocess_logits_for_metrics=...)`: keep the argmax, not (B, L, vocab) logits."""
+    """For `Trainer(preprocess_logits_for_metrics=...)`: keep the argmax, not (B, L, vocab) logits.
+
+    Models that score only the masked positions (ModernBERT's `sparse_prediction`) return logits of
+    shape (num_masked, vocab); their predictions are put back at those positions of a (B, L) tensor.
+    """
     if isinstance(logits, tuple):
         logits = logits[0]
-    return logits.argmax(dim=-1)
+    predictions = logits.argmax(dim=-1)
+    if predictions.shape == labels.shape:
+        return predictions
+    selected = labels != -100
+    if predictions.shape != (int(selected.sum()),):
+        raise ValueError(f"Cannot align logits of shape {tuple(logits.shape)} with labels of shape {tuple(labels.shape)}.")
+    full = torch.full_like(labels, -100)
+    full[selected] = predictions
+    return full
 
 
 def masked_lm_metrics(baseline_token_id: int | None = None) -> Callable[[EvalPrediction], dict[str, float]]:

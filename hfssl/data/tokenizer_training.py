@@ -1,0 +1,120 @@
+"""Train the tokenizers the text recipes need, offline, with the `tokenizers` library.
+
+- `train_byte_level_bpe_tokenizer`: GPT-2's byte-level BPE, for causal language models.
+- `train_unigram_tokenizer`: a SentencePiece-style Unigram tokenizer in T5's layout (`<pad>`=0, `</s>`=1, `<unk>`=2,
+  EOS appended, 100 sentinel tokens `<extra_id_i>`), for span corruption.
+- `train_word_level_tokenizer`: one id per word seen at least `min_count` times, for Word2Vec.
+
+BERT's WordPiece trainer lives in `hfssl.data.text.train_wordpiece_tokenizer`. Every function returns a fast
+tokenizer that `save_pretrained` writes and `AutoTokenizer.from_pretrained` reads back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def train_byte_level_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000, model_max_length: int = 1024):
+    """Train a GPT-2-style byte-level BPE tokenizer (Radford et al., 2019) on `texts`.
+
+    Args:
+        texts (iterable of `str`): the training text.
+        vocab_size (`int`, defaults to 8000): the vocabulary size, including the 256 byte tokens and
+            `<|endoftext|>`.
+        model_max_length (`int`, defaults to 1024): GPT-2's context length.
+
+    Returns:
+        `transformers.PreTrainedTokenizerFast` with `<|endoftext|>` as BOS, EOS and UNK, and no pad token (as GPT-2).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 257:
+        raise ValueError(f"vocab_size must exceed the 256 byte tokens plus <|endoftext|>, got {vocab_size}.")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=model_max_length,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def train_unigram_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, extra_ids: int = 100, model_max_length: int = 512
+):
+    """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`.
+
+    Args:
+        texts (iterable of `str`): the training text.
+        vocab_size (`int`, defaults to 8000): the size of the learned vocabulary, before the sentinels.
+        extra_ids (`int`, defaults to 100): the number of sentinel tokens `<extra_id_i>` (T5 uses 100).
+        model_max_length (`int`, defaults to 512): T5's input length.
+
+    Returns:
+        `transformers.T5Tokenizer` (a fast tokenizer): `<pad>`=0, `</s>`=1 appended to every text, `<unk>`=2, and
+        `extra_ids` sentinels, so `len(tokenizer) == vocab_size + extra_ids`.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    special_tokens = ["<pad>", "</s>", "<unk>"]
+    if vocab_size <= len(special_tokens):
+        raise ValueError(f"vocab_size must exceed the {len(special_tokens)} special tokens, got {vocab_size}.")
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens, unk_token="<unk>", show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    vocab = [(piece, score) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in range(extra_ids - 1, -1, -1)]  # T5: <extra_id_0> is the last id
+    return T5Tokenizer(vocab=vocab, extra_ids=extra_ids, model_max_length=model_max_length)
+
+
+def train_word_level_tokenizer(
+    texts: Iterable[str], min_count: int = 5, lowercase: bool = True, max_vocab_size: int | None = None
+):
+    """Build a word-level tokenizer: one id per word seen at least `min_count` times (Word2Vec's vocabulary).
+
+    Words are runs of letters, digits and `_` and single punctuation marks (the `Whitespace` pre-tokenizer); rarer
+    words map to `[UNK]`, which the skip-gram collator drops as Word2Vec drops out-of-vocabulary words.
+
+    Args:
+        texts (iterable of `str`): the training text.
+        min_count (`int`, defaults to 5): Word2Vec's and gensim's default minimum count.
+        lowercase (`bool`, defaults to `True`): lowercase before splitting.
+        max_vocab_size (`int`, *optional*): keep at most this many words (the most frequent).
+
+    Returns:
+        `transformers.PreTrainedTokenizerFast` with `[PAD]`=0 and `[UNK]`=1, then words by decreasing frequency.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}.")
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=(max_vocab_size + 2) if max_vocab_size else 2**31 - 1,
+        min_frequency=min_count,
+        special_tokens=["[PAD]", "[UNK]"],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")

@@ -1,0 +1,128 @@
+"""Unsupervised SimCSE (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP).
+
+Legend: B batch of sentences, L tokens, H hidden size.
+
+Every sentence goes through the encoder twice in one pass of 2B rows; the two dropout masks make the two views.
+The [CLS] state passes an MLP (dense + tanh, used in training only, as the paper's unsupervised model) and InfoNCE
+with temperature 0.05 pulls the two views of a sentence together against the other B - 1 sentences of the batch
+(and the other processes' sentences when training distributed). `encode` gives the sentence embedding: the [CLS]
+state without the MLP.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+from hfssl.distributed import gather_with_grad, is_distributed, other_processes
+from hfssl.losses.info_nce import info_nce_loss
+from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.outputs import SSLModelOutput
+
+
+class SimCSEConfig(PretrainedConfig):
+    """Configuration of `SimCSEModel`.
+
+    Args:
+        encoder_config (`dict`): the text encoder's transformers config in `to_dict()` form (e.g. a BERT's), from which
+            the encoder is built offline; `SimCSEModel.from_encoder` fills it in.
+        temperature (`float`, defaults to 0.05): Gao et al.'s value.
+        gather_distributed (`bool`, defaults to `True`): use the other processes' sentences as negatives.
+    """
+
+    model_type = "hfssl_simcse"
+
+    encoder_config: dict | None = None
+    temperature: float = 0.05
+    gather_distributed: bool = True
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCSE uses 0.05).")
+        if self.encoder_config is not None and "model_type" not in self.encoder_config:
+            raise ValueError(
+                "encoder_config must be a transformers config dict with a 'model_type' (config.to_dict()), got keys "
+                f"{sorted(self.encoder_config)[:8]}."
+            )
+        super().__post_init__(**kwargs)
+
+
+class SimCSEModel(SSLPreTrainedModel):
+    """Unsupervised SimCSE: a transformers text encoder, an MLP over [CLS], and InfoNCE between two dropout views."""
+
+    config_class = SimCSEConfig
+    base_model_prefix = "simcse"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: SimCSEConfig) -> None:
+        super().__init__(config)
+        if config.encoder_config is None:
+            raise ValueError(
+                "SimCSEConfig.encoder_config is required; build the model with SimCSEModel.from_encoder(encoder)."
+            )
+        encoder_config = dict(config.encoder_config)
+        encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
+        self.encoder = AutoModel.from_config(encoder_config)
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # BERT's pooler is unused; unused parameters upset DistributedDataParallel
+        hidden = encoder_config.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+        self.post_init()
+
+    @classmethod
+    def from_encoder(cls, encoder: PreTrainedModel, **config_kwargs) -> SimCSEModel:
+        """Wrap an existing encoder (e.g. `AutoModel.from_pretrained("bert-base-uncased")`), keeping its weights."""
+        model = cls(SimCSEConfig(encoder_config=encoder.config.to_dict(), **config_kwargs))
+        missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
+        if missing or [key for key in unexpected if not key.startswith("pooler.")]:
+            raise ValueError(f"The encoder's weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+        return model
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Sentence embeddings: the [CLS] state, without the training MLP (the paper's unsupervised evaluation).
+
+        Returns:
+            `torch.Tensor` of shape (B, H).
+        """
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state[:, 0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SSLModelOutput:
+        """InfoNCE between two dropout views of each sentence.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape (B, L)), attention_mask (`torch.LongTensor` of shape (B, L),
+                *optional*), token_type_ids (`torch.LongTensor` of shape (B, L), *optional*): a padded batch.
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, H) of the first view and metrics
+            `contrastive/positive_cosine`, `contrastive/negative_cosine`.
+        """
+        if input_ids.ndim != 2 or input_ids.shape[0] < 2:
+            raise ValueError(f"SimCSE needs input_ids of shape (B, L) with B >= 2 sentences, got {tuple(input_ids.shape)}.")
+        batch_size = input_ids.shape[0]
+        extra = {"token_type_ids": token_type_ids.repeat(2, 1)} if token_type_ids is not None else {}
+        mask = attention_mask.repeat(2, 1) if attention_mask is not None else None
+        z = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra))  # (2B, H): two dropout masks per sentence
+        z1, z2 = z[:batch_size], z[batch_size:]
+        negatives = None
+        if self.config.gather_distributed and is_distributed():
+            negatives = other_processes(gather_with_grad(z2), batch_size)
+        loss = info_nce_loss(z1, z2, self.config.temperature, negatives=negatives, in_batch_negatives=True)
+        with torch.no_grad():
+            cosine = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
+            off_diagonal = ~torch.eye(batch_size, dtype=torch.bool, device=cosine.device)
+            metrics = {"contrastive/positive_cosine": cosine.diagonal().mean(),
+                       "contrastive/negative_cosine": cosine[off_diagonal].mean()}
+        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)
+
+
+AutoConfig.register("hfssl_simcse", SimCSEConfig)
+AutoModel.register(SimCSEConfig, SimCSEModel)

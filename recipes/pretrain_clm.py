@@ -1,0 +1,168 @@
+"""Causal language model pretraining (GPT-2 or Llama style) on packed text blocks.
+
+    accelerate launch recipes/pretrain_clm.py                       # built-in corpus, tiny GPT-2, minutes on 2 CPUs
+    accelerate launch recipes/pretrain_clm.py recipes/configs/clm_tiny.yaml
+    accelerate launch recipes/pretrain_clm.py --model_type llama --preset mini
+    accelerate launch --num_processes 8 recipes/pretrain_clm.py --dataset_name wikitext \
+        --dataset_config_name wikitext-103-raw-v1 --model_name_or_path openai-community/gpt2 --max_steps 100000
+
+Any AutoModelForCausalLM works through --model_name_or_path or --config_name. With no dataset named it trains on
+CPython's bundled documentation and stdlib docstrings; without --tokenizer_name (or --model_name_or_path) a
+byte-level BPE tokenizer is trained on the training text. Batching is transformers' own: packed blocks carry
+`labels = input_ids` and `default_data_collator` stacks them (the model shifts the labels), as in `run_clm.py`.
+It prints the held-out perplexity.
+"""
+
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    HfArgumentParser,
+    LlamaConfig,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
+
+from hfssl.data.text import load_text_dataset, tokenize_and_pack
+from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Sizes from scratch: (hidden size, layers, heads). "small" is GPT-2 small (Radford et al., 2019); "tiny" is for
+# tests and laptops.
+PRESETS = {"tiny": (64, 2, 2), "mini": (256, 4, 4), "medium": (512, 8, 8), "small": (768, 12, 12)}
+MODEL_TYPES = ("gpt2", "llama")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
+    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+    model_type: str = field(default="gpt2", metadata={"help": f"Architecture from scratch: {', '.join(MODEL_TYPES)}."})
+    preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
+    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
+    dataset_config_name: str | None = None
+    train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
+    validation_file: str | None = None
+    text_column: str = "text"
+    validation_split_percentage: float = 5.0
+    max_seq_length: int = field(default=128, metadata={"help": "Block size of the packed text."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
+    preprocessing_num_workers: int | None = None
+
+
+@dataclass
+class CLMTrainingArguments(TrainingArguments):
+    """TrainingArguments with defaults that finish the built-in run in minutes on a laptop CPU."""
+
+    output_dir: str | None = field(default="outputs/pretrain_clm")
+    max_steps: int = field(default=1200)
+    per_device_train_batch_size: int = field(default=32)
+    per_device_eval_batch_size: int = field(default=32)
+    learning_rate: float = field(default=1e-3)
+    weight_decay: float = field(default=0.01)
+    warmup_steps: float = field(default=100)
+    logging_steps: float = field(default=50)
+    save_strategy: str = field(default="no")
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, CLMTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
+        model_args, data_args, training_args = parser.parse_yaml_file(sys.argv[1]) if sys.argv[1].endswith(
+            ("yaml", "yml")) else parser.parse_json_file(sys.argv[1])
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if model_args.preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    if model_args.model_type not in MODEL_TYPES:
+        raise ValueError(f"--model_type must be one of {list(MODEL_TYPES)}, got {model_args.model_type!r}; use "
+                         "--config_name or --model_name_or_path for other architectures.")
+
+    raw = load_text_dataset(
+        data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file,
+        data_args.text_column, data_args.validation_split_percentage, seed=training_args.seed,
+    )
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+
+    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
+    with training_args.main_process_first(desc="training the tokenizer"):
+        if tokenizer_source is not None:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        elif training_args.process_index == 0:
+            tokenizer = train_byte_level_bpe_tokenizer(raw["train"]["text"], model_args.vocab_size,
+                                                       model_max_length=max(1024, data_args.max_seq_length))
+            tokenizer.save_pretrained(tokenizer_dir)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with training_args.main_process_first(desc="tokenizing"):
+        blocks = tokenize_and_pack(raw, tokenizer, data_args.max_seq_length, return_special_tokens_mask=False,
+                                   num_proc=data_args.preprocessing_num_workers)
+        blocks = blocks.map(lambda batch: {"labels": batch["input_ids"]}, batched=True, desc="Adding labels")
+
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+    else:
+        if model_args.config_name is not None:
+            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
+        elif model_args.model_type == "gpt2":
+            hidden, layers, heads = PRESETS[model_args.preset]
+            config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=layers, n_head=heads,
+                                n_positions=max(1024, data_args.max_seq_length), bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id)
+        else:
+            hidden, layers, heads = PRESETS[model_args.preset]
+            config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                                 max_position_embeddings=max(2048, data_args.max_seq_length),
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model = AutoModelForCausalLM.from_config(config)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=blocks["train"],
+        eval_dataset=blocks["validation"],
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+    )
+    logger.info("%d training blocks of %d tokens, %d held-out blocks, model of %.1fM parameters",
+                len(blocks["train"]), data_args.max_seq_length, len(blocks["validation"]), model.num_parameters() / 1e6)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = trainer.evaluate()
+    metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+    metrics["train_loss"] = train_result.training_loss
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("all", metrics)
+    trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
+    if trainer.is_world_process_zero():
+        trainer.create_model_card(model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
+                                  tasks="text-generation", dataset=data_args.dataset_name or "python-docs (built-in)")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="hfssl: causal LM pretraining")
+    if trainer.is_world_process_zero():
+        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
+        print(f"Held-out perplexity: {metrics['eval_perplexity']:.1f} (uniform over the vocabulary: {len(tokenizer)})")
+
+
+if __name__ == "__main__":
+    main()

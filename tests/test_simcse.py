@@ -1,0 +1,93 @@
+"""Tests of SimCSEModel (unsupervised SimCSE) and recipes/pretrain_simcse.py."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, BertConfig, BertModel
+
+from hfssl.models.simcse import SimCSEConfig, SimCSEModel
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, hidden_dropout_prob=0.1))
+    return SimCSEModel.from_encoder(encoder)
+
+
+def naive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-pair reference: -log(exp(cos(z1_i, z2_i)/t) / sum_j exp(cos(z1_i, z2_j)/t)), averaged."""
+    total = 0.0
+    for i in range(len(z1)):
+        logits = [F.cosine_similarity(z1[i], z2[j], dim=0) / temperature for j in range(len(z2))]
+        total = total - (logits[i] - torch.logsumexp(torch.stack(logits), dim=0))
+    return total / len(z1)
+
+
+def test_loss_matches_the_per_pair_reference(model):
+    ids = torch.randint(5, 100, (6, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    model.train()
+    torch.manual_seed(5)
+    output = model(ids, mask)
+    torch.manual_seed(5)  # replay the same dropout masks
+    z = model.mlp(model.encode(ids.repeat(2, 1), mask.repeat(2, 1)))
+    assert torch.allclose(output.loss, naive_loss(z[:6], z[6:], 0.05), atol=1e-5)
+    assert output.metrics["contrastive/positive_cosine"] < 1.0  # dropout made two different views
+    model.eval()
+    assert model(ids, mask).metrics["contrastive/positive_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_every_trainable_parameter_moves_and_round_trips(model, tmp_path):
+    ids = torch.randint(5, 100, (8, 12), generator=torch.Generator().manual_seed(2))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(3):
+        loss = model(ids, torch.ones_like(ids)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(before[name], p.detach())]
+    assert unchanged == []
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, SimCSEModel) and loaded.config.temperature == 0.05
+    model.eval()
+    loaded.eval()
+    assert torch.allclose(loaded.encode(ids), model.encode(ids))
+
+
+def test_bad_inputs_raise(model):
+    with pytest.raises(ValueError, match="B >= 2 sentences"):
+        model(torch.tensor([[5, 6, 7]]))
+    with pytest.raises(ValueError, match="must be > 0"):
+        SimCSEConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="encoder_config is required"):
+        SimCSEModel(SimCSEConfig())
+
+
+@pytest.mark.slow
+def test_recipe_trains_and_saves(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("pretrain_simcse", RECIPES / "pretrain_simcse.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pretrain_simcse", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["pretrain_simcse.py", "--output_dir", str(tmp_path), "--max_train_samples", "256",
+                                      "--vocab_size", "400", "--per_device_train_batch_size", "32", "--max_steps", "4",
+                                      "--validation_split_percentage", "1", "--report_to", "none", "--use_cpu", "true"])
+    module.main()
+    metrics = json.loads((tmp_path / "all_results.json").read_text())
+    assert math.isfinite(metrics["train_loss"]) and -1.0 <= metrics["anisotropy_after"] <= 1.0
+    assert isinstance(AutoModel.from_pretrained(tmp_path), SimCSEModel)
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "encoder"), BertModel)
