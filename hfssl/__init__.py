@@ -9,9 +9,15 @@ from hfssl.augmentations.text import (
     random_swap,
     synonym_replacement,
 )
+from hfssl.augmentations.normalization import normalization_from
+from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.collators.mlm import DataCollatorForMaskedLM
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.collators.pretext import DataCollatorForColorization, DataCollatorForJigsaw, DataCollatorForRotation
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
+from hfssl.data.images import load_image_dataset
 from hfssl.data.tokenizer_training import (
     train_byte_level_bpe_tokenizer,
     train_unigram_tokenizer,
@@ -32,6 +38,7 @@ from hfssl.models import (
     SSLModelOutput,
 )
 from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.pretext_heads import ColorizationHead, JigsawHead, RotationPredictionHead
 from hfssl.models.simcse import SimCSEConfig, SimCSEModel
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.optim import LARS
@@ -49,7 +56,15 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     # collators
+    "DataCollatorForColorization",
+    "DataCollatorForJigsaw",
+    "DataCollatorForMaskedImageModeling",
     "DataCollatorForMaskedLM",
+    "DataCollatorForMultiView",
+    "DataCollatorForRotation",
+    "ViewAugmentation",
+    "load_image_dataset",
+    "normalization_from",
     "DataCollatorForSkipGram",
     "DataCollatorForSpanCorruption",
     "compute_input_and_target_lengths",
@@ -73,6 +88,9 @@ __all__ = [
     "SSLBackboneConfig",
     "SSLModelOutput",
     "SSLPreTrainedModel",
+    "ColorizationHead",
+    "JigsawHead",
+    "RotationPredictionHead",
     "SimCLRConfig",
     "SimCLRModel",
     "SimCSEConfig",

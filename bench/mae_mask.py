@@ -1,0 +1,113 @@
+"""Masks per second: hfssl's random masking against the mask-and-index part of ViTMAE's `random_masking`, and hfssl's
+batched BEiT block-wise masking against a straightforward per-image implementation of BEiT's algorithm.
+
+    python bench/mae_mask.py          # ViT-B/16 at 224 px: 196 patches; MAE ratio 0.75, BEiT 75 patches (40%)
+
+Random masking: both produce the same outputs from the same noise (noise, binary mask, restore indices; checked).
+Block-wise: both follow BEiT's MaskingGenerator (min 16 patches per block, aspect in [0.3, 1/0.3]); the mean
+masked count of each is printed to show the statistics agree. torch uses 1 thread. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from hfssl.collators.masked_image import block_mask, random_patch_mask  # noqa: E402
+
+
+def vit_mae_mask_and_index(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mask-and-index lines of transformers' ViTMAEEmbeddings.random_masking (v5), noise drawn as there."""
+    batch_size, seq_length = noise.shape
+    len_keep = int(seq_length * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.ones([batch_size, seq_length])
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, dim=1, index=ids_restore)
+    return noise, mask, ids_restore
+
+
+def beit_per_image(height: int, width: int, num_masked: int, min_num_patches: int, min_aspect: float, rng: random.Random) -> np.ndarray:
+    """BEiT's MaskingGenerator for one image, written out as in the BEiT repository (masking_generator.py)."""
+    mask = np.zeros((height, width), dtype=np.int64)
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    count = 0
+    while count < num_masked:
+        budget, delta = num_masked - count, 0
+        for _ in range(10):
+            target = rng.uniform(min_num_patches, budget)
+            aspect = math.exp(rng.uniform(*log_aspect))
+            h, w = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if w < width and h < height:
+                top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+                new = h * w - mask[top : top + h, left : left + w].sum()
+                if 0 < new <= budget:
+                    mask[top : top + h, left : left + w] = 1
+                    delta += new
+                if delta > 0:
+                    break
+        if delta == 0:
+            break
+        count += delta
+    return mask
+
+
+def rate(function, count: int, repeats: int) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return count / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--num_patches", type=int, default=196)
+    parser.add_argument("--mask_ratio", type=float, default=0.75)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    batch, patches = args.batch_size, args.num_patches
+    masked = round(args.mask_ratio * patches)
+    generator = torch.Generator()
+
+    noise, ours_mask, ours_restore = random_patch_mask(batch, patches, masked, generator.manual_seed(0))
+    _, their_mask, their_restore = vit_mae_mask_and_index(noise, args.mask_ratio)
+    if not (torch.equal(ours_mask, their_mask.bool()) and torch.equal(ours_restore, their_restore)):
+        raise RuntimeError("hfssl's random masking and ViTMAE's disagree on the same noise")
+    ours_random = rate(lambda: random_patch_mask(batch, patches, masked, generator), batch, args.repeats)
+    theirs_random = rate(lambda: vit_mae_mask_and_index(torch.rand(batch, patches, generator=generator), args.mask_ratio), batch, args.repeats)
+
+    side = math.isqrt(patches)
+    block_count = round(0.4 * patches)
+    ours_block = rate(lambda: block_mask(batch, (side, side), block_count, 16, None, 0.3, generator), batch, max(3, args.repeats // 4))
+    rng = random.Random(0)
+    loop_batch = max(32, batch // 4)
+    theirs_block = rate(lambda: [beit_per_image(side, side, block_count, 16, 0.3, rng) for _ in range(loop_batch)], loop_batch, 3)
+    ours_mean = block_mask(2000, (side, side), block_count, 16, None, 0.3, generator.manual_seed(1)).sum(1).float().mean().item()
+    theirs_mean = float(np.mean([beit_per_image(side, side, block_count, 16, 0.3, rng).sum() for _ in range(2000)]))
+    print(json.dumps({
+        "bench": "mae_mask", "batch_size": batch, "num_patches": patches, "unit": "masks/s",
+        "hfssl_random": round(ours_random), "vit_mae_random_masking": round(theirs_random),
+        "ratio_random": round(ours_random / theirs_random, 2),
+        "hfssl_block": round(ours_block), "beit_per_image_loop": round(theirs_block), "ratio_block": round(ours_block / theirs_block, 2),
+        "block_mean_masked_hfssl": round(ours_mean, 2), "block_mean_masked_per_image": round(theirs_mean, 2), "block_target": block_count,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Turn any image input into a uint8 (C, H, W) tensor, and stack a list of them into one batch.
+
+Accepted inputs (one image each):
+- PIL images of any mode (L, LA, RGB, RGBA, P, CMYK, I;16, I, F, 1, ...),
+- numpy arrays, uint8 (H, W) or (H, W, C) with C in {1, 3, 4},
+- torch tensors (C, H, W), uint8 or floating point in [0, 1],
+- the dicts the `datasets` Image feature yields with `decode=False`: `{"bytes": ..., "path": ...}`.
+
+Legend: B batch, C channels, H height, W width.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a torch tensor (C, H, W) or a dict with 'bytes'/'path'"
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return np.array(image)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return (np.asarray(image).astype(np.uint32) // 257).astype(np.uint8)
+    if mode in ("I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        low, high = float(array.min()), float(array.max())
+        if high <= 255.0 and low >= 0.0:
+            return array.astype(np.uint8)
+        return ((array - low) / max(high - low, 1e-12) * 255.0 + 0.5).astype(np.uint8)
+    if mode in ("1", "LA", "La"):
+        return np.array(image.convert("L"))
+    return np.array(image.convert("RGB"))  # RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, ...
+
+
+def _dict_to_pil(example: dict) -> Image.Image:
+    if example.get("bytes") is not None:
+        return Image.open(io.BytesIO(example["bytes"]))
+    if example.get("path") is not None:
+        return Image.open(example["path"])
+    raise ValueError(f"the image dict has neither 'bytes' nor 'path' (keys: {sorted(example)})")
+
+
+def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
+    """Decode one image into a uint8 tensor.
+
+    Args:
+        image: one image in any accepted form (see the module docstring).
+        channels (`int`): 3 replicates grayscale to RGB (what timm and HF backbones expect);
+            1 converts colour to luma (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B).
+
+    Returns:
+        `torch.Tensor` of shape (channels, H, W), dtype uint8. A new tensor: the input is never modified.
+
+    Raises:
+        TypeError: for an input of another kind. OSError/ValueError (from PIL) for unreadable data.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels} is not supported; use 1 (grayscale) or 3 (RGB).")
+    if isinstance(image, dict):
+        image = _dict_to_pil(image)
+    if isinstance(image, Image.Image):
+        image.load()  # surfaces truncated / corrupt files here
+        array = _pil_to_array(image)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    elif isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
+            tensor = torch.from_numpy(np.array(image[..., :3], copy=True)).permute(2, 0, 1)
+        elif image.ndim == 2:
+            tensor = torch.from_numpy(np.array(image, copy=True)).unsqueeze(0)
+        else:
+            raise TypeError(f"numpy image of shape {image.shape} is not supported; use (H, W) or (H, W, C) with C in 1, 3, 4.")
+        if tensor.dtype != torch.uint8:
+            raise TypeError(f"numpy image of dtype {image.dtype} is not supported; convert it to uint8 (0-255) first.")
+    elif isinstance(image, torch.Tensor):
+        if image.ndim == 2:
+            image = image.unsqueeze(0)
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+            raise TypeError(f"tensor image of shape {tuple(image.shape)} is not supported; use (C, H, W) with C in 1, 3, 4.")
+        image = image[:3]
+        if image.dtype == torch.uint8:
+            tensor = image.clone()
+        elif image.is_floating_point():
+            tensor = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        else:
+            raise TypeError(f"tensor image of dtype {image.dtype} is not supported; use uint8 or float in [0, 1].")
+    else:
+        raise TypeError(f"cannot read an image from {type(image).__name__}; expected {ALLOWED_INPUTS}.")
+    if tensor.shape[0] == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        tensor = (tensor.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    elif tensor.shape[0] == 1 and channels == 3:
+        tensor = tensor.expand(3, -1, -1).contiguous()
+    return tensor
+
+
+def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images of possibly different sizes into one zero-padded batch.
+
+    Args:
+        images (`list` of `torch.Tensor` of shape (C, H_i, W_i)): same dtype and channel count.
+
+    Returns:
+        batch (`torch.Tensor` of shape (B, C, max H_i, max W_i)): image i sits in the top-left corner.
+        sizes (`torch.Tensor` of shape (B, 2)): the (H_i, W_i) of each image, float32.
+    """
+    heights = [image.shape[1] for image in images]
+    widths = [image.shape[2] for image in images]
+    sizes = torch.tensor(list(zip(heights, widths)), dtype=torch.float32)
+    if len(set(heights)) == 1 and len(set(widths)) == 1:
+        return torch.stack(images), sizes
+    batch = images[0].new_zeros((len(images), images[0].shape[0], max(heights), max(widths)))
+    for index, image in enumerate(images):
+        batch[index, :, : image.shape[1], : image.shape[2]] = image
+    return batch, sizes
+
+
+def decode_examples(
+    examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
+) -> tuple[list[torch.Tensor], list[int]]:
+    """Decode the image of every example, naming the example index when one cannot be read.
+
+    Args:
+        examples (`list[dict]`): the batch as the DataLoader hands it to a collator.
+        image_column (`str`): key of the image in each example.
+        channels (`int`): 1 or 3, see `to_uint8_chw`.
+        skip_invalid (`bool`): drop unreadable images instead of raising.
+
+    Returns:
+        images (`list` of `torch.Tensor` of shape (C, H_i, W_i), uint8) and the indices of the examples kept.
+    """
+    if not examples:
+        raise ValueError("the collator received an empty batch; pass at least one example.")
+    images, kept = [], []
+    for index, example in enumerate(examples):
+        if not isinstance(example, dict) or image_column not in example:
+            keys = sorted(example) if isinstance(example, dict) else type(example).__name__
+            raise ValueError(
+                f"example {index} has no '{image_column}' column (got {keys}); set image_column= to the name of "
+                "the image column, and remove_unused_columns=False in TrainingArguments so Trainer keeps it."
+            )
+        try:
+            images.append(to_uint8_chw(example[image_column], channels))
+            kept.append(index)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL raises these for corrupt or truncated files
+            if not skip_invalid:
+                raise ValueError(
+                    f"could not read the image of example {index} (column '{image_column}'): {error}. Fix or remove "
+                    "the file, or pass skip_invalid_images=True to skip such images (their count is logged)."
+                ) from error
+    if not images:
+        raise ValueError(f"none of the {len(examples)} images in the batch could be read; check the dataset files.")
+    return images, kept
+
+
+def collate_columns(examples: list[dict], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Batch the non-image columns: numbers and same-shape arrays become tensors, anything else a list.
+
+    A `label` column is renamed `labels`, as transformers' collators do, unless `labels` already exists.
+
+    Args:
+        examples (`list[dict]`): the examples kept in the batch.
+        exclude (`tuple[str, ...]`): columns to leave out (the image column).
+
+    Returns:
+        `dict` mapping column name to a tensor of shape (B, ...) or a list of length B.
+    """
+    batch: dict[str, Any] = {}
+    for key in examples[0]:
+        if key in exclude:
+            continue
+        values = [example[key] for example in examples]
+        name = "labels" if key == "label" and "labels" not in examples[0] else key
+        if all(isinstance(value, (bool, int, float, np.number)) for value in values):
+            batch[name] = torch.tensor(values)
+        elif all(isinstance(value, torch.Tensor) for value in values) and len({v.shape for v in values}) == 1:
+            batch[name] = torch.stack(values)
+        elif all(isinstance(value, np.ndarray) for value in values) and len({v.shape for v in values}) == 1:
+            batch[name] = torch.from_numpy(np.stack(values))
+        else:
+            batch[name] = values
+    return batch

@@ -1,0 +1,36 @@
+"""Read the per-channel normalisation (mean, std) a backbone was trained with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization_from(source: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Return (mean, std) from a timm model, a timm data config, or a Hugging Face image processor.
+
+    Args:
+        source: a timm model (`timm.data.resolve_model_data_config` is used), a dict with `mean`/`std`
+            (a timm data config), or an object with `image_mean`/`image_std` (an HF image processor).
+
+    Returns:
+        `tuple` (mean, std), each a tuple of floats, one per channel.
+
+    Raises:
+        TypeError: when `source` carries no normalisation.
+    """
+    if isinstance(source, dict) and "mean" in source and "std" in source:
+        return tuple(float(v) for v in source["mean"]), tuple(float(v) for v in source["std"])
+    if getattr(source, "image_mean", None) is not None and getattr(source, "image_std", None) is not None:
+        return tuple(float(v) for v in source.image_mean), tuple(float(v) for v in source.image_std)
+    if getattr(source, "pretrained_cfg", None) is not None:
+        import timm.data
+
+        config = timm.data.resolve_model_data_config(source)
+        return tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"])
+    raise TypeError(
+        f"cannot read a normalisation from {type(source).__name__}; pass a timm model, a timm data config dict "
+        "with 'mean' and 'std', an image processor with image_mean/image_std, or give mean= and std= directly."
+    )

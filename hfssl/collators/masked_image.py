@@ -1,0 +1,265 @@
+"""`DataCollatorForMaskedImageModeling`: images -> pixel values + patch masks for MAE, BEiT and SimMIM.
+
+Three masking strategies, each vectorised over the batch:
+- "random" (MAE, He et al., 2021): exactly round(mask_ratio * L) patches per image, uniformly at random.
+  Also returns the `noise` that makes `ViTMAEForPreTraining` choose the very same mask.
+- "block" (BEiT, Bao et al., 2021, Algorithm 1): rectangles of >= `min_num_patches` patches with aspect
+  ratio in [min_aspect, 1 / min_aspect] until round(mask_ratio * L) patches are masked (BEiT: 0.4, 16, 0.3).
+- "simmim" (SimMIM, Xie et al., 2021): ceil(mask_ratio * M) masked cells of a coarser grid of
+  `mask_patch_size` pixels (M cells), upsampled to the model's patches (SimMIM: 0.6 and 32 px).
+
+Legend: B batch, L patches per image (grid_h * grid_w), C channels, S image side.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hfssl.augmentations.geometric import random_resized_crops
+from hfssl.augmentations.image_io import collate_columns, decode_examples, stack_padded
+from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
+from hfssl.augmentations.seeding import WorkerSeededGenerator
+
+logger = logging.getLogger(__name__)
+MASKING_STRATEGIES = ("random", "block", "simmim")
+
+
+def random_patch_mask(
+    batch_size: int, num_patches: int, num_masked: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image uniform random masking of exactly `num_masked` patches, as MAE's `random_masking`.
+
+    The patches with the `num_patches - num_masked` lowest noise values are kept, which is what
+    `ViTMAEForPreTraining(pixel_values, noise=noise)` does when its `mask_ratio` keeps as many.
+
+    Returns:
+        noise (`torch.Tensor` of shape (B, L)): uniform in [0, 1).
+        mask (`torch.Tensor` of shape (B, L)): bool, True = masked (removed).
+        ids_restore (`torch.Tensor` of shape (B, L)): the rank of each patch's noise (ViTMAE's `ids_restore`).
+    """
+    noise = torch.rand(batch_size, num_patches, generator=generator)
+    ids_shuffle = noise.argsort(dim=1)
+    # the inverse permutation by one scatter instead of ViTMAE's second argsort
+    ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, torch.arange(num_patches).expand(batch_size, -1))
+    return noise, ids_restore >= num_patches - num_masked, ids_restore
+
+
+def block_mask(
+    batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
+    max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), batched.
+
+    All images run the algorithm in lockstep: each round draws 10 candidate rectangles per unfinished image
+    (area in [min_num_patches, remaining], log aspect ratio uniform in [log min_aspect, -log min_aspect]) and
+    keeps the first that fits and adds between 1 and the remaining number of patches (counted from an integral
+    image of the mask); an image stops when it reaches `num_masked` or no candidate qualifies. Same
+    distribution as the per-image loop.
+
+    Returns:
+        `torch.Tensor` of shape (B, grid_h * grid_w): bool, True = masked. At most `num_masked` per image.
+    """
+    height, width = grid
+    max_num_patches = num_masked if max_num_patches is None else max_num_patches
+    log_low, log_high = math.log(min_aspect), math.log(1.0 / min_aspect)
+    # small (n, 10) arrays: numpy's per-op overhead is a fraction of torch's; its generator is seeded from `generator`.
+    # The unfinished images are kept compacted in `work` (finished ones are written to `mask` once).
+    mask = np.zeros((batch_size, height, width), dtype=bool)
+    rows, cols = np.arange(height).reshape(1, height, 1), np.arange(width).reshape(1, 1, width)
+    ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)
+    work = np.zeros((ids.size, height, width), dtype=bool)
+    count = np.zeros(ids.size, dtype=np.int64)
+    table = np.zeros((ids.size, height + 1, width + 1), dtype=np.float32)  # exact: counts <= 2^24
+    lower, upper = np.tril(np.ones((height, height), np.float32)), np.triu(np.ones((width, width), np.float32))
+    extent = np.array([height, width]).reshape(2, 1, 1)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))  # seeded from `generator`
+    while ids.size:
+        n = ids.size
+        uniform = rng.random((4, n, 10))
+        budget = np.minimum(num_masked - count, max_num_patches)[:, None]  # (n, 1)
+        side = np.sqrt(min_num_patches + (budget - min_num_patches) * uniform[0])  # sqrt of the target area
+        stretch = np.exp(0.5 * (log_low + (log_high - log_low) * uniform[1]))  # sqrt of the aspect ratio
+        size = np.floor(np.stack([side * stretch, side / stretch]) + 0.5).astype(np.int64)  # (2, n, 10): h, w
+        fits = (size < extent).all(axis=0)
+        start = np.clip(np.floor(uniform[2:] * (extent - size + 1)).astype(np.int64), 0, extent)  # top, left
+        stop = np.minimum(start + size, extent)  # bottom, right
+        table[:n, 1:, 1:] = lower @ work.astype(np.float32) @ upper  # integral image (2-D cumsum) by matmul
+        image = np.arange(n)[:, None, None]
+        corners = np.stack([stop[0], start[0], stop[0], start[0]]) * (width + 1) + np.stack([stop[1], stop[1], start[1], start[1]])
+        sums = table[:n].reshape(n, -1)[image, corners.transpose(1, 0, 2)]  # (n, 4, 10)
+        new = size[0] * size[1] - (sums[:, 0] - sums[:, 1] - sums[:, 2] + sums[:, 3]).astype(np.int64)
+        valid = fits & (new > 0) & (new <= budget)
+        first = (np.arange(n), valid.argmax(axis=1))
+        chosen = valid.any(axis=1)
+        (top, left), (bottom, right) = start[:, first[0], first[1]], stop[:, first[0], first[1]]
+        row_in = (rows >= top[:, None, None]) & (rows < bottom[:, None, None]) & chosen[:, None, None]
+        work |= row_in & (cols >= left[:, None, None]) & (cols < right[:, None, None])
+        count += np.where(chosen, new[first], 0)
+        going = chosen & (count < num_masked)
+        mask[ids[~going]] = work[~going]
+        ids, work, count = ids[going], work[going], count[going]
+    return torch.from_numpy(mask).flatten(1)
+
+
+def simmim_mask(
+    batch_size: int, image_size: int, patch_size: int, mask_patch_size: int, mask_ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """SimMIM's mask (`MaskGenerator` in the SimMIM code): ceil(ratio * M) random cells of `mask_patch_size`
+    pixels, each covering (mask_patch_size / patch_size)^2 model patches.
+
+    Returns:
+        `torch.Tensor` of shape (B, (image_size / patch_size)^2): bool, True = masked.
+    """
+    if image_size % mask_patch_size or mask_patch_size % patch_size:
+        raise ValueError(
+            f"SimMIM masking needs image_size ({image_size}) divisible by mask_patch_size ({mask_patch_size}) and "
+            f"mask_patch_size divisible by patch_size ({patch_size}); change mask_patch_size."
+        )
+    cells_side = image_size // mask_patch_size
+    num_cells = cells_side**2
+    _, cells, _ = random_patch_mask(batch_size, num_cells, math.ceil(mask_ratio * num_cells), generator)
+    scale = mask_patch_size // patch_size
+    cells = cells.view(batch_size, cells_side, cells_side)
+    return cells.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)
+
+
+@dataclass
+class DataCollatorForMaskedImageModeling:
+    """Collate images into `pixel_values` and a per-image patch mask.
+
+    Each image is random-resized-cropped (MAE: scale (0.2, 1)) and flipped, scaled to [0, 1] and normalised.
+    Build it from a model config with `from_model_config` to read image, patch size, channels and mask ratio.
+
+    Args:
+        image_size (`int`): side S of the output image. patch_size (`int`): side of a model patch.
+        mask_ratio (`float`): fraction of patches masked (MAE default 0.75).
+        masking (`str`): "random" (MAE), "block" (BEiT) or "simmim".
+        mask_patch_size (`int`): SimMIM's masking cell side in pixels (32).
+        min_num_patches, max_num_patches, min_aspect: BEiT block parameters (16, unlimited, 0.3).
+        crop_scale (`tuple[float, float]`): random resized crop area range; (1.0, 1.0) just resizes.
+        flip_p (`float`): horizontal flip probability.
+        mean, std (`tuple[float, ...]`): normalisation per channel (ImageNet's by default).
+        channels (`int`): 3 (grayscale replicated) or 1.
+        image_column (`str`): key of the image in each example; other columns pass through.
+        return_noise (`bool`, *optional*): output `noise` (B, L) for `ViTMAEForPreTraining`; default True for
+            "random" masking. return_bool_masked_pos (`bool`): output `bool_masked_pos` (B, L) for
+            `ViTForMaskedImageModeling`, BEiT, Swin/SimMIM.
+        skip_invalid_images (`bool`), seed (`int`, *optional*): as `DataCollatorForMultiView`.
+
+    Returns (from `__call__`):
+        `dict` with `pixel_values` (B, C, S, S) float32, `bool_masked_pos` (B, L) bool and/or `noise` (B, L)
+        float32, and the pass-through columns (`label` becomes `labels`).
+    """
+
+    image_size: int = 224
+    patch_size: int = 16
+    mask_ratio: float = 0.75
+    masking: str = "random"
+    mask_patch_size: int = 32
+    min_num_patches: int = 16
+    max_num_patches: int | None = None
+    min_aspect: float = 0.3
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip_p: float = 0.5
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    channels: int = 3
+    image_column: str = "image"
+    return_noise: bool | None = None
+    return_bool_masked_pos: bool = True
+    skip_invalid_images: bool = False
+    seed: int | None = None
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.masking not in MASKING_STRATEGIES:
+            raise ValueError(f"masking={self.masking!r} is not supported; use one of {MASKING_STRATEGIES}.")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio={self.mask_ratio} must be in [0, 1), e.g. 0.75 for MAE.")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}.")
+        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
+            raise ValueError(
+                f"mean={self.mean} and std={self.std} must have 1 or channels={self.channels} values; "
+                "pass per-channel statistics matching `channels`."
+            )
+        if self.return_noise is None:
+            self.return_noise = self.masking == "random"
+        if self.return_noise and self.masking != "random":
+            raise ValueError(f"return_noise=True needs masking='random' (ViTMAE), got masking={self.masking!r}.")
+        self._rng = WorkerSeededGenerator(self.seed)
+
+    @classmethod
+    def from_model_config(cls, config: Any, **kwargs: Any) -> DataCollatorForMaskedImageModeling:
+        """Read image_size, patch_size, num_channels (and mask_ratio for ViTMAE) from a transformers config.
+
+        For `model_type == "vit_mae"` the output is `pixel_values` + `noise` (what `ViTMAEForPreTraining`
+        takes); otherwise `pixel_values` + `bool_masked_pos`. Keyword arguments override.
+        """
+        image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        patch_size = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+        defaults: dict[str, Any] = {"image_size": image_size, "patch_size": patch_size}
+        if getattr(config, "num_channels", 3) == 1:
+            defaults.update(channels=1, mean=(0.5,), std=(0.5,))
+        if getattr(config, "model_type", None) == "vit_mae":
+            defaults.update(mask_ratio=config.mask_ratio, return_noise=True, return_bool_masked_pos=False)
+        else:
+            defaults.update(return_noise=False)
+        defaults.update(kwargs)
+        collator = cls(**defaults)
+        if collator.return_noise and getattr(config, "model_type", None) == "vit_mae":
+            patches = collator.num_patches
+            model_masked = patches - int(patches * (1 - config.mask_ratio))
+            if model_masked != collator.num_masked:
+                raise ValueError(
+                    f"ViTMAE with mask_ratio={config.mask_ratio} masks {model_masked} of {patches} patches but the collator "
+                    f"masks round({collator.mask_ratio} * {patches}) = {collator.num_masked}; set the same mask_ratio on both, "
+                    "or one for which both counts agree."
+                )
+        return collator
+
+    @property
+    def num_patches(self) -> int:
+        """L = (image_size / patch_size)^2."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_masked(self) -> int:
+        """round(mask_ratio * L) (random and block masking)."""
+        return round(self.mask_ratio * self.num_patches)
+
+    def mask(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw `bool_masked_pos` (B, L) and, for random masking, the matching ViTMAE `noise` (B, L)."""
+        generator = generator if generator is not None else self._rng.get()
+        if self.masking == "random":
+            noise, mask, _ = random_patch_mask(batch_size, self.num_patches, self.num_masked, generator)
+            return mask, noise
+        if self.masking == "block":
+            side = self.image_size // self.patch_size
+            return block_mask(batch_size, (side, side), self.num_masked, self.min_num_patches, self.max_num_patches, self.min_aspect, generator), None
+        return simmim_mask(batch_size, self.image_size, self.patch_size, self.mask_patch_size, self.mask_ratio, generator), None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        generator = self._rng.get()
+        images, kept = decode_examples(examples, self.image_column, self.channels, self.skip_invalid_images)
+        if len(kept) < len(examples):
+            logger.warning("skipped %d unreadable images in this batch", len(examples) - len(kept))
+        batch_images, sizes = stack_padded(images)
+        crops = random_resized_crops(batch_images, sizes, self.image_size, self.crop_scale, (3 / 4, 4 / 3), self.flip_p, generator)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
+        batch["pixel_values"] = (crops / 255.0 - mean) / std
+        mask, noise = self.mask(len(kept), generator)
+        if self.return_bool_masked_pos:
+            batch["bool_masked_pos"] = mask
+        if self.return_noise:
+            batch["noise"] = noise
+        return batch

@@ -1,0 +1,196 @@
+"""`DataCollatorForMultiView`: a batch of images -> several augmented views per image (SimCLR, MoCo, BYOL, DINO).
+
+The whole batch is augmented at once: images are decoded to uint8, stacked, cropped and resized in one
+`roi_align` call per view resolution, then the photometric ops run batched with per-sample random
+parameters. Optionally the collator stops after the geometric part and returns uint8 crops plus the
+drawn photometric parameters, and `apply_photometric` finishes the views on the accelerator.
+
+Legend: B batch, C channels, S view side, V views.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hfssl.augmentations.geometric import random_resized_crops
+from hfssl.augmentations.image_io import collate_columns, decode_examples, stack_padded
+from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
+from hfssl.augmentations.photometric import LUMA
+from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
+from hfssl.augmentations.seeding import WorkerSeededGenerator
+
+logger = logging.getLogger(__name__)
+CHUNK_VALUES = 1 << 22  # photometric ops run on chunks of about this many values (16 MB of float32) on CPU
+
+
+@dataclass
+class DataCollatorForMultiView:
+    """Collate examples holding an image into V augmented views of each image.
+
+    Build it from a paper preset (`simclr`, `moco_v2`, `byol`, `dino`) or from a list of `ViewAugmentation`.
+
+    Args:
+        views (`list[ViewAugmentation]`): one entry per view, in output order. Default: SimCLR at 224 px.
+        mean, std (`tuple[float, ...]`, *optional*): normalisation per channel; default ImageNet's (for 1 channel,
+            their luma). Use `normalization_from(backbone_or_image_processor)` to take them from a backbone.
+        channels (`int`): 3 (default; grayscale images are replicated so timm/HF backbones work) or 1.
+        image_column (`str`): the example key holding the image (PIL image, uint8 numpy HWC/HW, CHW tensor, or
+            a `datasets` Image dict). Every other column passes through; `label` becomes `labels`.
+        output_dtype (`str`): "float32" (normalised) or "uint8" (augmented, not normalised, values 0-255).
+        photometric_on_device (`bool`): return uint8 geometric crops and the drawn `photometric_params`;
+            call `collator.apply_photometric(batch)` on the accelerator (e.g. in `compute_loss`) to finish.
+        skip_invalid_images (`bool`): skip unreadable images (count logged) instead of raising.
+        seed (`int`, *optional*): seed of the collator's generator (distinct per DataLoader worker).
+
+    Returns (from `__call__`):
+        `dict` with `pixel_values`: list of V tensors of shape (B, C, S_v, S_v), float32 or uint8, in the order
+        of `views`. Views of the same resolution are adjacent (DINO: the 2 global views, then the local ones),
+        so `torch.cat(pixel_values[:2])` feeds all global views to the backbone in one pass. Plus the
+        pass-through columns, e.g. `labels` (B,), and with `photometric_on_device`, `photometric_params`.
+    """
+
+    views: list[ViewAugmentation] = field(default_factory=lambda: simclr_views(224))
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+    image_column: str = "image"
+    output_dtype: str = "float32"
+    photometric_on_device: bool = False
+    skip_invalid_images: bool = False
+    seed: int | None = None
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels} is not supported; use 3 (RGB, default) or 1 (grayscale).")
+        if self.output_dtype not in ("float32", "uint8"):
+            raise ValueError(f"output_dtype={self.output_dtype!r} is not supported; use 'float32' or 'uint8'.")
+        if not self.views or not all(isinstance(view, ViewAugmentation) for view in self.views):
+            raise TypeError(f"views must be a non-empty list of ViewAugmentation, got {self.views!r}.")
+        if self.mean is None:
+            self.mean = IMAGENET_MEAN if self.channels == 3 else (sum(w * m for w, m in zip(LUMA, IMAGENET_MEAN)),)
+        if self.std is None:
+            self.std = IMAGENET_STD if self.channels == 3 else (sum(w * s for w, s in zip(LUMA, IMAGENET_STD)),)
+        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
+            raise ValueError(
+                f"mean={self.mean} and std={self.std} must have 1 or channels={self.channels} values; "
+                "pass per-channel statistics matching `channels`."
+            )
+        self._rng = WorkerSeededGenerator(self.seed)
+        self.num_skipped = 0
+
+    @classmethod
+    def _preset(cls, views: list[ViewAugmentation], normalization_source: Any, kwargs: dict) -> DataCollatorForMultiView:
+        if normalization_source is not None:
+            kwargs["mean"], kwargs["std"] = normalization_from(normalization_source)
+        return cls(views=views, **kwargs)
+
+    @classmethod
+    def simclr(
+        cls, image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08,
+        normalization_source: Any = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """SimCLR's two views (Chen et al., 2020): crop (0.08, 1), flip, jitter with strength s (0.8s, 0.8s, 0.8s,
+        0.2s) p=0.8, grayscale p=0.2, blur p=0.5 (the paper drops blur on CIFAR: `blur_p=0`).
+        `normalization_source`: timm model / data config / HF image processor to read mean and std from.
+        Other keyword arguments (seed, mean, std, channels, ...) go to the constructor."""
+        return cls._preset(simclr_views(image_size, strength, blur_p, min_scale), normalization_source, kwargs)
+
+    @classmethod
+    def moco_v2(cls, image_size: int = 224, min_scale: float = 0.2, normalization_source: Any = None, **kwargs: Any) -> DataCollatorForMultiView:
+        """MoCo v2's two views (Chen et al., 2020): crop (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale
+        p=0.2, blur p=0.5, flip."""
+        return cls._preset(moco_v2_views(image_size, min_scale), normalization_source, kwargs)
+
+    @classmethod
+    def byol(cls, image_size: int = 224, min_scale: float = 0.08, normalization_source: Any = None, **kwargs: Any) -> DataCollatorForMultiView:
+        """BYOL's two asymmetric views (Grill et al., 2020): blur p=1.0 / 0.1, solarisation p=0 / 0.2."""
+        return cls._preset(byol_views(image_size, min_scale), normalization_source, kwargs)
+
+    @classmethod
+    def dino(
+        cls, global_size: int = 224, local_size: int = 96, num_local_crops: int = 8,
+        global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
+        normalization_source: Any = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """DINO multi-crop (Caron et al., 2021): 2 global views (B, C, global_size, global_size) then
+        `num_local_crops` local views (B, C, local_size, local_size)."""
+        views = dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        return cls._preset(views, normalization_source, kwargs)
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
+        std = images.new_tensor(self.std).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+    def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """uint8-valued crops (float, 0-255) -> photometric -> float32 normalised or uint8.
+
+        Large batches run in chunks of about 2^22 values (16 MB) so the chain of ops stays in the CPU cache
+        (1.5x faster at 96 px); the parameters are drawn already, so the result does not depend on chunking."""
+        step = max(1, CHUNK_VALUES // max(1, crops[0].numel()))
+        if crops.shape[0] > step and crops.device.type == "cpu":
+            return torch.cat([
+                self._finish(crops[i : i + step], view, {key: value[i : i + step] for key, value in params.items()})
+                for i in range(0, crops.shape[0], step)
+            ])
+        images = view.apply_photometric(crops / 255.0, params)
+        if self.output_dtype == "uint8":
+            return (images * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return self._normalize(images)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        generator = self._rng.get()
+        images, kept = decode_examples(examples, self.image_column, self.channels, self.skip_invalid_images)
+        if len(kept) < len(examples):
+            self.num_skipped += len(examples) - len(kept)
+            logger.warning("skipped %d unreadable images in this batch (%d so far)", len(examples) - len(kept), self.num_skipped)
+        batch_images, sizes = stack_padded(images)
+        batch_size = batch_images.shape[0]
+        outputs: list[torch.Tensor | None] = [None] * len(self.views)
+        all_params: list[dict[str, torch.Tensor] | None] = [None] * len(self.views)
+        # identical views (e.g. SimCLR's two) are cropped and augmented together as one (R * B) batch
+        groups: dict[ViewAugmentation, list[int]] = {}
+        for index, view in enumerate(self.views):
+            groups.setdefault(view, []).append(index)
+        for view, indices in groups.items():
+            repeats = len(indices)
+            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats)
+            params = view.draw_photometric(repeats * batch_size, generator)
+            if not self.photometric_on_device:
+                crops = self._finish(crops, view, params)
+            else:
+                crops = crops.to(torch.uint8)
+            for position, index in enumerate(indices):
+                rows = slice(position * batch_size, (position + 1) * batch_size)
+                outputs[index] = crops[rows]
+                all_params[index] = {key: value[rows] for key, value in params.items()}
+        batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
+        batch["pixel_values"] = outputs
+        if self.photometric_on_device:
+            batch["photometric_params"] = all_params
+        return batch
+
+    def apply_photometric(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Finish a batch made with `photometric_on_device=True`, on the device its tensors are on.
+
+        Args:
+            batch (`dict`): the collator's output, with uint8 `pixel_values` and `photometric_params`.
+
+        Returns:
+            A new `dict` without `photometric_params`, whose `pixel_values` are what the collator would have
+            returned with `photometric_on_device=False` (float32 normalised, or uint8 per `output_dtype`).
+        """
+        if "photometric_params" not in batch:
+            raise ValueError("the batch has no 'photometric_params'; build the collator with photometric_on_device=True.")
+        finished = {key: value for key, value in batch.items() if key not in ("photometric_params", "pixel_values")}
+        finished["pixel_values"] = [
+            self._finish(crops.float(), view, params)
+            for crops, view, params in zip(batch["pixel_values"], self.views, batch["photometric_params"])
+        ]
+        return finished

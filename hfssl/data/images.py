@@ -1,0 +1,171 @@
+"""Image datasets for the recipes: built-in offline ones (digits, Fashion-MNIST), the Hub, a local path, a folder.
+
+Every loader returns a `datasets.Dataset` with an `Image` column "image" and, when labels exist, a
+`ClassLabel` column "label", so the collators and recipes read every source the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
+from PIL import Image as PILImage
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+BUILTIN_DATASETS = ("digits", "fashion_mnist")
+IMAGE_COLUMN_CANDIDATES = ("image", "img", "picture", "pixel_values")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "coarse_label", "class")
+
+
+def _to_dataset(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Dataset:
+    features = Features({"image": Image(), "label": ClassLabel(names=class_names)})
+    return Dataset.from_dict({"image": [PILImage.fromarray(image) for image in images], "label": labels.tolist()}, features=features)
+
+
+def load_digits_dataset(image_size: int = 32, split: str = "train", test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's bundled handwritten digits (1,797 8x8 images, 0-16), scaled to 0-255 and upsampled.
+
+    Args:
+        image_size (`int`): output side in pixels (bicubic upsampling from 8x8).
+        split (`str`): "train" (the first 80%), "test" (the rest) or "all".
+        test_fraction (`float`): fraction held out for "test".
+
+    Returns:
+        `datasets.Dataset` with "image" (grayscale PIL, mode L) and "label" (ClassLabel "0".."9").
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    images = np.stack([np.asarray(PILImage.fromarray(p).resize((image_size, image_size), PILImage.BICUBIC)) for p in pixels])
+    return _to_dataset(*_split(images, digits.target, split, test_fraction), [str(d) for d in range(10)])
+
+
+def _split(images: np.ndarray, labels: np.ndarray, split: str, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    cut = int(round(len(images) * (1 - test_fraction)))
+    if split == "train":
+        return images[:cut], labels[:cut]
+    if split == "test":
+        return images[cut:], labels[cut:]
+    if split == "all":
+        return images, labels
+    raise ValueError(f"split={split!r} is not available for the built-in datasets; use 'train', 'test' or 'all'.")
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if dtype_code != 0x08:
+        raise ValueError(f"{path} is not a uint8 IDX file (type code {dtype_code:#x}).")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist_dataset(split: str = "train", data_dir: str = FASHION_MNIST_DIR, max_samples: int | None = None) -> Dataset:
+    """Fashion-MNIST (Xiao et al., 2017) from its IDX files (28x28 grayscale, 60,000 train / 10,000 test).
+
+    Args:
+        split (`str`): "train" or "test".
+        data_dir (`str`): folder holding `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`
+            (Debian: `apt-get install dataset-fashion-mnist`).
+        max_samples (`int`, *optional*): keep only the first examples.
+
+    Returns:
+        `datasets.Dataset` with "image" (PIL, mode L) and "label" (ClassLabel with the 10 class names).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} is not available for Fashion-MNIST; use 'train' or 'test'.")
+    prefix = "train" if split == "train" else "t10k"
+    paths = []
+    for kind in ("images-idx3", "labels-idx1"):
+        candidates = [os.path.join(data_dir, f"{prefix}-{kind}-ubyte{ext}") for ext in (".gz", "")]
+        found = [path for path in candidates if os.path.exists(path)]
+        if not found:
+            raise FileNotFoundError(
+                f"Fashion-MNIST file {candidates[0]} not found; install it (apt-get install dataset-fashion-mnist) "
+                "or pass data_dir= the folder holding the IDX files."
+            )
+        paths.append(found[0])
+    images, labels = _read_idx(paths[0]), _read_idx(paths[1])
+    if max_samples is not None:
+        images, labels = images[:max_samples], labels[:max_samples]
+    return _to_dataset(images, labels, FASHION_MNIST_CLASSES)
+
+
+def _standardize_columns(dataset: Dataset, image_column: str | None) -> Dataset:
+    """Rename the image column to "image" and the label column to "label"; cast the image to `Image`."""
+    columns = dataset.column_names
+    source = image_column or next((name for name in IMAGE_COLUMN_CANDIDATES if name in columns), None)
+    if source is None or source not in columns:
+        raise ValueError(f"no image column found among {columns}; pass image_column= the name of the column holding images.")
+    if source != "image":
+        dataset = dataset.rename_column(source, "image")
+    if not isinstance(dataset.features["image"], Image):
+        dataset = dataset.cast_column("image", Image())
+    label = next((name for name in LABEL_COLUMN_CANDIDATES if name in dataset.column_names), None)
+    if label is not None and label != "label":
+        dataset = dataset.rename_column(label, "label")
+    return dataset
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    train_dir: str | None = None,
+    builtin: str = "digits",
+    split: str = "train",
+    image_size: int = 32,
+    dataset_config_name: str | None = None,
+    image_column: str | None = None,
+    max_samples: int | None = None,
+) -> Dataset:
+    """Load the images a recipe trains on, from the first source given.
+
+    Args:
+        dataset_name (`str`, *optional*): a Hub dataset id or a local path; a folder written by
+            `Dataset.save_to_disk` is read with `load_from_disk`, anything else with `load_dataset`.
+        train_dir (`str`, *optional*): a folder of images (class sub-folders give labels), read with the
+            "imagefolder" builder.
+        builtin (`str`): offline default when neither is given: "digits" (scikit-learn, upsampled to
+            `image_size`) or "fashion_mnist" (28x28, from /usr/share/datasets/fashion-mnist).
+        split (`str`): split to load ("train", "test", or e.g. "train[:10%]" for Hub datasets).
+        image_size (`int`): output side of the upsampled digits (other sources keep their size).
+        dataset_config_name (`str`, *optional*): Hub dataset configuration.
+        image_column (`str`, *optional*): name of the image column if it is not one of "image", "img", ....
+        max_samples (`int`, *optional*): keep only the first examples.
+
+    Returns:
+        `datasets.Dataset` with an `Image` column "image" and, if the source has labels, "label".
+    """
+    if dataset_name is not None and train_dir is not None:
+        raise ValueError(f"got both dataset_name={dataset_name!r} and train_dir={train_dir!r}; pass only one.")
+    if dataset_name is not None:
+        if os.path.isdir(dataset_name) and any(
+            os.path.exists(os.path.join(dataset_name, name)) for name in ("dataset_info.json", "dataset_dict.json", "state.json")
+        ):
+            dataset = load_from_disk(dataset_name)
+            if isinstance(dataset, DatasetDict):
+                if split not in dataset:
+                    raise ValueError(f"split={split!r} not in the saved dataset {dataset_name} (has {list(dataset)}).")
+                dataset = dataset[split]
+        else:
+            dataset = load_dataset(dataset_name, dataset_config_name, split=split)
+        dataset = _standardize_columns(dataset, image_column)
+    elif train_dir is not None:
+        if not os.path.isdir(train_dir):
+            raise FileNotFoundError(f"train_dir={train_dir!r} is not a folder; pass a folder of images (or class sub-folders).")
+        dataset = _standardize_columns(load_dataset("imagefolder", data_dir=train_dir, split="train"), image_column)
+    elif builtin == "digits":
+        dataset = load_digits_dataset(image_size=image_size, split=split)
+    elif builtin == "fashion_mnist":
+        dataset = load_fashion_mnist_dataset(split=split, max_samples=max_samples)
+    else:
+        raise ValueError(f"builtin={builtin!r} is unknown; use one of {BUILTIN_DATASETS}, or pass dataset_name / train_dir.")
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+    return dataset

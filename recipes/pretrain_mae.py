@@ -1,0 +1,147 @@
+"""MAE pretraining (He et al., 2021) of a transformers ViTMAE with hfssl's DataCollatorForMaskedImageModeling.
+
+    accelerate launch recipes/pretrain_mae.py                              # built-in digits, tiny ViT, minutes on 2 CPUs
+    accelerate launch recipes/pretrain_mae.py recipes/configs/mae_tiny.yaml
+    accelerate launch --num_processes 8 recipes/pretrain_mae.py recipes/configs/mae_vit_base.yaml   # set train_dir in it
+On a busy shared CPU, prefix OMP_NUM_THREADS=1: tiny models gain nothing from intra-op threads that oversubscribe it.
+
+Images come from --dataset_name (Hub id or local path), --train_dir (image folder) or, by default, scikit-learn's
+bundled digits upsampled to --image_size. The collator draws each image's mask and passes the matching `noise`, so
+the masks are reproducible from the seed. Outputs in --output_dir:
+- the encoder: a ViTMAEModel saved with mask_ratio=0.0, so `AutoModel.from_pretrained(output_dir)` sees every patch
+  (ViTMAE still permutes the patch tokens at random: CLS and mean-pooled features are deterministic; unshuffle the
+  tokens with `outputs.ids_restore`, or pass `noise=torch.arange(L).expand(B, L)` to keep their order);
+- `pretraining/`: the full ViTMAEForPreTraining (decoder included) to resume from or visualise;
+- `reconstructions.png`: rows of original | masked input | reconstruction | reconstruction with the visible patches.
+  With --norm_pix_loss (the paper's default) the decoder predicts per-patch *normalised* pixels; the PNG un-normalises
+  them with the true patch mean and variance, which the model never sees for masked patches, so it flatters them.
+"""
+
+import copy, logging, os, sys  # noqa: E401
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
+
+from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
+from hfssl.data.images import load_image_dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "ViTMAE checkpoint; else from scratch."})
+    image_size: int = 32
+    patch_size: int = 4
+    hidden_size: int = 64
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    decoder_hidden_size: int = 64
+    decoder_num_hidden_layers: int = 2
+    mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked (MAE: 0.75)."})
+    norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised pixel targets (MAE default)."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path (save_to_disk folder)."})
+    dataset_config_name: str | None = None
+    train_dir: str | None = field(default=None, metadata={"help": "Folder of images (imagefolder)."})
+    builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
+    image_column: str | None = None
+    max_train_samples: int | None = None
+    crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (MAE: 0.2)."})
+    num_reconstructions: int = field(default=8, metadata={"help": "Images in reconstructions.png."})
+
+
+@dataclass
+class MAETrainingArguments(TrainingArguments):
+    """TrainingArguments with MAE's optimiser (AdamW, betas (0.9, 0.95), weight decay 0.05) and tiny-run defaults."""
+
+    output_dir: str | None = field(default="outputs/pretrain_mae")
+    max_steps: int = field(default=400)
+    per_device_train_batch_size: int = field(default=64)
+    learning_rate: float = field(default=1.5e-3)
+    weight_decay: float = field(default=0.05)
+    adam_beta2: float = field(default=0.95)
+    warmup_steps: float = field(default=40)
+    lr_scheduler_type: str = field(default="cosine")
+    logging_steps: float = field(default=50)
+    save_strategy: str = field(default="no")
+    remove_unused_columns: bool = field(default=False)  # keep the image column for the collator
+
+
+def save_reconstructions(model: ViTMAEForPreTraining, collator, dataset, path: str, count: int) -> None:
+    """Write a PNG grid: one column per image; rows original, masked input, reconstruction, pasted."""
+    batch = collator([dataset[i] for i in range(min(count, len(dataset)))])
+    pixels = batch["pixel_values"].to(model.device)
+    model.eval()
+    with torch.no_grad():
+        output = model(pixel_values=pixels, noise=batch["noise"].to(model.device))
+    prediction, patch_dim = output.logits, output.logits.shape[-1]
+    if model.config.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
+        target = model.patchify(pixels)
+        prediction = prediction * (target.var(-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(-1, keepdim=True)
+    reconstruction = model.unpatchify(prediction)
+    mask = model.unpatchify(output.mask.unsqueeze(-1).repeat(1, 1, patch_dim))
+    rows = [pixels, pixels * (1 - mask), reconstruction, pixels * (1 - mask) + reconstruction * mask]
+    mean, std = (torch.tensor(v, device=pixels.device).view(1, -1, 1, 1) for v in (collator.mean, collator.std))
+    grid = torch.cat([torch.cat(list((row * std + mean).clamp(0, 1)), dim=2) for row in rows], dim=1)
+    Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, MAETrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
+        read = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
+        model_args, data_args, training_args = read(sys.argv[1])
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+    dataset = load_image_dataset(
+        data_args.dataset_name, data_args.train_dir, data_args.builtin, split="train", image_size=model_args.image_size,
+        dataset_config_name=data_args.dataset_config_name, image_column=data_args.image_column,
+        max_samples=data_args.max_train_samples,
+    ).select_columns(["image"])  # ViTMAE takes no labels
+    if model_args.model_name_or_path is not None:
+        model = ViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss)
+    else:
+        config = ViTMAEConfig(
+            image_size=model_args.image_size, patch_size=model_args.patch_size, hidden_size=model_args.hidden_size,
+            num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
+            intermediate_size=4 * model_args.hidden_size, decoder_hidden_size=model_args.decoder_hidden_size,
+            decoder_num_hidden_layers=model_args.decoder_num_hidden_layers, decoder_intermediate_size=4 * model_args.decoder_hidden_size,
+            decoder_num_attention_heads=max(1, model_args.decoder_hidden_size // 16),
+            mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss,
+        )
+        model = ViTMAEForPreTraining(config)
+    collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(data_args.crop_min_scale, 1.0), seed=training_args.seed + training_args.process_index)
+    logger.info("%d images, %d of %d patches masked", len(dataset), collator.num_masked, collator.num_patches)
+
+    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(os.path.join(training_args.output_dir, "pretraining"))
+
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        encoder_config = copy.deepcopy(model.config)
+        encoder_config.mask_ratio = 0.0  # the exported encoder sees every patch by default
+        encoder_config.architectures = ["ViTMAEModel"]
+        encoder = ViTMAEModel(encoder_config)
+        encoder.load_state_dict(model.vit.state_dict())
+        encoder.save_pretrained(training_args.output_dir)
+        ViTImageProcessor(size={"height": collator.image_size, "width": collator.image_size}, image_mean=list(collator.mean),
+                          image_std=list(collator.std)).save_pretrained(training_args.output_dir)
+        path = os.path.join(training_args.output_dir, "reconstructions.png")
+        eval_collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(1.0, 1.0), flip_p=0.0, seed=0)
+        save_reconstructions(model, eval_collator, dataset, path, data_args.num_reconstructions)
+        print(f"\nEncoder saved to {os.path.abspath(training_args.output_dir)} (AutoModel.from_pretrained loads it); "
+              f"final training loss {train_result.training_loss:.4f}; reconstructions in {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""DataCollatorForMultiView: input kinds, presets, shapes, determinism, op probabilities, errors, Trainer."""
+
+import io
+import logging
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from datasets import Dataset, Features, Image as ImageFeature, Value
+from PIL import Image
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+
+from hfssl.augmentations import photometric as P
+from hfssl.augmentations.geometric import sample_resized_crop_boxes
+from hfssl.augmentations.normalization import normalization_from
+from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.collators.multi_view import DataCollatorForMultiView
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they oversubscribe it
+    (a resnet18 step went from 0.1 s to 4 s): use one thread in this module, then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+INPUTS = {
+    "pil_L": Image.fromarray(RGB[..., 0]),
+    "pil_RGB": Image.fromarray(RGB),
+    "pil_RGBA": Image.fromarray(RGB).convert("RGBA"),
+    "pil_P": Image.fromarray(RGB).convert("P"),
+    "pil_CMYK": Image.fromarray(RGB).convert("CMYK"),
+    "pil_I16": Image.fromarray(RGB[..., 0].astype(np.uint16) * 257),
+    "numpy_HW": RGB[..., 0],
+    "numpy_HWC": RGB,
+    "torch_CHW_uint8": torch.from_numpy(RGB).permute(2, 0, 1).contiguous(),
+    "torch_CHW_float": torch.from_numpy(RGB).permute(2, 0, 1).float() / 255,
+    "datasets_dict": {"bytes": png_bytes(Image.fromarray(RGB)), "path": None},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INPUTS))
+@pytest.mark.parametrize("channels", [3, 1])
+def test_every_input_kind_gives_documented_shapes(kind, channels):
+    collator = DataCollatorForMultiView.simclr(image_size=16, seed=0, channels=channels)
+    batch = collator([{"image": INPUTS[kind], "label": 3}, {"image": INPUTS[kind], "label": 5}])
+    assert len(batch["pixel_values"]) == 2
+    for view in batch["pixel_values"]:
+        assert view.shape == (2, channels, 16, 16) and view.dtype == torch.float32
+    assert batch["labels"].tolist() == [3, 5]
+
+
+def test_uint8_output_and_high_bit_depth_scaling():
+    collator = DataCollatorForMultiView.moco_v2(image_size=8, seed=0, output_dtype="uint8")
+    views = collator([{"image": INPUTS["pil_I16"]}])["pixel_values"]
+    assert all(view.dtype == torch.uint8 and view.shape == (1, 3, 8, 8) for view in views)
+    plain = DataCollatorForMultiView(views=[ViewAugmentation(size=20, scale=(1, 1), ratio=(1.2, 1.2), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)], output_dtype="uint8")
+    # an I;16 image of value v * 257 decodes to v exactly
+    out = plain([{"image": INPUTS["pil_I16"]}])["pixel_values"][0]
+    assert out.shape == (1, 3, 20, 20) and out.max() <= 255
+
+
+def test_dino_multi_crop_grouping_and_other_presets():
+    collator = DataCollatorForMultiView.dino(global_size=24, local_size=8, num_local_crops=3, seed=1)
+    views = collator([{"image": INPUTS["pil_RGB"]}] * 4)["pixel_values"]
+    assert [tuple(v.shape) for v in views] == [(4, 3, 24, 24)] * 2 + [(4, 3, 8, 8)] * 3
+    byol = DataCollatorForMultiView.byol(image_size=16)
+    assert (byol.views[0].blur_p, byol.views[1].blur_p, byol.views[0].solarize_p, byol.views[1].solarize_p) == (1.0, 0.1, 0.0, 0.2)
+    simclr = DataCollatorForMultiView.simclr(image_size=32, strength=0.5)
+    assert simclr.views[0].brightness == pytest.approx(0.4) and simclr.views[0].hue == pytest.approx(0.1)
+
+
+def test_mixed_sizes_and_images_smaller_than_the_crop():
+    collator = DataCollatorForMultiView.simclr(image_size=32, seed=0)
+    examples = [{"image": Image.fromarray(RGB[:3, :5])}, {"image": Image.fromarray(RNG.integers(0, 256, (60, 41, 3), dtype=np.uint8))}]
+    views = collator(examples)["pixel_values"]
+    assert all(v.shape == (2, 3, 32, 32) and torch.isfinite(v).all() for v in views)
+
+
+def test_pass_through_columns_and_no_mutation():
+    tensor = INPUTS["torch_CHW_uint8"].clone()
+    examples = [{"image": tensor, "label": 1, "name": "a", "score": 0.5}]
+    batch = DataCollatorForMultiView.simclr(image_size=8, seed=0)(examples)
+    assert batch["labels"].tolist() == [1] and batch["name"] == ["a"] and batch["score"].tolist() == [0.5]
+    assert torch.equal(tensor, INPUTS["torch_CHW_uint8"]) and set(examples[0]) == {"image", "label", "name", "score"}
+
+
+def test_seed_reproducible_and_distinct():
+    examples = [{"image": INPUTS["pil_RGB"]}] * 3
+    first = DataCollatorForMultiView.simclr(image_size=16, seed=7)(examples)["pixel_values"]
+    second = DataCollatorForMultiView.simclr(image_size=16, seed=7)(examples)["pixel_values"]
+    other = DataCollatorForMultiView.simclr(image_size=16, seed=8)(examples)["pixel_values"]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not torch.equal(first[0], other[0])
+    assert not torch.equal(first[0], first[1])  # the two views differ
+
+
+def test_picklable_and_distinct_per_dataloader_worker():
+    collator = DataCollatorForMultiView.simclr(image_size=8, seed=0)
+    collator([{"image": INPUTS["pil_RGB"]}])  # creates the generator; pickling must still work
+    clone = pickle.loads(pickle.dumps(collator))
+    fresh = DataCollatorForMultiView.simclr(image_size=8, seed=0)
+    assert torch.equal(clone([{"image": INPUTS["pil_RGB"]}])["pixel_values"][0], fresh([{"image": INPUTS["pil_RGB"]}])["pixel_values"][0])
+    data = [{"image": INPUTS["torch_CHW_uint8"]}] * 4
+
+    def run():
+        torch.manual_seed(0)
+        return [b["pixel_values"][0] for b in DataLoader(data, batch_size=2, num_workers=2, collate_fn=collator)]
+
+    first, second = run(), run()
+    assert not torch.equal(first[0], first[1])  # worker 0 and worker 1 draw different views of the same images
+    assert all(torch.equal(a, b) for a, b in zip(first, second))  # and the run repeats
+
+
+def test_photometric_on_device_matches_eager_path():
+    examples = [{"image": INPUTS["pil_RGB"]}] * 5
+    eager = DataCollatorForMultiView.byol(image_size=16, seed=3)(examples)
+    deferred_collator = DataCollatorForMultiView.byol(image_size=16, seed=3, photometric_on_device=True)
+    deferred = deferred_collator(examples)
+    assert all(v.dtype == torch.uint8 for v in deferred["pixel_values"])
+    finished = deferred_collator.apply_photometric(deferred)
+    assert "photometric_params" not in finished
+    for a, b in zip(eager["pixel_values"], finished["pixel_values"]):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="photometric_on_device=True"):
+        deferred_collator.apply_photometric(eager)
+
+
+def test_photometric_ops_match_torchvision():
+    images = torch.rand(3, 3, 9, 11)
+    factors = torch.tensor([0.6, 1.3, 0.9])
+    for ours, theirs in [(P.adjust_brightness, TF.adjust_brightness), (P.adjust_contrast, TF.adjust_contrast), (P.adjust_saturation, TF.adjust_saturation)]:
+        expected = torch.stack([theirs(images[i], float(factors[i])) for i in range(3)])
+        torch.testing.assert_close(ours(images, factors), expected, atol=1e-4, rtol=0)
+    shifts = torch.tensor([-0.4, 0.1, 0.3])
+    expected = torch.stack([TF.adjust_hue(images[i], float(shifts[i])) for i in range(3)])
+    torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
+    expected = torch.stack([TF.gaussian_blur(images[i], [5, 5], [s, s]) for i, s in enumerate([0.5, 1.0, 2.0])])
+    torch.testing.assert_close(P.gaussian_blur(images, torch.tensor([0.5, 1.0, 2.0]), 5), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(P.solarize(images, 0.5), TF.solarize(images, 0.5))
+
+
+def fraction_changed(view: ViewAugmentation, image: torch.Tensor, n: int, changed) -> float:
+    collator = DataCollatorForMultiView(views=[view], output_dtype="uint8", seed=0)
+    out = collator([{"image": image}] * n)["pixel_values"][0]
+    return changed(out).float().mean().item()
+
+
+OFF = dict(size=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+BASE = torch.from_numpy(RNG.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+STATISTICAL_CASES = {
+    "flip": (dict(flip_p=0.3), lambda out: (out != BASE).flatten(1).any(1) & (out == BASE.flip(-1)).flatten(1).all(1)),
+    "jitter": (dict(jitter_p=0.8, brightness=0.5, hue=0.2), lambda out: (out != BASE).flatten(1).any(1)),
+    "grayscale": (dict(grayscale_p=0.2), lambda out: (out[:, 0] == out[:, 1]).flatten(1).all(1)),
+    "blur": (dict(blur_p=0.5, blur_sigma=(1.0, 2.0), blur_kernel_size=3), lambda out: (out != BASE).flatten(1).any(1)),
+    "solarize": (dict(solarize_p=0.2), lambda out: (out != BASE).flatten(1).any(1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATISTICAL_CASES))
+def test_each_random_op_fires_at_its_probability(name):
+    overrides, changed = STATISTICAL_CASES[name]
+    probability = next(value for key, value in overrides.items() if key.endswith("_p"))
+    n = 4000
+    observed = fraction_changed(ViewAugmentation(**{**OFF, **overrides}), BASE, n, changed)
+    five_sigma = 5 * math.sqrt(n * probability * (1 - probability)) / n  # binomial bound on the fraction
+    assert abs(observed - probability) <= five_sigma, (name, observed, probability)
+
+
+def test_crop_boxes_respect_scale_and_ratio():
+    # on a square 300 px image every candidate fits (sides <= sqrt(0.6 * 1.25) * 300 < 300): no rejection bias
+    n, scale, ratio = 5000, (0.2, 0.6), (0.8, 1.25)
+    boxes = sample_resized_crop_boxes(torch.tensor([[300.0, 300.0]]).repeat(n, 1), scale, ratio, torch.Generator().manual_seed(0))
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    area = width * height / (300 * 300)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 300).all()
+    assert area.min() >= scale[0] - 0.01 and area.max() <= scale[1] + 0.01
+    aspect = width / height
+    assert aspect.min() >= ratio[0] - 0.02 and aspect.max() <= ratio[1] + 0.02
+    # area fraction ~ U(0.2, 0.6): mean 0.4, std 0.4/sqrt(12); 5 sigma of the mean of n draws
+    assert abs(area.mean().item() - 0.4) <= 5 * (0.4 / math.sqrt(12)) / math.sqrt(n)
+
+
+def test_unreadable_image_names_the_example_or_is_skipped(caplog):
+    truncated = {"bytes": png_bytes(Image.fromarray(RGB))[:60], "path": None}
+    examples = [{"image": INPUTS["pil_RGB"], "label": 0}, {"image": truncated, "label": 1}, {"image": INPUTS["pil_RGB"], "label": 2}]
+    with pytest.raises(ValueError, match=r"example 1 .*skip_invalid_images=True"):
+        DataCollatorForMultiView.simclr(image_size=8)(examples)
+    collator = DataCollatorForMultiView.simclr(image_size=8, skip_invalid_images=True)
+    with caplog.at_level(logging.WARNING):
+        batch = collator(examples)
+    assert batch["labels"].tolist() == [0, 2] and batch["pixel_values"][0].shape[0] == 2
+    assert "skipped 1 unreadable images" in caplog.text and collator.num_skipped == 1
+
+
+def test_user_errors_say_what_to_do():
+    with pytest.raises(ValueError, match="channels=2 is not supported"):
+        DataCollatorForMultiView(channels=2)
+    with pytest.raises(ValueError, match="output_dtype='half'"):
+        DataCollatorForMultiView(output_dtype="half")
+    with pytest.raises(ValueError, match="example 0 has no 'image' column.*remove_unused_columns=False"):
+        DataCollatorForMultiView.simclr(image_size=8)([{"img": INPUTS["pil_RGB"]}])
+    with pytest.raises(TypeError, match="cannot read an image from str"):
+        DataCollatorForMultiView.simclr(image_size=8)([{"image": "not an image"}])
+    with pytest.raises(ValueError, match="grayscale_p=1.5 is not a probability"):
+        ViewAugmentation(grayscale_p=1.5)
+
+
+def test_normalization_from_timm_and_image_processor():
+    import timm
+    from transformers import ViTImageProcessor
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    collator = DataCollatorForMultiView.simclr(image_size=8, normalization_source=model)
+    assert collator.mean == pytest.approx((0.485, 0.456, 0.406))
+    processor = ViTImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    assert DataCollatorForMultiView.dino(global_size=8, local_size=4, normalization_source=processor).std == (0.5, 0.5, 0.5)
+    with pytest.raises(TypeError, match="cannot read a normalisation"):
+        normalization_from(object())
+
+
+class TwoViewModel(torch.nn.Module):
+    """A tiny conv encoder trained to make the two views' embeddings agree (a stand-in for SimCLR)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 8))
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None) -> dict:
+        first, second = (torch.nn.functional.normalize(self.encoder(view), dim=1) for view in pixel_values)
+        return {"loss": (2 - 2 * (first * second).sum(1)).mean()}
+
+
+def test_inside_a_trainer_with_an_image_dataset(tmp_path):
+    images = [Image.fromarray(RNG.integers(0, 256, (12, 12), dtype=np.uint8)) for _ in range(16)]
+    dataset = Dataset.from_dict({"image": images, "label": list(range(16))}, features=Features({"image": ImageFeature(), "label": Value("int64")}))
+    model = TwoViewModel()
+    before = [p.detach().clone() for p in model.parameters()]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, remove_unused_columns=False, report_to=[], save_strategy="no", use_cpu=True)
+    Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorForMultiView.simclr(image_size=16, seed=0)).train()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_chunked_photometric_equals_one_pass(monkeypatch):
+    import hfssl.collators.multi_view as multi_view
+
+    monkeypatch.setattr(multi_view, "CHUNK_VALUES", 3 * 16 * 16 * 4)  # chunks of 4 crops
+    collator = DataCollatorForMultiView.simclr(image_size=16, seed=0)
+    crops = torch.randint(0, 256, (10, 3, 16, 16), generator=torch.Generator().manual_seed(0)).float()
+    params = collator.views[0].draw_photometric(10, torch.Generator().manual_seed(0))
+    whole = collator._normalize(collator.views[0].apply_photometric(crops / 255, params))
+    torch.testing.assert_close(collator._finish(crops, collator.views[0], params), whole)
