@@ -23,9 +23,17 @@ from hfssl.data.tokenizer_training import (
     train_unigram_tokenizer,
     train_word_level_tokenizer,
 )
-from hfssl.distributed import gather_no_grad, gather_with_grad
+from hfssl.distributed import (
+    average_across_processes,
+    average_gradients,
+    check_teacher_sharding,
+    convert_sync_batchnorm,
+    gather_no_grad,
+    gather_with_grad,
+)
 from hfssl.evaluation.features import extract_features, knn_evaluate
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
+from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.losses import LearnableTemperature, contrastive_loss_from_logits, info_nce_loss, nt_xent_loss
 from hfssl.models import (
     Backbone,
@@ -99,6 +107,7 @@ __all__ = [
     "Word2VecModel",
     # losses
     "LearnableTemperature",
+    "cached_gradient_backward",
     "contrastive_loss_from_logits",
     "info_nce_loss",
     "nt_xent_loss",
@@ -111,6 +120,10 @@ __all__ = [
     "SimCLRTrainer",
     "cosine_schedule",
     # distributed and evaluation
+    "average_across_processes",
+    "average_gradients",
+    "check_teacher_sharding",
+    "convert_sync_batchnorm",
     "extract_features",
     "gather_no_grad",
     "gather_with_grad",

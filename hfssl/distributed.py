@@ -4,9 +4,18 @@ Legend: B local batch, W world size.
 
 On one process (or without an initialised `torch.distributed` process group) every function is a no-op, so the
 same model code runs under `python`, `accelerate launch` and `torchrun`.
+
+How the gradients come out exact: a loss with in-batch negatives on process r, L_r, depends on every process's
+embeddings through `gather_with_grad`, whose backward sums the gradients of all processes' losses into each slice.
+Each process then holds d(sum_r L_r)/d(its parameters via its slice), and DDP's (or `average_gradients`') mean over
+the W processes gives d((1/W) sum_r L_r)/d(parameters): the gradient of the global-batch loss, the mean over all
+W * B anchors. Everything communicated goes through `torch.distributed` collectives.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -78,3 +87,103 @@ def other_processes(gathered: torch.Tensor, local_size: int) -> torch.Tensor | N
         return None
     start = rank() * local_size
     return torch.cat([gathered[:start], gathered[start + local_size :]], dim=0)
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over the processes (one all-reduce of the flattened gradients), in place.
+
+    What DDP does during `backward`, for the steps that back-propagate outside DDP's forward (the cached-gradient
+    step of `hfssl.losses.grad_cache`). A no-op on one process.
+
+    Args:
+        parameters (iterable of `torch.nn.Parameter`): the parameters whose `.grad` to average; those without a
+            gradient are skipped, so they must be the same on every process.
+    """
+    if not is_distributed():
+        return
+    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    if not gradients:
+        return
+    flat = torch.cat([gradient.reshape(-1) for gradient in gradients])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for gradient, averaged in zip(gradients, flat.split([gradient.numel() for gradient in gradients])):
+        gradient.copy_(averaged.view_as(gradient))
+
+
+def average_across_processes(values: dict[str, float]) -> dict[str, float]:
+    """The mean over processes of each named scalar (a name missing on some processes is averaged over the others).
+
+    Used for the metrics `SSLTrainer` logs, which every process records on its own slice of the batch. Every process
+    must call it (it is a collective); a no-op on one process.
+
+    Args:
+        values (`dict[str, float]`): this process's values.
+
+    Returns:
+        `dict[str, float]`: the same names (plus any other process's), each the mean over the processes having it.
+    """
+    if not is_distributed():
+        return values
+    gathered: list[dict[str, float]] = [{} for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, values)
+    names = sorted({name for process_values in gathered for name in process_values})
+    return {
+        name: sum(v[name] for v in gathered if name in v) / sum(name in v for v in gathered) for name in names
+    }
+
+
+def check_teacher_sharding(model: torch.nn.Module, distributed_type: str, zero_stage: int | None = None) -> None:
+    """Refuse sharded parameters (FSDP, DeepSpeed ZeRO-3) for a model with a momentum teacher.
+
+    The teacher EMA (`teacher <- m * teacher + (1 - m) * student`, after the optimizer step) reads every student
+    parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an empty placeholder) of them, so the
+    update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages 1-2 keep full parameters on
+    every process and are supported.
+
+    Args:
+        model (`torch.nn.Module`): the (unwrapped) method model; it has a momentum teacher when it defines
+            `student_teacher_pairs` or `momentum_update`.
+        distributed_type (`str`): accelerate's `DistributedType` value (`"FSDP"`, `"DEEPSPEED"`, `"MULTI_GPU"`...).
+        zero_stage (`int`, *optional*): the DeepSpeed ZeRO stage when `distributed_type` is `"DEEPSPEED"`.
+
+    Raises:
+        `ValueError`: for FSDP, or DeepSpeed with ZeRO stage 3, and a model with a momentum teacher.
+    """
+    if not (hasattr(model, "student_teacher_pairs") or hasattr(model, "momentum_update")):
+        return
+    distributed_type = str(getattr(distributed_type, "value", distributed_type)).upper()
+    if distributed_type == "FSDP" or (distributed_type == "DEEPSPEED" and zero_stage == 3):
+        received = "FSDP" if distributed_type == "FSDP" else "DeepSpeed ZeRO stage 3"
+        raise ValueError(
+            f"{type(model).__name__} has a momentum teacher, whose EMA update needs the full student parameters, but "
+            f"{received} shards them across processes. Train it with DDP (`accelerate launch --multi_gpu`, "
+            "recipes/accelerate_configs/multi_gpu.yaml) or DeepSpeed ZeRO stage 1 or 2 "
+            "(recipes/accelerate_configs/deepspeed_zero2.yaml); FSDP and ZeRO-3 suit methods without a teacher "
+            "(SimCLR)."
+        )
+
+
+def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """Turn every BatchNorm layer (torch's and timm's `BatchNormAct2d`) into a `torch.nn.SyncBatchNorm`, in place,
+    so that batch statistics are those of the global batch, as SimCLR (global BN) and MoCo v3 (SyncBN) train.
+
+    Args:
+        model (`torch.nn.Module`): the model; teacher copies are converted too (their statistics are then global).
+        device (`torch.device` or `str`): the training device; torch's SyncBatchNorm has no CPU kernel.
+
+    Returns:
+        `torch.nn.Module`: `model` with SyncBatchNorm layers (the same parameters, so optimisers and EMA pairs hold).
+
+    Raises:
+        `ValueError`: on a CPU device with several processes.
+    """
+    if torch.device(device).type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "sync_batchnorm=True needs GPUs (or another accelerator): torch.nn.SyncBatchNorm has no CPU kernel, and "
+            f"this run has {os.environ['WORLD_SIZE']} processes on CPU. On CPU, set sync_batchnorm=False (each "
+            "process then normalises with its own batch's statistics), or train on GPUs."
+        )
+    from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
+
+    return timm_convert_sync_batchnorm(model)

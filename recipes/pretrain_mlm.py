@@ -1,6 +1,6 @@
-"""Masked language model pretraining (BERT-style) with hfssl's DataCollatorForMaskedLM.
+"""Masked language model pretraining (BERT, ModernBERT, RoBERTa, ...) with hfssl's DataCollatorForMaskedLM.
 
-    accelerate launch recipes/pretrain_mlm.py                       # built-in corpus, tiny BERT, < 5 min on 2 CPUs
+    accelerate launch recipes/pretrain_mlm.py                       # built-in corpus, small ModernBERT, < 5 min on 2 CPUs
     accelerate launch recipes/pretrain_mlm.py recipes/configs/mlm_tiny.yaml
     accelerate launch --num_processes 8 recipes/pretrain_mlm.py --dataset_name wikitext \
         --dataset_config_name wikitext-103-raw-v1 --model_name_or_path bert-base-uncased --max_steps 100000
@@ -50,10 +50,10 @@ PRESETS = {"tiny": (64, 2, 2), "micro": (128, 2, 2), "mini": (256, 4, 4), "small
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
     config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
-    model_type: str = field(default="bert", metadata={"help": "Architecture from scratch (any BERT-like model_type)."})
-    preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
+    model_type: str = field(default="modernbert", metadata={"help": "Architecture from scratch: modernbert, bert, ..."})
+    preset: str = field(default="micro", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
-    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer."})
+    vocab_size: int = field(default=4000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
 @dataclass
@@ -78,12 +78,12 @@ class MLMTrainingArguments(TrainingArguments):
     """TrainingArguments with defaults that finish the built-in run in minutes on a laptop CPU."""
 
     output_dir: str | None = field(default="outputs/pretrain_mlm")
-    max_steps: int = field(default=1200)
-    per_device_train_batch_size: int = field(default=64)
+    max_steps: int = field(default=800)
+    per_device_train_batch_size: int = field(default=32)
     per_device_eval_batch_size: int = field(default=64)
     learning_rate: float = field(default=1e-3)
     weight_decay: float = field(default=0.01)
-    warmup_steps: float = field(default=100)
+    warmup_steps: float = field(default=40)
     logging_steps: float = field(default=50)
     save_strategy: str = field(default="no")
 

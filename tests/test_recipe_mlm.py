@@ -44,7 +44,7 @@ def test_recipe_trains_saves_and_loads_with_transformers(trained):
 
     model = AutoModelForMaskedLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert model.config.model_type == "bert" and len(tokenizer) == model.config.vocab_size
+    assert model.config.model_type == "modernbert" and len(tokenizer) == model.config.vocab_size
     predictions = pipeline("fill-mask", model=str(out))(f"the {tokenizer.mask_token} statement")
     assert len(predictions) == 5 and all("token_str" in p for p in predictions)
     with torch.no_grad():

@@ -18,6 +18,7 @@ class WorkerSeededGenerator:
     - DataLoader worker: seeded from `seed`, the worker id and the DataLoader's base seed
       (`get_worker_info().seed`, drawn from torch's global RNG, which `Trainer` seeds). Workers thus differ
       from each other and from one epoch to the next, and a run with the same seeds repeats exactly.
+    - Distributed ranks (`RANK`) get distinct streams, so the k-th image on each rank is not augmented alike.
 
     Pickling keeps only `seed` (DataLoader workers receive a copy and build their own generator).
 
@@ -45,6 +46,8 @@ class WorkerSeededGenerator:
         key = (os.getpid(), None if info is None else (info.id, info.seed))
         if self._generator is None or key != self._key:
             base = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+            rank = int(os.environ.get("RANK", "0"))  # distributed ranks must not draw the same augmentations
+            base = (base + rank * 1_000_000_007) % (2**63 - 1)
             if info is not None:
                 base = (base * _MIX + info.seed * 1_000_003 + info.id) % (2**63 - 1)
             self._generator = torch.Generator().manual_seed(base)

@@ -168,35 +168,57 @@ class MoCoModel(SSLPreTrainedModel):
             for update in state_updates:
                 self.enqueue(update["keys"])
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """InfoNCE of student queries against teacher keys.
+    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
+        """The student's queries: both views (v3, symmetric) or view 1 (v2), in one pass.
 
         Args:
             pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
+
+        Returns:
+            `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
+        """
+        view1, view2 = check_views(pixel_values, 2, "MoCo")
+        queries = self.projector(self.backbone(torch.cat([view1, view2]) if self.config.symmetric else view1))
+        if self.predictor is not None:
+            queries = self.predictor(queries)
+        return queries.unflatten(0, (-1, view1.shape[0]))
+
+    @torch.no_grad()
+    def embed_targets(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
+        """The teacher's normalised keys, without gradient: the positive of each query of `embed`.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+
+        Returns:
+            `torch.Tensor` of shape `(V, B, P)`: keys of views 2, 1 (symmetric) or of view 2.
+        """
+        view1, view2 = check_views(pixel_values, 2, "MoCo")
+        teacher_views = torch.cat([view2, view1]) if self.config.symmetric else view2
+        keys = F.normalize(self.teacher_projector(self.teacher_backbone(teacher_views)), dim=1)
+        return keys.unflatten(0, (-1, view1.shape[0]))
+
+    def loss_from_embeddings(self, queries: torch.Tensor, keys: torch.Tensor) -> SSLModelOutput:
+        """InfoNCE of the queries against their keys, the queue (v2) and the other keys of the global batch (v3).
+
+        The keys of every process are gathered (they carry no gradient), so each query meets the same negatives as
+        in one process holding the global batch; the gathered keys, view by view in rank order, go to the queue.
+
+        Args:
+            queries (`torch.Tensor` of shape `(V, B, P)`): the output of `embed`.
+            keys (`torch.Tensor` of shape `(V, B, P)`): the output of `embed_targets`.
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
             `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
         """
-        view1, view2 = check_views(pixel_values, 2, "MoCo")
-        batch_size = view1.shape[0]
         config = self.config
-        student_views = torch.cat([view1, view2]) if config.symmetric else view1
-        queries = self.projector(self.backbone(student_views))
-        if self.predictor is not None:
-            queries = self.predictor(queries)
-        with torch.no_grad():
-            teacher_views = torch.cat([view2, view1]) if config.symmetric else view2
-            keys = F.normalize(self.teacher_projector(self.teacher_backbone(teacher_views)), dim=1)
-        pairs = [(queries[:batch_size], keys[:batch_size])]
-        if config.symmetric:
-            pairs.append((queries[batch_size:], keys[batch_size:]))
+        gather = config.gather_distributed and is_distributed()
         losses = []
-        for query, key in pairs:
+        for query, key in zip(queries, keys):
             negatives = self.queue
-            if config.variant == "v3" and config.gather_distributed and is_distributed():
-                others = other_processes(gather_no_grad(key), batch_size)
+            if config.variant == "v3" and gather:
+                others = other_processes(gather_no_grad(key), key.shape[0])
                 negatives = others if negatives is None else torch.cat([others, negatives])
             losses.append(
                 info_nce_loss(
@@ -217,9 +239,23 @@ class MoCoModel(SSLPreTrainedModel):
         loss = sum(losses) if config.variant == "v3" else sum(losses) / len(losses)
         metrics = {
             "contrastive/temperature": torch.tensor(float(config.temperature)),
-            "contrastive/positive_cosine": F.cosine_similarity(pairs[0][0], pairs[0][1], dim=1).mean().detach(),
+            "contrastive/positive_cosine": F.cosine_similarity(queries[0], keys[0], dim=1).mean().detach(),
         }
-        keys_for_queue = gather_no_grad(keys) if config.gather_distributed else keys
+        # View by view, so the queue receives the keys in the order one process with the global batch would write.
+        keys_for_queue = torch.cat([gather_no_grad(key) if gather else key for key in keys])
         return SSLModelOutput(
-            loss=loss, embeddings=queries[:batch_size].detach(), metrics=metrics, state_update={"keys": keys_for_queue}
+            loss=loss, embeddings=queries[0].detach(), metrics=metrics, state_update={"keys": keys_for_queue}
         )
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+        """InfoNCE of student queries against teacher keys: `loss_from_embeddings(embed(...), embed_targets(...))`.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
+            `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
+        """
+        return self.loss_from_embeddings(self.embed(pixel_values), self.embed_targets(pixel_values))

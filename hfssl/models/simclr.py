@@ -102,25 +102,35 @@ class SimCLRModel(SSLPreTrainedModel):
         """The learnt temperature (a tensor with gradient) or the fixed one."""
         return self.temperature() if self.temperature is not None else self.config.temperature
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """NT-Xent between the two views.
+    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
+        """The projections of both views, in one pass of 2B images (batch norm sees both views).
 
         Args:
             pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (kept so collators may pass them through).
+
+        Returns:
+            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
+        """
+        view1, view2 = check_views(pixel_values, 2, "SimCLR")
+        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+
+    def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
+        """NT-Xent of the projections, against the other processes' projections too when training distributed
+        (gathered with gradient, so each process's gradient is its share of the global-batch gradient).
+
+        Args:
+            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
+            targets (`None`): unused (SimCLR has no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics
             `contrastive/temperature`, `contrastive/positive_cosine`.
         """
-        view1, view2 = check_views(pixel_values, 2, "SimCLR")
-        batch_size = view1.shape[0]
-        projections = self.projector(self.backbone(torch.cat([view1, view2])))  # (2B, P)
-        z1, z2 = projections[:batch_size], projections[batch_size:]
+        z1, z2 = projections.unbind(0)
         temperature = self.current_temperature()
         negatives = None
         if self.config.gather_distributed and is_distributed():
-            negatives = other_processes(gather_with_grad(projections), 2 * batch_size)
+            negatives = other_processes(gather_with_grad(projections.flatten(0, 1)), 2 * z1.shape[0])
         loss = nt_xent_loss(
             z1,
             z2,
@@ -137,3 +147,16 @@ class SimCLRModel(SSLPreTrainedModel):
             "contrastive/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
         }
         return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+        """NT-Xent between the two views: `loss_from_embeddings(embed(pixel_values))`.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (kept so collators may pass them through).
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics
+            `contrastive/temperature`, `contrastive/positive_cosine`.
+        """
+        return self.loss_from_embeddings(self.embed(pixel_values))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 
@@ -30,6 +32,16 @@ class SSLTrainingArguments(TrainingArguments):
         lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
         exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
             parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
+        sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
+            statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
+        gradient_cache_chunk_size (`int`, *optional*): embed each batch in chunks of this many images without a graph,
+            compute the contrastive loss on the whole batch, then back-propagate chunk by chunk (GradCache,
+            `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its negatives, in the activation
+            memory of a chunk. `None` (default) trains as usual. Models without batch statistics get the exact
+            large-batch gradient; with BatchNorm, the statistics are those of a chunk.
+
+    Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
+    which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
     """
 
     remove_unused_columns: bool = field(
@@ -51,8 +63,20 @@ class SSLTrainingArguments(TrainingArguments):
     exclude_norm_and_bias_from_weight_decay: bool = field(
         default=True, metadata={"help": "No weight decay on biases, norm parameters and scalars."}
     )
+    sync_batchnorm: bool = field(default=False, metadata={"help": "Convert BatchNorm to SyncBatchNorm (GPUs)."})
+    gradient_cache_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Embed in chunks of this many images and back-propagate the full-batch loss (GradCache)."},
+    )
 
     def __post_init__(self) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            self.use_cpu = True
+        if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
+            raise ValueError(
+                f"gradient_cache_chunk_size={self.gradient_cache_chunk_size} must be >= 1 images, or None to train "
+                "without the cached-gradient step."
+            )
         for name in ("teacher_momentum", "teacher_momentum_final"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:

@@ -10,6 +10,11 @@ What it adds to Trainer, and nothing else:
   momentum schedule, queue writes) with the `state_update` of the step's forward passes.
 - optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`.
 - evaluation reports the SSL loss (there are no labels).
+- distributed: logged metrics are averaged over processes; `args.sync_batchnorm` converts BatchNorm to SyncBatchNorm;
+  momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.distributed.check_teacher_sharding`);
+  `args.gradient_cache_chunk_size` trains with cached gradients (`hfssl.losses.grad_cache`) for models that split
+  `forward` into `embed(pixel_values)` (with gradient), optionally `embed_targets(pixel_values)` (without, e.g. a
+  teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
 A method model only needs `forward(pixel_values=[view, ...]) -> SSLModelOutput` and, if it has state to update
 after the optimizer step, `update_after_step(momentum, state_updates)`. All of its state lives in parameters and
 persistent buffers, and schedules are functions of the step, so Trainer checkpoints (with Trainer's RNG states)
@@ -28,6 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
+from hfssl.distributed import (
+    average_across_processes,
+    average_gradients,
+    check_teacher_sharding,
+    convert_sync_batchnorm,
+)
+from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
@@ -105,6 +117,8 @@ class SSLTrainer(Trainer):
                 f"{type(self).__name__} needs a multi-view `data_collator` returning {{'pixel_values': [views]}}, "
                 "e.g. DataCollatorForMultiView.simclr(image_size=32)."
             )
+        if getattr(args, "sync_batchnorm", False):
+            model = convert_sync_batchnorm(model, args.device)
         super().__init__(
             model=model,
             args=args,
@@ -120,11 +134,65 @@ class SSLTrainer(Trainer):
         if collator_generator(data_collator) is not None and args.dataloader_num_workers == 0:
             self.data_collator = GeneratorTrackingCollator(data_collator)
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
+        self._check_distributed_setup()
+
+    def _check_distributed_setup(self) -> None:
+        """Refuse, at start, the combinations whose maths would silently be wrong (see `check_teacher_sharding`)."""
+        model, distributed_type = self.accelerator.unwrap_model(self.model), self.accelerator.distributed_type
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        check_teacher_sharding(model, distributed_type, getattr(plugin, "zero_stage", None))
+        if getattr(self.args, "gradient_cache_chunk_size", None) is None:
+            return
+        if not all(hasattr(model, name) for name in ("embed", "loss_from_embeddings")):
+            raise TypeError(
+                f"gradient_cache_chunk_size needs a model with `embed` and `loss_from_embeddings` (SimCLRModel, "
+                f"MoCoModel); {type(model).__name__} has not both. Use gradient accumulation instead."
+            )
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                "gradient_cache_chunk_size back-propagates outside the model wrapper, which DeepSpeed and FSDP do not "
+                f"allow (this run uses {distributed_type}). Use it with one process or DDP (multi_gpu.yaml)."
+            )
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         """Trainer's step; counts the batches consumed (to checkpoint the collator's generator at the right batch)."""
         self._batches_consumed += 1
-        return super().training_step(model, inputs, num_items_in_batch)
+        if getattr(self.args, "gradient_cache_chunk_size", None) is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self.cached_gradient_training_step(model, inputs)
+
+    def cached_gradient_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """The forward and backward of one batch in chunks of `args.gradient_cache_chunk_size` images (GradCache).
+
+        The chunks' embeddings (and the teacher's targets, without gradient) are computed first, the loss of the
+        whole batch (gathered across processes) back-propagated to them, then each chunk re-embedded and
+        back-propagated. The gradients are averaged over processes here, since the backward passes run outside
+        DDP's forward.
+        """
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        self._check_inputs(inputs)
+        module = self.accelerator.unwrap_model(model)
+        chunk_size = self.args.gradient_cache_chunk_size
+        chunks = [list(views) for views in zip(*(view.split(chunk_size) for view in inputs["pixel_values"]))]
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        # accelerate's mixed precision wraps `forward` only; `embed` needs the autocast context itself.
+        with self.compute_loss_context_manager(), self.accelerator.autocast():
+            targets = None
+            if hasattr(module, "embed_targets"):
+                with torch.no_grad():
+                    targets = torch.cat([module.embed_targets(chunk) for chunk in chunks], dim=1)
+            outputs = cached_gradient_backward(
+                module.embed,
+                lambda embeddings: module.loss_from_embeddings(embeddings, targets),
+                chunks,
+                backward=lambda loss: self.accelerator.backward(loss * scale),
+                dim=1,
+            )
+        if self.accelerator.sync_gradients:
+            average_gradients(module.parameters())
+        self._record_outputs(outputs, "train")
+        return outputs.loss * scale
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         """Evaluation augments with a copy of the collator, leaving the training augmentation stream untouched."""
@@ -146,13 +214,21 @@ class SSLTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Views in, loss out: `model(pixel_values=[view, ...])` returns the loss and what to log."""
+        self._check_inputs(inputs)
+        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+        self._record_outputs(outputs, "train" if model.training else "eval")
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @staticmethod
+    def _check_inputs(inputs: dict[str, Any]) -> None:
         if "pixel_values" not in inputs:
             raise ValueError(
                 f"SSLTrainer expects batches with 'pixel_values' (a list of views); got keys {sorted(inputs)}. "
                 "Use a multi-view collator such as DataCollatorForMultiView."
             )
-        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
-        mode = "train" if model.training else "eval"
+
+    def _record_outputs(self, outputs: Any, mode: str) -> None:
+        """Keep the state update for after the optimizer step, and record the metrics and the collapse signal."""
         if mode == "train" and outputs.state_update:
             self._state_updates.append(outputs.state_update)
         metrics = dict(outputs.metrics or {})
@@ -160,7 +236,6 @@ class SSLTrainer(Trainer):
             metrics["embedding/std"] = embedding_std(outputs.embeddings)
         for name, value in metrics.items():
             self.record_metric(name, value, mode)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def take_state_updates(self) -> list[dict[str, torch.Tensor]]:
         """Hand over (and forget) the `state_update`s of the forward passes since the last optimizer step."""
@@ -172,13 +247,15 @@ class SSLTrainer(Trainer):
         self._metrics[mode][name].append(torch.as_tensor(value).detach().float())
 
     def _take_averages(self, mode: str) -> dict[str, float]:
+        """The averages of the recorded metrics over the logging window and over processes (a collective: Trainer
+        calls `log` and `evaluation_loop` on every process)."""
         averages = {
             name: torch.stack([value.to("cpu") for value in values]).mean().item()
             for name, values in self._metrics[mode].items()
             if values
         }
         self._metrics[mode].clear()
-        return averages
+        return average_across_processes(averages)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the averages of the training metrics recorded since the last log."""
