@@ -33,6 +33,8 @@ from hfssl.distributed import (
 )
 from hfssl.evaluation.features import extract_features, knn_evaluate
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
+from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone
+from hfssl.hub import push_folder_to_hub, write_model_card, write_ssl_model_card
 from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.losses import LearnableTemperature, contrastive_loss_from_logits, info_nce_loss, nt_xent_loss
 from hfssl.models import (
@@ -125,6 +127,13 @@ __all__ = [
     "check_teacher_sharding",
     "convert_sync_batchnorm",
     "extract_features",
+    # hub
+    "native_export_problem",
+    "push_backbone_to_hub",
+    "push_folder_to_hub",
+    "save_backbone",
+    "write_model_card",
+    "write_ssl_model_card",
     "gather_no_grad",
     "gather_with_grad",
     "knn_accuracy",

@@ -145,6 +145,7 @@ def main() -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
 
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     collator = DataCollatorForMaskedLM(
         tokenizer, mlm_probability=data_args.mlm_probability, selection=data_args.selection,
         whole_word_mask=data_args.whole_word_mask, span_masking=data_args.span_masking,
@@ -183,7 +184,7 @@ def main() -> None:
                              "global_batch_size": training_args.train_batch_size * training_args.world_size
                              * training_args.gradient_accumulation_steps},
         )
-    if training_args.push_to_hub and trainer.is_world_process_zero():
+    if push_to_hub and trainer.is_world_process_zero():
         repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
         push_folder_to_hub(training_args.output_dir, repo_id, training_args.hub_token, training_args.hub_private_repo)
     if trainer.is_world_process_zero():

@@ -8,10 +8,12 @@
 Images come from --dataset_name (Hub id or local path), --train_dir (image folder) or, by default, scikit-learn's
 bundled digits upsampled to --image_size. The momentum teacher (and v2's queue) are updated after each optimizer step and saved in checkpoints.
 At the end the model is saved to --output_dir (`AutoModel.from_pretrained` reads it once `import hfssl` ran) and,
-when the data has labels, the weighted-kNN top-1 (k=200, cosine, T=0.1) of the backbone is printed.
+when the data has labels, the weighted-kNN top-1 (k=200, cosine, T=0.1) of the backbone is printed. Then
+--output_dir/export receives what --push_to_hub (--hub_model_id) uploads: the encoder in its library's own format
+(timm or transformers, loadable without hfssl), a model card (README.md), and the full model in ssl_model/.
 """
 
-import logging, sys  # noqa: E401
+import logging, os, sys  # noqa: E401
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
@@ -19,6 +21,8 @@ from transformers import HfArgumentParser
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import load_image_dataset
 from hfssl.evaluation.features import knn_evaluate
+from hfssl.export import native_export_problem, save_backbone
+from hfssl.hub import push_folder_to_hub, write_ssl_model_card
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.trainers import MoCoTrainer, SSLTrainingArguments
 
@@ -87,6 +91,10 @@ def main() -> None:
         queue_size=model_args.queue_size if model_args.variant == "v2" else None, symmetric=model_args.symmetric,
         negative_sampling=model_args.negative_sampling,
     ))
+    export_problem = native_export_problem(model.backbone)  # e.g. a small-image stem plain timm cannot rebuild
+    if training_args.push_to_hub and export_problem:
+        raise ValueError(export_problem)
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below: encoder, card, model
     data_config = model.backbone.data_config
     collator = DataCollatorForMultiView.moco_v2(
         image_size=data_args.image_size, min_scale=data_args.min_scale, mean=data_config["mean"], std=data_config["std"], seed=training_args.seed,
@@ -95,15 +103,30 @@ def main() -> None:
     trainer.train()
     trainer.save_model()
 
-    if "label" in train.column_names and trainer.is_world_process_zero():
+    if not trainer.is_world_process_zero():
+        return
+    evaluation = {}
+    if "label" in train.column_names:
         try:
             test = load_image_dataset(**source, split="test")
         except ValueError:
             test = None
         if test is not None and "label" in test.column_names:
             accuracy = knn_evaluate(model.backbone, train, test, data_args.image_size, data_config["mean"], data_config["std"])
+            evaluation["kNN top-1 (k=200, T=0.1)"] = accuracy
             logger.info("kNN top-1 (k=200, T=0.1): %.4f", accuracy)
             print(f"knn_top1={accuracy:.4f}")
+    if export_problem:
+        logger.warning("No native encoder export: %s", export_problem)
+        return
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+    export_dir = save_backbone(model, os.path.join(training_args.output_dir, "export"), image_size=data_args.image_size)
+    dataset = data_args.dataset_name or data_args.train_dir or f"hfssl's built-in {data_args.builtin} images"
+    write_ssl_model_card(export_dir, trainer, method=f"MoCo {model.config.variant}", dataset=dataset, evaluation=evaluation,
+                         repo_id=repo_id if push_to_hub else None)
+    print(f"Encoder, model card and full model exported to {export_dir}")
+    if push_to_hub:
+        print(f"Pushed: {push_folder_to_hub(export_dir, repo_id, training_args.hub_token, training_args.hub_private_repo)}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class SimCLRConfig(SSLBackboneConfig):
 class SimCLRModel(SSLPreTrainedModel):
     """SimCLR: a backbone, a projection head and NT-Xent between two views.
 
-    The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.hub` exports it natively.
+    The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.export` exports it natively.
     """
 
     config_class = SimCLRConfig

@@ -1,0 +1,150 @@
+"""hfssl.export: the encoder in its library's own format, loaded by timm / transformers in a process without hfssl."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModel, ViTConfig
+
+from hfssl.export import native_export_problem, resolve_backbone, save_backbone
+from hfssl.models.moco import MoCoConfig, MoCoModel
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+
+TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+                     patch_size=8).to_dict()
+HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+# Runs in a fresh interpreter: only timm and transformers load the exports; hfssl must never be imported.
+LOAD_WITHOUT_HFSSL = r"""
+import json, sys
+import timm, torch
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModel
+
+vit_dir, timm_dir, tensors_file = sys.argv[1:4]
+tensors = load_file(tensors_file)
+results = {}
+with torch.no_grad():
+    vit = AutoModel.from_pretrained(vit_dir).eval()
+    cls = vit(pixel_values=tensors["vit_input"]).last_hidden_state[:, 0]
+    results["vit_max_diff"] = (cls - tensors["vit_features"]).abs().max().item()
+    processor = AutoImageProcessor.from_pretrained(vit_dir)
+    results["vit_processor"] = [type(processor).__name__, dict(processor.size), list(processor.image_mean)]
+
+    resnet = timm.create_model("local-dir:" + timm_dir, pretrained=True).eval()
+    results["timm_max_diff"] = (resnet(tensors["timm_input"]) - tensors["timm_features"]).abs().max().item()
+    results["timm_data_config"] = timm.data.resolve_data_config({}, model=resnet)
+    finetune = timm.create_model("local-dir:" + timm_dir, pretrained=True, num_classes=7).eval()
+    results["finetune_logits_shape"] = list(finetune(tensors["timm_input"]).shape)
+    pre_logits = finetune.forward_head(finetune.forward_features(tensors["timm_input"]), pre_logits=True)
+    results["finetune_max_diff"] = (pre_logits - tensors["timm_features"]).abs().max().item()
+    wrapped = AutoModel.from_pretrained(timm_dir).eval()  # transformers' timm wrapper reads timm's layout too
+    pooled = wrapped(pixel_values=tensors["timm_input"]).pooler_output
+    results["timm_wrapper_max_diff"] = (pooled - tensors["timm_features"]).abs().max().item()
+results["hfssl_imported"] = any(name == "hfssl" or name.startswith("hfssl.") for name in sys.modules)
+print(json.dumps(results))
+"""
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Move every weight and batch-norm statistic away from its initialisation, as training would."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                noise = torch.randn(tensor.shape, generator=generator)
+                tensor.copy_(tensor + 0.05 * noise if "running_var" not in name else 0.5 + noise.abs())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A SimCLR model with a tiny ViT and a MoCo v2 model with a timm resnet18, both perturbed as if trained, exported;
+    then loaded in a subprocess without hfssl. Returns (folders, models, the subprocess's measurements)."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    simclr = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **HEAD)).eval()
+    moco = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **HEAD)).eval()
+    perturb(simclr)
+    perturb(moco)
+    vit_dir = save_backbone(simclr, root / "vit")
+    timm_dir = save_backbone(moco, root / "resnet18", image_size=16)
+    tensors = {"vit_input": torch.randn(2, 3, 32, 32), "timm_input": torch.randn(2, 3, 16, 16)}
+    with torch.no_grad():
+        tensors["vit_features"] = simclr.backbone(tensors["vit_input"])
+        tensors["timm_features"] = moco.backbone(tensors["timm_input"])
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, root / "tensors.safetensors")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_HFSSL, str(vit_dir), str(timm_dir), str(root / "tensors.safetensors")],
+        cwd=root, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"vit": vit_dir, "timm": timm_dir}, {"simclr": simclr, "moco": moco}, measured
+
+
+def test_exports_load_without_hfssl(exported):
+    _, _, measured = exported
+    assert measured["hfssl_imported"] is False
+
+
+def test_transformers_export_gives_the_trained_features_and_processor(exported):
+    folders, _, measured = exported
+    assert sorted(path.name for path in folders["vit"].iterdir()) == [
+        "config.json", "model.safetensors", "preprocessor_config.json", "ssl_model"]
+    assert json.loads((folders["vit"] / "config.json").read_text())["model_type"] == "vit"
+    assert measured["vit_max_diff"] < 1e-5
+    name, size, mean = measured["vit_processor"]
+    assert name.startswith("ViTImageProcessor") and size == {"height": 32, "width": 32}
+    assert mean == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_timm_export_gives_the_trained_features_and_takes_a_new_head(exported):
+    folders, _, measured = exported
+    config = json.loads((folders["timm"] / "config.json").read_text())
+    assert config["architecture"] == "resnet18" and config["num_classes"] == 0
+    assert config["pretrained_cfg"]["input_size"] == [3, 16, 16] and "tag" not in config["pretrained_cfg"]
+    assert not (folders["timm"] / "pytorch_model.bin").exists()
+    assert measured["timm_max_diff"] < 1e-5 and measured["timm_wrapper_max_diff"] < 1e-5
+    assert measured["timm_data_config"]["input_size"] == [3, 16, 16]
+    assert measured["timm_data_config"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert measured["finetune_logits_shape"] == [2, 7] and measured["finetune_max_diff"] < 1e-5
+
+
+def test_full_model_in_the_subfolder_keeps_teacher_and_queue(exported):
+    folders, models, _ = exported
+    config = json.loads((folders["timm"] / "ssl_model" / "config.json").read_text())
+    assert config["model_type"] == "hfssl_moco" and "auto_map" not in config  # no trust_remote_code involved
+    assert (folders["timm"] / "ssl_model" / "model.safetensors").exists()
+    loaded = AutoModel.from_pretrained(folders["timm"], subfolder="ssl_model")
+    assert type(loaded).__name__ == "MoCoModel"
+    original = models["moco"].state_dict()
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, original[name], rtol=0, atol=0, msg=name)
+    assert {"teacher_backbone.model.conv1.weight", "queue", "queue_pointer"} <= set(original)
+
+
+def test_small_image_stem_is_refused_and_nothing_is_written(tmp_path):
+    model = SimCLRModel(SimCLRConfig(backbone_name="resnet18", small_image_stem=True, **HEAD))
+    problem = native_export_problem(model.backbone)
+    assert "small_image_stem" in problem and "kernel_size=(3, 3), stride=(1, 1)" in problem
+    with pytest.raises(ValueError, match="cannot rebuild it"):
+        save_backbone(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert native_export_problem(SimCLRModel(SimCLRConfig(backbone_name="resnet18", **HEAD)).backbone) is None
+
+
+def test_export_errors_say_what_to_pass(tmp_path):
+    with pytest.raises(TypeError, match="expected an hfssl `Backbone`"):
+        resolve_backbone(torch.nn.Linear(2, 2))
+    model = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **HEAD))
+    with pytest.raises(ValueError, match="a timm export keeps its preprocessing in pretrained_cfg"):
+        save_backbone(model, tmp_path / "a", processor=object())
+    with pytest.raises(ValueError, match=r"takes 3 input channel\(s\).*pass `mean` and `std` with 3"):
+        save_backbone(model, tmp_path / "b", mean=(0.5,), std=(0.5,))
+    teacher = save_backbone(model, tmp_path / "teacher", encoder="teacher_backbone", ssl_model_subfolder=None)
+    assert sorted(path.name for path in teacher.iterdir()) == ["config.json", "model.safetensors"]
