@@ -7,7 +7,10 @@
 With no dataset named it trains on CPython's bundled documentation and stdlib docstrings (each paragraph one
 "sentence", truncated to --max_seq_length). --model_name_or_path starts from a pretrained encoder (the paper:
 BERT-base); otherwise a BERT of --preset size is trained from scratch with a WordPiece tokenizer trained on the text.
-It prints the mean cosine between held-out sentences before and after training (anisotropy, which SimCSE lowers).
+It scores retrieval on held-out pairs built offline (each held-out paragraph cut in two halves: find the other half
+among all second halves; recall@1/@5 and MRR) before and after training, and the mean cosine between held-out
+sentences (anisotropy, which SimCSE lowers). Sentence embedding = the encoder's [CLS] state, no MLP (the paper's
+unsupervised setting); the model card in --output_dir says so.
 """
 
 import logging
@@ -28,9 +31,16 @@ from transformers import (
 )
 
 from hfssl.data.text import load_text_dataset, train_wordpiece_tokenizer
+from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
+from hfssl.hub import write_model_card
 from hfssl.models.simcse import SimCSEModel
 
 logger = logging.getLogger(__name__)
+USAGE = """import torch
+from transformers import AutoModel, AutoTokenizer
+tokenizer, encoder = AutoTokenizer.from_pretrained("{path}"), AutoModel.from_pretrained("{path}")
+batch = tokenizer(["a sentence", "another one"], padding=True, truncation=True, max_length=32, return_tensors="pt")
+embeddings = torch.nn.functional.normalize(encoder(**batch).last_hidden_state[:, 0], dim=1)  # [CLS] pooling"""
 
 # Sizes from scratch: (hidden size, layers, heads), as recipes/pretrain_mlm.py.
 PRESETS = {"tiny": (64, 2, 2), "mini": (256, 4, 4), "small": (512, 4, 8), "medium": (512, 8, 8), "base": (768, 12, 12)}
@@ -122,21 +132,43 @@ def main() -> None:
     collator = DataCollatorWithPadding(tokenizer)
     held_out = collator([sentences["validation"][i] for i in range(min(256, len(sentences["validation"])))])
     before = mean_cosine(model, held_out)
+    queries, documents = split_into_halves(raw["validation"]["text"][:1000])
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        model.eval()
+        batch = tokenizer(texts, truncation=True, max_length=data_args.max_seq_length, padding=True, return_tensors="pt")
+        return model.encode(**{k: v.to(model.device) for k, v in batch.items() if k != "token_type_ids"}).cpu()
+
+    retrieval_before = pair_retrieval_scores(encode, queries, documents)
 
     trainer = Trainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d training sentences, model of %.1fM parameters", len(sentences["train"]), model.num_parameters() / 1e6)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {"train_loss": train_result.training_loss, "anisotropy_before": before,
-               "anisotropy_after": mean_cosine(model, held_out)}
+               "anisotropy_after": mean_cosine(model, held_out), "retrieval_pairs": len(queries)}
+    metrics.update({f"{name}_before": value for name, value in retrieval_before.items()})
+    metrics.update({f"{name}_after": value for name, value in pair_retrieval_scores(encode, queries, documents).items()})
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # SimCSEModel (safetensors), config and tokenizer
     if trainer.is_world_process_zero():
-        model.encoder.save_pretrained(os.path.join(training_args.output_dir, "encoder"))  # plain AutoModel export
-        tokenizer.save_pretrained(os.path.join(training_args.output_dir, "encoder"))
+        encoder_dir = os.path.join(training_args.output_dir, "encoder")
+        model.encoder.save_pretrained(encoder_dir)  # plain AutoModel export
+        tokenizer.save_pretrained(encoder_dir)
+        write_model_card(
+            encoder_dir, method="Unsupervised SimCSE (Gao et al., 2021)", architecture=type(model.encoder).__name__,
+            dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+            pipeline_tag="sentence-similarity", metrics=metrics, usage=USAGE.format(path=encoder_dir),
+            hyperparameters={"pooling": "[CLS] last hidden state, no MLP", "temperature": model_args.temperature,
+                             "max_seq_length": data_args.max_seq_length, "steps": trainer.state.global_step,
+                             "learning_rate": training_args.learning_rate},
+        )
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)} (the encoder alone in ./encoder)")
         print(f"Mean cosine between held-out sentences: {before:.3f} before, {metrics['anisotropy_after']:.3f} after")
+        print(f"Held-out half-paragraph retrieval over {len(queries)} pairs: recall@1 "
+              f"{metrics['recall@1_before']:.3f} before, {metrics['recall@1_after']:.3f} after; "
+              f"MRR {metrics['mrr_before']:.3f} -> {metrics['mrr_after']:.3f}")
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="hfssl: SimCSE pretraining")
 

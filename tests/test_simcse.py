@@ -91,3 +91,6 @@ def test_recipe_trains_and_saves(tmp_path, monkeypatch):
     assert math.isfinite(metrics["train_loss"]) and -1.0 <= metrics["anisotropy_after"] <= 1.0
     assert isinstance(AutoModel.from_pretrained(tmp_path), SimCSEModel)
     assert isinstance(AutoModel.from_pretrained(tmp_path / "encoder"), BertModel)
+    assert metrics["retrieval_pairs"] >= 2 and 0.0 <= metrics["recall@1_after"] <= metrics["recall@5_after"] <= 1.0
+    card = (tmp_path / "encoder" / "README.md").read_text()
+    assert "sentence-similarity" in card and "[CLS] last hidden state" in card
