@@ -69,3 +69,20 @@ def test_library_resolution_and_errors():
         Backbone()
     with pytest.raises(ValueError, match="small_image_stem=True is only available for timm"):
         Backbone(config=ViTConfig(**TINY_VIT), small_image_stem=True)
+
+
+def test_backbone_loads_a_timm_export_folder(tmp_path):
+    """A folder in timm's layout (what hfssl.export.save_backbone writes) is read through timm's local-dir:."""
+    import torch
+
+    from hfssl import Backbone, save_backbone
+    from hfssl.models.backbone import resolve_library
+
+    torch.manual_seed(0)
+    trained = Backbone("resnet18").eval()
+    folder = save_backbone(trained, tmp_path / "export", image_size=32)
+    assert resolve_library(str(folder)) == "timm"
+    reloaded = Backbone(str(folder)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trained(images), reloaded(images), atol=1e-6)

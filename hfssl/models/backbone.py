@@ -9,6 +9,7 @@ built for.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -26,13 +27,22 @@ LIBRARIES = ("timm", "transformers")
 def resolve_library(name: str) -> str:
     """Guess whether `name` is a timm model (`"timm"`) or a transformers model (`"transformers"`).
 
-    timm wins for names in `timm.list_models()` and for `hf-hub:`/`timm/` ids; local folders and other Hub ids
-    are transformers models.
+    timm wins for names in `timm.list_models()`, for `hf-hub:`/`timm/`/`local-dir:` ids and for folders in
+    timm's layout (a `config.json` with `architecture` and `pretrained_cfg`, as `hfssl.export.save_backbone`
+    writes); other local folders and Hub ids are transformers models.
     """
-    if name.startswith(("hf-hub:", "timm/")):
+    if name.startswith(("hf-hub:", "timm/", "local-dir:")):
         return "timm"
     if os.path.isdir(name):
-        return "timm" if os.path.exists(os.path.join(name, "pretrained_cfg.json")) else "transformers"
+        if os.path.exists(os.path.join(name, "pretrained_cfg.json")):
+            return "timm"
+        config_path = os.path.join(name, "config.json")
+        if os.path.exists(config_path):
+            with open(config_path, encoding="utf-8") as file:
+                config = json.load(file)
+            if "architecture" in config and "pretrained_cfg" in config:
+                return "timm"
+        return "transformers"
     if timm.is_model(name) or timm.list_models(name):
         return "timm"
     return "transformers"
@@ -103,6 +113,8 @@ class Backbone(nn.Module):
         self.name, self.library, self.pooling = name, library, pooling
         model_kwargs = dict(model_kwargs or {})
         if library == "timm":
+            if os.path.isdir(name):  # a timm-layout folder (e.g. an hfssl export) loads through timm's local-dir:
+                name, pretrained = f"local-dir:{name}", True
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **model_kwargs)
             if small_image_stem:
                 apply_small_image_stem(self.model)
