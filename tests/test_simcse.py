@@ -94,3 +94,30 @@ def test_recipe_trains_and_saves(tmp_path, monkeypatch):
     assert metrics["retrieval_pairs"] >= 2 and 0.0 <= metrics["recall@1_after"] <= metrics["recall@5_after"] <= 1.0
     card = (tmp_path / "encoder" / "README.md").read_text()
     assert "sentence-similarity" in card and "[CLS] last hidden state" in card
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [2, 3])
+def test_processes_match_one_process_on_the_global_batch(tmp_path, processes):
+    """Negatives gathered with gradients: N processes give the loss and gradients of one on the global batch."""
+    import os
+    import subprocess
+
+    worker = Path(__file__).with_name("simcse_distributed_worker.py")
+    out = tmp_path / "rank0.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(processes), str(worker), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    distributed = torch.load(out, weights_only=True)
+    sys.path.insert(0, str(worker.parent))
+    try:
+        from simcse_distributed_worker import one_step
+    finally:
+        sys.path.remove(str(worker.parent))
+    loss, gradients = one_step(0, 1)
+    assert torch.allclose(distributed["loss"], loss, atol=1e-5)
+    assert set(distributed["gradients"]) == set(gradients) and len(gradients) > 5
+    for name, gradient in gradients.items():
+        assert gradient.abs().sum() > 0, name
+        assert torch.allclose(distributed["gradients"][name], gradient, atol=1e-5), name
