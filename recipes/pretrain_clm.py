@@ -16,15 +16,12 @@ It prints the held-out perplexity.
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     GPT2Config,
-    HfArgumentParser,
     LlamaConfig,
     Trainer,
     TrainingArguments,
@@ -33,6 +30,7 @@ from transformers import (
 
 from hfssl.data.text import load_text_dataset, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
+from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +79,7 @@ class CLMTrainingArguments(TrainingArguments):
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, CLMTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parser.parse_yaml_file(sys.argv[1]) if sys.argv[1].endswith(
-            ("yaml", "yml")) else parser.parse_json_file(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, CLMTrainingArguments))
     if model_args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
     if model_args.model_type not in MODEL_TYPES:
@@ -101,17 +93,12 @@ def main() -> None:
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
 
-    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
-    with training_args.main_process_first(desc="training the tokenizer"):
-        if tokenizer_source is not None:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        elif training_args.process_index == 0:
-            tokenizer = train_byte_level_bpe_tokenizer(raw["train"]["text"], model_args.vocab_size,
-                                                       model_max_length=max(1024, data_args.max_seq_length))
-            tokenizer.save_pretrained(tokenizer_dir)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_or_train_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        lambda: train_byte_level_bpe_tokenizer(raw["train"]["text"], model_args.vocab_size,
+                                               model_max_length=max(1024, data_args.max_seq_length)),
+        training_args,
+    )
     with training_args.main_process_first(desc="tokenizing"):
         blocks = tokenize_and_pack(raw, tokenizer, data_args.max_seq_length, return_special_tokens_mask=False,
                                    num_proc=data_args.preprocessing_num_workers)

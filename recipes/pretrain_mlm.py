@@ -12,15 +12,12 @@ It prints the held-out masked-token accuracy and perplexity, and the most-freque
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
-    AutoTokenizer,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
 )
@@ -35,6 +32,7 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
     premask_dataset,
 )
+from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 USAGE = """from transformers import pipeline
@@ -96,13 +94,7 @@ class MLMTrainingArguments(TrainingArguments):
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, MLMTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parser.parse_yaml_file(sys.argv[1]) if sys.argv[1].endswith(
-            ("yaml", "yml")) else parser.parse_json_file(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, MLMTrainingArguments))
     if model_args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
 
@@ -113,16 +105,9 @@ def main() -> None:
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
 
-    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
-    with training_args.main_process_first(desc="training the tokenizer"):
-        if tokenizer_source is not None:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        elif training_args.process_index == 0:
-            tokenizer = train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size)
-            tokenizer.save_pretrained(tokenizer_dir)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_or_train_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path, lambda: train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size), training_args
+    )
     with training_args.main_process_first(desc="tokenizing"):
         blocks = tokenize_and_pack(raw, tokenizer, data_args.max_seq_length, num_proc=data_args.preprocessing_num_workers)
 

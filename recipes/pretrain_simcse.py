@@ -15,17 +15,14 @@ unsupervised setting); the model card in --output_dir says so.
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
 from transformers import (
     AutoModel,
-    AutoTokenizer,
     BertConfig,
     BertModel,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
 )
@@ -34,6 +31,7 @@ from hfssl.data.text import load_text_dataset, train_wordpiece_tokenizer
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
 from hfssl.hub import write_model_card
 from hfssl.models.simcse import SimCSEModel
+from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 USAGE = """import torch
@@ -90,13 +88,7 @@ def mean_cosine(model: SimCSEModel, batch: dict[str, torch.Tensor]) -> float:
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, SimCSETrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parser.parse_yaml_file(sys.argv[1]) if sys.argv[1].endswith(
-            ("yaml", "yml")) else parser.parse_json_file(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, SimCSETrainingArguments))
     if model_args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
 
@@ -106,16 +98,9 @@ def main() -> None:
     )
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
-    with training_args.main_process_first(desc="training the tokenizer"):
-        if tokenizer_source is not None:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        elif training_args.process_index == 0:
-            tokenizer = train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size)
-            tokenizer.save_pretrained(tokenizer_dir)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_or_train_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path, lambda: train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size), training_args
+    )
     with training_args.main_process_first(desc="tokenizing"):
         sentences = raw.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=data_args.max_seq_length),
                             batched=True, remove_columns=["text"])

@@ -15,16 +15,16 @@ OMP_NUM_THREADS=1 (several times faster on a 2-core machine) and add --dataloade
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import load_text_dataset
 from hfssl.data.tokenizer_training import train_word_level_tokenizer
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
+from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,7 @@ class Word2VecTrainingArguments(TrainingArguments):
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, Word2VecTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parser.parse_yaml_file(sys.argv[1]) if sys.argv[1].endswith(
-            ("yaml", "yml")) else parser.parse_json_file(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, Word2VecTrainingArguments))
 
     raw = load_text_dataset(
         data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file,
@@ -86,16 +80,9 @@ def main() -> None:
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
 
-    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
-    with training_args.main_process_first(desc="building the vocabulary"):
-        if tokenizer_source is not None:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        elif training_args.process_index == 0:
-            tokenizer = train_word_level_tokenizer(raw["train"]["text"], min_count=model_args.min_count)
-            tokenizer.save_pretrained(tokenizer_dir)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_or_train_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path, lambda: train_word_level_tokenizer(raw["train"]["text"], min_count=model_args.min_count), training_args
+    )
     with training_args.main_process_first(desc="tokenizing"):
         train_set = raw["train"].map(lambda batch: tokenizer(batch["text"], add_special_tokens=False), batched=True,
                                      remove_columns=["text"], num_proc=data_args.preprocessing_num_workers)
