@@ -31,7 +31,17 @@ from hfssl.distributed import (
     gather_no_grad,
     gather_with_grad,
 )
-from hfssl.evaluation.features import extract_features, knn_evaluate
+from hfssl.evaluation.callbacks import KNNEvaluationCallback
+from hfssl.evaluation.features import dataset_features, extract_features, feature_extractor, knn_evaluate, load_encoder
+from hfssl.evaluation.fine_tune import (
+    BackboneForImageClassification,
+    DataCollatorForImageClassification,
+    classification_accuracy,
+    fine_tune,
+    label_fraction_subset,
+)
+from hfssl.evaluation.linear_probe import LinearProbeResult, linear_probe
+from hfssl.evaluation.plots import plot_embeddings, plot_training_curves
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
 from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone
 from hfssl.hub import push_folder_to_hub, write_model_card, write_ssl_model_card
@@ -127,6 +137,19 @@ __all__ = [
     "check_teacher_sharding",
     "convert_sync_batchnorm",
     "extract_features",
+    "BackboneForImageClassification",
+    "DataCollatorForImageClassification",
+    "KNNEvaluationCallback",
+    "LinearProbeResult",
+    "classification_accuracy",
+    "dataset_features",
+    "feature_extractor",
+    "fine_tune",
+    "label_fraction_subset",
+    "linear_probe",
+    "load_encoder",
+    "plot_embeddings",
+    "plot_training_curves",
     # hub
     "native_export_problem",
     "push_backbone_to_hub",

@@ -86,3 +86,104 @@ def knn_evaluate(
     return knn_accuracy(
         memory, torch.tensor(memory_dataset["label"]), queries, torch.tensor(query_dataset["label"]), k, temperature
     )
+
+
+def feature_extractor(model: nn.Module) -> nn.Module:
+    """The `(B, C, S, S) -> (B, D)` encoder to evaluate: the `backbone` of an hfssl method model (`SimCLRModel`,
+    `MoCoModel`, ...), or `model` itself (an hfssl `Backbone`, or any module mapping images to features)."""
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
+    backbone = getattr(model, "backbone", None)
+    return backbone if isinstance(backbone, nn.Module) else model
+
+
+def dataset_features(
+    model: nn.Module,
+    dataset,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features (N, D) and labels (N,) of a `datasets.Dataset` with "image" (and "label") columns under any hfssl
+    model or backbone, in eval mode, without gradient, batch by batch.
+
+    `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config` (the normalisation the
+    hfssl recipes train with). Every process extracts every feature (the same result on each): call it on one
+    process, or accept the duplicated work, when training with several.
+
+    Returns:
+        `(torch.Tensor of shape (N, D), torch.Tensor of shape (N,) or None)` on CPU; labels are None without a
+        "label" column.
+    """
+    if "image" not in dataset.column_names:
+        raise ValueError(
+            f"dataset_features needs an 'image' column; the dataset has {dataset.column_names}. Load it with "
+            "hfssl.data.images.load_image_dataset, which renames the image column to 'image'."
+        )
+    encoder = feature_extractor(model)
+    data_config = getattr(encoder, "data_config", None) or {}
+    image_size = image_size if image_size is not None else int((data_config.get("input_size") or (3, 224, 224))[-1])
+    mean = mean if mean is not None else data_config.get("mean")
+    std = std if std is not None else data_config.get("std")
+    if mean is None or std is None:
+        raise ValueError(
+            f"{type(encoder).__name__} has no data_config with the normalisation; pass mean= and std= (one value per "
+            "input channel, those used in training)."
+        )
+    features = extract_features(encoder, dataset["image"], image_size, mean, std, len(mean), batch_size)
+    labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None
+    return features, labels
+
+
+def load_encoder(name_or_path: str, pretrained: bool = True) -> nn.Module:
+    """The encoder to evaluate, from any of: a saved hfssl method model (`save_pretrained` folder or checkpoint: its
+    `backbone`), a backbone folder exported by `hfssl.export.save_backbone` (timm or transformers layout), a timm model
+    name, or a transformers checkpoint (folder or Hub id).
+
+    The result is an hfssl `Backbone` (`(B, C, S, S) -> (B, D)`) whose `data_config` holds the input size and the
+    normalisation: the training ones when the folder records them (timm's `pretrained_cfg`, a transformers
+    `preprocessor_config.json`), otherwise the model's defaults.
+
+    Args:
+        name_or_path (`str`): the folder, timm name or Hub id.
+        pretrained (`bool`, defaults to `True`): load the weights of a timm name or transformers id (timm names offline:
+            pass `False` for random weights). Folders always load their weights.
+    """
+    import json
+    import os
+
+    from hfssl.models.backbone import Backbone
+
+    config_file = os.path.join(name_or_path, "config.json")
+    if not os.path.isdir(name_or_path):
+        return Backbone(name_or_path, pretrained=pretrained)
+    if not os.path.exists(config_file):
+        raise ValueError(
+            f"{name_or_path} is a folder without config.json; pass a folder written by save_pretrained, "
+            "hfssl.export.save_backbone or timm's save_for_hf, a timm model name, or a Hub id."
+        )
+    with open(config_file) as handle:
+        config = json.load(handle)
+    if str(config.get("model_type", "")).startswith("hfssl_"):
+        from transformers import AutoModel
+
+        import hfssl.models  # noqa: F401  registers the hfssl method models with the Auto classes
+
+        return feature_extractor(AutoModel.from_pretrained(name_or_path))
+    if "architecture" in config:  # timm's Hub layout
+        return Backbone(f"local-dir:{name_or_path}", library="timm", pretrained=True)
+    backbone = Backbone(name_or_path, library="transformers", pretrained=True)
+    processor_file = os.path.join(name_or_path, "preprocessor_config.json")
+    if os.path.exists(processor_file):
+        with open(processor_file) as handle:
+            processor = json.load(handle)
+        size = processor.get("size") or {}
+        side = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
+        channels, default_side = backbone.data_config["input_size"][0], backbone.data_config["input_size"][-1]
+        side = int(side or default_side)
+        backbone.data_config = {
+            "input_size": (channels, side, side),
+            "mean": tuple(processor.get("image_mean", backbone.data_config["mean"])),
+            "std": tuple(processor.get("image_std", backbone.data_config["std"])),
+        }
+    return backbone

@@ -1,0 +1,123 @@
+"""`Trainer` callbacks that measure the representation while it is pretrained: weighted kNN (and optionally a linear
+probe) on labelled data, logged like any metric and usable for best-checkpoint selection.
+
+How transformers 5.24 picks the best checkpoint (`Trainer._maybe_log_save_evaluate`): when `control.should_evaluate`
+is set (by `eval_strategy`), it calls `metrics = self.evaluate()` and then `_determine_best_metric(metrics)`, which
+reads `metrics["eval_" + metric_for_best_model]` (the prefix is added when missing). `evaluate` passes that same
+dict to the callbacks' `on_evaluate` before returning it, so a value this callback writes into it there is what
+`metric_for_best_model="knn/top1"` and `load_best_model_at_end=True` see. Values are then logged with
+`trainer.log`, which appends them to `trainer.state.log_history` and hands them to every `report_to` integration
+(TensorBoard, trackio, W&B).
+
+The collapse signal of the core (`"embedding/std"`, the per-dimension std of the normalised embeddings, SimSiam
+section 4.1) is already logged by `SSLTrainer` at every logging step; nothing is needed here for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import (
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from hfssl.evaluation.features import dataset_features
+from hfssl.evaluation.knn import knn_accuracy
+from hfssl.evaluation.linear_probe import linear_probe
+
+
+class KNNEvaluationCallback(TrainerCallback):
+    """Weighted-kNN top-1 (and optionally linear-probe top-1) of the model's backbone during pretraining.
+
+    Metrics: `"eval_knn/top1"` and, with `linear_probe=True`, `"eval_linear_probe/top1"`.
+
+    When the trainer evaluates (`eval_strategy="steps"` or `"epoch"`, with an `eval_dataset`) and `eval_steps` is not
+    given here, the metrics are computed at each evaluation and added to its metrics, so
+    `metric_for_best_model="knn/top1"` (with `greater_is_better=True`) selects checkpoints on them. Otherwise they are
+    computed every `eval_steps` optimizer steps and logged.
+
+    Args:
+        trainer (`transformers.Trainer`): the trainer (an `SSLTrainer`) whose model is evaluated and whose `log` is used.
+        memory_dataset (`datasets.Dataset`): labelled "image"/"label" rows forming the kNN memory and the probe's
+            train set (e.g. the train split).
+        query_dataset (`datasets.Dataset`): labelled rows to classify (e.g. the test split).
+        eval_steps (`int`, *optional*): evaluate every this many optimizer steps instead of at the trainer's
+            evaluations. Required when the trainer does not evaluate.
+        k (`int`, defaults to 200), temperature (`float`, defaults to 0.1): InstDisc's and DINO's kNN settings.
+        linear_probe (`bool`, defaults to `False`): also train a linear probe (`hfssl.evaluation.linear_probe`).
+        linear_probe_kwargs (`dict`, *optional*): arguments to `linear_probe` (e.g. `{"epochs": 20}`).
+        image_size (`int`, *optional*), mean, std (sequences of `float`, *optional*): the preprocessing; the
+            backbone's `data_config` by default. Pass those the training collator uses.
+        batch_size (`int`, defaults to 512): images per forward pass of the feature extraction.
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        memory_dataset: Any,
+        query_dataset: Any,
+        eval_steps: int | None = None,
+        k: int = 200,
+        temperature: float = 0.1,
+        linear_probe: bool = False,
+        linear_probe_kwargs: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        batch_size: int = 512,
+    ) -> None:
+        for name, dataset in (("memory_dataset", memory_dataset), ("query_dataset", query_dataset)):
+            columns = getattr(dataset, "column_names", None)
+            if columns is None or "image" not in columns or "label" not in columns:
+                raise ValueError(
+                    f"KNNEvaluationCallback needs {name} as a datasets.Dataset with 'image' and 'label' columns; got "
+                    f"{type(dataset).__name__} with columns {columns}. Load it with hfssl.data.images.load_image_dataset."
+                )
+        evaluates = str(getattr(trainer.args.eval_strategy, "value", trainer.args.eval_strategy)) != "no"
+        if eval_steps is None and not evaluates:
+            raise ValueError(
+                "KNNEvaluationCallback got eval_steps=None but the trainer never evaluates (eval_strategy='no'); pass "
+                "eval_steps=N to evaluate every N steps, or set eval_strategy='steps' with an eval_dataset."
+            )
+        if eval_steps is not None and eval_steps < 1:
+            raise ValueError(f"eval_steps={eval_steps} must be >= 1 optimizer steps, or None.")
+        self.trainer, self.memory_dataset, self.query_dataset = trainer, memory_dataset, query_dataset
+        self.eval_steps, self.k, self.temperature = eval_steps, k, temperature
+        self.linear_probe, self.linear_probe_kwargs = linear_probe, dict(linear_probe_kwargs or {})
+        self.image_size, self.mean, self.std, self.batch_size = image_size, mean, std, batch_size
+
+    def compute_metrics(self) -> dict[str, float]:
+        """The metrics of the trainer's current model (its backbone in eval mode, no gradient)."""
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        options = {"image_size": self.image_size, "mean": self.mean, "std": self.std, "batch_size": self.batch_size}
+        memory, memory_labels = dataset_features(model, self.memory_dataset, **options)
+        queries, query_labels = dataset_features(model, self.query_dataset, **options)
+        metrics = {"eval_knn/top1": knn_accuracy(memory, memory_labels, queries, query_labels, self.k, self.temperature)}
+        if self.linear_probe:
+            probe = linear_probe(memory, memory_labels, queries, query_labels, **self.linear_probe_kwargs)
+            metrics["eval_linear_probe/top1"] = probe.accuracy
+        return metrics
+
+    def _log(self, metrics: dict[str, float], control: TrainerControl) -> None:
+        """`trainer.log`, keeping the logging decision of this step (`CallbackHandler.on_log` resets `should_log`)."""
+        should_log = control.should_log
+        self.trainer.log(metrics)
+        control.should_log = should_log
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        if self.eval_steps is not None and state.global_step % self.eval_steps == 0:
+            self._log(self.compute_metrics(), control)
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: dict[str, float], **kwargs
+    ) -> None:
+        if self.eval_steps is not None:
+            return
+        computed = self.compute_metrics()
+        metrics.update(computed)  # the dict Trainer's best-checkpoint selection reads
+        self._log(computed, control)

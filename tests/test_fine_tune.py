@@ -1,0 +1,50 @@
+"""Fine-tuning on a fraction of the labels: class-balanced subsets, the backbone trains, accuracy beats chance."""
+
+import math
+
+import pytest
+import torch
+from transformers import TrainingArguments, ViTConfig
+
+from hfssl.data.images import load_digits_dataset
+from hfssl.evaluation.fine_tune import (
+    BackboneForImageClassification,
+    fine_tune,
+    label_fraction_subset,
+)
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+
+TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
+                     patch_size=8).to_dict()
+
+
+def test_label_fraction_subset_is_class_balanced_and_seeded():
+    digits = load_digits_dataset(image_size=8)
+    subset = label_fraction_subset(digits, 0.1, seed=3)
+    labels = torch.tensor(digits["label"])
+    for label in range(10):
+        expected = max(1, round(int((labels == label).sum()) * 0.1))
+        assert subset["label"].count(label) == expected
+    assert subset["label"] == label_fraction_subset(digits, 0.1, seed=3)["label"]
+    assert len(label_fraction_subset(digits, 0.001)) == 10  # at least one example per class
+    with pytest.raises(ValueError, match="fraction=0 must lie in"):
+        label_fraction_subset(digits, 0)
+
+
+def test_fine_tune_trains_the_backbone_and_beats_chance(tmp_path):
+    torch.manual_seed(0)
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    before = {name: value.clone() for name, value in model.backbone.state_dict().items()}
+    train, test = load_digits_dataset(image_size=16), load_digits_dataset(image_size=16, split="test")
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=6, per_device_train_batch_size=16, per_device_eval_batch_size=120,
+                             learning_rate=3e-3, remove_unused_columns=False, report_to="none", save_strategy="no",
+                             disable_tqdm=True, seed=0, use_cpu=True)
+    metrics, trainer = fine_tune(model, train, test, args, label_fraction=0.1, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert isinstance(trainer.model, BackboneForImageClassification)
+    assert len(trainer.train_dataset) == len(label_fraction_subset(train, 0.1, seed=0))
+    tuned = trainer.model.backbone.state_dict()
+    assert all(not torch.equal(before[name], tuned[name]) for name in before if before[name].is_floating_point()
+               and "pooler" not in name)  # every backbone weight moved (the unused pooler is frozen)
+    assert all(torch.equal(before[name], value) for name, value in model.backbone.state_dict().items())  # input kept
+    # Chance is 10% on 360 test digits; 5 sigma of a binomial(360, 0.1) is 5 * sqrt(360 * 0.1 * 0.9) = 28.5 digits.
+    assert metrics["eval_accuracy"] > (36 + 5 * math.sqrt(360 * 0.1 * 0.9)) / 360

@@ -1,0 +1,67 @@
+"""recipes/evaluate_ssl.py evaluates a Trainer checkpoint of an hfssl model, an exported backbone and a timm name."""
+
+import json
+import runpy
+import sys
+
+import pytest
+import torch
+from transformers import ViTConfig
+
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.data.images import load_digits_dataset
+from hfssl.export import save_backbone
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.trainers import SimCLRTrainer, SSLTrainingArguments
+
+TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
+                     patch_size=8).to_dict()
+SMALL = ["--max_train_samples", "200", "--max_eval_samples", "60", "--tsne_points", "60", "--linear_probe_epochs", "5",
+         "--k", "20"]
+
+
+def run_recipe(monkeypatch, capsys, *arguments):
+    monkeypatch.setattr(sys, "argv", ["evaluate_ssl.py", *arguments, *SMALL])
+    runpy.run_path("recipes/evaluate_ssl.py", run_name="__main__")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    knn, probe = (float(part.split("=")[1]) for part in line.split())
+    assert 0.0 <= knn <= 1.0 and 0.0 <= probe <= 1.0
+    return knn, probe
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A Trainer checkpoint (config, weights, trainer_state.json) of a tiny SimCLR ViT after 2 steps."""
+    folder = tmp_path_factory.mktemp("simclr")
+    torch.manual_seed(0)
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    args = SSLTrainingArguments(output_dir=str(folder), max_steps=2, per_device_train_batch_size=8, report_to="none",
+                                save_strategy="steps", save_steps=2, logging_steps=1, disable_tqdm=True, seed=0)
+    trainer = SimCLRTrainer(model=model, args=args, data_collator=DataCollatorForMultiView.simclr(image_size=16, seed=0),
+                            train_dataset=load_digits_dataset(image_size=16).select(range(16)))
+    trainer.train()
+    return folder / "checkpoint-2", model
+
+
+def test_recipe_on_a_checkpoint_writes_results_and_pictures(checkpoint, monkeypatch, capsys):
+    folder, _ = checkpoint
+    knn, _ = run_recipe(monkeypatch, capsys, "--model_name_or_path", str(folder))
+    results = json.loads((folder / "eval_results.json").read_text())
+    assert results["knn/top1"] == pytest.approx(knn, abs=1e-4) and results["image_size"] == 16
+    assert results["train_samples"] == 200 and results["eval_samples"] == 60 and results["feature_dim"] == 32
+    for picture in ("embeddings_tsne.png", "training_curves.png"):
+        assert (folder / picture).stat().st_size > 5000
+
+
+def test_recipe_on_an_exported_backbone_matches_the_model(checkpoint, monkeypatch, capsys, tmp_path):
+    folder, model = checkpoint
+    export = save_backbone(model.to("cpu"), tmp_path / "export", image_size=16, ssl_model_subfolder=None)
+    assert run_recipe(monkeypatch, capsys, "--model_name_or_path", str(folder))[0] == pytest.approx(
+        run_recipe(monkeypatch, capsys, "--model_name_or_path", str(export))[0]
+    )
+
+
+def test_recipe_on_a_timm_name(monkeypatch, capsys, tmp_path):
+    run_recipe(monkeypatch, capsys, "--model_name_or_path", "resnet18", "--pretrained", "false", "--image_size", "16",
+               "--output_dir", str(tmp_path))
+    assert (tmp_path / "eval_results.json").exists() and not (tmp_path / "training_curves.png").exists()
