@@ -15,6 +15,7 @@ from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.collators.mlm import DataCollatorForMaskedLM
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.collators.pretext import DataCollatorForColorization, DataCollatorForJigsaw, DataCollatorForRotation
+from hfssl.collators.sentence_pairs import DataCollatorForSentencePairs
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from hfssl.data.images import load_image_dataset
@@ -85,6 +86,7 @@ __all__ = [
     "ViewAugmentation",
     "load_image_dataset",
     "normalization_from",
+    "DataCollatorForSentencePairs",
     "DataCollatorForSkipGram",
     "DataCollatorForSpanCorruption",
     "compute_input_and_target_lengths",

@@ -121,3 +121,35 @@ def test_processes_match_one_process_on_the_global_batch(tmp_path, processes):
     for name, gradient in gradients.items():
         assert gradient.abs().sum() > 0, name
         assert torch.allclose(distributed["gradients"][name], gradient, atol=1e-5), name
+
+
+def test_supervised_triplets_match_a_per_pair_reference(wordpiece_tokenizer):
+    """Supervised SimCSE: query i against positive i, the other positives and every hard negative."""
+    from hfssl import DataCollatorForSentencePairs
+
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(wordpiece_tokenizer), hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=32, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0))
+    model = SimCSEModel.from_encoder(encoder, temperature=0.05)
+    triplets = [{"text": f"the {w} statement", "positive": f"a {w} clause", "negative": f"no {w} here"}
+                for w in ("for", "while", "if", "try")]
+    batch = DataCollatorForSentencePairs(wordpiece_tokenizer)(triplets)
+    assert set(batch) == {"input_ids", "attention_mask", "positive_input_ids", "positive_attention_mask",
+                          "negative_input_ids", "negative_attention_mask"}
+    loss = model(**batch).loss
+
+    def embed(prefix):
+        return F.normalize(model.mlp(model.encode(batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"])), dim=1)
+
+    query, positive, negative = embed(""), embed("positive_"), embed("negative_")
+    expected = 0.0
+    for i in range(len(triplets)):
+        logits = [query[i] @ positive[j] / 0.05 for j in range(len(triplets))]
+        logits += [query[i] @ negative[j] / 0.05 for j in range(len(triplets))]
+        expected = expected - torch.log_softmax(torch.stack(logits), 0)[i]
+    assert torch.allclose(loss, expected / len(triplets), atol=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad and p.dim() > 1)
+    with pytest.raises(ValueError, match="need positive_input_ids"):
+        model(input_ids=batch["input_ids"], negative_input_ids=batch["negative_input_ids"])

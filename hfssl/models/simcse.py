@@ -1,4 +1,4 @@
-"""Unsupervised SimCSE (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP).
+"""SimCSE, unsupervised and supervised (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP).
 
 Legend: B batch of sentences, L tokens, H hidden size.
 
@@ -93,13 +93,25 @@ class SimCSEModel(SSLPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        positive_input_ids: torch.Tensor | None = None,
+        positive_attention_mask: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> SSLModelOutput:
-        """InfoNCE between two dropout views of each sentence.
+        """InfoNCE between two views of each sentence.
+
+        Unsupervised (only `input_ids`): the two views are two dropout masks of the same sentence. Supervised
+        (Gao et al., section 4): `positive_input_ids` holds each sentence's positive (e.g. an NLI entailment) and
+        the optional `negative_input_ids` a hard negative (e.g. a contradiction); every query is contrasted with
+        the other positives and with all hard negatives of the (global) batch.
 
         Args:
             input_ids (`torch.LongTensor` of shape (B, L)), attention_mask (`torch.LongTensor` of shape (B, L),
                 *optional*), token_type_ids (`torch.LongTensor` of shape (B, L), *optional*): a padded batch.
+            positive_input_ids, positive_attention_mask (`torch.LongTensor` of shape (B, L'), *optional*): positives.
+            negative_input_ids, negative_attention_mask (`torch.LongTensor` of shape (B, L''), *optional*): hard
+                negatives; need positives.
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, H) of the first view and metrics
@@ -107,14 +119,28 @@ class SimCSEModel(SSLPreTrainedModel):
         """
         if input_ids.ndim != 2 or input_ids.shape[0] < 2:
             raise ValueError(f"SimCSE needs input_ids of shape (B, L) with B >= 2 sentences, got {tuple(input_ids.shape)}.")
+        if negative_input_ids is not None and positive_input_ids is None:
+            raise ValueError("negative_input_ids (hard negatives) need positive_input_ids: pass (sentence, positive, "
+                             "negative) triplets, or only sentences for unsupervised SimCSE.")
         batch_size = input_ids.shape[0]
-        extra = {"token_type_ids": token_type_ids.repeat(2, 1)} if token_type_ids is not None else {}
-        mask = attention_mask.repeat(2, 1) if attention_mask is not None else None
-        z = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra))  # (2B, H): two dropout masks per sentence
-        z1, z2 = z[:batch_size], z[batch_size:]
+        hard_negatives = None
+        if positive_input_ids is None:
+            extra = {"token_type_ids": token_type_ids.repeat(2, 1)} if token_type_ids is not None else {}
+            mask = attention_mask.repeat(2, 1) if attention_mask is not None else None
+            z = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra))  # (2B, H): two dropout masks
+            z1, z2 = z[:batch_size], z[batch_size:]
+        else:
+            if positive_input_ids.shape[0] != batch_size:
+                raise ValueError(f"Got {batch_size} sentences but {positive_input_ids.shape[0]} positives.")
+            z1 = self.mlp(self.encode(input_ids, attention_mask))
+            z2 = self.mlp(self.encode(positive_input_ids, positive_attention_mask))
+            if negative_input_ids is not None:
+                hard_negatives = gather_with_grad(self.mlp(self.encode(negative_input_ids, negative_attention_mask)))
         negatives = None
         if self.config.gather_distributed and is_distributed():
             negatives = other_processes(gather_with_grad(z2), batch_size)
+        if hard_negatives is not None:
+            negatives = hard_negatives if negatives is None else torch.cat([negatives, hard_negatives])
         loss = info_nce_loss(z1, z2, self.config.temperature, negatives=negatives, in_batch_negatives=True)
         with torch.no_grad():
             cosine = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
