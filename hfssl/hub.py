@@ -406,3 +406,23 @@ def push_folder_to_hub(folder: str | Path, repo_id: str, token: str | None = Non
         ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "training_args.bin"],
     )
     return str(info.commit_url)
+
+
+def write_card_and_push(trainer, folder: str | Path, push_to_hub: bool, **card_kwargs: Any) -> str | None:
+    """What a recipe does last, on the main process only: `write_model_card(folder, **card_kwargs)` and, when
+    `push_to_hub`, upload `folder` to `trainer.args.hub_model_id` (default: the folder's name) in one commit.
+
+    Recipes turn `TrainingArguments.push_to_hub` off before building the `Trainer` and pass its value here, so
+    that Trainer's own push (which writes its own card) does not run.
+
+    Returns:
+        The commit URL when pushed, else `None`.
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    write_model_card(folder, **card_kwargs)
+    if not push_to_hub:
+        return None
+    args = trainer.args
+    repo_id = args.hub_model_id or Path(folder).resolve().name
+    return push_folder_to_hub(folder, repo_id, args.hub_token, args.hub_private_repo)

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
+from hfssl.hub import write_card_and_push
 from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
 
@@ -122,6 +123,7 @@ def main() -> None:
     collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(data_args.crop_min_scale, 1.0), seed=training_args.seed + training_args.process_index)
     logger.info("%d images, %d of %d patches masked", len(dataset), collator.num_masked, collator.num_patches)
 
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(os.path.join(training_args.output_dir, "pretraining"))
@@ -139,6 +141,18 @@ def main() -> None:
         path = os.path.join(training_args.output_dir, "reconstructions.png")
         eval_collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(1.0, 1.0), flip_p=0.0, seed=0)
         save_reconstructions(model, eval_collator, dataset, path, data_args.num_reconstructions)
+        write_card_and_push(
+            trainer, training_args.output_dir, push_to_hub, method="MAE (masked autoencoder)",
+            architecture="ViTMAEModel (encoder; the full ViTMAEForPreTraining in pretraining/)",
+            pipeline_tag="image-feature-extraction", metrics={"train_loss": train_result.training_loss},
+            dataset=data_args.dataset_name or data_args.train_dir or f"{data_args.builtin} (built-in)",
+            hyperparameters={"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss,
+                             "image_size": model_args.image_size, "patch_size": model_args.patch_size,
+                             "steps": trainer.state.global_step, "learning_rate": training_args.learning_rate},
+            usage=f'from transformers import AutoImageProcessor, AutoModel\n'
+                  f'encoder = AutoModel.from_pretrained("{training_args.output_dir}")  # mask_ratio=0: every patch\n'
+                  f'processor = AutoImageProcessor.from_pretrained("{training_args.output_dir}")',
+        )
         print(f"\nEncoder saved to {os.path.abspath(training_args.output_dir)} (AutoModel.from_pretrained loads it); "
               f"final training loss {train_result.training_loss:.4f}; reconstructions in {path}")
 

@@ -24,7 +24,7 @@ from transformers import (
 
 from hfssl import DataCollatorForMaskedLM
 from hfssl.data.text import load_text_dataset, tokenize_and_pack, train_wordpiece_tokenizer
-from hfssl.hub import push_folder_to_hub, write_model_card
+from hfssl.hub import write_card_and_push
 from hfssl.evaluation.masked_lm import (
     evaluate_masked_lm,
     masked_lm_metrics,
@@ -156,22 +156,18 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    if trainer.is_world_process_zero():
-        write_model_card(
-            training_args.output_dir, method="Masked language modelling", architecture=type(model).__name__,
-            dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-            pipeline_tag="fill-mask", metrics=metrics, usage=USAGE.format(path=training_args.hub_model_id or
-                                                                          training_args.output_dir),
-            hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                             "mlm_probability": data_args.mlm_probability, "selection": data_args.selection,
-                             "whole_word_mask": data_args.whole_word_mask, "span_masking": data_args.span_masking,
-                             "learning_rate": training_args.learning_rate,
-                             "global_batch_size": training_args.train_batch_size * training_args.world_size
-                             * training_args.gradient_accumulation_steps},
-        )
-    if push_to_hub and trainer.is_world_process_zero():
-        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
-        push_folder_to_hub(training_args.output_dir, repo_id, training_args.hub_token, training_args.hub_private_repo)
+    write_card_and_push(
+        trainer, training_args.output_dir, push_to_hub, method="Masked language modelling",
+        architecture=type(model).__name__, pipeline_tag="fill-mask", metrics=metrics,
+        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+        usage=USAGE.format(path=training_args.hub_model_id or training_args.output_dir),
+        hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
+                         "mlm_probability": data_args.mlm_probability, "selection": data_args.selection,
+                         "whole_word_mask": data_args.whole_word_mask, "span_masking": data_args.span_masking,
+                         "learning_rate": training_args.learning_rate,
+                         "global_batch_size": training_args.train_batch_size * training_args.world_size
+                         * training_args.gradient_accumulation_steps},
+    )
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out masked-token accuracy: {metrics['eval_masked_accuracy']:.4f} "

@@ -29,7 +29,7 @@ from transformers import (
 
 from hfssl.data.text import load_text_dataset, train_wordpiece_tokenizer
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
-from hfssl.hub import write_model_card
+from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
@@ -126,6 +126,7 @@ def main() -> None:
 
     retrieval_before = pair_retrieval_scores(encode, queries, documents)
 
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = Trainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d training sentences, model of %.1fM parameters", len(sentences["train"]), model.num_parameters() / 1e6)
@@ -141,8 +142,10 @@ def main() -> None:
         encoder_dir = os.path.join(training_args.output_dir, "encoder")
         model.encoder.save_pretrained(encoder_dir)  # plain AutoModel export
         tokenizer.save_pretrained(encoder_dir)
-        write_model_card(
-            encoder_dir, method="Unsupervised SimCSE (Gao et al., 2021)", architecture=type(model.encoder).__name__,
+        model.save_pretrained(os.path.join(encoder_dir, "ssl_model"))  # the full SimCSEModel (MLP included)
+        write_card_and_push(
+            trainer, encoder_dir, push_to_hub, method="Unsupervised SimCSE (Gao et al., 2021)",
+            architecture=type(model.encoder).__name__,
             dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
             pipeline_tag="sentence-similarity", metrics=metrics, usage=USAGE.format(path=encoder_dir),
             hyperparameters={"pooling": "[CLS] last hidden state, no MLP", "temperature": model_args.temperature,
@@ -154,8 +157,6 @@ def main() -> None:
         print(f"Held-out half-paragraph retrieval over {len(queries)} pairs: recall@1 "
               f"{metrics['recall@1_before']:.3f} before, {metrics['recall@1_after']:.3f} after; "
               f"MRR {metrics['mrr_before']:.3f} -> {metrics['mrr_after']:.3f}")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="hfssl: SimCSE pretraining")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
     premask_dataset,
 )
+from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def main() -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -142,11 +144,18 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    if trainer.is_world_process_zero():
-        trainer.create_model_card(model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
-                                  tasks="text2text-generation", dataset=data_args.dataset_name or "python-docs (built-in)")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="hfssl: T5 span-corruption pretraining")
+    write_card_and_push(
+        trainer, training_args.output_dir, push_to_hub, method="T5 span corruption",
+        architecture=type(model).__name__, pipeline_tag="text2text-generation", metrics=metrics,
+        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+        hyperparameters={"steps": trainer.state.global_step, "input_length": data_args.max_seq_length,
+                         "noise_density": data_args.noise_density,
+                         "mean_noise_span_length": data_args.mean_noise_span_length,
+                         "learning_rate": training_args.learning_rate},
+        usage=f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+              f'model = AutoModelForSeq2SeqLM.from_pretrained("{training_args.output_dir}")\n'
+              f'tokenizer = AutoTokenizer.from_pretrained("{training_args.output_dir}")',
+    )
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out target-token accuracy: {metrics['eval_masked_accuracy']:.4f}, "

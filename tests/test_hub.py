@@ -268,3 +268,33 @@ def test_recipe_refuses_to_push_an_encoder_timm_cannot_rebuild_before_training(t
         run_recipe("pretrain_moco", ["--output_dir", str(tmp_path / "run"), "--small_image_stem", "--push_to_hub",
                                      "--max_train_samples", "16", "--report_to", "none"], monkeypatch)
     assert not (tmp_path / "run").exists()
+
+
+TEXT_TINY = ["--vocab_size", "400", "--max_train_samples", "300", "--max_steps", "2",
+             "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--report_to", "none",
+             "--disable_tqdm", "true", "--push_to_hub", "--hub_model_id", "me/recipe"]
+PUSHING_RECIPES = {
+    # recipe: (extra arguments, pushed subfolder or "", Hub task in the card, transformers loader of the push)
+    "pretrain_mlm": (["--preset", "tiny", "--max_seq_length", "32", *TEXT_TINY], "fill-mask", "AutoModelForMaskedLM"),
+    "pretrain_simcse": (["--max_seq_length", "16", *TEXT_TINY], "sentence-similarity", "AutoModel"),
+    "pretrain_mae": (["--max_train_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "8",
+                      "--report_to", "none", "--disable_tqdm", "true", "--num_reconstructions", "2",
+                      "--push_to_hub", "--hub_model_id", "me/recipe"], "image-feature-extraction", "AutoModel"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(PUSHING_RECIPES))
+def test_other_recipes_push_their_model_and_card_once(recipe, tmp_path, monkeypatch):
+    import transformers
+
+    hub = FakeHub(tmp_path / "uploaded")
+    hub.patch(monkeypatch)
+    argv, task, loader = PUSHING_RECIPES[recipe]
+    run_recipe(recipe, ["--output_dir", str(tmp_path / "run"), *argv], monkeypatch)
+    assert len(hub.commits) == 1 and hub.created[0]["repo_id"] == "me/recipe"  # Trainer's own push stays off
+    repo = hub.root / "me/recipe"
+    readme = (repo / "README.md").read_text()
+    assert f"pipeline_tag: {task}" in readme and "hfssl" in readme
+    assert (repo / "model.safetensors").exists()
+    getattr(transformers, loader).from_pretrained(repo)
