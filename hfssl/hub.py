@@ -44,7 +44,9 @@ _TEMPLATE = """---
 {% for name, value in hyperparameters.items() %}| {{ name }} | {{ value }} |
 {% endfor %}
 Hardware: {{ hardware }}.
-
+{% if curve %}
+Training curve: {{ curve }}
+{% endif %}
 ## Usage
 
 ```python
@@ -70,6 +72,7 @@ def write_model_card(
     hyperparameters: Mapping[str, Any],
     usage: str,
     tags: list[str] | None = None,
+    curve: str | None = None,
 ) -> ModelCard:
     """Write `README.md` (a Hub model card with metadata) into `output_dir` and return it.
 
@@ -81,6 +84,7 @@ def write_model_card(
         metrics (`Mapping`): final figures (floats are shown with 4 decimals).
         hyperparameters (`Mapping`): the settings worth reproducing.
         usage (`str`): a Python snippet that loads the model.
+        curve (`str`, *optional*): a one-line summary of the training curve (see `training_curve`).
     """
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=pipeline_tag, tags=["hfssl", "self-supervised", *(tags or [])]
@@ -97,6 +101,7 @@ def write_model_card(
         hyperparameters=dict(hyperparameters),
         hardware=_hardware(),
         usage=usage.strip(),
+        curve=curve,
     )
     card.save(Path(output_dir) / "README.md")
     return card
@@ -420,6 +425,7 @@ def write_card_and_push(trainer, folder: str | Path, push_to_hub: bool, **card_k
     """
     if not trainer.is_world_process_zero():
         return None
+    card_kwargs.setdefault("curve", training_curve(trainer.state.log_history)[0])
     write_model_card(folder, **card_kwargs)
     if not push_to_hub:
         return None

@@ -296,5 +296,6 @@ def test_other_recipes_push_their_model_and_card_once(recipe, tmp_path, monkeypa
     repo = hub.root / "me/recipe"
     readme = (repo / "README.md").read_text()
     assert f"pipeline_tag: {task}" in readme and "hfssl" in readme
+    assert "Training curve: " in readme and "Hardware: " in readme and "train_loss" in readme
     assert (repo / "model.safetensors").exists()
     getattr(transformers, loader).from_pretrained(repo)
