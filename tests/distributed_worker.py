@@ -133,6 +133,9 @@ def main(output_dir: str) -> None:
     for name, (variant, resume_at) in runs.items():
         result = train(variant, os.path.join(output_dir, name), world_size, resume_at)
         torch.save(result, os.path.join(output_dir, f"{name}_rank{rank}.pt"))
+    if torch.distributed.is_initialized():  # leave together, so no gloo thread is torn down mid-message
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

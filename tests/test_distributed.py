@@ -98,6 +98,10 @@ def test_processes_match_one_process_on_the_global_batch(world_size, reference, 
                str(tmp_path)]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900, env=environment)
+    if completed.returncode != 0 and "terminate called without an active exception" in completed.stderr:
+        # Seen once in ~10 CI runs: a gloo worker aborting in C++ with no Python error. Such a crash is retried
+        # once; a Python error or a wrong number fails at once.
+        completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900, env=environment)
     assert completed.returncode == 0, completed.stderr[-5000:]
 
     names = list(worker.VARIANTS) + (["moco_v2_resumed"] if world_size == 2 else [])
