@@ -28,7 +28,7 @@ from transformers import (
     default_data_collator,
 )
 
-from hfssl.data.text import load_text_dataset, tokenize_and_pack
+from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
@@ -52,16 +52,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
-    dataset_config_name: str | None = None
-    train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
-    validation_file: str | None = None
-    text_column: str = "text"
-    validation_split_percentage: float = 5.0
-    max_seq_length: int = field(default=128, metadata={"help": "Block size of the packed text."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
-    preprocessing_num_workers: int | None = None
+class DataArguments(TextDataArguments):
+    """The shared text options."""
 
 
 @dataclass
@@ -87,12 +79,7 @@ def main() -> None:
         raise ValueError(f"--model_type must be one of {list(MODEL_TYPES)}, got {model_args.model_type!r}; use "
                          "--config_name or --model_name_or_path for other architectures.")
 
-    raw = load_text_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file,
-        data_args.text_column, data_args.validation_split_percentage, seed=training_args.seed,
-    )
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    raw = data_args.load(seed=training_args.seed)
 
     tokenizer = load_or_train_tokenizer(
         model_args.tokenizer_name or model_args.model_name_or_path,

@@ -27,7 +27,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfssl.data.text import load_text_dataset, train_wordpiece_tokenizer
+from hfssl.data.text import TextDataArguments, train_wordpiece_tokenizer
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
 from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
@@ -54,15 +54,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
-    dataset_config_name: str | None = None
-    train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
-    validation_file: str | None = None
-    text_column: str = "text"
-    validation_split_percentage: float = 5.0
+class DataArguments(TextDataArguments):
     max_seq_length: int = field(default=32, metadata={"help": "Sentences are truncated to this (SimCSE: 32)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
 
 
 @dataclass
@@ -92,12 +85,7 @@ def main() -> None:
     if model_args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
 
-    raw = load_text_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file,
-        data_args.text_column, data_args.validation_split_percentage, seed=training_args.seed,
-    )
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    raw = data_args.load(seed=training_args.seed)
     tokenizer = load_or_train_tokenizer(
         model_args.tokenizer_name or model_args.model_name_or_path, lambda: train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size), training_args
     )

@@ -21,7 +21,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
-from hfssl.data.text import load_text_dataset
+from hfssl.data.text import TextDataArguments
 from hfssl.data.tokenizer_training import train_word_level_tokenizer
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.hub import write_card_and_push
@@ -39,20 +39,12 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
-    dataset_config_name: str | None = None
-    train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
-    validation_file: str | None = None
-    text_column: str = "text"
-    validation_split_percentage: float = 5.0
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
+class DataArguments(TextDataArguments):
     window: int = 5
     num_negatives: int = 5
     subsample_threshold: float = 1e-3
     query_words: str = field(default="true,read,list,int,file", metadata={"help": "Comma-separated words."})
     analogy: str | None = field(default="read,reader,write", metadata={"help": "a,b,c: a is to b as c is to ?"})
-    preprocessing_num_workers: int | None = None
 
 
 @dataclass
@@ -74,12 +66,7 @@ class Word2VecTrainingArguments(TrainingArguments):
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, Word2VecTrainingArguments))
 
-    raw = load_text_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file,
-        data_args.text_column, data_args.validation_split_percentage, seed=training_args.seed,
-    )
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    raw = data_args.load(seed=training_args.seed)
 
     tokenizer = load_or_train_tokenizer(
         model_args.tokenizer_name or model_args.model_name_or_path, lambda: train_word_level_tokenizer(raw["train"]["text"], min_count=model_args.min_count), training_args

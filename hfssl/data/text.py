@@ -13,6 +13,7 @@ import os
 import re
 import sysconfig
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
@@ -195,3 +196,27 @@ def tokenize_and_pack(
 
     tokenized = dataset.map(tokenize, batched=True, num_proc=num_proc, remove_columns=["text"], desc="Tokenizing")
     return tokenized.map(pack, batched=True, batch_size=1000, num_proc=num_proc, desc="Packing")
+
+
+@dataclass
+class TextDataArguments:
+    """The data options every text recipe shares, as an `HfArgumentParser` dataclass; recipes subclass it to add
+    their own fields or change a default (e.g. `max_seq_length`)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
+    dataset_config_name: str | None = None
+    train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
+    validation_file: str | None = None
+    text_column: str = "text"
+    validation_split_percentage: float = 5.0
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example (block size when packing)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
+    preprocessing_num_workers: int | None = None
+
+    def load(self, seed: int = 42) -> DatasetDict:
+        """`load_text_dataset` with these options, keeping only the first `max_train_samples` training texts."""
+        raw = load_text_dataset(self.dataset_name, self.dataset_config_name, self.train_file, self.validation_file,
+                                self.text_column, self.validation_split_percentage, seed=seed)
+        if self.max_train_samples is not None:
+            raw["train"] = raw["train"].select(range(min(self.max_train_samples, len(raw["train"]))))
+        return raw
