@@ -64,12 +64,14 @@ from hfssl.models.simcse import SimCSEConfig, SimCSEModel
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.optim import LARS
 from hfssl.trainers import (
+    CollapseGuardCallback,
     MoCoTrainer,
     SimCLRTrainer,
     SSLStateUpdateCallback,
     SSLTrainer,
     SSLTrainingArguments,
     cosine_schedule,
+    effective_rank,
 )
 
 __version__ = "0.1.0"
@@ -126,6 +128,7 @@ __all__ = [
     "info_nce_loss",
     "nt_xent_loss",
     # training
+    "CollapseGuardCallback",
     "LARS",
     "MoCoTrainer",
     "SSLStateUpdateCallback",
@@ -133,6 +136,7 @@ __all__ = [
     "SSLTrainingArguments",
     "SimCLRTrainer",
     "cosine_schedule",
+    "effective_rank",
     # distributed and evaluation
     "average_across_processes",
     "average_gradients",

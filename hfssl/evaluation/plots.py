@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-COLLAPSE_SIGNALS = ("embedding/std",)
+COLLAPSE_SIGNALS = ("embedding/std", "embedding/effective_rank")
 ACCURACY_SUFFIX = "/top1"
 
 
@@ -90,7 +90,7 @@ def plot_embeddings(
 
 def plot_training_curves(log_history: Sequence[Mapping[str, Any]] | str | Path, path: str | Path) -> Path:
     """Write the training loss, the accuracies (`"*/top1"` metrics, e.g. `"eval_knn/top1"`) and the collapse
-    signals (`"embedding/std"`) against the step, one panel each (panels without data are left out).
+    signals (`"embedding/std"`, `"embedding/effective_rank"`) against the step, one panel each (panels without data are left out).
 
     Args:
         log_history (sequence of `dict`, or a path): `trainer.state.log_history`, or a checkpoint's
@@ -105,7 +105,8 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]] | str | Path, 
     panels: list[tuple[str, list[str]]] = [("loss", ["loss", "eval_loss"])]
     keys = sorted({key for entry in log_history for key in entry})
     panels.append(("accuracy", [key for key in keys if key.endswith(ACCURACY_SUFFIX)]))
-    panels.append(("collapse signal", [key for key in keys if key.removeprefix("eval_") in COLLAPSE_SIGNALS]))
+    for signal in COLLAPSE_SIGNALS:  # one panel each: their scales differ
+        panels.append((signal, [key for key in keys if key.removeprefix("eval_") == signal]))
     series = {
         key: [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
         for _, names in panels

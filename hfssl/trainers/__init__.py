@@ -2,16 +2,19 @@
 
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback, cosine_schedule
+from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank
 from hfssl.trainers.moco import MoCoTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer, embedding_std
 
 __all__ = [
+    "CollapseGuardCallback",
     "MoCoTrainer",
     "SSLStateUpdateCallback",
     "SSLTrainer",
     "SSLTrainingArguments",
     "SimCLRTrainer",
     "cosine_schedule",
+    "effective_rank",
     "embedding_std",
 ]

@@ -39,6 +39,14 @@ class SSLTrainingArguments(TrainingArguments):
             `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its negatives, in the activation
             memory of a chunk. `None` (default) trains as usual. Models without batch statistics get the exact
             large-batch gradient; with BatchNorm, the statistics are those of a chunk.
+        collapse_action (`str`, defaults to `"warn"`): what `CollapseGuardCallback` does when a collapse signal stays
+            past its threshold for `collapse_patience` logging steps: `"warn"`, `"stop"` (end training) or `"none"`.
+        collapse_min_std (`float`, defaults to 0.05): threshold on `embedding/std * sqrt(P)` (about 1 when healthy).
+        collapse_min_effective_rank (`float`, defaults to 1.5): threshold on `embedding/effective_rank` (RankMe).
+        collapse_min_uniform_gap (`float`, defaults to 0.01): threshold on DINO's / SwAV's
+            `collapse/uniform_loss_gap`, (ln K - loss) / ln K.
+        collapse_patience (`int`, defaults to 3): consecutive logging steps past a threshold before acting.
+        collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
 
     Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
     which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
@@ -68,6 +76,14 @@ class SSLTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Embed in chunks of this many images and back-propagate the full-batch loss (GradCache)."},
     )
+    collapse_action: str = field(
+        default="warn", metadata={"help": "On a collapse signal: warn, stop or none.", "choices": ["warn", "stop", "none"]}
+    )
+    collapse_min_std: float = field(default=0.05, metadata={"help": "Threshold on embedding/std * sqrt(dim)."})
+    collapse_min_effective_rank: float = field(default=1.5, metadata={"help": "Threshold on the effective rank."})
+    collapse_min_uniform_gap: float = field(default=0.01, metadata={"help": "Threshold on (ln K - loss) / ln K."})
+    collapse_patience: int = field(default=3, metadata={"help": "Logging steps past a threshold before acting."})
+    collapse_check_start: float = field(default=0.1, metadata={"help": "First step checked (fraction if < 1)."})
 
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
@@ -81,6 +97,13 @@ class SSLTrainingArguments(TrainingArguments):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must lie in [0, 1] (MoCo v2 uses 0.999, MoCo v3 / BYOL 0.99 -> 1.0).")
+        if self.collapse_action not in ("warn", "stop", "none"):
+            raise ValueError(f"collapse_action={self.collapse_action!r} is not supported; use 'warn', 'stop' or 'none'.")
+        if self.collapse_patience < 1 or self.collapse_check_start < 0:
+            raise ValueError(
+                f"collapse_patience={self.collapse_patience} must be >= 1 and collapse_check_start="
+                f"{self.collapse_check_start} >= 0 (a step, or a fraction of the run when < 1)."
+            )
         if not 0.0 <= self.lars_momentum < 1.0:
             raise ValueError(f"lars_momentum={self.lars_momentum} must lie in [0, 1).")
         super().__post_init__()

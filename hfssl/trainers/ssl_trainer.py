@@ -4,8 +4,11 @@ Legend: B batch, V views, P projection dim.
 
 What it adds to Trainer, and nothing else:
 - `compute_loss`: views in, the method model's `SSLModelOutput.loss` out; the model's metrics and the collapse
-  signal (per-dimension std of the normalised embeddings, about 1/sqrt(P) when healthy, 0 when collapsed) are
-  averaged between logging steps and logged as `"<objective>/<quantity>"`.
+  signals (`embedding/std`, the per-dimension std of the normalised embeddings, about 1/sqrt(P) when healthy, 0 when
+  collapsed; `embedding/effective_rank`, RankMe) are averaged between logging steps and logged as
+  `"<objective>/<quantity>"`; `CollapseGuardCallback` warns or stops when one crosses its threshold
+  (`args.collapse_*`). Batches of uint8 crops from a collator with `photometric_on_device=True` are finished on the
+  training device (`finish_views`).
 - after each optimizer step, `SSLStateUpdateCallback` calls `model.update_after_step` (EMA teacher on a cosine
   momentum schedule, queue writes) with the `state_update` of the step's forward passes.
 - optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`.
@@ -29,7 +32,6 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
@@ -43,6 +45,7 @@ from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
+from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
 
 
 def collator_generator(collator: Any) -> torch.Generator | None:
@@ -74,12 +77,6 @@ class GeneratorTrackingCollator:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["collator"], name)
-
-
-def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
-    """The collapse signal of Chen & He 2021 (SimSiam, section 4.1): the mean over dimensions of the std over the
-    batch of the L2-normalised embeddings (B, P). About 1/sqrt(P) for spread-out embeddings, 0 for a collapse."""
-    return F.normalize(embeddings.detach().float(), dim=1).std(dim=0).mean()
 
 
 class SSLTrainer(Trainer):
@@ -134,6 +131,9 @@ class SSLTrainer(Trainer):
         if collator_generator(data_collator) is not None and args.dataloader_num_workers == 0:
             self.data_collator = GeneratorTrackingCollator(data_collator)
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
+        self.embedding_dim: int | None = None
+        if getattr(args, "collapse_action", "warn") != "none":
+            self.add_callback(CollapseGuardCallback(self))
         self._check_distributed_setup()
 
     def _check_distributed_setup(self) -> None:
@@ -170,7 +170,7 @@ class SSLTrainer(Trainer):
         DDP's forward.
         """
         model.train()
-        inputs = self._prepare_inputs(inputs)
+        inputs = self.finish_views(self._prepare_inputs(inputs))
         self._check_inputs(inputs)
         module = self.accelerator.unwrap_model(model)
         chunk_size = self.args.gradient_cache_chunk_size
@@ -214,10 +214,25 @@ class SSLTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Views in, loss out: `model(pixel_values=[view, ...])` returns the loss and what to log."""
+        inputs = self.finish_views(inputs)
         self._check_inputs(inputs)
         outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
         self._record_outputs(outputs, "train" if model.training else "eval")
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def finish_views(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run the photometric half of the augmentation here, on the training device, for batches made by a collator
+        with `photometric_on_device=True` (uint8 crops + `photometric_params`); other batches pass unchanged."""
+        if "photometric_params" not in inputs:
+            return inputs
+        collator = self.data_collator
+        collator = collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
+        if not callable(getattr(collator, "apply_photometric", None)):
+            raise TypeError(
+                f"The batch carries 'photometric_params' but the trainer's collator ({type(collator).__name__}) has no "
+                "`apply_photometric` to finish it; use DataCollatorForMultiView(photometric_on_device=True)."
+            )
+        return collator.apply_photometric(inputs)
 
     @staticmethod
     def _check_inputs(inputs: dict[str, Any]) -> None:
@@ -233,7 +248,10 @@ class SSLTrainer(Trainer):
             self._state_updates.append(outputs.state_update)
         metrics = dict(outputs.metrics or {})
         if outputs.embeddings is not None:
+            self.embedding_dim = outputs.embeddings.shape[-1]
             metrics["embedding/std"] = embedding_std(outputs.embeddings)
+            if outputs.embeddings.shape[0] > 1:
+                metrics["embedding/effective_rank"] = effective_rank(outputs.embeddings)
         for name, value in metrics.items():
             self.record_metric(name, value, mode)
 

@@ -1,0 +1,129 @@
+"""Collapse signals of a batch of embeddings, and the callback that warns (or stops training) when one crosses its
+threshold.
+
+Legend: B batch, P embedding dim, K prototypes / output dim of a self-distillation head.
+
+Signals (logged by `SSLTrainer` at every logging step, averaged over the logging window and over processes):
+- `embedding/std`: mean over dimensions of the std over the batch of the L2-normalised embeddings (SimSiam, Chen & He
+  2021, section 4.1). About 1/sqrt(P) when the embeddings spread over the sphere, 0 when they collapse to a point.
+  The guard compares `embedding/std * sqrt(P)` (1 when healthy) with its threshold.
+- `embedding/effective_rank`: exp of the entropy of the normalised singular values of the centred batch embeddings
+  (RankMe, Garrido et al. 2023; Roy & Vetterli 2007), between 1 (all embeddings on one line: dimensional collapse)
+  and min(B, P). The guard compares it with `collapse_min_effective_rank`.
+- `collapse/uniform_loss_gap` (DINO, SwAV, logged by their models): (ln K - loss) / ln K, 0 when the cross-entropy
+  is stuck at ln K, the value of a uniform output over K prototypes (the collapse users report for DINO and SwAV).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+if TYPE_CHECKING:
+    from hfssl.trainers.ssl_trainer import SSLTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
+    """The collapse signal of Chen & He 2021 (SimSiam, section 4.1): the mean over dimensions of the std over the
+    batch of the L2-normalised embeddings (B, P). About 1/sqrt(P) for spread-out embeddings, 0 for a collapse."""
+    return F.normalize(embeddings.detach().float(), dim=1).std(dim=0).mean()
+
+
+def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """RankMe's effective rank (Garrido et al. 2023, eq. 1) of a batch of embeddings.
+
+    `exp(-sum_k p_k log p_k)` with `p_k = s_k / sum_j s_j + eps`, `s` the singular values of the batch embeddings
+    centred over the batch. 1 when all embeddings lie on one line, min(B, P) when they fill the space evenly.
+
+    Args:
+        embeddings (`torch.Tensor` of shape `(B, P)`): one view's embeddings (B >= 2).
+        eps (`float`): RankMe's epsilon, keeps the logarithm finite.
+
+    Returns:
+        `torch.Tensor`, scalar float32.
+    """
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(f"effective_rank needs embeddings of shape (B >= 2, P); got {tuple(embeddings.shape)}.")
+    centred = embeddings.detach().float()
+    centred = centred - centred.mean(dim=0)
+    singular_values = torch.linalg.svdvals(centred.cpu())
+    if singular_values.sum() <= 0:
+        return torch.tensor(1.0)
+    p = singular_values / singular_values.sum() + eps
+    return torch.exp(-(p * p.log()).sum())
+
+
+class CollapseGuardCallback(TrainerCallback):
+    """Watches the collapse signals at every logging step and warns, or stops training, when one crosses its threshold.
+
+    A signal is flagged when it is past its threshold for `args.collapse_patience` consecutive logging steps after
+    `args.collapse_check_start` (steps, or a fraction of the run when < 1: self-distillation losses start near ln K
+    by construction). `args.collapse_action`: `"warn"` logs a warning naming the signal, its value and the usual
+    fixes; `"stop"` also ends training (`control.should_training_stop`); `"none"` does not register the guard.
+    What was flagged is kept in `self.flagged` (signal -> step of the warning); the signals themselves are in
+    `state.log_history`.
+
+    Thresholds (`SSLTrainingArguments`): `collapse_min_std` on `embedding/std * sqrt(P)` (default 0.05: healthy is
+    about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` (default 0.01).
+    """
+
+    def __init__(self, trainer: SSLTrainer) -> None:
+        self.trainer = trainer
+        self.streaks: dict[str, int] = {}
+        self.flagged: dict[str, int] = {}
+
+    def _start_step(self, state: TrainerState) -> int:
+        start = float(getattr(self.trainer.args, "collapse_check_start", 0.0))
+        return int(math.ceil(start * state.max_steps)) if 0 < start < 1 else int(start)
+
+    def signals(self, logs: dict[str, float]) -> dict[str, tuple[float, float, str]]:
+        """The signals present in `logs` as name -> (value, threshold, what to try)."""
+        args, found = self.trainer.args, {}
+        dim = self.trainer.embedding_dim
+        if "embedding/std" in logs and dim:
+            found["embedding/std"] = (
+                logs["embedding/std"] * math.sqrt(dim),
+                args.collapse_min_std,
+                "the embeddings shrink to a point: check the stop-gradient / predictor (BYOL, SimSiam), the teacher "
+                "momentum, the learning rate (lower it, or add warm-up) and the augmentation strength",
+            )
+        if "embedding/effective_rank" in logs:
+            found["embedding/effective_rank"] = (
+                logs["embedding/effective_rank"],
+                args.collapse_min_effective_rank,
+                "dimensional collapse: the embeddings use few directions; try a larger batch, a wider projector, "
+                "weight decay or a covariance/redundancy term (VICReg, Barlow Twins)",
+            )
+        if "collapse/uniform_loss_gap" in logs:
+            found["collapse/uniform_loss_gap"] = (
+                logs["collapse/uniform_loss_gap"],
+                args.collapse_min_uniform_gap,
+                "the loss is stuck at ln K (uniform output over the K prototypes); for DINO lower the teacher "
+                "temperature or raise the centre momentum, for SwAV freeze the prototypes longer or use the queue",
+            )
+        return found
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or any(key.startswith("eval_") for key in logs) or state.global_step < self._start_step(state):
+            return
+        patience = max(1, int(getattr(args, "collapse_patience", 1)))
+        for name, (value, threshold, advice) in self.signals(logs).items():
+            self.streaks[name] = self.streaks.get(name, 0) + 1 if value < threshold else 0
+            if self.streaks[name] < patience or name in self.flagged:
+                continue
+            self.flagged[name] = state.global_step
+            stop = getattr(args, "collapse_action", "warn") == "stop"
+            logger.warning(
+                "Collapse detected at step %d: %s = %.4g is below %.4g for %d logging step(s); %s.%s",
+                state.global_step, name, value, threshold, patience, advice,
+                " Stopping training (collapse_action='stop')." if stop else "",
+            )  # fmt: skip
+            if stop:
+                control.should_training_stop = True
