@@ -1,11 +1,16 @@
-"""Weighted kNN against a per-query loop."""
+"""Weighted kNN against a per-query loop and a brute-force reference; feature extraction split across processes."""
 
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from hfssl.evaluation.features import dataset_features, knn_evaluate
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
 
 
@@ -13,7 +18,9 @@ def test_knn_predict_matches_a_per_query_loop():
     generator = torch.Generator().manual_seed(0)
     memory, labels = torch.randn(50, 6, generator=generator), torch.randint(0, 4, (50,), generator=generator)
     queries = torch.randn(7, 6, generator=generator)
-    scores = knn_predict(memory, labels, queries, num_classes=4, k=5, temperature=0.1, chunk_size=3)
+    scores = knn_predict(memory, labels, queries, num_classes=4, k=5, temperature=0.1, chunk_size=3, memory_chunk_size=8)
+    # Memory in blocks of 8 rows (the last one of 2, fewer than k) gives the same scores as one block.
+    torch.testing.assert_close(scores, knn_predict(memory, labels, queries, 4, 5, 0.1, chunk_size=7, memory_chunk_size=50))
     for row, query in enumerate(queries):
         cosine = F.cosine_similarity(query[None], memory, dim=1)
         expected = torch.zeros(4)
@@ -29,6 +36,8 @@ def test_knn_accuracy_on_separable_clusters_and_errors():
     assert knn_accuracy(memory, labels, centers, torch.arange(3), k=200) == 1.0
     with pytest.raises(ValueError, match="same D"):
         knn_predict(memory, labels, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="memory_chunk_size=0 must be >= 1"):
+        knn_predict(memory, labels, centers, memory_chunk_size=0)
 
 
 @pytest.mark.parametrize("k", [1, 7, 500])
@@ -36,7 +45,9 @@ def test_knn_predictions_equal_a_brute_force_reference(k):
     generator = torch.Generator().manual_seed(k)
     memory, labels = torch.randn(300, 16, generator=generator), torch.randint(0, 5, (300,), generator=generator)
     queries = torch.randn(80, 16, generator=generator)
-    predictions = knn_predict(memory, labels, queries, num_classes=5, k=k, temperature=0.07, chunk_size=32).argmax(1)
+    predictions = knn_predict(
+        memory, labels, queries, num_classes=5, k=k, temperature=0.07, chunk_size=32, memory_chunk_size=64
+    ).argmax(1)
     expected = []
     for query in queries.double():  # float64, every memory item, one query at a time
         cosine = [(query @ item / (query.norm() * item.norm())).item() for item in memory.double()]
@@ -66,3 +77,34 @@ def test_dataset_features_reads_the_backbone_data_config():
     assert features.shape == (10, 32) and labels.tolist() == digits["label"]
     with pytest.raises(ValueError, match="needs an 'image' column"):
         dataset_features(backbone, digits.rename_column("image", "picture"))
+
+
+@pytest.mark.slow
+def test_feature_extraction_is_split_between_processes_and_gathered_in_order(tmp_path):
+    world_size = 3  # 37 images: shards of 13, 13 and 11
+    path = os.path.join(os.path.dirname(__file__), "features_distributed_worker.py")
+    spec = importlib.util.spec_from_file_location("features_distributed_worker", path)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}", path,
+               str(tmp_path)]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
+    if completed.returncode != 0 and "terminate called without an active exception" in completed.stderr:
+        completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    encoder = worker.CountingEncoder()  # one process, the whole dataset
+    want, want_labels = dataset_features(encoder, worker.dataset(), batch_size=5)
+    want_knn = knn_evaluate(encoder, worker.dataset(), worker.dataset().select(range(10)), worker.IMAGE_SIZE, (0.5,) * 3,
+                            (0.25,) * 3, k=3)  # fmt: skip
+    per_process = -(-worker.COUNT // world_size)
+    seen = []
+    for rank in range(world_size):
+        got = torch.load(tmp_path / f"features_rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["features"], want, rtol=0, atol=1e-5)
+        assert torch.equal(got["labels"], want_labels) and got["knn"] == want_knn
+        seen.append(got["seen"])
+    # Each process embedded its own contiguous shard only: 1/W of the work.
+    assert seen == [min(per_process, worker.COUNT - rank * per_process) for rank in range(world_size)]
+    assert sum(seen) == worker.COUNT

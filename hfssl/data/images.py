@@ -6,6 +6,8 @@ Every loader returns a `datasets.Dataset` with an `Image` column "image" and, wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import gzip
 import os
 import struct
@@ -169,3 +171,29 @@ def load_image_dataset(
     if max_samples is not None and len(dataset) > max_samples:
         dataset = dataset.select(range(max_samples))
     return dataset
+
+
+@dataclass
+class ImageDataArguments:
+    """The data options every image-SSL recipe shares, as an `HfArgumentParser` dataclass (the image counterpart of
+    `hfssl.data.text.TextDataArguments`); recipes subclass it to change a default."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path (save_to_disk folder)."})
+    dataset_config_name: str | None = None
+    train_dir: str | None = field(default=None, metadata={"help": "Folder of images (imagefolder)."})
+    builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
+    image_column: str | None = None
+    image_size: int = 32
+    min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (papers: 0.08-0.2)."})
+    max_train_samples: int | None = None
+
+    def load(self, split: str = "train", max_samples: int | None = None) -> Dataset:
+        """`load_image_dataset` from these options (`max_samples` defaults to `max_train_samples` for "train")."""
+        if split == "train" and max_samples is None:
+            max_samples = self.max_train_samples
+        return load_image_dataset(self.dataset_name, self.train_dir, self.builtin, split, self.image_size,
+                                  self.dataset_config_name, self.image_column, max_samples)  # fmt: skip
+
+    def describe(self) -> str:
+        """The data source, for model cards."""
+        return self.dataset_name or self.train_dir or f"hfssl's built-in {self.builtin} images"

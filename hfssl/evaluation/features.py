@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfssl.distributed import gather_no_grad, is_distributed, rank, world_size
+
 
 def images_to_tensor(images: Sequence, image_size: int, channels: int = 3) -> torch.Tensor:
     """PIL images or uint8 arrays -> float tensor (N, C, S, S) in [0, 1], bilinearly resized (no augmentation)."""
@@ -37,8 +39,13 @@ def extract_features(
     channels: int = 3,
     batch_size: int = 512,
     device: str | torch.device | None = None,
+    shard_across_processes: bool = True,
 ) -> torch.Tensor:
     """Features of every image under the backbone in eval mode.
+
+    Under several processes (`torchrun`, `accelerate launch`), each process embeds a contiguous 1/W of the images
+    and the shards are all-gathered, so every process returns all N features for 1/W of the work. Every process
+    must then call it (it is a collective), as the evaluation callbacks and recipes do.
 
     Args:
         backbone (`nn.Module`): maps (B, C, S, S) to (B, D), e.g. `SimCLRModel.backbone`.
@@ -48,22 +55,38 @@ def extract_features(
         channels (`int`, defaults to 3): C.
         batch_size (`int`, defaults to 512): images per forward pass.
         device (*optional*): where to run; the backbone's device by default.
+        shard_across_processes (`bool`, defaults to `True`): split the work over the processes (see above); `False`
+            embeds every image on this process alone (e.g. when only the main process evaluates).
 
     Returns:
         `torch.Tensor` of shape `(N, D)` on CPU.
     """
     device = device or next(backbone.parameters()).device
+    total, first, last = len(images), 0, len(images)
+    shards = world_size() if shard_across_processes and is_distributed() else 1
+    if shards > 1:
+        per_process = -(-total // shards)
+        first, last = min(rank() * per_process, total), min((rank() + 1) * per_process, total)
     was_training = backbone.training
     backbone.eval()
     mean_tensor = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     features = []
-    for start in range(0, len(images), batch_size):
-        batch = images_to_tensor(images[start : start + batch_size], image_size, channels)
+    for start in range(first, last, batch_size):
+        batch = images_to_tensor(images[start : min(start + batch_size, last)], image_size, channels)
         batch = (batch - mean_tensor) / std_tensor
-        features.append(backbone(batch.to(device)).float().cpu())
+        features.append(backbone(batch.to(device)).float())
     backbone.train(was_training)
-    return torch.cat(features)
+    if shards == 1:
+        return torch.cat(features).cpu()
+    # Every shard padded to the same length for the all-gather, then trimmed back to N rows in image order.
+    with torch.no_grad():
+        dim = torch.tensor([features[0].shape[1] if features else -1], device=device)
+        dim = int(gather_no_grad(dim).max())
+    local = torch.cat(features) if features else torch.empty(0, dim, device=device)
+    padded = torch.zeros(per_process, dim, device=device, dtype=local.dtype)
+    padded[: local.shape[0]] = local
+    return gather_no_grad(padded)[:total].cpu()
 
 
 def knn_evaluate(
@@ -76,13 +99,17 @@ def knn_evaluate(
     channels: int = 3,
     k: int = 200,
     temperature: float = 0.1,
+    shard_across_processes: bool = True,
 ) -> float:
     """Weighted-kNN top-1 (`hfssl.evaluation.knn`) of a backbone: `memory_dataset` (e.g. the train split) labels
-    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns."""
+    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. Under several
+    processes call it on every process (the feature extraction is split between them, see `extract_features`), or
+    pass `shard_across_processes=False` to run it on one."""
     from hfssl.evaluation.knn import knn_accuracy
 
-    memory = extract_features(backbone, memory_dataset["image"], image_size, mean, std, channels)
-    queries = extract_features(backbone, query_dataset["image"], image_size, mean, std, channels)
+    options = dict(channels=channels, shard_across_processes=shard_across_processes)
+    memory = extract_features(backbone, memory_dataset["image"], image_size, mean, std, **options)
+    queries = extract_features(backbone, query_dataset["image"], image_size, mean, std, **options)
     return knn_accuracy(
         memory, torch.tensor(memory_dataset["label"]), queries, torch.tensor(query_dataset["label"]), k, temperature
     )
@@ -103,13 +130,15 @@ def dataset_features(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     batch_size: int = 512,
+    shard_across_processes: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features (N, D) and labels (N,) of a `datasets.Dataset` with "image" (and "label") columns under any hfssl
     model or backbone, in eval mode, without gradient, batch by batch.
 
     `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config` (the normalisation the
-    hfssl recipes train with). Every process extracts every feature (the same result on each): call it on one
-    process, or accept the duplicated work, when training with several.
+    hfssl recipes train with). Under several processes the work is split between them and every process gets all
+    the features (`extract_features`); call it on every process, or pass `shard_across_processes=False` to run it
+    on one process alone.
 
     Returns:
         `(torch.Tensor of shape (N, D), torch.Tensor of shape (N,) or None)` on CPU; labels are None without a
@@ -130,7 +159,10 @@ def dataset_features(
             f"{type(encoder).__name__} has no data_config with the normalisation; pass mean= and std= (one value per "
             "input channel, those used in training)."
         )
-    features = extract_features(encoder, dataset["image"], image_size, mean, std, len(mean), batch_size)
+    features = extract_features(
+        encoder, dataset["image"], image_size, mean, std, len(mean), batch_size,
+        shard_across_processes=shard_across_processes,
+    )  # fmt: skip
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None
     return features, labels
 

@@ -21,9 +21,14 @@ def knn_predict(
     num_classes: int | None = None,
     k: int = 200,
     temperature: float = 0.1,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
+    memory_chunk_size: int = 8192,
 ) -> torch.Tensor:
     """Class scores of weighted kNN with cosine similarity, vectorised over chunks of queries.
+
+    Exact: each (query chunk, memory chunk) similarity block keeps its own top k, and the top k of those candidates
+    is the top k over the whole memory. The blocks stay small enough for the CPU caches, which makes the top-k
+    selection cheap next to the matrix products.
 
     Args:
         memory_features (`torch.Tensor` of shape `(N, D)`): the labelled memory bank (normalised here).
@@ -32,7 +37,9 @@ def knn_predict(
         num_classes (`int`, *optional*): C; `memory_labels.max() + 1` when omitted.
         k (`int`, defaults to 200): neighbours (capped at N).
         temperature (`float`, defaults to 0.1): the vote weight is `exp(cosine / temperature)`.
-        chunk_size (`int`, defaults to 1024): queries per similarity matrix, bounding memory to `chunk_size * N`.
+        chunk_size (`int`, defaults to 512): queries per similarity block.
+        memory_chunk_size (`int`, defaults to 8192): memory rows per similarity block (memory use is bounded by
+            `chunk_size * memory_chunk_size` similarities).
 
     Returns:
         `torch.Tensor` of shape `(Q, C)`: the summed vote weights of each class.
@@ -46,13 +53,23 @@ def knn_predict(
         raise ValueError(f"memory_labels must have shape ({memory_features.shape[0]},); got {tuple(memory_labels.shape)}.")
     if k < 1 or temperature <= 0:
         raise ValueError(f"knn_predict needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}.")
+    if chunk_size < 1 or memory_chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} and memory_chunk_size={memory_chunk_size} must be >= 1.")
     num_classes = num_classes if num_classes is not None else int(memory_labels.max()) + 1
     memory = F.normalize(memory_features.float(), dim=1)
     labels = memory_labels.long().to(memory.device)
     k = min(k, memory.shape[0])
     scores = []
     for queries in F.normalize(query_features.float(), dim=1).split(chunk_size):
-        similarity, index = (queries.to(memory.device) @ memory.T).topk(k, dim=1)  # (q, k)
+        queries = queries.to(memory.device)
+        candidates, candidate_index = [], []
+        for start in range(0, memory.shape[0], memory_chunk_size):
+            block = queries @ memory[start : start + memory_chunk_size].T  # (q, m)
+            value, index = block.topk(min(k, block.shape[1]), dim=1)
+            candidates.append(value)
+            candidate_index.append(index + start)
+        similarity, position = torch.cat(candidates, dim=1).topk(k, dim=1)  # (q, k)
+        index = torch.cat(candidate_index, dim=1).gather(1, position)
         weights = (similarity / temperature).exp()
         votes = torch.zeros(queries.shape[0], num_classes, device=memory.device)
         scores.append(votes.scatter_add_(1, labels[index], weights))
@@ -67,9 +84,12 @@ def knn_accuracy(
     query_labels: torch.Tensor,
     k: int = 200,
     temperature: float = 0.1,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
+    memory_chunk_size: int = 8192,
 ) -> float:
     """Top-1 accuracy (in [0, 1]) of `knn_predict` on labelled queries (Q,)."""
     num_classes = int(max(memory_labels.max(), query_labels.max())) + 1
-    scores = knn_predict(memory_features, memory_labels, query_features, num_classes, k, temperature, chunk_size)
+    scores = knn_predict(
+        memory_features, memory_labels, query_features, num_classes, k, temperature, chunk_size, memory_chunk_size
+    )
     return (scores.argmax(dim=1).cpu() == query_labels.cpu()).float().mean().item()

@@ -1,0 +1,83 @@
+"""What every image-SSL recipe (SimCLR, MoCo, BYOL, SimSiam, DINO, SwAV, Barlow Twins, VICReg) shares: the backbone
+options, and the end of the story: train, save, measure kNN, export the encoder with a model card, push."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hfssl.data.images import ImageDataArguments
+from hfssl.evaluation.features import knn_evaluate
+from hfssl.export import native_export_problem, save_backbone
+from hfssl.hub import push_folder_to_hub, write_ssl_model_card
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BackboneArguments:
+    """The image encoder to pretrain: a timm name, a Hub id or a local folder (`SSLBackboneConfig`)."""
+
+    backbone_name: str = field(default="resnet18", metadata={"help": "timm name, Hub id or local folder."})
+    backbone_pretrained: bool = False
+    small_image_stem: bool = field(default=False, metadata={"help": "3x3 stride-1 stem, no max-pool (28-64 px)."})
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The `SSLBackboneConfig` fields these options set."""
+        return {"backbone_name": self.backbone_name, "backbone_pretrained": self.backbone_pretrained,
+                "small_image_stem": self.small_image_stem}  # fmt: skip
+
+
+def check_push_possible(model: Any, training_args: Any) -> str | None:
+    """Turn Trainer's own push off (the recipe pushes the encoder, card and model at the end) and refuse, before
+    training, a push whose encoder could not be exported natively. Returns that export problem, or None."""
+    problem = native_export_problem(model.backbone)  # e.g. a small-image stem plain timm cannot rebuild
+    if training_args.push_to_hub and problem:
+        raise ValueError(problem)
+    training_args.hfssl_push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    return problem
+
+
+def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: str) -> dict[str, float]:
+    """Train, save the full model to `output_dir`, measure the backbone's weighted-kNN top-1 (k=200, T=0.1) when the
+    data has labels and a test split, then (main process) export the encoder in its library's own format with a
+    model card to `output_dir/export` and push it when `--push_to_hub` was given (`check_push_possible` first).
+
+    Every process must call it: the kNN feature extraction is split between processes.
+
+    Returns:
+        The evaluation written into the model card, e.g. `{"kNN top-1 (k=200, T=0.1)": 0.93}`.
+    """
+    args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    train, evaluation = trainer.train_dataset, {}
+    if "label" in train.column_names:
+        try:
+            test = data_args.load("test")
+        except ValueError:
+            test = None
+        if test is not None and "label" in test.column_names:
+            data_config = model.backbone.data_config
+            accuracy = knn_evaluate(model.backbone, train, test, data_args.image_size, data_config["mean"], data_config["std"])
+            evaluation["kNN top-1 (k=200, T=0.1)"] = accuracy
+            logger.info("kNN top-1 (k=200, T=0.1): %.4f", accuracy)
+            if trainer.is_world_process_zero():
+                print(f"knn_top1={accuracy:.4f}")
+    if not trainer.is_world_process_zero():
+        return evaluation
+    problem = native_export_problem(model.backbone)
+    if problem:
+        logger.warning("No native encoder export: %s", problem)
+        return evaluation
+    push_to_hub = getattr(args, "hfssl_push_to_hub", False)
+    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), image_size=data_args.image_size)
+    write_ssl_model_card(export_dir, trainer, method=method, dataset=data_args.describe(), evaluation=evaluation,
+                         repo_id=repo_id if push_to_hub else None)  # fmt: skip
+    print(f"Encoder, model card and full model exported to {export_dir}")
+    if push_to_hub:
+        print(f"Pushed: {push_folder_to_hub(export_dir, repo_id, args.hub_token, args.hub_private_repo)}")
+    return evaluation
