@@ -42,6 +42,7 @@ from hfssl.evaluation.fine_tune import (
     label_fraction_subset,
 )
 from hfssl.evaluation.linear_probe import LinearProbeResult, linear_probe
+from hfssl.evaluation.metrics import TopKAccuracy
 from hfssl.evaluation.plots import plot_embeddings, plot_training_curves
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
 from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone
@@ -153,6 +154,7 @@ __all__ = [
     "fine_tune",
     "label_fraction_subset",
     "linear_probe",
+    "TopKAccuracy",
     "load_encoder",
     "plot_embeddings",
     "plot_training_curves",

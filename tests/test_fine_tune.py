@@ -48,3 +48,24 @@ def test_fine_tune_trains_the_backbone_and_beats_chance(tmp_path):
     assert all(torch.equal(before[name], value) for name, value in model.backbone.state_dict().items())  # input kept
     # Chance is 10% on 360 test digits; 5 sigma of a binomial(360, 0.1) is 5 * sqrt(360 * 0.1 * 0.9) = 28.5 digits.
     assert metrics["eval_accuracy"] > (36 + 5 * math.sqrt(360 * 0.1 * 0.9)) / 360
+
+
+def test_top_k_accuracy_is_an_evaluate_metric_matching_a_direct_count():
+    import evaluate
+
+    from hfssl.evaluation.metrics import TopKAccuracy
+
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(50, 6, generator=generator), torch.randint(0, 6, (50,), generator=generator)
+    assert isinstance(TopKAccuracy(), evaluate.Metric)
+    top1 = (logits.argmax(1) == labels).float().mean().item()
+    top3 = sum(int(label) in row.topk(3).indices.tolist() for row, label in zip(logits, labels)) / 50
+    assert TopKAccuracy().compute(predictions=logits.numpy(), references=labels.numpy()) == {"accuracy": pytest.approx(top1)}
+    both = TopKAccuracy().compute(predictions=logits.numpy(), references=labels.numpy(), k=(1, 3))
+    assert both == {"top1_accuracy": pytest.approx(top1), "top3_accuracy": pytest.approx(top3)}
+    metric = TopKAccuracy()
+    for rows, targets in zip(logits.split(20), labels.split(20)):  # batches accumulate like any evaluate metric
+        metric.add_batch(predictions=rows.numpy(), references=targets.numpy())
+    assert metric.compute()["accuracy"] == pytest.approx(top1)
+    with pytest.raises(ValueError, match=r"k=7 must lie in \[1, 6\]"):
+        TopKAccuracy().compute(predictions=logits.numpy(), references=labels.numpy(), k=7)

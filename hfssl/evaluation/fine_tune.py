@@ -3,8 +3,8 @@ of the labels (1% or 10%, as in SimCLR section 6 and SimCLR v2) through `transfo
 
 Legend: B batch, C channels, S image side, D feature dim, K classes.
 
-`evaluate.load("accuracy")` downloads the metric from the Hub, which offline machines cannot do; `classification_accuracy`
-computes the same top-1 directly.
+Accuracy goes through `evaluate`: `hfssl.evaluation.metrics.TopKAccuracy`, an `evaluate.Metric` that needs no Hub
+download (`evaluate.load("accuracy")` would fetch its script from the Hub, which offline machines cannot do).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hfssl.evaluation.features import feature_extractor, images_to_tensor
+from hfssl.evaluation.metrics import TopKAccuracy
 
 
 def label_fraction_subset(dataset: Any, fraction: float, seed: int = 0) -> Any:
@@ -97,10 +98,10 @@ class BackboneForImageClassification(nn.Module):
 
 
 def classification_accuracy(prediction: EvalPrediction) -> dict[str, float]:
-    """A `compute_metrics` for `Trainer`: top-1 accuracy from logits (N, K) and labels (N,), computed directly
-    (`evaluate`'s "accuracy" is a Hub download)."""
+    """A `compute_metrics` for `Trainer`: top-1 accuracy from logits (N, K) and labels (N,) through `evaluate`
+    (`TopKAccuracy`, no Hub download)."""
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return {"accuracy": float((np.asarray(logits).argmax(axis=-1) == np.asarray(prediction.label_ids)).mean())}
+    return TopKAccuracy().compute(predictions=np.asarray(logits), references=np.asarray(prediction.label_ids))
 
 
 def fine_tune(
