@@ -63,16 +63,27 @@ from hfssl.models.base import SSLPreTrainedModel
 from hfssl.models.pretext_heads import ColorizationHead, JigsawHead, RotationPredictionHead
 from hfssl.models.simcse import SimCSEConfig, SimCSEModel
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
+from hfssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
+from hfssl.losses.byol import byol_loss, simsiam_loss
+from hfssl.losses.vicreg import VICRegLoss, vicreg_loss
+from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
+from hfssl.models.byol import BYOLConfig, BYOLModel
+from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
+from hfssl.models.vicreg import VICRegConfig, VICRegModel
 from hfssl.optim import LARS
 from hfssl.trainers import (
+    BarlowTwinsTrainer,
+    BYOLTrainer,
     CollapseGuardCallback,
     MoCoTrainer,
     SimCLRTrainer,
+    SimSiamTrainer,
     SSLStateUpdateCallback,
     SSLTrainer,
     SSLTrainingArguments,
     cosine_schedule,
     effective_rank,
+    VICRegTrainer,
 )
 
 __version__ = "0.1.0"
@@ -106,6 +117,14 @@ __all__ = [
     "train_unigram_tokenizer",
     "train_word_level_tokenizer",
     # models and backbones
+    "BYOLConfig",
+    "BYOLModel",
+    "BarlowTwinsConfig",
+    "BarlowTwinsModel",
+    "SimSiamConfig",
+    "SimSiamModel",
+    "VICRegConfig",
+    "VICRegModel",
     "Backbone",
     "MLPHead",
     "MoCoConfig",
@@ -123,12 +142,22 @@ __all__ = [
     "Word2VecConfig",
     "Word2VecModel",
     # losses
+    "BarlowTwinsLoss",
+    "VICRegLoss",
+    "barlow_twins_loss",
+    "byol_loss",
+    "simsiam_loss",
+    "vicreg_loss",
     "LearnableTemperature",
     "cached_gradient_backward",
     "contrastive_loss_from_logits",
     "info_nce_loss",
     "nt_xent_loss",
     # training
+    "BYOLTrainer",
+    "BarlowTwinsTrainer",
+    "SimSiamTrainer",
+    "VICRegTrainer",
     "CollapseGuardCallback",
     "LARS",
     "MoCoTrainer",

@@ -1,11 +1,20 @@
 """Self-supervised losses, one per file, as pure functions of tensors."""
 
+from hfssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
+from hfssl.losses.byol import byol_loss, simsiam_loss
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import NEGATIVE_SAMPLING_STRATEGIES, contrastive_loss_from_logits
 from hfssl.losses.nt_xent import nt_xent_loss
 from hfssl.losses.temperature import LearnableTemperature
+from hfssl.losses.vicreg import VICRegLoss, vicreg_loss
 
 __all__ = [
+    "BarlowTwinsLoss",
+    "VICRegLoss",
+    "barlow_twins_loss",
+    "byol_loss",
+    "simsiam_loss",
+    "vicreg_loss",
     "NEGATIVE_SAMPLING_STRATEGIES",
     "LearnableTemperature",
     "contrastive_loss_from_logits",

@@ -3,17 +3,33 @@
 from transformers import AutoConfig, AutoModel
 
 from hfssl.models.backbone import Backbone, SSLBackboneConfig
+from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
+from hfssl.models.byol import BYOLConfig, BYOLModel
 from hfssl.models.heads import MLPHead
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
+from hfssl.models.vicreg import VICRegConfig, VICRegModel
 
-for _config, _model in ((SimCLRConfig, SimCLRModel), (MoCoConfig, MoCoModel)):
+_METHODS = (
+    (SimCLRConfig, SimCLRModel),
+    (MoCoConfig, MoCoModel),
+    (BYOLConfig, BYOLModel),
+    (SimSiamConfig, SimSiamModel),
+    (BarlowTwinsConfig, BarlowTwinsModel),
+    (VICRegConfig, VICRegModel),
+)
+for _config, _model in _METHODS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
 
 __all__ = [
+    "BYOLConfig",
+    "BYOLModel",
     "Backbone",
+    "BarlowTwinsConfig",
+    "BarlowTwinsModel",
     "MLPHead",
     "MoCoConfig",
     "MoCoModel",
@@ -21,4 +37,8 @@ __all__ = [
     "SSLModelOutput",
     "SimCLRConfig",
     "SimCLRModel",
+    "SimSiamConfig",
+    "SimSiamModel",
+    "VICRegConfig",
+    "VICRegModel",
 ]

@@ -177,7 +177,7 @@ class MoCoModel(SSLPreTrainedModel):
         Returns:
             `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
         """
-        view1, view2 = check_views(pixel_values, 2, "MoCo")
+        view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         queries = self.projector(self.backbone(torch.cat([view1, view2]) if self.config.symmetric else view1))
         if self.predictor is not None:
             queries = self.predictor(queries)
@@ -193,7 +193,7 @@ class MoCoModel(SSLPreTrainedModel):
         Returns:
             `torch.Tensor` of shape `(V, B, P)`: keys of views 2, 1 (symmetric) or of view 2.
         """
-        view1, view2 = check_views(pixel_values, 2, "MoCo")
+        view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         teacher_views = torch.cat([view2, view1]) if self.config.symmetric else view2
         keys = F.normalize(self.teacher_projector(self.teacher_backbone(teacher_views)), dim=1)
         return keys.unflatten(0, (-1, view1.shape[0]))

@@ -22,8 +22,11 @@ from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
 
 
-def check_views(pixel_values: list[torch.Tensor] | torch.Tensor, count: int, method: str) -> list[torch.Tensor]:
-    """Return the views as a list of `count` tensors of shape (B, C, H, W), or raise a ValueError saying why not."""
+def check_views(
+    pixel_values: list[torch.Tensor] | torch.Tensor, count: int, method: str, preset: str | None = None
+) -> list[torch.Tensor]:
+    """Return the views as a list of `count` tensors of shape (B, C, H, W), or raise a ValueError saying why not and
+    naming the collator preset to use (`DataCollatorForMultiView.<preset>()`, default `method.lower()`)."""
     if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
         pixel_values = list(pixel_values.unbind(0))
     if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) != count:
@@ -34,7 +37,7 @@ def check_views(pixel_values: list[torch.Tensor] | torch.Tensor, count: int, met
         )
         raise ValueError(
             f"{method} expects pixel_values as a list of {count} views of shape (B, C, H, W); received {received}. "
-            f"Use a multi-view collator such as DataCollatorForMultiView.{method.lower()}()."
+            f"Use a multi-view collator such as DataCollatorForMultiView.{preset or method.lower()}()."
         )
     shapes = {tuple(view.shape) for view in pixel_values}
     if len(shapes) != 1 or len(next(iter(shapes))) != 4:

@@ -1,13 +1,19 @@
 """Trainers for self-supervised methods: the shared `SSLTrainer`, its arguments, and one trainer per method."""
 
 from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
 from hfssl.trainers.callbacks import SSLStateUpdateCallback, cosine_schedule
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank
 from hfssl.trainers.moco import MoCoTrainer
+from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer, embedding_std
 
 __all__ = [
+    "BYOLTrainer",
+    "BarlowTwinsTrainer",
+    "SimSiamTrainer",
+    "VICRegTrainer",
     "CollapseGuardCallback",
     "MoCoTrainer",
     "SSLStateUpdateCallback",

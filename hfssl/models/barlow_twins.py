@@ -1,0 +1,132 @@
+"""Barlow Twins (Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML).
+
+Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
+
+One backbone and projector embed both views; the loss (`hfssl.losses.barlow_twins`) drives the cross-correlation of
+the batch-standardised projections towards the identity, over the global batch of all processes. Paper defaults
+(section 4, "Implementation details"): projector of 3 bias-free linear layers of 8192 units, BN and ReLU after the
+first two; lambda = 5e-3 (the official code: 0.0051).
+
+`embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size`: the loss's
+statistics then come from the whole batch while the activations are those of a chunk (the projector's batch norms
+see a chunk).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel
+
+from hfssl.losses.barlow_twins import barlow_twins_loss
+from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
+from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.byol import check_positive
+from hfssl.models.heads import MLPHead
+from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.simclr import check_views
+
+
+class BarlowTwinsConfig(SSLBackboneConfig):
+    """Configuration of `BarlowTwinsModel`; the defaults are the paper's (Zbontar et al. 2021, section 4).
+
+    Args:
+        projection_hidden_dim (`int`, defaults to 8192): hidden width of the projector.
+        projection_dim (`int`, defaults to 8192): the projection dimension P (the cross-correlation is P x P).
+        projection_layers (`int`, defaults to 3): linear layers of the projector.
+        lambda_offdiag (`float`, defaults to 5e-3): weight of the off-diagonal (redundancy) term.
+        eps (`float`, defaults to 1e-5): the epsilon of the batch standardisation.
+        gather_distributed (`bool`, defaults to `True`): statistics over the global batch of all processes.
+        (The backbone settings are those of `SSLBackboneConfig`.)
+    """
+
+    model_type = "hfssl_barlow_twins"
+
+    projection_hidden_dim: int = 8192
+    projection_dim: int = 8192
+    projection_layers: int = 3
+    lambda_offdiag: float = 5e-3
+    eps: float = 1e-5
+    gather_distributed: bool = True
+
+    def __post_init__(self, **kwargs) -> None:
+        check_positive(
+            "Barlow Twins",
+            projection_hidden_dim=self.projection_hidden_dim,
+            projection_dim=self.projection_dim,
+            projection_layers=self.projection_layers,
+        )
+        if self.lambda_offdiag < 0:
+            raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, official code: 0.0051).")
+        if self.eps <= 0:
+            raise ValueError(f"eps={self.eps} must be > 0 (BatchNorm's 1e-5).")
+        super().__post_init__(**kwargs)
+
+
+class BarlowTwinsModel(SSLPreTrainedModel):
+    """Barlow Twins: a backbone and a wide projector trained by redundancy reduction."""
+
+    config_class = BarlowTwinsConfig
+    base_model_prefix = "barlow_twins"
+
+    def __init__(self, config: BarlowTwinsConfig) -> None:
+        super().__init__(config)
+        self.backbone = backbone_from_config(config)
+        self.projector = MLPHead(
+            self.backbone.feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
+            batch_norm=True,
+            bias=False,
+        )
+        self.post_init()
+
+    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
+        """The projections of both views, in one pass of 2B images.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+
+        Returns:
+            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
+        """
+        view1, view2 = check_views(pixel_values, 2, "Barlow Twins", preset="byol")
+        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+
+    def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
+        """The Barlow Twins loss of the projections, with the statistics of the global batch.
+
+        Args:
+            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
+            targets (`None`): unused (no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+
+        Returns:
+            `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and metrics `barlow/on_diagonal`,
+            `barlow/off_diagonal` (the unweighted terms) and `barlow/positive_cosine`.
+        """
+        z1, z2 = projections.unbind(0)
+        config = self.config
+        terms = barlow_twins_loss(z1, z2, config.lambda_offdiag, config.eps, config.gather_distributed)
+        metrics = {
+            "barlow/on_diagonal": terms.on_diagonal.detach(),
+            "barlow/off_diagonal": terms.off_diagonal.detach(),
+            "barlow/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
+        }
+        return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
+
+    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+        """`loss_from_embeddings(embed(pixel_values))`.
+
+        Args:
+            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
+            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
+
+        Returns:
+            `SSLModelOutput`, see `loss_from_embeddings`.
+        """
+        return self.loss_from_embeddings(self.embed(pixel_values))
+
+
+AutoConfig.register(BarlowTwinsConfig.model_type, BarlowTwinsConfig, exist_ok=True)
+AutoModel.register(BarlowTwinsConfig, BarlowTwinsModel, exist_ok=True)
