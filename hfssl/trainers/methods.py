@@ -1,0 +1,53 @@
+"""The image SSL methods by name: each one's config, model, trainer and paper augmentation preset, for recipes and
+benchmarks that take `--method`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
+from hfssl.models.byol import BYOLConfig, BYOLModel
+from hfssl.models.moco import MoCoConfig, MoCoModel
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
+from hfssl.models.vicreg import VICRegConfig, VICRegModel
+from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
+from hfssl.trainers.moco import MoCoTrainer
+from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
+from hfssl.trainers.simclr import SimCLRTrainer
+
+
+@dataclass(frozen=True)
+class SSLMethod:
+    """One method: `name` (for model cards), its config / model / trainer classes, and `collator(image_size=...,
+    min_scale=..., local_size=..., num_local_crops=..., mean=..., std=..., seed=...)` building its paper's views."""
+
+    name: str
+    config_class: type
+    model_class: type
+    trainer_class: type
+    collator: Callable[..., DataCollatorForMultiView]
+
+
+def two_views(preset: Callable[..., DataCollatorForMultiView], **fixed: Any) -> Callable[..., DataCollatorForMultiView]:
+    """A collator builder for a two-view preset; the multi-crop arguments are ignored."""
+
+    def build(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None, **multi_crop: Any):
+        return preset(image_size=image_size, min_scale=min_scale, mean=mean, std=std, seed=seed, **fixed)
+
+    return build
+
+
+METHODS: dict[str, SSLMethod] = {
+    "simclr": SSLMethod("SimCLR", SimCLRConfig, SimCLRModel, SimCLRTrainer, two_views(DataCollatorForMultiView.simclr)),
+    "moco": SSLMethod("MoCo", MoCoConfig, MoCoModel, MoCoTrainer, two_views(DataCollatorForMultiView.moco_v2)),
+    "byol": SSLMethod("BYOL", BYOLConfig, BYOLModel, BYOLTrainer, two_views(DataCollatorForMultiView.byol)),
+    "simsiam": SSLMethod("SimSiam", SimSiamConfig, SimSiamModel, SimSiamTrainer, two_views(DataCollatorForMultiView.moco_v2)),
+    "barlow_twins": SSLMethod(
+        "Barlow Twins", BarlowTwinsConfig, BarlowTwinsModel, BarlowTwinsTrainer, two_views(DataCollatorForMultiView.byol)
+    ),
+    "vicreg": SSLMethod("VICReg", VICRegConfig, VICRegModel, VICRegTrainer, two_views(DataCollatorForMultiView.byol)),
+}

@@ -1,0 +1,58 @@
+"""recipes/pretrain_ssl.py runs every --method for a few steps on the built-in digits (in this process, tiny heads)
+and saves a model that AutoModel loads, plus the exported encoder and its card."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+from transformers import AutoModel
+
+import hfssl.models  # noqa: F401
+from hfssl.trainers.methods import METHODS
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "pretrain_ssl.py")
+spec = importlib.util.spec_from_file_location("pretrain_ssl", RECIPE)
+recipe = importlib.util.module_from_spec(spec)
+sys.modules["pretrain_ssl"] = recipe  # Trainer pickles the arguments dataclass defined there
+spec.loader.exec_module(recipe)
+
+TINY_HEADS = {
+    "simclr": "projection_hidden_dim=32,projection_dim=16",
+    "moco": "projection_hidden_dim=32,projection_dim=16,queue_size=64",
+    "byol": "projection_hidden_dim=32,projection_dim=16,predictor_hidden_dim=32",
+    "simsiam": "projection_hidden_dim=32,projection_dim=16,predictor_hidden_dim=8",
+    "barlow_twins": "projection_hidden_dim=32,projection_dim=32",
+    "vicreg": "projection_hidden_dim=32,projection_dim=32",
+    "dino": "out_dim=64,hidden_dim=32,bottleneck_dim=16",
+    "swav": "projection_hidden_dim=32,projection_dim=16,num_prototypes=20",
+}
+
+
+def test_every_method_has_tiny_heads_here():
+    assert set(METHODS) <= set(TINY_HEADS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"simclr", "moco"}))  # those two: test_recipe_simclr.py
+def test_recipe_trains_evaluates_and_exports(method, tmp_path, capsys):
+    arguments = ["--method", method, "--config_overrides", TINY_HEADS[method], "--backbone_name", "resnet18",
+                 "--output_dir", str(tmp_path), "--max_steps", "2", "--per_device_train_batch_size", "16",
+                 "--image_size", "16", "--local_size", "8", "--num_local_crops", "2", "--max_train_samples", "64",
+                 "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
+    evaluation = recipe.main(arguments)
+    accuracy = evaluation["kNN top-1 (k=200, T=0.1)"]
+    assert 0.0 <= accuracy <= 1.0 and f"knn_top1={accuracy:.4f}" in capsys.readouterr().out
+    model = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(model, METHODS[method].model_class)
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert METHODS[method].name in card and f"{accuracy:.4f}"[:4] in card
+
+
+def test_config_overrides_are_parsed_and_bad_input_is_named():
+    assert recipe.parse_overrides("a=1,b=0.5,c=true,d=name,e=none") == {"a": 1, "b": 0.5, "c": True, "d": "name", "e": None}
+    assert recipe.parse_overrides(None) == {}
+    with pytest.raises(ValueError, match="item 'projection_dim' is not name=value"):
+        recipe.parse_overrides("projection_dim")
+    with pytest.raises(ValueError, match="--method 'moco_v9' is not supported; choose one of simclr, moco, byol"):
+        recipe.main(["--method", "moco_v9", "--output_dir", "/tmp/unused"])
