@@ -1,19 +1,24 @@
-"""Fashion-MNIST SSL benchmark: hfssl SimCLR and MoCo v2 against lightly's SimCLR, same backbone and wall-clock.
+"""Fashion-MNIST SSL benchmark: hfssl's methods against lightly's SimCLR, same backbone and wall-clock.
 
-    python bench/ssl_fmnist.py                       # full run: 8 min per method (~35 min on 2 cores)
+    python bench/ssl_fmnist.py                       # raw, random, lightly, SimCLR, MoCo v2: 8 min per method
+    python bench/ssl_fmnist.py --methods raw,lightly,byol,simsiam,barlow_twins,vicreg,dino,swav
     python bench/ssl_fmnist.py --budget_seconds 60   # quick development run
 
+Methods: simclr, moco (v2), byol, simsiam, barlow_twins, vicreg, dino, swav, each through its hfssl trainer with the
+settings of `method_settings` and the same grayscale views (DINO and SwAV add local crops).
 Labels are unused for training. Each method trains for `--budget_seconds` of wall-clock (data, augmentation and
 optimisation included; the learning-rate schedule is sized from a short timed calibration inside the budget), then
 weighted kNN top-1 (k=200, cosine, temperature 0.1, the 60k train set as memory) is measured on the 10k test set.
 Also measured: raw-pixel kNN (plain and per-pixel standardised) and a randomly initialised backbone.
-Prints one JSON line.
+Each method also reports its collapse signals at ten logging steps (`signals`). Prints one JSON line (and each
+method's result on stderr as soon as it is measured).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -27,12 +32,10 @@ from hfssl.data.images import FASHION_MNIST_DIR, _read_idx
 from hfssl.evaluation.features import extract_features
 from hfssl.evaluation.knn import knn_accuracy
 from hfssl.models.backbone import Backbone
-from hfssl.models.moco import MoCoConfig, MoCoModel
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-from hfssl.trainers.ssl_trainer import SSLTrainer
 from hfssl.trainers.arguments import SSLTrainingArguments
 
 MEAN, STD = (0.2860,), (0.3530,)
+SSL_METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "dino", "swav")
 
 
 class ArrayImages(torch.utils.data.Dataset):
@@ -72,27 +75,59 @@ def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels:
     return knn_accuracy(memory, train[1], queries, test[1], k=200, temperature=0.1)
 
 
+# Per method: config fields and optimiser (LARS learning rate, or AdamW's with "optim": "adamw_torch"). SimCLR and
+# MoCo use the command-line settings; the others take small-data settings of solo-learn / lightly scaled to CPU runs.
+def method_settings(method: str, args) -> dict:
+    heads = {"projection_hidden_dim": 512, "projection_dim": 128}
+    return {
+        "simclr": {"config": {**heads, "temperature": args.temperature}, "lr": args.lr},
+        "moco": {"config": {**heads, "variant": "v2", "queue_size": args.queue_size, "temperature": args.moco_temperature,
+                            "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
+                 "lr": args.lr},
+        "byol": {"config": {"projection_hidden_dim": 1024, "projection_dim": 256, "predictor_hidden_dim": 1024,
+                            "momentum": 0.99, "momentum_final": 1.0}, "lr": 1.0, "weight_decay": 1e-5},
+        "simsiam": {"config": {"projection_hidden_dim": 512, "projection_dim": 512, "projection_layers": 2,
+                               "predictor_hidden_dim": 128}, "lr": 1.0, "weight_decay": 1e-5},
+        "barlow_twins": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024, "lambda_offdiag": 0.0051},
+                         "lr": 1e-3, "weight_decay": 1e-4, "optim": "adamw_torch"},
+        "vicreg": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024}, "lr": 1.0, "weight_decay": 1e-5},
+        "dino": {"config": {"out_dim": 4096, "hidden_dim": 1024, "bottleneck_dim": 128, "momentum": 0.99,
+                            "teacher_temperature": 0.04, "teacher_temperature_final": 0.07},
+                 "lr": 1e-3, "weight_decay": 0.04, "optim": "adamw_torch"},
+        "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 300},
+                 "lr": 1.0, "weight_decay": 1e-6},
+    }[method]
+
+
+def make_collator(method: str, args) -> DataCollatorForMultiView:
+    """Grayscale-friendly views (crop, flip, brightness/contrast jitter) for every method: 2 views, or for DINO and
+    SwAV 2 global views plus `--num_local_crops` local crops at `--local_size`."""
+    common = dict(jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0)
+    views = [ViewAugmentation(size=args.image_size, scale=(args.min_scale, 1.0), **common)] * 2
+    if method in ("dino", "swav"):
+        views = views + [ViewAugmentation(size=args.local_size, scale=(0.1, args.min_scale), **common)] * args.num_local_crops
+    return DataCollatorForMultiView(views=views, channels=1, mean=MEAN, std=STD, seed=args.seed)
+
+
 def hfssl_run(method: str, args, train, test) -> dict:
-    """Train with SSLTrainer for the budget; returns kNN accuracy and throughput."""
+    """Train with the method's trainer for the budget; returns kNN accuracy, throughput and the last collapse signals."""
+    from hfssl.trainers.methods import METHODS
+
     torch.manual_seed(args.seed)
-    backbone = {"backbone_name": args.backbone, "small_image_stem": args.small_image_stem, "num_channels": 1}
-    if method == "simclr":
-        model = SimCLRModel(SimCLRConfig(**backbone, projection_hidden_dim=512, projection_dim=128, temperature=args.temperature))
-    else:
-        model = MoCoModel(MoCoConfig(**backbone, variant="v2", projection_hidden_dim=512, projection_dim=128,
-                                     queue_size=args.queue_size, temperature=args.moco_temperature,
-                                     momentum=args.moco_momentum, momentum_final=args.moco_momentum, symmetric=True))
-    view = ViewAugmentation(size=args.image_size, scale=(args.min_scale, 1.0), jitter_p=0.8, brightness=0.4,
-                            contrast=0.4, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0)
-    collator = DataCollatorForMultiView(views=[view, view], channels=1, mean=MEAN, std=STD, seed=args.seed)
+    settings, spec = method_settings(method, args), METHODS[method]
+    model = spec.model_class(spec.config_class(backbone_name=args.backbone, small_image_stem=args.small_image_stem,
+                                               num_channels=1, **settings["config"]))  # fmt: skip
+    collator = make_collator(method, args)
     dataset = ArrayImages(train[0])
+    optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
+                 "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch")}
     start = time.perf_counter()
-    # Calibration: time a few steps to size the cosine schedule to the budget.
+    # Calibration: time a few steps to size the cosine schedules to the budget.
     calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=3, per_device_train_batch_size=args.batch_size,
-                                      report_to="none", save_strategy="no", disable_tqdm=True, lars=args.lars,
-                                      learning_rate=args.lr, logging_steps=1000, seed=args.seed)
-    probe = SSLTrainer(model=model, args=calib_args, data_collator=collator, train_dataset=dataset)
+                                      report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1000,
+                                      seed=args.seed, collapse_action="none", **optimiser)  # fmt: skip
     initial = {k: v.clone() for k, v in model.state_dict().items()}
+    probe = spec.trainer_class(model=model, args=calib_args, data_collator=collator, train_dataset=dataset)
     probe_start = time.perf_counter()
     probe.remove_callback(PrinterCallback)
     probe.train()
@@ -102,19 +137,24 @@ def hfssl_run(method: str, args, train, test) -> dict:
     max_steps = max(1, int(remaining / step_seconds))
     train_args = SSLTrainingArguments(
         output_dir="/tmp/hfssl_bench", max_steps=max_steps, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr, lars=args.lars, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
-        warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no", disable_tqdm=True,
-        logging_steps=max(1, max_steps // 5), seed=args.seed, dataloader_num_workers=args.num_workers,
+        lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no",
+        disable_tqdm=True, logging_steps=max(1, max_steps // 10), seed=args.seed, dataloader_num_workers=args.num_workers,
+        **optimiser,
     )
-    trainer = SSLTrainer(model=model, args=train_args, data_collator=collator, train_dataset=dataset,
-                         callbacks=[StopAfter(start, args.budget_seconds)])
+    trainer = spec.trainer_class(model=model, args=train_args, data_collator=collator, train_dataset=dataset,
+                                 callbacks=[StopAfter(start, args.budget_seconds)])  # fmt: skip
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     elapsed = time.perf_counter() - start
     steps = trainer.state.global_step + 3
     accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
-    return {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
-            "epochs": steps * args.batch_size / len(dataset), "seconds": elapsed}
+    logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry]
+    signals = {key: [round(entry[key], 4) for entry in logs] for key in
+               ("loss", "embedding/std", "embedding/effective_rank", "collapse/uniform_loss_gap") if logs and key in logs[0]}
+    result = {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
+              "epochs": steps * args.batch_size / len(dataset), "seconds": elapsed, "signals": signals}
+    print(json.dumps({method: result}), file=sys.stderr, flush=True)  # partial results as they come
+    return result
 
 
 def lightly_run(args, train, test) -> dict:
@@ -177,6 +217,8 @@ def main() -> None:
     parser.add_argument("--moco_temperature", type=float, default=0.2)
     parser.add_argument("--moco_momentum", type=float, default=0.99)
     parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
+    parser.add_argument("--num_local_crops", type=int, default=4, help="DINO / SwAV local crops")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -195,12 +237,12 @@ def main() -> None:
         results["random_backbone_knn"] = knn_of_backbone(backbone, train, test, args.image_size, 1, MEAN, STD)
     if "lightly" in methods:
         results["lightly_simclr"] = lightly_run(args, train, test)
-    for method in ("simclr", "moco"):
+    for method in SSL_METHODS:
         if method in methods:
             results[f"hfssl_{method}"] = hfssl_run(method, args, train, test)
     if "lightly_simclr" in results:
         peer = results["lightly_simclr"]["knn_top1"]
-        for method in ("simclr", "moco"):
+        for method in SSL_METHODS:
             if f"hfssl_{method}" in results:
                 results[f"{method}_minus_lightly_points"] = 100 * (results[f"hfssl_{method}"]["knn_top1"] - peer)
                 results[f"{method}_ratio_to_lightly"] = results[f"hfssl_{method}"]["knn_top1"] / peer
