@@ -70,6 +70,29 @@ from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
 from hfssl.models.byol import BYOLConfig, BYOLModel
 from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
 from hfssl.models.vicreg import VICRegConfig, VICRegModel
+from hfssl.collators.image_text import DataCollatorForImageText
+from hfssl.evaluation.zero_shot import (
+    encode_images,
+    encode_texts,
+    image_text_retrieval,
+    zero_shot_classification,
+    zero_shot_classifier,
+)
+from hfssl.losses.clip import clip_loss, siglip_loss
+from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
+from hfssl.trainers.clip import DualEncoderTrainer
+from hfssl.losses.dino import (
+    dino_loss,
+    teacher_batch_center,
+    teacher_probabilities,
+    teacher_temperature_schedule,
+    update_center,
+)
+from hfssl.losses.swav import sinkhorn_knopp, swav_loss
+from hfssl.models.dino import DINOConfig, DINOHead, DINOModel
+from hfssl.models.swav import SwAVConfig, SwAVModel
+from hfssl.trainers.dino import CancelGradientsCallback, DINOTrainer, DINOTrainingArguments, WeightDecayScheduleCallback
+from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
 from hfssl.optim import LARS
 from hfssl.trainers import (
     BarlowTwinsTrainer,
@@ -91,6 +114,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     # collators
+    "DataCollatorForImageText",
     "DataCollatorForColorization",
     "DataCollatorForJigsaw",
     "DataCollatorForMaskedImageModeling",
@@ -117,6 +141,13 @@ __all__ = [
     "train_unigram_tokenizer",
     "train_word_level_tokenizer",
     # models and backbones
+    "DINOConfig",
+    "DINOHead",
+    "DINOModel",
+    "SwAVConfig",
+    "SwAVModel",
+    "DualEncoderConfig",
+    "DualEncoderModel",
     "BYOLConfig",
     "BYOLModel",
     "BarlowTwinsConfig",
@@ -142,6 +173,15 @@ __all__ = [
     "Word2VecConfig",
     "Word2VecModel",
     # losses
+    "dino_loss",
+    "sinkhorn_knopp",
+    "swav_loss",
+    "teacher_batch_center",
+    "teacher_probabilities",
+    "teacher_temperature_schedule",
+    "update_center",
+    "clip_loss",
+    "siglip_loss",
     "BarlowTwinsLoss",
     "VICRegLoss",
     "barlow_twins_loss",
@@ -154,6 +194,13 @@ __all__ = [
     "info_nce_loss",
     "nt_xent_loss",
     # training
+    "CancelGradientsCallback",
+    "DINOTrainer",
+    "DINOTrainingArguments",
+    "SwAVTrainer",
+    "WeightDecayScheduleCallback",
+    "swav_multi_crop_collator",
+    "DualEncoderTrainer",
     "BYOLTrainer",
     "BarlowTwinsTrainer",
     "SimSiamTrainer",
@@ -183,6 +230,11 @@ __all__ = [
     "fine_tune",
     "label_fraction_subset",
     "linear_probe",
+    "encode_images",
+    "encode_texts",
+    "image_text_retrieval",
+    "zero_shot_classification",
+    "zero_shot_classifier",
     "TopKAccuracy",
     "load_encoder",
     "plot_embeddings",

@@ -76,8 +76,15 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, PretrainingArguments), argv)
     if model_args.method not in METHODS:
         raise ValueError(f"--method {model_args.method!r} is not supported; choose one of {', '.join(METHODS)}.")
-    method = METHODS[model_args.method]
-    config = method.config_class(**model_args.config_kwargs(), **parse_overrides(model_args.config_overrides))
+    method, overrides = METHODS[model_args.method], parse_overrides(model_args.config_overrides)
+    train = data_args.load()
+    # DINO freezes its head's last layer, SwAV its prototypes, for the first epoch (the papers' 1250 and 313 steps are
+    # one ImageNet epoch at their batch sizes): one epoch of this run unless overridden.
+    for name in ("freeze_last_layer_steps", "freeze_prototypes_steps"):
+        if name in method.config_class.__annotations__ and name not in overrides:
+            batch = training_args.per_device_train_batch_size * training_args.world_size
+            overrides[name] = len(train) // (batch * training_args.gradient_accumulation_steps)
+    config = method.config_class(**model_args.config_kwargs(), **overrides)
     model = method.model_class(config)
     check_push_possible(model, training_args)
     data_config = model.backbone.data_config
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_local_crops=data_args.num_local_crops, mean=data_config["mean"], std=data_config["std"],
         seed=training_args.seed,
     )  # fmt: skip
-    trainer = method.trainer_class(model=model, args=training_args, data_collator=collator, train_dataset=data_args.load())
+    trainer = method.trainer_class(model=model, args=training_args, data_collator=collator, train_dataset=train)
     return train_evaluate_export(trainer, data_args, method=method.name)
 
 

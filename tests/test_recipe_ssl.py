@@ -24,7 +24,7 @@ TINY_HEADS = {
     "simsiam": "projection_hidden_dim=32,projection_dim=16,predictor_hidden_dim=8",
     "barlow_twins": "projection_hidden_dim=32,projection_dim=32",
     "vicreg": "projection_hidden_dim=32,projection_dim=32",
-    "dino": "out_dim=64,hidden_dim=32,bottleneck_dim=16",
+    "dino": "out_dim=64,head_hidden_dim=32,head_bottleneck_dim=16",
     "swav": "projection_hidden_dim=32,projection_dim=16,num_prototypes=20",
 }
 

@@ -2,9 +2,12 @@
 
 from hfssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from hfssl.losses.byol import byol_loss, simsiam_loss
+from hfssl.losses.clip import clip_loss, siglip_loss
+from hfssl.losses.dino import dino_loss, update_center
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import NEGATIVE_SAMPLING_STRATEGIES, contrastive_loss_from_logits
 from hfssl.losses.nt_xent import nt_xent_loss
+from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.losses.temperature import LearnableTemperature
 from hfssl.losses.vicreg import VICRegLoss, vicreg_loss
 
@@ -13,11 +16,17 @@ __all__ = [
     "VICRegLoss",
     "barlow_twins_loss",
     "byol_loss",
+    "clip_loss",
+    "siglip_loss",
     "simsiam_loss",
+    "swav_loss",
+    "update_center",
     "vicreg_loss",
     "NEGATIVE_SAMPLING_STRATEGIES",
     "LearnableTemperature",
     "contrastive_loss_from_logits",
+    "dino_loss",
     "info_nce_loss",
     "nt_xent_loss",
+    "sinkhorn_knopp",
 ]

@@ -12,6 +12,7 @@ Signals (logged by `SSLTrainer` at every logging step, averaged over the logging
   and min(B, P). The guard compares it with `collapse_min_effective_rank`.
 - `collapse/uniform_loss_gap` (DINO, SwAV, logged by their models): (ln K - loss) / ln K, 0 when the cross-entropy
   is stuck at ln K, the value of a uniform output over K prototypes (the collapse users report for DINO and SwAV).
+  The guard compares its absolute value with the threshold (SwAV's loss can sit above ln K early in training).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class CollapseGuardCallback(TrainerCallback):
                 "weight decay or a covariance/redundancy term (VICReg, Barlow Twins)",
             )
         if "collapse/uniform_loss_gap" in logs:
-            found["collapse/uniform_loss_gap"] = (
-                logs["collapse/uniform_loss_gap"],
+            found["collapse/uniform_loss_gap"] = (  # above ln K (sharp wrong predictions) is not the uniform collapse
+                abs(logs["collapse/uniform_loss_gap"]),
                 args.collapse_min_uniform_gap,
                 "the loss is stuck at ln K (uniform output over the K prototypes); for DINO lower the teacher "
                 "temperature or raise the centre momentum, for SwAV freeze the prototypes longer or use the queue",

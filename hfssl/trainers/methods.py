@@ -10,14 +10,18 @@ from typing import Any
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
 from hfssl.models.byol import BYOLConfig, BYOLModel
+from hfssl.models.dino import DINOConfig, DINOModel
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
+from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.models.vicreg import VICRegConfig, VICRegModel
 from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
+from hfssl.trainers.dino import DINOTrainer, dino_local_size
 from hfssl.trainers.moco import MoCoTrainer
 from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
+from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,24 @@ def two_views(preset: Callable[..., DataCollatorForMultiView], **fixed: Any) -> 
     return build
 
 
+def dino_crops(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None,
+               local_size: int | None = None, num_local_crops: int = 8) -> DataCollatorForMultiView:
+    """DINO's multi-crop: 2 global crops (scale (min_scale, 1); paper 0.4) and local crops (scale (0.05, min_scale))."""
+    return DataCollatorForMultiView.dino(
+        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
+        global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
+    )  # fmt: skip
+
+
+def swav_crops(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None,
+               local_size: int | None = None, num_local_crops: int = 6) -> DataCollatorForMultiView:
+    """SwAV's multi-crop: 2 global crops (scale (min_scale, 1); paper 0.14) and local crops (scale (0.05, min_scale))."""
+    return swav_multi_crop_collator(
+        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
+        global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
+    )  # fmt: skip
+
+
 METHODS: dict[str, SSLMethod] = {
     "simclr": SSLMethod("SimCLR", SimCLRConfig, SimCLRModel, SimCLRTrainer, two_views(DataCollatorForMultiView.simclr)),
     "moco": SSLMethod("MoCo", MoCoConfig, MoCoModel, MoCoTrainer, two_views(DataCollatorForMultiView.moco_v2)),
@@ -50,4 +72,6 @@ METHODS: dict[str, SSLMethod] = {
         "Barlow Twins", BarlowTwinsConfig, BarlowTwinsModel, BarlowTwinsTrainer, two_views(DataCollatorForMultiView.byol)
     ),
     "vicreg": SSLMethod("VICReg", VICRegConfig, VICRegModel, VICRegTrainer, two_views(DataCollatorForMultiView.byol)),
+    "dino": SSLMethod("DINO", DINOConfig, DINOModel, DINOTrainer, dino_crops),
+    "swav": SSLMethod("SwAV", SwAVConfig, SwAVModel, SwAVTrainer, swav_crops),
 }

@@ -1,0 +1,168 @@
+"""The DINO loss, its teacher-temperature schedule and its centre (Caron et al. 2021, "Emerging Properties in
+Self-Supervised Vision Transformers", ICCV; reference code main_dino.py, `DINOLoss`).
+
+Legend: G global crops (2), V all crops (G global then the local ones), B batch, K output dim (prototypes).
+
+The teacher sees the G global crops, the student all V crops. For every pair (teacher crop i, student crop v) with
+v != i, the loss is the cross-entropy between the teacher's centred, sharpened softmax (no gradient) and the
+student's softmax; the loss is the mean over those pairs and over the batch. Centring (subtracting an EMA of the
+teacher's mean output, all-reduced across processes) prevents one dimension from dominating; sharpening (a low
+teacher temperature) prevents the uniform collapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from hfssl.distributed import is_distributed, world_size
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 to float32 (softmax over K = 65536 outputs needs it); wider types unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
+def _stack(logits: Sequence[torch.Tensor] | torch.Tensor, name: str) -> torch.Tensor:
+    """(N, B, K) from a list of N tensors (B, K) or a tensor (N, B, K); raise a ValueError saying why not."""
+    if isinstance(logits, torch.Tensor):
+        stacked = logits
+    elif isinstance(logits, (list, tuple)) and logits and all(isinstance(t, torch.Tensor) for t in logits):
+        shapes = {tuple(t.shape) for t in logits}
+        if len(shapes) != 1:
+            raise ValueError(f"{name} must all have one shape (B, K); received shapes {sorted(shapes)}.")
+        stacked = torch.stack(list(logits))
+    else:
+        raise TypeError(
+            f"{name} must be a tensor (N, B, K) or a non-empty list of tensors (B, K); got {type(logits).__name__}."
+        )
+    if stacked.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, B, K); received {tuple(stacked.shape)}.")
+    return stacked
+
+
+def teacher_probabilities(
+    teacher_logits: torch.Tensor, center: torch.Tensor, teacher_temperature: float
+) -> torch.Tensor:
+    """softmax((teacher_logits - center) / teacher_temperature) over K, without gradient.
+
+    Args:
+        teacher_logits (`torch.Tensor` of shape `(..., K)`): the teacher's outputs.
+        center (`torch.Tensor` of shape `(K,)` or `(1, K)`): the running centre.
+        teacher_temperature (`float`): tau_t (DINO: 0.04, warmed up to 0.07 for ViT-S/16 long schedules).
+
+    Returns:
+        `torch.Tensor` of shape `(..., K)`, float32 or wider.
+    """
+    if teacher_temperature <= 0:
+        raise ValueError(f"teacher_temperature={teacher_temperature} must be > 0 (DINO uses 0.04 -> 0.07).")
+    logits = _at_least_float32(teacher_logits.detach())
+    return F.softmax((logits - center.reshape(-1).to(logits.dtype)) / teacher_temperature, dim=-1)
+
+
+def dino_loss(
+    student_logits_per_crop: Sequence[torch.Tensor] | torch.Tensor,
+    teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor,
+    center: torch.Tensor,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.04,
+) -> torch.Tensor:
+    """DINO's cross-entropy between teacher and student crops, as `DINOLoss.forward` of main_dino.py.
+
+    loss = mean over pairs (i, v), v != i, of mean_b -sum_k p_t(i, b, k) log p_s(v, b, k), with
+    p_t = softmax((t - center) / tau_t) (no gradient) and p_s = softmax(s / tau_s). Student crop i is the same
+    global crop as teacher crop i (the first G student crops are the global ones).
+
+    Args:
+        student_logits_per_crop (`torch.Tensor` of shape `(V, B, K)` or list of V `(B, K)`): the student's
+            outputs, global crops first.
+        teacher_logits_per_global_crop (`torch.Tensor` of shape `(G, B, K)` or list of G `(B, K)`): the teacher's
+            outputs on the global crops (treated as constants).
+        center (`torch.Tensor` of shape `(K,)` or `(1, K)`): the centre subtracted from the teacher's outputs.
+        student_temperature (`float`, defaults to 0.1): tau_s (DINO: 0.1).
+        teacher_temperature (`float`, defaults to 0.04): tau_t (DINO: 0.04; see `teacher_temperature_schedule`).
+
+    Returns:
+        `torch.Tensor` (scalar): the mean over the G * V - G pairs (G * (V - 1) when V >= G) of the batch-mean
+        cross-entropy, in nats (ln K for uniform outputs).
+    """
+    student = _stack(student_logits_per_crop, "student_logits_per_crop")
+    teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
+    if student.shape[1:] != teacher.shape[1:]:
+        raise ValueError(
+            f"student (V, B, K) = {tuple(student.shape)} and teacher (G, B, K) = {tuple(teacher.shape)} must share "
+            "B and K."
+        )
+    if student_temperature <= 0:
+        raise ValueError(f"student_temperature={student_temperature} must be > 0 (DINO uses 0.1).")
+    num_teacher, num_student = teacher.shape[0], student.shape[0]
+    pairs = ~torch.eye(num_teacher, num_student, dtype=torch.bool, device=student.device)  # (G, V): v != i
+    if not pairs.any():
+        raise ValueError(f"dino_loss needs at least one pair of distinct crops; got G={num_teacher}, V={num_student}.")
+    student_log_probabilities = F.log_softmax(_at_least_float32(student) / student_temperature, dim=-1)  # (V, B, K)
+    targets = teacher_probabilities(teacher, center, teacher_temperature).to(student_log_probabilities.dtype)
+    # cross_entropy[i, v] = mean_b -sum_k targets[i, b, k] * log p_s[v, b, k], in float32 even under autocast
+    with torch.autocast(student.device.type, enabled=False):
+        cross_entropy = -torch.einsum("gbk,vbk->gv", targets, student_log_probabilities) / student.shape[1]
+    return cross_entropy[pairs].mean()
+
+
+def teacher_temperature_schedule(step: int, warmup_steps: int, start: float = 0.04, end: float = 0.04) -> float:
+    """The teacher temperature after `step` optimizer steps: linear from `start` to `end` over `warmup_steps`, then
+    `end` (DINO: 0.04 -> 0.07 over 30 epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
+
+    Args:
+        step (`int`): optimizer steps done (>= 0).
+        warmup_steps (`int`): length of the warm-up; 0 gives `end` from the first step.
+        start (`float`, defaults to 0.04): temperature at step 0 (`--warmup_teacher_temp`).
+        end (`float`, defaults to 0.04): temperature after the warm-up (`--teacher_temp`).
+
+    Returns:
+        `float`: `start + (end - start) * step / warmup_steps` while `step < warmup_steps`, else `end`.
+    """
+    if step < 0 or warmup_steps < 0:
+        raise ValueError(f"step={step} and warmup_steps={warmup_steps} must be >= 0.")
+    if step >= warmup_steps:
+        return float(end)
+    return float(start + (end - start) * step / warmup_steps)
+
+
+@torch.no_grad()
+def teacher_batch_center(teacher_output: torch.Tensor) -> torch.Tensor:
+    """The mean of the teacher's outputs over the crops and the batch of every process (one all-reduce), so every
+    process holds the same value (DINO's `dist.all_reduce(batch_center)` then division by `len * world_size`).
+
+    Args:
+        teacher_output (`torch.Tensor` of shape `(N, K)` or `(G, B, K)`): this process's teacher outputs; N must be
+            equal on all processes.
+
+    Returns:
+        `torch.Tensor` of shape `(K,)`, float32 or wider: the global-batch mean.
+    """
+    output = _at_least_float32(teacher_output.detach().reshape(-1, teacher_output.shape[-1]))
+    total = output.sum(dim=0)
+    if is_distributed():
+        dist.all_reduce(total)
+    return total / (output.shape[0] * world_size())
+
+
+@torch.no_grad()
+def update_center(center: torch.Tensor, teacher_output: torch.Tensor, momentum: float = 0.9) -> torch.Tensor:
+    """DINO's centre EMA: `center * momentum + batch_center * (1 - momentum)`, the batch centre all-reduced over
+    processes (`teacher_batch_center`). Pure: returns a new tensor.
+
+    Args:
+        center (`torch.Tensor` of shape `(K,)` or `(1, K)`): the current centre.
+        teacher_output (`torch.Tensor` of shape `(N, K)` or `(G, B, K)`): this step's teacher outputs.
+        momentum (`float`, defaults to 0.9): DINO's `center_momentum`.
+
+    Returns:
+        `torch.Tensor` of the shape and dtype of `center`.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum={momentum} must lie in [0, 1] (DINO uses 0.9).")
+    batch_center = teacher_batch_center(teacher_output).to(center.dtype).reshape(center.shape)
+    return center * momentum + batch_center * (1.0 - momentum)

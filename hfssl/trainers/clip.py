@@ -1,0 +1,110 @@
+"""`DualEncoderTrainer`: `SSLTrainer` for image-text contrastive training of `DualEncoderModel` (CLIP, SigLIP).
+
+Legend: B images, K captions per image, n images in a chunk.
+
+What it changes in `SSLTrainer`: batches hold one image tensor and captions instead of a list of views, and the
+cached-gradient step (`gradient_cache_chunk_size`) cuts the batch into chunks of n images with their K * n captions.
+Everything else (metrics, checkpointed collator generator, optimiser groups, distributed checks) is `SSLTrainer`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hfssl.collators.image_text import DataCollatorForImageText
+from hfssl.distributed import average_gradients
+from hfssl.losses.grad_cache import cached_gradient_backward
+from hfssl.models.clip import DualEncoderModel
+from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.ssl_trainer import SSLTrainer
+
+TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def split_image_text_batch(inputs: dict[str, Any], chunk_size: int) -> list[dict[str, torch.Tensor]]:
+    """Cut a batch into chunks of `chunk_size` images with their captions (image-major rows, K per image).
+
+    Args:
+        inputs (`dict`): `pixel_values` (B, C, H, W) and `input_ids` / `attention_mask` (K * B, L).
+        chunk_size (`int`): n.
+
+    Returns:
+        `list[dict]` of chunks with `pixel_values` (n, C, H, W) and the text tensors (K * n, L).
+    """
+    images = inputs["pixel_values"]
+    captions_per_image = inputs["input_ids"].shape[0] // images.shape[0]
+    chunks = [{"pixel_values": part} for part in images.split(chunk_size)]
+    for key in TEXT_KEYS:
+        if inputs.get(key) is not None:
+            for chunk, part in zip(chunks, inputs[key].split(chunk_size * captions_per_image)):
+                chunk[key] = part
+    return chunks
+
+
+class DualEncoderTrainer(SSLTrainer):
+    """Train a `DualEncoderModel` on (image, caption) batches.
+
+    Args:
+        model (`DualEncoderModel`): the dual encoder.
+        args (`SSLTrainingArguments`, *optional*): training arguments (`gradient_cache_chunk_size` for large batches).
+        data_collator (`DataCollatorForImageText`, *optional*): defaults to a plain-resize collator at the image
+            tower's input size and normalisation, tokenizing with `processing_class`.
+        processing_class (tokenizer, *optional*): the captions' tokenizer; saved with the model.
+        **kwargs: the other `SSLTrainer` / `Trainer` arguments (`train_dataset`, `eval_dataset`, `callbacks`, ...).
+    """
+
+    def __init__(
+        self,
+        model: DualEncoderModel,
+        args: SSLTrainingArguments | None = None,
+        data_collator: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, DualEncoderModel):
+            raise TypeError(f"DualEncoderTrainer needs a DualEncoderModel; got {type(model).__name__}.")
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError(
+                    "DualEncoderTrainer needs a data_collator (DataCollatorForImageText) or a processing_class (the "
+                    "captions' tokenizer) to build the default one from."
+                )
+            data_config = model.image_encoder.data_config
+            data_collator = DataCollatorForImageText(processing_class, image_size=data_config["input_size"][-1],
+                                                     mean=data_config["mean"], std=data_config["std"])  # fmt: skip
+        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/dual_encoder")
+        super().__init__(model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs)
+
+    @staticmethod
+    def _check_inputs(inputs: dict[str, Any]) -> None:
+        missing = [key for key in ("pixel_values", "input_ids") if key not in inputs]
+        if missing or not isinstance(inputs["pixel_values"], torch.Tensor):
+            raise ValueError(
+                f"DualEncoderTrainer expects batches with 'pixel_values' (one tensor of images) and 'input_ids' (the "
+                f"captions); got keys {sorted(inputs)}. Use DataCollatorForImageText."
+            )
+
+    def cached_gradient_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """GradCache over chunks of `args.gradient_cache_chunk_size` images and their captions: the exact gradient
+        of the whole batch's contrastive loss (gathered across processes) in the activation memory of one chunk."""
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        self._check_inputs(inputs)
+        module = self.accelerator.unwrap_model(model)
+        chunks = split_image_text_batch(inputs, self.args.gradient_cache_chunk_size)
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        with self.compute_loss_context_manager(), self.accelerator.autocast():
+            outputs = cached_gradient_backward(
+                module.embed,
+                module.loss_from_embeddings,
+                chunks,
+                backward=lambda loss: self.accelerator.backward(loss * scale),
+                dim=1,
+            )
+        if self.accelerator.sync_gradients:
+            average_gradients(module.parameters())
+        self._record_outputs(outputs, "train")
+        return outputs.loss * scale

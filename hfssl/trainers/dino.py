@@ -1,0 +1,163 @@
+"""`DINOTrainer`: `SSLTrainer` for `DINOModel`, with DINO's optimisation schedules (Caron et al. 2021, main_dino.py).
+
+What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_from_checkpoint` is exact:
+- weight decay on a cosine schedule from `args.weight_decay` (0.04) to `args.weight_decay_final` (0.4), written into
+  the optimizer's decayed parameter groups before every step (`WeightDecayScheduleCallback`);
+- no update of the head's last layer during the first `config.freeze_last_layer_steps` steps: its gradients are
+  dropped after clipping, just before the optimizer step, as the reference's `cancel_gradients_last_layer`, so
+  neither the optimizer nor the weight decay touches it (`CancelGradientsCallback`);
+- gradient clipping at `args.max_grad_norm` (3.0);
+- the teacher EMA (0.996 -> 1), the centre and the teacher-temperature step, from `SSLTrainer`'s
+  `SSLStateUpdateCallback`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import (
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.models.dino import DINOConfig, DINOModel
+from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.callbacks import cosine_schedule
+from hfssl.trainers.ssl_trainer import SSLTrainer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass
+class DINOTrainingArguments(SSLTrainingArguments):
+    """`SSLTrainingArguments` with main_dino.py's optimisation defaults (ViT-S/16, batch 1024).
+
+    Changed defaults:
+        learning_rate (`float`, defaults to 5e-4): DINO's base rate for batch 256 (scale linearly with the batch).
+        weight_decay (`float`, defaults to 0.04): at the first step.
+        max_grad_norm (`float`, defaults to 3.0): gradient clipping.
+        lr_scheduler_type (`str`, defaults to `"cosine"`): cosine decay after the (optional) linear warm-up.
+
+    DINO arguments:
+        weight_decay_final (`float`, *optional*, defaults to 0.4): the weight decay at the last step, reached on a
+            cosine schedule; `None` keeps `weight_decay` constant.
+    """
+
+    learning_rate: float = field(default=5e-4, metadata={"help": "DINO: 5e-4 x batch / 256."})
+    weight_decay: float = field(default=0.04, metadata={"help": "Weight decay at the first step (DINO: 0.04)."})
+    max_grad_norm: float = field(default=3.0, metadata={"help": "Gradient clipping (DINO: 3.0)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "DINO: cosine."})
+    weight_decay_final: float | None = field(
+        default=0.4, metadata={"help": "Weight decay at the last step, cosine schedule (DINO: 0.4; None: constant)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.weight_decay_final is not None and self.weight_decay_final < 0:
+            raise ValueError(f"weight_decay_final={self.weight_decay_final} must be >= 0 (DINO: 0.4), or None.")
+        super().__post_init__()
+
+
+class WeightDecayScheduleCallback(TrainerCallback):
+    """Before each optimizer step k, sets the weight decay of the decayed parameter groups to
+    `cosine_schedule(k, max_steps, args.weight_decay, args.weight_decay_final)` (DINO's `wd_schedule`).
+
+    A group is decayed when all its parameters are among `trainer.get_decay_parameter_names(model)`.
+    """
+
+    def __init__(self, trainer: SSLTrainer) -> None:
+        self.trainer = trainer
+
+    def weight_decay(self, step: int, total_steps: int) -> float:
+        """The weight decay of optimizer step `step` (0-based)."""
+        args = self.trainer.args
+        return cosine_schedule(step, total_steps, args.weight_decay, args.weight_decay_final)
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        if getattr(args, "weight_decay_final", None) is None or self.trainer.optimizer is None:
+            return
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        names = set(self.trainer.get_decay_parameter_names(model))
+        decayed = {id(parameter) for name, parameter in model.named_parameters() if name in names}
+        value = self.weight_decay(state.global_step, state.max_steps)
+        for group in self.trainer.optimizer.param_groups:
+            if group["params"] and all(id(parameter) in decayed for parameter in group["params"]):
+                group["weight_decay"] = value
+        self.trainer.record_metric("optimizer/weight_decay", value)
+
+
+class CancelGradientsCallback(TrainerCallback):
+    """Drops the gradients (`grad = None`) of some parameters just before the optimizer steps of the first
+    `steps` steps, so the optimizer skips them entirely (no update, no weight decay, no momentum): DINO's frozen last
+    layer, SwAV's frozen prototypes. Trainer clips the gradients before this hook, as the references do.
+
+    Args:
+        trainer (`SSLTrainer`): the trainer, whose unwrapped model `parameters` receives.
+        parameters (`Callable`): model -> the parameters to freeze.
+        steps (`Callable`): model -> the number of optimizer steps to freeze them for.
+    """
+
+    def __init__(
+        self,
+        trainer: SSLTrainer,
+        parameters: Callable[[nn.Module], list[torch.nn.Parameter]],
+        steps: Callable[[nn.Module], int],
+    ) -> None:
+        self.trainer, self.parameters, self.steps = trainer, parameters, steps
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> None:
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        if state.global_step < self.steps(model):
+            for parameter in self.parameters(model):
+                parameter.grad = None
+
+
+def dino_local_size(global_size: int) -> int:
+    """DINO's local crop side for a global side: 96/224 of it, rounded to a multiple of 8 (>= 8), so ViT patch sizes
+    8 and 16 tile it (224 -> 96, 32 -> 16)."""
+    return max(8, round(global_size * 96 / 224 / 8) * 8)
+
+
+class DINOTrainer(SSLTrainer):
+    """Train DINO.
+
+    Args:
+        model (`DINOModel` or `str`): a model, or a backbone name to build `DINOModel(DINOConfig(backbone_name=model))`.
+        args (`DINOTrainingArguments`, *optional*): defaults to `DINOTrainingArguments("outputs/dino")`. Plain
+            `SSLTrainingArguments` train with a constant weight decay.
+        data_collator (*optional*): defaults to `DataCollatorForMultiView.dino` at the backbone's input size (2 global
+            crops, 8 local crops at `dino_local_size`), with its normalisation.
+        **kwargs: the other `SSLTrainer` / `Trainer` arguments.
+    """
+
+    def __init__(
+        self, model: DINOModel | str, args: SSLTrainingArguments | None = None, data_collator: Any = None, **kwargs: Any
+    ) -> None:
+        if isinstance(model, str):
+            model = DINOModel(DINOConfig(backbone_name=model))
+        if not isinstance(model, DINOModel):
+            raise TypeError(f"DINOTrainer needs a DINOModel or a backbone name; got {type(model).__name__}.")
+        if data_collator is None:
+            data_config = model.backbone.data_config
+            size = data_config["input_size"][-1]
+            data_collator = DataCollatorForMultiView.dino(
+                global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
+            )
+        args = args if args is not None else DINOTrainingArguments(output_dir="outputs/dino")
+        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        self.add_callback(WeightDecayScheduleCallback(self))
+        self.add_callback(
+            CancelGradientsCallback(
+                self,
+                lambda model: list(model.head.last_layer.parameters()),
+                lambda model: model.config.freeze_last_layer_steps,
+            )
+        )

@@ -1,0 +1,83 @@
+"""`SwAVTrainer`: `SSLTrainer` for `SwAVModel` (Caron et al. 2020, main_swav.py).
+
+What it adds to `SSLTrainer`: no update of the prototypes during the first `config.freeze_prototypes_steps`
+optimizer steps (their gradients dropped before the optimizer step, as the reference), the SwAV multi-crop collator
+by default, and `ddp_broadcast_buffers=False` when the model has a (per-process) queue. The prototype
+renormalisation, the queue writes and the step counter run in `SwAVModel.update_after_step`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.models.swav import SwAVConfig, SwAVModel
+from hfssl.trainers.arguments import SSLTrainingArguments
+from hfssl.trainers.dino import CancelGradientsCallback, dino_local_size
+from hfssl.trainers.ssl_trainer import SSLTrainer
+
+
+def swav_multi_crop_collator(
+    global_size: int = 224,
+    local_size: int = 96,
+    num_local_crops: int = 6,
+    global_scale: tuple[float, float] = (0.14, 1.0),
+    local_scale: tuple[float, float] = (0.05, 0.14),
+    **kwargs: Any,
+) -> DataCollatorForMultiView:
+    """SwAV's multi-crop (main_swav.py, 2x224 + 6x96): random resized crops at `global_scale` / `local_scale`, flip,
+    colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur p=0.5.
+    Other keyword arguments (seed, mean, std, channels, ...) go to `DataCollatorForMultiView`."""
+    common = {
+        "brightness": 0.8,
+        "contrast": 0.8,
+        "saturation": 0.8,
+        "hue": 0.2,
+        "jitter_p": 0.8,
+        "grayscale_p": 0.2,
+        "blur_p": 0.5,
+    }
+    global_view = ViewAugmentation(size=global_size, scale=global_scale, **common)
+    local_view = ViewAugmentation(size=local_size, scale=local_scale, **common)
+    return DataCollatorForMultiView(views=[global_view, global_view] + [local_view] * num_local_crops, **kwargs)
+
+
+class SwAVTrainer(SSLTrainer):
+    """Train SwAV.
+
+    Args:
+        model (`SwAVModel` or `str`): a model, or a backbone name to build `SwAVModel(SwAVConfig(backbone_name=model))`.
+        args (`SSLTrainingArguments`, *optional*): training arguments (SwAV trains with LARS, `lars=True`, lr 4.8 at
+            batch 4096, weight decay 1e-6, cosine schedule).
+        data_collator (*optional*): defaults to `swav_multi_crop_collator` at the backbone's input size.
+        **kwargs: the other `SSLTrainer` / `Trainer` arguments.
+    """
+
+    def __init__(
+        self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, data_collator: Any = None, **kwargs: Any
+    ) -> None:
+        if isinstance(model, str):
+            model = SwAVModel(SwAVConfig(backbone_name=model))
+        if not isinstance(model, SwAVModel):
+            raise TypeError(f"SwAVTrainer needs a SwAVModel or a backbone name; got {type(model).__name__}.")
+        if data_collator is None:
+            data_config = model.backbone.data_config
+            size = data_config["input_size"][-1]
+            data_collator = swav_multi_crop_collator(
+                global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
+            )
+        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/swav")
+        if model.config.queue_length:
+            if args.ddp_broadcast_buffers:
+                raise ValueError(
+                    "SwAVModel's queue holds this process's own projections, but ddp_broadcast_buffers=True would copy "
+                    "rank 0's queue to every process; leave ddp_broadcast_buffers unset (SwAVTrainer sets it False)."
+                )
+            args.ddp_broadcast_buffers = False
+        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        self.add_callback(
+            CancelGradientsCallback(
+                self, lambda model: [model.prototypes.weight], lambda model: model.config.freeze_prototypes_steps
+            )
+        )
