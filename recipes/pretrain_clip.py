@@ -20,13 +20,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from datasets import Image, load_dataset, load_from_disk
 from transformers import BertConfig, ResNetConfig
 
 from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.collators.image_text import DataCollatorForImageText, plain_view
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import FASHION_MNIST_CLASSES, load_image_dataset
+from hfssl.data.image_text import CAPTION_TEMPLATES, CLASS_NAMES, load_image_text_pairs
 from hfssl.data.text import train_wordpiece_tokenizer
 from hfssl.evaluation.zero_shot import (
     encode_images,
@@ -43,10 +42,7 @@ from hfssl.trainers.clip import DualEncoderTrainer
 
 logger = logging.getLogger(__name__)
 PRESETS = {"tiny": (64, 2, 2), "mini": (256, 4, 4), "small": (512, 4, 8), "base": (768, 12, 12)}  # hidden, layers, heads
-CLASS_NAMES = {"digits": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-               "fashion_mnist": FASHION_MNIST_CLASSES}  # fmt: skip
-TEMPLATES = ["a photo of a {}.", "a handwritten {}.", "a drawing of a {}.", "a blurry photo of the {}.",
-             "a low resolution image of a {}.", "a black and white picture of a {}."]  # fmt: skip
+TEMPLATES = CAPTION_TEMPLATES
 USAGE = """import hfssl, torch
 from transformers import AutoModel, AutoTokenizer
 model, tokenizer = AutoModel.from_pretrained("{path}"), AutoTokenizer.from_pretrained("{path}")
@@ -100,33 +96,12 @@ class CLIPTrainingArguments(SSLTrainingArguments):
     save_strategy: str = field(default="no")
 
 
-def load_pairs(data_args: DataArguments, seed: int):
-    """(train, held-out) datasets with columns "image", "caption" (and "label" for the built-in data)."""
-    if data_args.dataset_name is None and data_args.train_file is None:
-        names = CLASS_NAMES[data_args.builtin]
-        splits = [load_image_dataset(builtin=data_args.builtin, split=split, image_size=data_args.image_size)
-                  for split in ("train", "test")]  # fmt: skip
-        return [split.map(lambda example: {"caption": [t.format(names[example["label"]]) for t in TEMPLATES]})
-                for split in splits]  # fmt: skip
-    if data_args.train_file is not None:
-        builder = {"jsonl": "json"}.get(data_args.train_file.rsplit(".", 1)[-1], data_args.train_file.rsplit(".", 1)[-1])
-        pairs = load_dataset(builder, data_files=data_args.train_file, split="train")
-        root = os.path.dirname(os.path.abspath(data_args.train_file))
-        pairs = pairs.map(lambda example: {data_args.image_column: os.path.join(root, example[data_args.image_column])})
-    elif os.path.isdir(data_args.dataset_name):
-        pairs = load_from_disk(data_args.dataset_name)
-        pairs = pairs["train"] if hasattr(pairs, "keys") else pairs
-    else:
-        pairs = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split="train")
-    pairs = pairs.rename_columns({key: value for key, value in ((data_args.image_column, "image"),
-                                  (data_args.caption_column, "caption")) if key != value}).cast_column("image", Image())
-    split = pairs.train_test_split(test_size=min(data_args.eval_samples, len(pairs) // 5), seed=seed)
-    return split["train"], split["test"]
-
-
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, CLIPTrainingArguments))
-    train, held_out = load_pairs(data_args, training_args.seed)
+    train, held_out = load_image_text_pairs(
+        data_args.dataset_name, data_args.train_file, data_args.builtin, data_args.dataset_config_name,
+        data_args.image_column, data_args.caption_column, data_args.image_size, data_args.eval_samples, training_args.seed,
+    )  # fmt: skip
     if data_args.max_train_samples is not None:
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     captions = [c for caption in train["caption"] for c in ([caption] if isinstance(caption, str) else caption)]
