@@ -91,11 +91,11 @@ def method_settings(method: str, args) -> dict:
         "barlow_twins": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024, "lambda_offdiag": 0.0051},
                          "lr": 1e-3, "weight_decay": 1e-4, "optim": "adamw_torch"},
         "vicreg": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024}, "lr": 1.0, "weight_decay": 1e-5},
-        "dino": {"config": {"out_dim": 4096, "hidden_dim": 1024, "bottleneck_dim": 128, "momentum": 0.99,
-                            "teacher_temperature": 0.04, "teacher_temperature_final": 0.07},
-                 "lr": 1e-3, "weight_decay": 0.04, "optim": "adamw_torch"},
-        "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 300},
-                 "lr": 1.0, "weight_decay": 1e-6},
+        "dino": {"config": {"out_dim": 2048, "head_hidden_dim": 1024, "head_bottleneck_dim": 128, "head_batch_norm": True,
+                            "momentum": 0.99, "teacher_temperature": 0.04, "freeze_last_layer_steps": 0},
+                 "lr": 0.3, "weight_decay": 1e-6},
+        "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 100},
+                 "lr": 0.6, "weight_decay": 1e-6},
     }[method]
 
 
@@ -135,6 +135,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
     model.load_state_dict(initial)
     remaining = args.budget_seconds - (time.perf_counter() - start)
     max_steps = max(1, int(remaining / step_seconds))
+    if method == "swav":  # prototypes frozen for the first 10% of a short run
+        model.config.freeze_prototypes_steps = max_steps // 10
     train_args = SSLTrainingArguments(
         output_dir="/tmp/hfssl_bench", max_steps=max_steps, per_device_train_batch_size=args.batch_size,
         lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no",
