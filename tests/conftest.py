@@ -1,6 +1,7 @@
 """Shared fixtures: tokenizers trained on the fly on the built-in corpus (no Hub access)."""
 
 import pytest
+from transformers import TrainerCallback
 
 from hfssl.data.text import python_docs_corpus, train_wordpiece_tokenizer
 
@@ -15,3 +16,15 @@ def docs_texts() -> list[str]:
 def wordpiece_tokenizer(docs_texts):
     """An uncased BERT WordPiece tokenizer with a 2,000-token vocabulary."""
     return train_wordpiece_tokenizer(docs_texts, vocab_size=2000)
+
+
+class InterruptAt(TrainerCallback):
+    """Stop training after `step` optimizer steps (after the checkpoint of that step is written): the first half of
+    an interrupted-and-resumed run. Tests import it with `from conftest import InterruptAt`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True

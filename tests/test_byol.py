@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, TrainerCallback, ViTConfig
 
+from conftest import InterruptAt
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import load_digits_dataset
 from hfssl.losses.byol import byol_loss, simsiam_loss
@@ -251,15 +252,6 @@ def test_simsiam_trainer_moves_every_parameter(digits, tmp_path):
     logs = trainer.state.log_history[0]
     assert {"loss", "simsiam/projection_cosine", "embedding/std"} <= set(logs) and "teacher/momentum" not in logs
     assert -1 <= logs["loss"] <= 1 and 0 < logs["embedding/std"] < 1
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_byol_resume_from_checkpoint_is_exact(digits, tmp_path):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, TrainerCallback, ViTConfig
 
+from conftest import InterruptAt
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import load_digits_dataset
 from hfssl.losses.dino import (
@@ -269,15 +270,6 @@ class Recorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.last_layers.append(self.model.head.last_layer.weight.detach().clone())
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from hfssl.augmentations import photometric as P
-from hfssl.augmentations.geometric import sample_resized_crop_boxes
+from hfssl.augmentations.geometric import resize_boxes_uint8, sample_resized_crop_boxes
 from hfssl.augmentations.normalization import normalization_from
 from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.collators.multi_view import DataCollatorForMultiView
@@ -154,7 +154,23 @@ def test_photometric_ops_match_torchvision():
     torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
     expected = torch.stack([TF.gaussian_blur(images[i], [5, 5], [s, s]) for i, s in enumerate([0.5, 1.0, 2.0])])
     torch.testing.assert_close(P.gaussian_blur(images, torch.tensor([0.5, 1.0, 2.0]), 5), expected, atol=1e-5, rtol=0)
+    tall = torch.rand(2, 3, 60, 7)  # 60 > 16 * 3: the grouped-convolution path
+    expected = torch.stack([TF.gaussian_blur(tall[i], [3, 3], [s, s]) for i, s in enumerate([0.7, 1.5])])
+    torch.testing.assert_close(P.gaussian_blur(tall, torch.tensor([0.7, 1.5]), 3), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(P.solarize(images, 0.5), TF.solarize(images, 0.5))
+    copy = images.clone()
+    for op in (P.adjust_brightness, P.adjust_contrast, P.adjust_saturation, P.adjust_hue, P.grayscale):
+        op(images, factors) if op is not P.grayscale else op(images)
+    assert torch.equal(images, copy)  # the public ops never write into their input
+
+
+def test_crops_are_torchvision_resized_crops():
+    images = torch.from_numpy(RNG.integers(0, 256, (2, 3, 30, 41), dtype=np.uint8))
+    boxes = torch.tensor([[3.0, 2.0, 40.0, 29.0], [10.0, 5.0, 17.0, 11.0], [0.0, 0.0, 41.0, 30.0]])  # shrink, enlarge, whole
+    crops = resize_boxes_uint8(images, boxes, 16, torch.tensor([0, 1, 1]))
+    for crop, (x0, y0, x1, y1), index in zip(crops, boxes.long().tolist(), [0, 1, 1]):
+        expected = TF.resized_crop(images[index], y0, x0, y1 - y0, x1 - x0, [16, 16], antialias=True)
+        assert crop.dtype == torch.uint8 and torch.equal(crop, expected)
 
 
 def fraction_changed(view: ViewAugmentation, image: torch.Tensor, n: int, changed) -> float:

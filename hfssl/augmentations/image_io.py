@@ -108,14 +108,16 @@ def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         images (`list` of `torch.Tensor` of shape (C, H_i, W_i)): same dtype and channel count.
 
     Returns:
-        batch (`torch.Tensor` of shape (B, C, max H_i, max W_i)): image i sits in the top-left corner.
+        batch (`torch.Tensor` of shape (B, C, max H_i, max W_i)): image i sits in the top-left corner; in
+            channels-last memory when all sizes agree (decoded PIL and numpy images are HWC already, so that is a
+            plain copy, and it is the layout the crop kernel wants).
         sizes (`torch.Tensor` of shape (B, 2)): the (H_i, W_i) of each image, float32.
     """
     heights = [image.shape[1] for image in images]
     widths = [image.shape[2] for image in images]
     sizes = torch.tensor(list(zip(heights, widths)), dtype=torch.float32)
     if len(set(heights)) == 1 and len(set(widths)) == 1:
-        return torch.stack(images), sizes
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2), sizes
     batch = images[0].new_zeros((len(images), images[0].shape[0], max(heights), max(widths)))
     for index, image in enumerate(images):
         batch[index, :, : image.shape[1], : image.shape[2]] = image

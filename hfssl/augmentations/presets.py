@@ -90,10 +90,12 @@ class ViewAugmentation:
             "solarize": rand(batch_size) < self.solarize_p,
         }
 
-    def apply_photometric(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Apply drawn parameters to float images in [0, 1] (B, C, S, S), on the images' device."""
+    def apply_photometric(self, images: torch.Tensor, params: dict[str, torch.Tensor], inplace: bool = False) -> torch.Tensor:
+        """Apply drawn parameters to float images in [0, 1] (B, C, S, S), on the images' device; a new tensor,
+        or `images` itself, overwritten, with `inplace=True`."""
         params = {key: value.to(images.device) for key, value in params.items()}
-        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"])  # a new tensor: ours
+        out = images if inplace else None
+        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"], out=out)  # ours
         images = P.where_rows(params["grayscale"], P.grayscale, images, inplace=True)
         images = P.where_rows(params["blur"], P.gaussian_blur, images, params["sigma"], self.kernel_size, inplace=True)
         return P.where_rows(params["solarize"], P.solarize, images, self.solarize_threshold, inplace=True)

@@ -13,6 +13,7 @@ Legend: B batch, L patches per image (grid_h * grid_w), C channels, S image side
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -50,6 +51,38 @@ def random_patch_mask(
     return noise, ids_restore >= num_patches - num_masked, ids_restore
 
 
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64 (numpy >= 2 has a ufunc for it; older numpy counts bytes)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    return _BYTE_POPCOUNT[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, dtype=np.uint8)
+
+
+_BYTE_POPCOUNT = np.array([value.bit_count() for value in range(256)], dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _band_bits(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patch sets as bits (patch l = row * width + col is bit l % 64 of word l // 64), for O(1)-op rectangles.
+
+    Returns:
+        rows (`np.ndarray` of shape (height * (height + 1), words)): entry top * (height + 1) + h holds rows
+            top .. top + h - 1, all columns. cols (`np.ndarray` of shape (width * (width + 1), words)): entry
+            left * (width + 1) + w holds columns left .. left + w - 1, all rows. A rectangle is rows & cols.
+    """
+    words = -(-height * width // 64)
+
+    def bands(side: int, repeat: int, tile: bool) -> np.ndarray:
+        index = np.arange(side)
+        inside = (index >= index[:, None, None]) & (index < index[:, None, None] + np.arange(side + 1)[None, :, None])
+        inside = np.tile(inside, (1, 1, repeat)) if tile else np.repeat(inside, repeat, axis=2)  # (side, side + 1, L)
+        padded = np.zeros((side * (side + 1), words * 64), dtype=bool)
+        padded[:, : height * width] = inside.reshape(side * (side + 1), height * width)
+        return np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+
+    return bands(height, width, tile=False), bands(width, height, tile=True)
+
+
 def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
@@ -57,10 +90,11 @@ def block_mask(
     """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), batched.
 
     All images run the algorithm in lockstep: each round draws 10 candidate rectangles per unfinished image
-    (area in [min_num_patches, remaining], log aspect ratio uniform in [log min_aspect, -log min_aspect]) and
-    keeps the first that fits and adds between 1 and the remaining number of patches (counted from an integral
-    image of the mask); an image stops when it reaches `num_masked` or no candidate qualifies. Same
-    distribution as the per-image loop.
+    (area in [min_num_patches, remaining], log aspect ratio uniform in [log min_aspect, -log min_aspect], sides
+    rounded half to even as Python's `round`) and keeps the first that fits and adds between 1 and the remaining
+    number of patches; an image stops when it reaches `num_masked` or no candidate qualifies. Same distribution
+    as the per-image loop. Masks are bit sets (uint64 words), so a rectangle is one AND of a row band and a
+    column band and its new patches are one popcount: a round is a few dozen numpy calls on (B, 10) arrays.
 
     Returns:
         `torch.Tensor` of shape (B, grid_h * grid_w): bool, True = masked. At most `num_masked` per image.
@@ -68,43 +102,41 @@ def block_mask(
     height, width = grid
     max_num_patches = num_masked if max_num_patches is None else max_num_patches
     log_low, log_high = math.log(min_aspect), math.log(1.0 / min_aspect)
-    # small (n, 10) arrays: numpy's per-op overhead is a fraction of torch's; its generator is seeded from `generator`.
-    # The unfinished images are kept compacted in `work` (finished ones are written to `mask` once).
-    mask = np.zeros((batch_size, height, width), dtype=bool)
-    rows, cols = np.arange(height).reshape(1, height, 1), np.arange(width).reshape(1, 1, width)
-    ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)
-    work = np.zeros((ids.size, height, width), dtype=bool)
+    row_bands, col_bands = _band_bits(height, width)
+    words = row_bands.shape[1]
+    # numpy, not torch: a round is ~70 calls on small arrays, where numpy's per-call overhead is a fraction of
+    # torch's; its generator is seeded from `generator`. Masks are bit sets; `ids` lists the unfinished images.
+    mask = np.zeros((batch_size, words), dtype=np.uint64)
+    ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)  # the unfinished images
     count = np.zeros(ids.size, dtype=np.int64)
-    table = np.zeros((ids.size, height + 1, width + 1), dtype=np.float32)  # exact: counts <= 2^24
-    lower, upper = np.tril(np.ones((height, height), np.float32)), np.triu(np.ones((width, width), np.float32))
-    extent = np.array([height, width]).reshape(2, 1, 1)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))  # seeded from `generator`
     while ids.size:
         n = ids.size
-        uniform = rng.random((4, n, 10))
+        work = np.take(mask, ids, axis=0)  # (n, words)
+        uniform = rng.random((4, n, 10), dtype=np.float32)  # float32 halves the memory traffic of every op below
         budget = np.minimum(num_masked - count, max_num_patches)[:, None]  # (n, 1)
-        side = np.sqrt(min_num_patches + (budget - min_num_patches) * uniform[0])  # sqrt of the target area
-        stretch = np.exp(0.5 * (log_low + (log_high - log_low) * uniform[1]))  # sqrt of the aspect ratio
-        size = np.floor(np.stack([side * stretch, side / stretch]) + 0.5).astype(np.int64)  # (2, n, 10): h, w
-        fits = (size < extent).all(axis=0)
-        start = np.clip(np.floor(uniform[2:] * (extent - size + 1)).astype(np.int64), 0, extent)  # top, left
-        stop = np.minimum(start + size, extent)  # bottom, right
-        table[:n, 1:, 1:] = lower @ work.astype(np.float32) @ upper  # integral image (2-D cumsum) by matmul
-        image = np.arange(n)[:, None, None]
-        corners = np.stack([stop[0], start[0], stop[0], start[0]]) * (width + 1) + np.stack([stop[1], stop[1], start[1], start[1]])
-        sums = table[:n].reshape(n, -1)[image, corners.transpose(1, 0, 2)]  # (n, 4, 10)
-        new = size[0] * size[1] - (sums[:, 0] - sums[:, 1] - sums[:, 2] + sums[:, 3]).astype(np.int64)
+        side = np.sqrt((budget - min_num_patches).astype(np.float32) * uniform[0] + np.float32(min_num_patches))
+        stretch = np.exp(uniform[1] * np.float32(0.5 * (log_high - log_low)) + np.float32(0.5 * log_low))  # sqrt of aspect
+        h, w = np.rint(side * stretch).astype(np.intp), np.rint(side / stretch).astype(np.intp)  # (n, 10)
+        fits = (h < height) & (w < width)
+        np.minimum(h, height, out=h)
+        np.minimum(w, width, out=w)
+        top = (uniform[2] * (height + 1 - h)).astype(np.intp)  # uniform in 0 .. height - h
+        left = (uniform[3] * (width + 1 - w)).astype(np.intp)
+        boxes = np.take(row_bands, top * (height + 1) + h, axis=0) & np.take(col_bands, left * (width + 1) + w, axis=0)
+        overlap = _popcount(boxes & work[:, None])  # (n, 10, words)
+        new = h * w - overlap[..., 0]
+        for word in range(1, words):
+            new -= overlap[..., word]
         valid = fits & (new > 0) & (new <= budget)
-        first = (np.arange(n), valid.argmax(axis=1))
-        chosen = valid.any(axis=1)
-        (top, left), (bottom, right) = start[:, first[0], first[1]], stop[:, first[0], first[1]]
-        row_in = (rows >= top[:, None, None]) & (rows < bottom[:, None, None]) & chosen[:, None, None]
-        work |= row_in & (cols >= left[:, None, None]) & (cols < right[:, None, None])
-        count += np.where(chosen, new[first], 0)
-        going = chosen & (count < num_masked)
-        mask[ids[~going]] = work[~going]
-        ids, work, count = ids[going], work[going], count[going]
-    return torch.from_numpy(mask).flatten(1)
+        first = valid.argmax(axis=1) + np.arange(0, 10 * n, 10)  # flat index of each image's first valid candidate
+        chosen = np.take(valid, first)
+        mask[ids] = work | np.take(boxes.reshape(10 * n, words), first, axis=0) * chosen[:, None].astype(np.uint64)
+        count += np.take(new, first) * chosen
+        kept = np.flatnonzero(chosen & (count < num_masked))
+        ids, count = ids[kept], count[kept]
+    bits = np.unpackbits(mask.astype("<u8").view(np.uint8), axis=1, bitorder="little")[:, : height * width]
+    return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
 
 
 def simmim_mask(

@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.barlow_twins import barlow_twins_loss
-from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.backbone import SSLBackboneConfig
 from hfssl.models.byol import check_positive
-from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
+from hfssl.models.two_view import TwoViewProjectionModel
 
 
 class BarlowTwinsConfig(SSLBackboneConfig):
@@ -63,36 +61,13 @@ class BarlowTwinsConfig(SSLBackboneConfig):
         super().__post_init__(**kwargs)
 
 
-class BarlowTwinsModel(SSLPreTrainedModel):
+class BarlowTwinsModel(TwoViewProjectionModel):
     """Barlow Twins: a backbone and a wide projector trained by redundancy reduction."""
 
     config_class = BarlowTwinsConfig
     base_model_prefix = "barlow_twins"
-
-    def __init__(self, config: BarlowTwinsConfig) -> None:
-        super().__init__(config)
-        self.backbone = backbone_from_config(config)
-        self.projector = MLPHead(
-            self.backbone.feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batch_norm=True,
-            bias=False,
-        )
-        self.post_init()
-
-    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The projections of both views, in one pass of 2B images.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
-        """
-        view1, view2 = check_views(pixel_values, 2, "Barlow Twins", preset="byol")
-        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+    method = "Barlow Twins"
+    preset = "byol"
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """The Barlow Twins loss of the projections, with the statistics of the global batch.
@@ -114,18 +89,6 @@ class BarlowTwinsModel(SSLPreTrainedModel):
             "barlow/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
         }
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """`loss_from_embeddings(embed(pixel_values))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput`, see `loss_from_embeddings`.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values))
 
 
 AutoConfig.register(BarlowTwinsConfig.model_type, BarlowTwinsConfig, exist_ok=True)

@@ -18,12 +18,10 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.vicreg import vicreg_loss
-from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.backbone import SSLBackboneConfig
 from hfssl.models.byol import check_positive
-from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
+from hfssl.models.two_view import TwoViewProjectionModel
 
 
 class VICRegConfig(SSLBackboneConfig):
@@ -70,36 +68,13 @@ class VICRegConfig(SSLBackboneConfig):
         super().__post_init__(**kwargs)
 
 
-class VICRegModel(SSLPreTrainedModel):
+class VICRegModel(TwoViewProjectionModel):
     """VICReg: a backbone and a wide expander trained by variance-invariance-covariance regularisation."""
 
     config_class = VICRegConfig
     base_model_prefix = "vicreg"
-
-    def __init__(self, config: VICRegConfig) -> None:
-        super().__init__(config)
-        self.backbone = backbone_from_config(config)
-        self.projector = MLPHead(
-            self.backbone.feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batch_norm=True,
-            bias=False,
-        )
-        self.post_init()
-
-    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The expander outputs of both views, in one pass of 2B images.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the embeddings of view 1 and view 2.
-        """
-        view1, view2 = check_views(pixel_values, 2, "VICReg", preset="byol")
-        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+    method = "VICReg"
+    preset = "byol"
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """The VICReg loss of the embeddings, with the statistics of the global batch.
@@ -124,18 +99,6 @@ class VICRegModel(SSLPreTrainedModel):
             "vicreg/covariance": terms.covariance.detach(),
         }
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """`loss_from_embeddings(embed(pixel_values))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput`, see `loss_from_embeddings`.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values))
 
 
 AutoConfig.register(VICRegConfig.model_type, VICRegConfig, exist_ok=True)
