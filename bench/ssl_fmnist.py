@@ -150,7 +150,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     elapsed = time.perf_counter() - start
     steps = trainer.state.global_step + 3
     accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
-    logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry]
+    logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry and "loss" in entry]
     signals = {key: [round(entry[key], 4) for entry in logs] for key in
                ("loss", "embedding/std", "embedding/effective_rank", "collapse/uniform_loss_gap") if logs and key in logs[0]}
     result = {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
@@ -222,9 +222,12 @@ def main() -> None:
     parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
     parser.add_argument("--num_local_crops", type=int, default=4, help="DINO / SwAV local crops")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subset", type=int, default=0, help="development: train on the first N images only")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train, test = load("train"), load("test")
+    if args.subset:  # development runs: the first N train and N // 6 test images
+        train, test = (train[0][: args.subset], train[1][: args.subset]), (test[0][: args.subset // 6], test[1][: args.subset // 6])
     methods = args.methods.split(",")
     results: dict = {"budget_seconds": args.budget_seconds, "backbone": args.backbone,
                      "small_image_stem": args.small_image_stem, "batch_size": args.batch_size}
