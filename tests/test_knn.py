@@ -29,6 +29,34 @@ def test_knn_predict_matches_a_per_query_loop():
         torch.testing.assert_close(scores[row], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 3, 10, 40])  # groups of 32, 32, 32 and 8
+def test_grouped_block_topk_equals_a_full_topk(k):
+    from hfssl.evaluation.knn import _block_topk
+
+    generator = torch.Generator().manual_seed(k)
+    # 1,300 columns: 40 groups of 32 and a ragged tail of 20; rounded values give many ties.
+    block = (torch.randn(64, 1300, generator=generator) * 4).round()
+    block[0, 1290:] = 100.0  # the whole top k of one row in the tail
+    block[1, :] = 1.0  # every value tied
+    value, column = _block_topk(block, k)
+    assert value.shape == column.shape == (64, k)
+    expected = block.topk(k, dim=1).values
+    torch.testing.assert_close(value.sort(dim=1, descending=True).values, expected)
+    torch.testing.assert_close(block.gather(1, column), value)  # the columns hold those values
+    assert all(len(set(row.tolist())) == k for row in column)  # no column twice
+
+
+def test_knn_predict_over_wide_blocks_matches_a_per_query_loop():
+    generator = torch.Generator().manual_seed(3)
+    memory, labels = torch.randn(5000, 8, generator=generator), torch.randint(0, 6, (5000,), generator=generator)
+    queries = torch.randn(40, 8, generator=generator)
+    scores = knn_predict(memory, labels, queries, num_classes=6, k=20, temperature=0.1, chunk_size=16)
+    cosine = F.normalize(queries.double(), dim=1) @ F.normalize(memory.double(), dim=1).T
+    top = cosine.topk(20, dim=1)
+    expected = torch.zeros(40, 6, dtype=torch.float64).scatter_add_(1, labels[top.indices], (top.values / 0.1).exp())
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-3)
+
+
 def test_knn_accuracy_on_separable_clusters_and_errors():
     centers = torch.eye(3) * 10
     memory = centers.repeat_interleave(20, 0) + torch.randn(60, 3, generator=torch.Generator().manual_seed(1))

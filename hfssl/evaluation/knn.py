@@ -26,9 +26,8 @@ def knn_predict(
 ) -> torch.Tensor:
     """Class scores of weighted kNN with cosine similarity, vectorised over chunks of queries.
 
-    Exact: each (query chunk, memory chunk) similarity block keeps its own top k, and the top k of those candidates
-    is the top k over the whole memory. The blocks stay small enough for the CPU caches, which makes the top-k
-    selection cheap next to the matrix products.
+    Exact: each (query chunk, memory chunk) similarity block keeps its own top k (found through the maxima of groups
+    of columns, see `_block_topk`), and the top k of those candidates is the top k over the whole memory.
 
     Args:
         memory_features (`torch.Tensor` of shape `(N, D)`): the labelled memory bank (normalised here).
@@ -59,13 +58,19 @@ def knn_predict(
     memory = F.normalize(memory_features.float(), dim=1)
     labels = memory_labels.long().to(memory.device)
     k = min(k, memory.shape[0])
+    # One similarity buffer reused for every block: a fresh (q, m) tensor per block costs more in page faults than
+    # the matrix product itself on a CPU.
+    buffer = torch.empty(min(chunk_size, query_features.shape[0]) * min(memory_chunk_size, memory.shape[0]),
+                         device=memory.device)
     scores = []
     for queries in F.normalize(query_features.float(), dim=1).split(chunk_size):
         queries = queries.to(memory.device)
         candidates, candidate_index = [], []
         for start in range(0, memory.shape[0], memory_chunk_size):
-            block = queries @ memory[start : start + memory_chunk_size].T  # (q, m)
-            value, index = block.topk(min(k, block.shape[1]), dim=1)
+            rows = memory[start : start + memory_chunk_size]
+            block = buffer[: queries.shape[0] * rows.shape[0]].view(queries.shape[0], rows.shape[0])
+            torch.mm(queries, rows.T, out=block)  # (q, m)
+            value, index = _block_topk(block, k)
             candidates.append(value)
             candidate_index.append(index + start)
         similarity, position = torch.cat(candidates, dim=1).topk(k, dim=1)  # (q, k)
@@ -74,6 +79,31 @@ def knn_predict(
         votes = torch.zeros(queries.shape[0], num_classes, device=memory.device)
         scores.append(votes.scatter_add_(1, labels[index], weights))
     return torch.cat(scores)
+
+
+def _block_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values of each row of `block` (q, m) and their columns, in no particular order.
+
+    Exact, and cheaper than one top-k over m columns: the row is cut into groups of g columns (g up to 32), and only
+    the k groups with the largest maxima can hold a top-k value (at most k groups have a maximum >= the k-th largest
+    value), so the top k is taken over those k * g values.
+    """
+    rows, width = block.shape
+    k = min(k, width)
+    size = 32  # group size: the largest power of two up to 32 that leaves at least 4k groups
+    while size >= 4 and width < 4 * k * size:
+        size //= 2
+    if size < 4:  # too few groups for the two-stage search to pay
+        return block.topk(k, dim=1, sorted=False)
+    full = width // size * size
+    group_max = block[:, :full].view(rows, -1, size).amax(dim=2)
+    group = group_max.topk(k, dim=1, sorted=False).indices  # (q, k)
+    columns = (group.unsqueeze(2) * size + torch.arange(size, device=block.device)).view(rows, -1)
+    if full < width:  # the ragged tail joins the candidates
+        tail = torch.arange(full, width, device=block.device).expand(rows, -1)
+        columns = torch.cat([columns, tail], dim=1)
+    value, position = block.gather(1, columns).topk(k, dim=1, sorted=False)
+    return value, columns.gather(1, position)
 
 
 @torch.no_grad()
