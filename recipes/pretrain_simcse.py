@@ -75,7 +75,8 @@ class SimCSETrainingArguments(TrainingArguments):
 def mean_cosine(model: SimCSEModel, batch: dict[str, torch.Tensor]) -> float:
     """Mean cosine between the embeddings of different held-out sentences."""
     model.eval()
-    embeddings = torch.nn.functional.normalize(model.encode(**batch), dim=1)
+    device = next(model.parameters()).device  # the Trainer may have moved the model to a GPU
+    embeddings = torch.nn.functional.normalize(model.encode(**{key: value.to(device) for key, value in batch.items()}), dim=1)
     cosine = embeddings @ embeddings.T
     return float(cosine[~torch.eye(len(cosine), dtype=torch.bool)].mean())
 

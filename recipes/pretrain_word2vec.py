@@ -63,6 +63,23 @@ class Word2VecTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="no")
 
 
+def check_sparse_gradients_supported(model: Word2VecModel) -> None:
+    """transformers' Trainer logs the gradient norm of every step, and `clip_grad_norm_` of sparse gradients needs a
+    recent PyTorch (2.11 lacks it; 2.14 has it): fail before training, naming the fix, rather than at the first step."""
+    if not model.config.sparse:
+        return
+    probe = torch.nn.Embedding(2, 1, sparse=True)
+    probe(torch.tensor([0])).sum().backward()
+    try:
+        torch.nn.utils.clip_grad_norm_(probe.parameters(), float("inf"))
+    except (NotImplementedError, RuntimeError) as error:
+        raise RuntimeError(
+            f"PyTorch {torch.__version__} cannot take the norm of sparse gradients, which transformers' Trainer logs "
+            "each step. Upgrade PyTorch (2.14 works), or train with dense gradients: pass a model saved with "
+            "Word2VecConfig(sparse=False) as --model_name_or_path."
+        ) from error
+
+
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, Word2VecTrainingArguments))
 
@@ -80,6 +97,7 @@ def main() -> None:
         model = Word2VecModel.from_pretrained(model_args.model_name_or_path)
     else:
         model = Word2VecModel(Word2VecConfig(vocab_size=len(tokenizer), embedding_dim=model_args.embedding_dim))
+    check_sparse_gradients_supported(model)
     collator = DataCollatorForSkipGram(counts, window=data_args.window, num_negatives=data_args.num_negatives,
                                        subsample_threshold=data_args.subsample_threshold)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card

@@ -1,9 +1,15 @@
 """Shared fixtures: tokenizers trained on the fly on the built-in corpus (no Hub access)."""
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from hfssl.data.text import python_docs_corpus, train_wordpiece_tokenizer
+
+# On a GPU the suite compares against float32 references computed the same way: no TF32 (cuDNN convolutions use it
+# by default), whose 10-bit mantissa is outside the tolerances.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.fixture(scope="session")

@@ -212,7 +212,7 @@ class Snapshots(TrainerCallback):
         self.steps = [self.take()]
 
     def take(self):
-        return [(s.detach().clone(), t.detach().clone()) for s, t in self.model.student_teacher_pairs()]
+        return [(s.detach().cpu().clone(), t.detach().cpu().clone()) for s, t in self.model.student_teacher_pairs()]
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(self.take())
@@ -232,7 +232,7 @@ def test_byol_trainer_moves_everything_and_the_target_follows_the_cosine_ema(dig
             torch.testing.assert_close(teacher, momentum * previous + (1 - momentum) * student)
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            assert not torch.equal(before[name], parameter.detach()), f"{name} did not move"
+            assert not torch.equal(before[name], parameter.detach().cpu()), f"{name} did not move"
     for (student0, teacher0), (student, teacher) in zip(snapshots.steps[0], snapshots.steps[-1]):
         assert not torch.equal(teacher0, teacher) or torch.equal(student0, student)  # the target moved with the online
     logs = trainer.state.log_history[0]
@@ -248,7 +248,7 @@ def test_simsiam_trainer_moves_every_parameter(digits, tmp_path):
     trainer.train()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            assert not torch.equal(before[name], parameter.detach()), f"{name} did not move"
+            assert not torch.equal(before[name], parameter.detach().cpu()), f"{name} did not move"
     logs = trainer.state.log_history[0]
     assert {"loss", "simsiam/projection_cosine", "embedding/std"} <= set(logs) and "teacher/momentum" not in logs
     assert -1 <= logs["loss"] <= 1 and 0 < logs["embedding/std"] < 1

@@ -269,7 +269,7 @@ class Recorder(TrainerCallback):
         self.weight_decays.append(sorted({group["weight_decay"] for group in optimizer.param_groups}))
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.last_layers.append(self.model.head.last_layer.weight.detach().clone())
+        self.last_layers.append(self.model.head.last_layer.weight.detach().cpu().clone())
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +371,7 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
         WORKER,
         str(tmp_path),
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU everywhere
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, env=environment)
     if completed.returncode != 0 and "terminate called without an active exception" in completed.stderr:
         # a gloo worker aborting in C++ with no Python error (seen rarely in CI): retried once
@@ -412,9 +412,9 @@ def test_gradient_accumulation_matches_one_batch_and_evaluation_leaves_the_state
             model=model, args=args, data_collator=worker.collate, train_dataset=data, eval_dataset=data
         )
         trainer.train()
-        before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        before = {name: tensor.cpu().clone() for name, tensor in model.state_dict().items()}
         trainer.evaluate()
-        assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in before.items())
+        assert all(torch.equal(model.state_dict()[name].cpu(), tensor) for name, tensor in before.items())
         states.append(before)
     assert states[0]["center"].abs().sum() > 0 and states[0]["step"].item() == 2
     for name, tensor in states[0].items():

@@ -64,7 +64,8 @@ def test_sync_batchnorm_option_converts_every_batch_norm(tmp_path):
     converted = trainer.model.projector.layers[1]
     assert isinstance(converted, nn.SyncBatchNorm) and converted.weight is batch_norm.weight
     assert not any(type(m) is nn.BatchNorm1d for m in trainer.model.modules())
-    output = trainer.model(pixel_values=[torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])  # one process: plain BN
+    device = next(trainer.model.parameters()).device  # the Trainer may have placed it on a GPU
+    output = trainer.model(pixel_values=[torch.randn(4, 3, 16, 16, device=device), torch.randn(4, 3, 16, 16, device=device)])  # one process: plain BN
     assert torch.isfinite(output.loss)
 
 
@@ -96,7 +97,7 @@ def assert_all_close(got: dict, want: dict, what: str) -> None:
 def test_processes_match_one_process_on_the_global_batch(world_size, reference, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}", WORKER,
                str(tmp_path)]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU everywhere
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900, env=environment)
     if completed.returncode != 0 and "terminate called without an active exception" in completed.stderr:
         # Seen once in ~10 CI runs: a gloo worker aborting in C++ with no Python error. Such a crash is retried

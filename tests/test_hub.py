@@ -158,7 +158,8 @@ def test_card_metadata_and_content(pushed):
     assert ModelCard.load(pushed["hub"].root / SIMCLR_REPO / "README.md").data.library_name == "transformers"
     assert "MoCo v2" in prose and "`resnet18`" in prose and "32 digits" in prose
     assert "3 x 16 x 16 image to a 512-dimensional feature vector" in prose
-    assert "3 optimizer steps in" in prose and "CPU" in prose and "1 process" in prose
+    hardware = "CPU" if trainer.args.device.type == "cpu" else torch.cuda.get_device_name(0)  # where the Trainer ran
+    assert "3 optimizer steps in" in prose and hardware in prose and "1 process" in prose
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 3 and f"Final training loss: {losses[-1]:.4g}" in prose
     assert "| kNN top-1 (k=200, T=0.1) | 0.5 |" in readme
@@ -201,7 +202,7 @@ def test_card_snippets_load_the_pushed_encoders_from_the_hub_without_hfssl(pushe
     assert measured["hfssl_imported"] is False
     pixels = torch.from_numpy(array).permute(2, 0, 1).float().unsqueeze(0) / 255
     for name in ("moco", "simclr"):
-        backbone = pushed[name].model.backbone
+        backbone = copy.deepcopy(pushed[name].model.backbone).cpu()  # the snippets ran on CPU
         mean, std = (torch.tensor(backbone.data_config[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
         with torch.no_grad():
             expected = backbone((pixels - mean) / std)
@@ -214,14 +215,14 @@ def test_training_resumes_from_the_pushed_full_model(pushed, digits):
     original = pushed["moco"].model
     loaded = AutoModel.from_pretrained(pushed["hub"].root / MOCO_REPO, subfolder="ssl_model")
     assert type(loaded) is MoCoModel
-    before = original.state_dict()
+    before = {name: tensor.cpu() for name, tensor in original.state_dict().items()}  # the Trainer may have used a GPU
     for name, tensor in loaded.state_dict().items():
         torch.testing.assert_close(tensor, before[name], rtol=0, atol=0, msg=name)
     continued = {}
     for name, model in (("original", copy.deepcopy(original)), ("loaded", loaded)):
         args = arguments(pushed["root"] / f"resume_{name}", max_steps=2)
         MoCoTrainer(model=model.train(), args=args, data_collator=collator(), train_dataset=digits).train()
-        continued[name] = model.state_dict()
+        continued[name] = {key: tensor.cpu() for key, tensor in model.state_dict().items()}
     for name, tensor in continued["loaded"].items():
         torch.testing.assert_close(tensor, continued["original"][name], msg=name)
     assert not torch.equal(continued["loaded"]["queue"], before["queue"])

@@ -116,7 +116,7 @@ def test_feature_extraction_is_split_between_processes_and_gathered_in_order(tmp
     spec.loader.exec_module(worker)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}", path,
                str(tmp_path)]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU everywhere
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
     if completed.returncode != 0 and "terminate called without an active exception" in completed.stderr:
         completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)

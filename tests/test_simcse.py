@@ -105,7 +105,7 @@ def test_processes_match_one_process_on_the_global_batch(tmp_path, processes):
 
     worker = Path(__file__).with_name("simcse_distributed_worker.py")
     out = tmp_path / "rank0.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU everywhere
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                              str(processes), str(worker), str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -51,7 +51,7 @@ def test_every_trainable_parameter_moves_and_metrics_are_logged(method, digits, 
     trainer.train()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            assert not torch.equal(before[name], parameter.detach()), f"{name} did not move"
+            assert not torch.equal(before[name], parameter.detach().cpu()), f"{name} did not move"
     logs = trainer.state.log_history[0]
     assert {"loss", "contrastive/temperature", "contrastive/positive_cosine", "embedding/std"} <= set(logs)
     assert 0 < logs["embedding/std"] < 1

@@ -121,7 +121,7 @@ def test_config_defaults_and_errors():
 
 def test_forward_codes_loss_metrics_and_gradients():
     model = tiny()
-    torch.testing.assert_close(model.prototypes.weight.norm(dim=1), torch.ones(10))
+    torch.testing.assert_close(model.prototypes.weight.norm(dim=1).cpu(), torch.ones(10))
     pixel_values = crops()
     output = model(pixel_values=pixel_values)
     features = torch.cat([model.backbone(torch.cat(pixel_values[:2])), model.backbone(torch.cat(pixel_values[2:]))])
@@ -170,7 +170,7 @@ def test_update_after_step_renormalises_the_prototypes():
     with torch.no_grad():
         model.prototypes.weight.mul_(3.0)
     model.update_after_step(None, [])
-    torch.testing.assert_close(model.prototypes.weight.norm(dim=1), torch.ones(10))
+    torch.testing.assert_close(model.prototypes.weight.norm(dim=1).cpu(), torch.ones(10))
 
 
 def test_round_trip_keeps_prototypes_queue_and_step(tmp_path):
@@ -191,10 +191,10 @@ class PrototypeRecorder(TrainerCallback):
         self.model, self.before_step, self.after_step = model, [], []
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.before_step.append(self.model.prototypes.weight.detach().clone())
+        self.before_step.append(self.model.prototypes.weight.detach().cpu().clone())
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.after_step.append(self.model.prototypes.weight.detach().clone())
+        self.after_step.append(self.model.prototypes.weight.detach().cpu().clone())
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_trainer_freezes_the_prototypes_then_trains_them(digits, tmp_path):
     for step in (0, 1):  # frozen: only the renormalisation after the step runs (a no-op up to rounding)
         torch.testing.assert_close(recorder.after_step[step], recorder.before_step[step], rtol=0, atol=1e-6)
     assert (recorder.after_step[2] - recorder.before_step[2]).abs().max() > 1e-4
-    torch.testing.assert_close(model.prototypes.weight.norm(dim=1), torch.ones(10))
+    torch.testing.assert_close(model.prototypes.weight.norm(dim=1).cpu(), torch.ones(10))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert {"swav/code_entropy", "swav/prototype_usage", "collapse/uniform_loss_gap", "embedding/std"} <= set(logs[0])
     assert model.step.item() == 4
