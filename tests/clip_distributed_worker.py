@@ -65,6 +65,7 @@ class FirstStepGradients(TrainerCallback):
 def train(variant: str, output_dir: str, world_size: int) -> dict:
     loss, captions_per_image, cached = VARIANTS[variant]
     args = SSLTrainingArguments(
+        use_cpu=True,  # gloo on CPU, and the one-process reference in the test process too (no GPU numerics)
         output_dir=os.path.join(output_dir, variant), max_steps=STEPS, report_to="none", disable_tqdm=True,
         per_device_train_batch_size=GLOBAL_BATCH // world_size, learning_rate=0.01, optim="sgd", max_grad_norm=0.0,
         lr_scheduler_type="constant", train_sampling_strategy="sequential", logging_steps=1, seed=0,

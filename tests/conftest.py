@@ -1,5 +1,7 @@
 """Shared fixtures: tokenizers trained on the fly on the built-in corpus (no Hub access)."""
 
+import contextlib
+
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -10,6 +12,18 @@ from hfssl.data.text import python_docs_corpus, train_wordpiece_tokenizer
 # by default), whose 10-bit mantissa is outside the tolerances.
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run a block on `count` intra-op threads: one-process references for the torchrun tests use the workers'
+    OMP_NUM_THREADS=1, so float32 sums add up in the same order however many cores the machine has."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,7 @@ def collate(examples: list[dict]) -> dict[str, list[torch.Tensor]]:
 
 def train(method: str, output_dir: str, world_size: int) -> dict:
     args = SSLTrainingArguments(
+        use_cpu=True,  # gloo on CPU, and the one-process reference in the test process too (no GPU numerics)
         output_dir=os.path.join(output_dir, f"{method}_run"), max_steps=STEPS, report_to="none", disable_tqdm=True,
         per_device_train_batch_size=GLOBAL_BATCH // world_size, learning_rate=0.1, optim="sgd", max_grad_norm=0.0,
         lr_scheduler_type="constant", train_sampling_strategy="sequential", logging_steps=1, seed=0,

@@ -91,6 +91,7 @@ def train(variant: str, output_dir: str, world_size: int, resume_at: int | None 
     """Train `variant` for STEPS steps (or to `resume_at`, checkpoint, and resume in a new trainer)."""
     method = variant.removesuffix("_cached")
     args = SSLTrainingArguments(
+        use_cpu=True,  # gloo on CPU, and the one-process reference in the test process too (no GPU numerics)
         output_dir=os.path.join(output_dir, f"{variant}_run"), max_steps=STEPS, report_to="none", disable_tqdm=True,
         per_device_train_batch_size=GLOBAL_BATCH // world_size, learning_rate=0.1, optim="sgd", max_grad_norm=0.0,
         lr_scheduler_type="constant", train_sampling_strategy="sequential", logging_steps=1, seed=0,

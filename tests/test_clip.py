@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
+from conftest import torch_threads
 from hfssl.collators.image_text import DataCollatorForImageText
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.text import train_wordpiece_tokenizer
@@ -347,7 +348,8 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
         completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, env=environment)
     assert completed.returncode == 0, completed.stderr[-5000:]
     for variant in worker.VARIANTS:
-        want = worker.train(variant, str(tmp_path / "reference"), 1)
+        with torch_threads(1):
+            want = worker.train(variant, str(tmp_path / "reference"), 1)
         for rank in range(2):
             got = torch.load(tmp_path / f"{variant}_rank{rank}.pt", weights_only=True)
             what = f"{variant}, rank {rank}"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import torch_threads
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
@@ -83,7 +84,8 @@ def test_sync_batchnorm_on_cpu_processes_is_refused(monkeypatch):
 def reference(tmp_path_factory):
     """One process on the whole global batch, for each method."""
     methods = ("simclr", "moco_v2", "moco_v3")
-    return {method: worker.train(method, str(tmp_path_factory.mktemp(method)), 1) for method in methods}
+    with torch_threads(1):
+        return {method: worker.train(method, str(tmp_path_factory.mktemp(method)), 1) for method in methods}
 
 
 def assert_all_close(got: dict, want: dict, what: str) -> None:

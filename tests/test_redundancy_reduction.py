@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModel, ViTConfig
 
+from conftest import torch_threads
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import load_digits_dataset
 from hfssl.losses.barlow_twins import barlow_twins_loss
@@ -214,9 +215,12 @@ def test_cached_gradients_equal_the_full_batch_gradient(method):
     chunks = [list(pair) for pair in zip(*(view.split(2) for view in pixel_values))]
     output = cached_gradient_backward(model.embed, model.loss_from_embeddings, chunks, dim=1)
     torch.testing.assert_close(output.loss, model(pixel_values=pixel_values).loss)
+    # Biases feeding the loss's batch standardisation have a zero gradient in exact arithmetic: what they get is
+    # rounding, so the absolute tolerance follows the largest gradient.
+    scale = max(gradient.abs().max().item() for gradient in full.values())
     for name, parameter in model.named_parameters():
         if name in full:
-            torch.testing.assert_close(parameter.grad, full[name], rtol=1e-4, atol=1e-6, msg=name)
+            torch.testing.assert_close(parameter.grad, full[name], rtol=1e-4, atol=1e-6 * max(1.0, scale), msg=name)
 
 
 # ---- trainers ---------------------------------------------------------------------------------------------------
@@ -287,7 +291,8 @@ def test_two_processes_match_one_process_on_the_global_batch(worker, tmp_path):
             torch.testing.assert_close(got["terms"], want["terms"], rtol=1e-12, atol=1e-12, msg=f"{method} loss")
             torch.testing.assert_close(got["gradient"], want["gradient"], rtol=1e-12, atol=1e-12, msg=f"{method} grad")
 
-        want = worker.train(method, str(tmp_path / "reference"), 1)
+        with torch_threads(1):
+            want = worker.train(method, str(tmp_path / "reference"), 1)
         for rank in range(2):
             got = torch.load(tmp_path / f"train_{method}_rank{rank}.pt", weights_only=True)
             what = f"{method}, rank {rank}"
