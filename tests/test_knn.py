@@ -62,6 +62,7 @@ def test_knn_accuracy_on_separable_clusters_and_errors():
     memory = centers.repeat_interleave(20, 0) + torch.randn(60, 3, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(3).repeat_interleave(20)
     assert knn_accuracy(memory, labels, centers, torch.arange(3), k=200) == 1.0
+    assert knn_predict(memory, labels, torch.zeros(0, 3), num_classes=3).shape == (0, 3)  # no queries, no error
     with pytest.raises(ValueError, match="same D"):
         knn_predict(memory, labels, torch.randn(2, 4))
     with pytest.raises(ValueError, match="memory_chunk_size=0 must be >= 1"):

@@ -55,6 +55,8 @@ def knn_predict(
     if chunk_size < 1 or memory_chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} and memory_chunk_size={memory_chunk_size} must be >= 1.")
     num_classes = num_classes if num_classes is not None else int(memory_labels.max()) + 1
+    if query_features.shape[0] == 0:
+        return torch.zeros(0, num_classes, device=memory_features.device)
     memory = F.normalize(memory_features.float(), dim=1)
     labels = memory_labels.long().to(memory.device)
     k = min(k, memory.shape[0])
