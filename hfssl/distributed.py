@@ -36,6 +36,19 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def end_processes() -> None:
+    """Wait for every process, then destroy the process group; call it once, at the end of a script that succeeded.
+
+    Without it, gloo's worker threads can be torn down during interpreter shutdown, and a process that already
+    finished its work aborts ("terminate called without an active exception", pytorch/pytorch#190489), so
+    `torchrun` reports the run as failed. After an exception it is not called: destroying a group while another
+    process still waits in a collective would hang. A no-op without a process group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0 keeping the autograd graph (gradients flow back to each process's slice).
 

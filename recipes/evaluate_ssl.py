@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hfssl.data.images import load_image_dataset
+from hfssl.distributed import end_processes
 from hfssl.evaluation.features import dataset_features, load_encoder
 from hfssl.evaluation.knn import knn_accuracy
 from hfssl.evaluation.linear_probe import linear_probe
@@ -109,3 +110,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

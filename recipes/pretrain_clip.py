@@ -27,6 +27,7 @@ from hfssl.collators.image_text import DataCollatorForImageText, plain_view
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.image_text import CAPTION_TEMPLATES, CLASS_NAMES, load_image_text_pairs
 from hfssl.data.text import train_wordpiece_tokenizer
+from hfssl.distributed import end_processes
 from hfssl.evaluation.zero_shot import (
     encode_images,
     encode_texts,
@@ -180,3 +181,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -30,6 +30,7 @@ from transformers import (
 
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
+from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
@@ -146,3 +147,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -17,17 +17,29 @@ the masks are reproducible from the seed. Outputs in --output_dir:
   them with the true patch mean and variance, which the model never sees for masked patches, so it flatters them.
 """
 
-import copy, logging, os, sys  # noqa: E401
+import copy
+import logging
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
+from transformers import (
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    ViTImageProcessor,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+    ViTMAEModel,
+)
 
-from hfssl.hub import write_card_and_push
 from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
+from hfssl.distributed import end_processes
+from hfssl.hub import write_card_and_push
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +171,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -24,14 +24,15 @@ from transformers import (
 
 from hfssl import DataCollatorForMaskedLM
 from hfssl.data.text import TextDataArguments, tokenize_and_pack, train_wordpiece_tokenizer
-from hfssl.hub import write_card_and_push
+from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
     evaluate_masked_lm,
     masked_lm_metrics,
     most_frequent_token,
-    preprocess_logits_for_masked_lm,
     premask_dataset,
+    preprocess_logits_for_masked_lm,
 )
+from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
@@ -163,3 +164,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import ImageDataArguments
+from hfssl.distributed import end_processes
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.recipe_arguments import parse_recipe_arguments
 from hfssl.recipe_vision import BackboneArguments, check_push_possible, train_evaluate_export
@@ -70,3 +71,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from hfssl.data.text import TextDataArguments, train_wordpiece_tokenizer
+from hfssl.distributed import end_processes
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
 from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
@@ -150,3 +151,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

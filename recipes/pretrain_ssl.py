@@ -21,6 +21,7 @@ import ast
 from dataclasses import dataclass, field
 
 from hfssl.data.images import ImageDataArguments
+from hfssl.distributed import end_processes
 from hfssl.recipe_arguments import parse_recipe_arguments
 from hfssl.recipe_vision import BackboneArguments, check_push_possible, train_evaluate_export
 from hfssl.trainers import SSLTrainingArguments
@@ -99,3 +100,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -26,11 +26,12 @@ from transformers import (
 from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_unigram_tokenizer
+from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
     evaluate_masked_lm,
     masked_lm_metrics,
-    preprocess_logits_for_masked_lm,
     premask_dataset,
+    preprocess_logits_for_masked_lm,
 )
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
@@ -151,3 +152,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

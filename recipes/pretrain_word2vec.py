@@ -23,8 +23,9 @@ from transformers import Trainer, TrainingArguments
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import TextDataArguments
 from hfssl.data.tokenizer_training import train_word_level_tokenizer
-from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
+from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
+from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
@@ -140,3 +141,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_processes()  # a clean exit under torchrun / accelerate launch

@@ -16,6 +16,7 @@ from hfssl.distributed import (
     average_gradients,
     check_teacher_sharding,
     convert_sync_batchnorm,
+    end_processes,
     gather_no_grad,
     gather_with_grad,
     other_processes,
@@ -42,6 +43,17 @@ def test_helpers_are_no_ops_on_one_process():
     before = layer.weight.grad.clone()
     average_gradients(layer.parameters())
     assert torch.equal(layer.weight.grad, before)
+
+
+def test_end_processes_destroys_the_group_and_is_a_no_op_without_one(tmp_path):
+    """Recipes end with it: a group left alive can abort a finished gloo process at interpreter exit."""
+    import torch.distributed as dist
+
+    end_processes()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_processes()
+    assert not dist.is_initialized()
 
 
 def test_momentum_teachers_are_refused_under_sharded_parameters():
