@@ -62,6 +62,16 @@ class StopAfter(TrainerCallback):
             control.should_training_stop = True
 
 
+class StepTimes(TrainerCallback):
+    """Record the wall-clock at the end of each step (for the calibration)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
 def load(split: str) -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
     images = _read_idx(f"{FASHION_MNIST_DIR}/{prefix}-images-idx3-ubyte.gz")
@@ -116,25 +126,29 @@ def hfssl_run(method: str, args, train, test) -> dict:
     torch.manual_seed(args.seed)
     settings, spec = method_settings(method, args), METHODS[method]
     model = spec.model_class(spec.config_class(backbone_name=args.backbone, small_image_stem=args.small_image_stem,
-                                               num_channels=1, **settings["config"]))  # fmt: skip
+                                               num_channels=1, backbone_kwargs=json.loads(args.backbone_kwargs),
+                                               **settings["config"]))  # fmt: skip
     collator = make_collator(method, args)
     dataset = ArrayImages(train[0])
     optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
                  "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch")}
     start = time.perf_counter()
-    # Calibration: time a few steps to size the cosine schedules to the budget.
-    calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=3, per_device_train_batch_size=args.batch_size,
+    # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
+    # budget; its steps count towards the budget and the reported steps.
+    calibration_steps, warmup = 8, 3
+    calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=calibration_steps, per_device_train_batch_size=args.batch_size,
                                       report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1000,
                                       seed=args.seed, collapse_action="none", **optimiser)  # fmt: skip
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    probe = spec.trainer_class(model=model, args=calib_args, data_collator=collator, train_dataset=dataset)
-    probe_start = time.perf_counter()
+    times = StepTimes()
+    probe = spec.trainer_class(model=model, args=calib_args, data_collator=collator, train_dataset=dataset, callbacks=[times])
     probe.remove_callback(PrinterCallback)
     probe.train()
-    step_seconds = (time.perf_counter() - probe_start) / 3
+    step_seconds = (times.times[-1] - times.times[warmup - 1]) / (calibration_steps - warmup)
     model.load_state_dict(initial)
-    remaining = args.budget_seconds - (time.perf_counter() - start)
+    remaining = args.budget_seconds - (time.perf_counter() - start) - 5  # 5 s for the trainer's start-up
     max_steps = max(1, int(remaining / step_seconds))
+    print(f"calibration: {step_seconds:.3f} s per step, {max_steps} steps", file=sys.stderr, flush=True)
     if method == "swav":  # prototypes frozen for the first 10% of a short run
         model.config.freeze_prototypes_steps = max_steps // 10
     train_args = SSLTrainingArguments(
@@ -148,7 +162,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     elapsed = time.perf_counter() - start
-    steps = trainer.state.global_step + 3
+    steps = trainer.state.global_step + calibration_steps
     accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
     logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry and "loss" in entry]
     signals = {key: [round(entry[key], 4) for entry in logs] for key in
@@ -207,16 +221,17 @@ def main() -> None:
     parser.add_argument("--methods", default="raw,random,lightly,simclr,moco")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--lightly_backbone", default="resnet18")
+    parser.add_argument("--backbone_kwargs", default="{}", help='JSON for timm.create_model, e.g. \'{"channels": [32, 64, 128, 256]}\'')
     parser.add_argument("--small_image_stem", action="store_true")
     parser.add_argument("--image_size", type=int, default=28)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--lars", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--weight_decay", type=float, default=1e-6)
-    parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--min_scale", type=float, default=0.3)
+    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--min_scale", type=float, default=0.8)
     parser.add_argument("--queue_size", type=int, default=4096)
-    parser.add_argument("--moco_temperature", type=float, default=0.2)
+    parser.add_argument("--moco_temperature", type=float, default=0.1)
     parser.add_argument("--moco_momentum", type=float, default=0.99)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
@@ -229,7 +244,7 @@ def main() -> None:
     if args.subset:  # development runs: the first N train and N // 6 test images
         train, test = (train[0][: args.subset], train[1][: args.subset]), (test[0][: args.subset // 6], test[1][: args.subset // 6])
     methods = args.methods.split(",")
-    results: dict = {"budget_seconds": args.budget_seconds, "backbone": args.backbone,
+    results: dict = {"budget_seconds": args.budget_seconds, "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
                      "small_image_stem": args.small_image_stem, "batch_size": args.batch_size}
     if "raw" in methods:
         flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()
@@ -238,7 +253,8 @@ def main() -> None:
         results["standardized_pixels_knn"] = knn_accuracy((flat_train - mean) / std, train[1], (flat_test - mean) / std, test[1])
     if "random" in methods:
         torch.manual_seed(args.seed)
-        backbone = Backbone(args.backbone, small_image_stem=args.small_image_stem, in_chans=1)
+        backbone = Backbone(args.backbone, small_image_stem=args.small_image_stem, in_chans=1,
+                            model_kwargs=json.loads(args.backbone_kwargs))
         results["random_backbone_knn"] = knn_of_backbone(backbone, train, test, args.image_size, 1, MEAN, STD)
     if "lightly" in methods:
         results["lightly_simclr"] = lightly_run(args, train, test)
