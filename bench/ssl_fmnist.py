@@ -109,13 +109,23 @@ def method_settings(method: str, args) -> dict:
     }[method]
 
 
-def make_collator(method: str, args) -> DataCollatorForMultiView:
+def merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys replaced (nested dicts merged key by key)."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def make_collator(method: str, args, settings: dict) -> DataCollatorForMultiView:
     """Grayscale-friendly views (crop, flip, brightness/contrast jitter) for every method: 2 views, or for DINO and
-    SwAV 2 global views plus `--num_local_crops` local crops at `--local_size`."""
+    SwAV 2 global views plus `num_local_crops` local crops at `--local_size` (`--num_local_crops`, else the
+    method's setting)."""
     common = dict(jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0)
     views = [ViewAugmentation(size=args.image_size, scale=(args.min_scale, 1.0), **common)] * 2
     if method in ("dino", "swav"):
-        views = views + [ViewAugmentation(size=args.local_size, scale=(0.1, args.min_scale), **common)] * args.num_local_crops
+        local = args.num_local_crops if args.num_local_crops is not None else settings.get("num_local_crops", 4)
+        views = views + [ViewAugmentation(size=args.local_size, scale=(0.1, args.min_scale), **common)] * local
     return DataCollatorForMultiView(views=views, channels=1, mean=MEAN, std=STD, seed=args.seed)
 
 
@@ -125,13 +135,15 @@ def hfssl_run(method: str, args, train, test) -> dict:
 
     torch.manual_seed(args.seed)
     settings, spec = method_settings(method, args), METHODS[method]
+    settings = merge(settings, json.loads(args.method_overrides).get(method, {}))
     model = spec.model_class(spec.config_class(backbone_name=args.backbone, small_image_stem=args.small_image_stem,
                                                num_channels=1, backbone_kwargs=json.loads(args.backbone_kwargs),
                                                **settings["config"]))  # fmt: skip
-    collator = make_collator(method, args)
+    collator = make_collator(method, args, settings)
     dataset = ArrayImages(train[0])
     optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
-                 "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch")}
+                 "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch"),
+                 "optim_args": settings.get("optim_args")}
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.
@@ -144,7 +156,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
     probe = spec.trainer_class(model=model, args=calib_args, data_collator=collator, train_dataset=dataset, callbacks=[times])
     probe.remove_callback(PrinterCallback)
     probe.train()
-    step_seconds = (times.times[-1] - times.times[warmup - 1]) / (calibration_steps - warmup)
+    # median step time: robust to a moment of contention from another process during the calibration
+    step_seconds = float(np.median(np.diff(times.times[warmup - 1 :])))
     model.load_state_dict(initial)
     remaining = args.budget_seconds - (time.perf_counter() - start) - 5  # 5 s for the trainer's start-up
     max_steps = max(1, int(remaining / step_seconds))
@@ -235,7 +248,9 @@ def main() -> None:
     parser.add_argument("--moco_momentum", type=float, default=0.99)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
-    parser.add_argument("--num_local_crops", type=int, default=4, help="DINO / SwAV local crops")
+    parser.add_argument("--num_local_crops", type=int, default=None, help="DINO / SwAV local crops (default: the method's)")
+    parser.add_argument("--method_overrides", default="{}",
+                        help='JSON merged into `method_settings`, e.g. \'{"simsiam": {"lr": 0.05, "optim": "sgd", "optim_args": "momentum=0.9"}}\'')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=0, help="development: train on the first N images only")
     args = parser.parse_args()
@@ -244,7 +259,7 @@ def main() -> None:
     if args.subset:  # development runs: the first N train and N // 6 test images
         train, test = (train[0][: args.subset], train[1][: args.subset]), (test[0][: args.subset // 6], test[1][: args.subset // 6])
     methods = args.methods.split(",")
-    results: dict = {"budget_seconds": args.budget_seconds, "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
+    results: dict = {"budget_seconds": args.budget_seconds, "method_overrides": json.loads(args.method_overrides), "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
                      "small_image_stem": args.small_image_stem, "batch_size": args.batch_size}
     if "raw" in methods:
         flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()

@@ -5,7 +5,8 @@ SimCLRTransform (PIL, per image) and a per-image torchvision.transforms.v2 pipel
 
 Images: the first 1,024 Fashion-MNIST training images as RGB PIL images resized to the view size; every
 pipeline makes two SimCLR views per image (crop (0.08, 1), flip, jitter 0.8 s=1 p=0.8, grayscale 0.2, blur p=0.5,
-normalise). Figure: images per second (each giving 2 views), median of --repeats epochs after a warm-up epoch
+normalise). Figure: images per second (each giving 2 views), median of --repeats epochs after a warm-up epoch,
+the pipelines taking turns epoch by epoch so that a slow spell of the shared machine falls on all of them
 (workers persist, so their start-up is not timed), all pipelines in the same process. torch runs with 1 intra-op
 thread in the main process (--threads), as DataLoader workers do. Prints one JSON line.
 """
@@ -63,23 +64,27 @@ def torchvision_simclr(size: int) -> TwoViews:
     ]))
 
 
-def images_per_second(collate, examples: list[dict], batch_size: int, workers: int, repeats: int) -> float:
-    """Median over `repeats` epochs, after one warm-up epoch; workers persist, so their start-up is not timed."""
-    loader = DataLoader(examples, batch_size=batch_size, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
-    rates = []
+def images_per_second(pipelines: dict, examples: list[dict], batch_size: int, workers: int, repeats: int) -> dict[str, float]:
+    """Median images/s of each pipeline over `repeats` epochs, after one warm-up epoch each. The pipelines take
+    turns epoch by epoch, so a slow spell of the (shared) machine falls on all of them, not on one; workers
+    persist, so their start-up is not timed."""
+    loaders = {name: DataLoader(examples, batch_size=batch_size, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
+               for name, collate in pipelines.items()}  # fmt: skip
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for epoch in range(repeats + 1):
-        start = time.perf_counter()
-        count = sum(batch["pixel_values"][0].shape[0] for batch in loader)
-        if epoch > 0:
-            rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for name, loader in loaders.items():
+            start = time.perf_counter()
+            count = sum(batch["pixel_values"][0].shape[0] for batch in loader)
+            if epoch > 0:
+                rates[name].append(count / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=1024)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the main process (workers use 1)")
     args = parser.parse_args()
@@ -99,7 +104,7 @@ def main() -> None:
         }
         for workers in (0, 2):
             key = f"{size}px_{'1process' if workers == 0 else '2workers'}"
-            rates = {name: images_per_second(collate, examples, args.batch_size, workers, args.repeats) for name, collate in pipelines.items()}
+            rates = images_per_second(pipelines, examples, args.batch_size, workers, args.repeats)
             for name, rate in rates.items():
                 result[f"{name}_{key}"] = round(rate, 1)
             result[f"ratio_vs_lightly_{key}"] = round(rates["hfssl"] / rates["lightly"], 2)

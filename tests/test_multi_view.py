@@ -154,6 +154,9 @@ def test_photometric_ops_match_torchvision():
     torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
     expected = torch.stack([TF.gaussian_blur(images[i], [5, 5], [s, s]) for i, s in enumerate([0.5, 1.0, 2.0])])
     torch.testing.assert_close(P.gaussian_blur(images, torch.tensor([0.5, 1.0, 2.0]), 5), expected, atol=1e-5, rtol=0)
+    wide = torch.rand(2, 3, 50, 70)  # 3+ blocks of 16 outputs in both passes, the last one ragged: the blocked matmuls
+    expected = torch.stack([TF.gaussian_blur(wide[i], [9, 9], [s, s]) for i, s in enumerate([0.3, 1.9])])
+    torch.testing.assert_close(P.gaussian_blur(wide, torch.tensor([0.3, 1.9]), 9), expected, atol=1e-5, rtol=0)
     tall = torch.rand(2, 3, 60, 7)  # 60 > 16 * 3: the grouped-convolution path
     expected = torch.stack([TF.gaussian_blur(tall[i], [3, 3], [s, s]) for i, s in enumerate([0.7, 1.5])])
     torch.testing.assert_close(P.gaussian_blur(tall, torch.tensor([0.7, 1.5]), 3), expected, atol=1e-5, rtol=0)

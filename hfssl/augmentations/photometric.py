@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL and torchvision
+_HUE_CENTRES = (3.0, 5.0, 1.0)
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
@@ -103,12 +104,11 @@ def _rotate_hue(images: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) ->
     hue6 = torch.lerp((red - green).add_(safe, alpha=4.0), (blue - red).add_(safe, alpha=2.0), is_green)
     hue6 = torch.lerp(hue6, green - blue, is_red)  # weights are exactly 0 or 1: lerp selects
     hue6.div_(safe).add_(6.0 * shift.to(images.dtype).view(-1, 1, 1, 1)).remainder_(6.0)  # H6' in [0, 6)
-    for channel, centre in enumerate((3.0, 5.0, 1.0)):  # 2 - n mod 6 for n = 5, 3, 1
-        distance = (hue6 - centre).abs_()
-        distance = torch.minimum(distance, 6.0 - distance)
-        ramp = distance.neg_().add_(2.0).clamp_(0.0, 1.0)
-        torch.addcmul(maxc, delta, ramp, value=-1.0, out=out[:, channel : channel + 1])  # in [min, max]: no clamp
-    return out
+    # all three channels at once, (B, 3, H, W): with e = |H6' - centre| in [0, 6), the distance on the circle is
+    # min(e, 6 - e) = 3 - |e - 3|, so the ramp clamp(2 - d, 0, 1) is clamp(|e - 3| - 1, 0, 1), all in place
+    centres = torch.tensor(_HUE_CENTRES, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # 2 - n mod 6, n = 5, 3, 1
+    ramp = (hue6 - centres).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    return torch.addcmul(maxc, delta, ramp, value=-1.0, out=out)  # in [min, max]: no clamp
 
 
 JITTER_OPS = (_brightness_, _contrast_, _saturation_, _hue_)  # in place, on slices of a tensor color_jitter owns
@@ -172,12 +172,30 @@ def _blur_matrices(kernels: torch.Tensor, size: int) -> torch.Tensor:
     return matrices.scatter_add_(2, source.expand(batch, size, kernel_size), kernels.view(batch, 1, kernel_size).expand(batch, size, kernel_size))
 
 
+def _banded_matmul(values: torch.Tensor, matrices: torch.Tensor, pad: int, block: int, left: bool) -> torch.Tensor:
+    """`matrices @ values` (`left`) or `values @ matrices` for matrices whose output i only reads inputs i - pad ..
+    i + pad (folded into 0 .. S - 1): blocks of `block` outputs, each from its window of inputs, when there are at
+    least 3 blocks; one matmul otherwise."""
+    side = values.shape[-2] if left else values.shape[-1]
+    if side < 3 * block:
+        return torch.matmul(matrices, values) if left else torch.matmul(values, matrices)
+    pieces = []
+    for start in range(0, side, block):
+        end = min(side, start + block)
+        low, high = max(0, start - pad), min(side, end + pad)
+        if left:
+            pieces.append(torch.matmul(matrices[..., start:end, low:high], values[..., low:high, :]))
+        else:
+            pieces.append(torch.matmul(values[..., low:high], matrices[..., low:high, start:end]))
+    return torch.cat(pieces, -2 if left else -1)
+
+
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per image (reflect padding, as torchvision).
 
-    Each 1-D pass is one batched matrix product with a banded (S, S) matrix per image that has the reflect padding
-    folded in: K / S of its multiply-adds are useful, but matmul runs them far faster than a grouped convolution
-    (2x at 96 px on CPU). Falls back to grouped convolutions, with replicate padding, when the kernel is wider
+    Each 1-D pass is a batched matrix product with a banded (S, S) matrix per image that has the reflect padding
+    folded in, cut into blocks of outputs that each multiply only the inputs they reach: matmul runs these far
+    faster than a grouped convolution on CPU, although only part of its multiply-adds are useful. Falls back to grouped convolutions, with replicate padding, when the kernel is wider
     than the image or much narrower than it (S > 16 K).
 
     Args:
@@ -194,8 +212,13 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     kernels = gaussian_kernels(sigma.to(images.device, images.dtype), kernel_size)
     pad = kernel_size // 2
     if pad < min(height, width) and max(height, width) <= 16 * kernel_size:
-        rows = torch.matmul(images.reshape(batch, channels * height, width), _blur_matrices(kernels, width).transpose(1, 2))
-        return torch.matmul(_blur_matrices(kernels, height).unsqueeze(1), rows.view(batch, channels, height, width))
+        # the matrices are banded: for 3 or more blocks of outputs, each block only multiplies the inputs it can reach
+        # (its side plus the padding on each side), e.g. 2.4x fewer multiply-adds and time at 96 px, same values
+        block = max(16, 3 * kernel_size // 2)
+        row_matrices = _blur_matrices(kernels, width).transpose(1, 2)  # (B, W in, W out)
+        rows = _banded_matmul(images.reshape(batch, channels * height, width), row_matrices, pad, block, left=False)
+        column_matrices = _blur_matrices(kernels, height).unsqueeze(1)  # (B, 1, H out, H in)
+        return _banded_matmul(rows.view(batch, channels, height, width), column_matrices, pad, block, left=True)
     kernels = kernels.repeat_interleave(channels, 0)
     flat = images.reshape(1, batch * channels, height, width)
     mode = "reflect" if pad < min(height, width) else "replicate"
@@ -223,7 +246,9 @@ def where_rows(mask: torch.Tensor, op, images: torch.Tensor, *args, inplace: boo
     step = max(1, PIECE_VALUES // max(1, images[0].numel())) if images.device.type == "cpu" else rows.numel()
     for start in range(0, rows.numel(), step):
         piece = rows[start : start + step]
-        images[piece] = op(images[piece], *[arg[piece] if isinstance(arg, torch.Tensor) else arg for arg in args])
+        # index_select / index_copy_ rather than images[piece] (advanced indexing): 1.2-1.5x faster here on CPU
+        arguments = [arg.index_select(0, piece) if isinstance(arg, torch.Tensor) else arg for arg in args]
+        images.index_copy_(0, piece, op(images.index_select(0, piece), *arguments))
     return images
 
 

@@ -83,6 +83,58 @@ def _band_bits(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return bands(height, width, tile=False), bands(width, height, tile=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _band_table(height: int, width: int) -> np.ndarray:
+    """`_band_bits`'s row and column bands as one table (rows first), words padded to a multiple of 4 (so the byte
+    popcounts of a rectangle's words can be summed four at a time through a uint32 view)."""
+    table = np.concatenate(_band_bits(height, width))
+    pad = -table.shape[1] % 4
+    return np.pad(table, ((0, 0), (0, pad))) if pad else table
+
+
+@functools.lru_cache(maxsize=16)
+def _band_ints(height: int, width: int) -> tuple[list[int], list[int]]:
+    """`_band_bits` as Python ints (bit l = patch l), for the per-image rounds at the end of `block_mask`."""
+    return tuple([int.from_bytes(band.astype("<u8").tobytes(), "little") for band in bands] for bands in _band_bits(height, width))
+
+
+PYTHON_TAIL = 4  # `block_mask` finishes the last unfinished images one by one below this many (cheaper than a numpy round)
+
+
+def _finish_per_image(
+    mask: np.ndarray, ids: np.ndarray, count: np.ndarray, grid: tuple[int, int], num_masked: int, max_num_patches: int,
+    min_num_patches: int, aspect_scale: float, aspect_shift: float, rng: np.random.Generator,
+) -> None:
+    """The rest of BEiT's algorithm for the images `ids` (masked `count` patches so far), one at a time, in place.
+
+    The same rounds as `block_mask`'s (10 candidates, the first that fits and adds 1 .. remaining patches is kept),
+    on Python ints as bit sets: for a handful of images this is faster than a round of numpy calls."""
+    height, width = grid
+    rows, cols = _band_ints(height, width)
+    words = mask.shape[1]
+    for image, done in zip(ids.tolist(), count.tolist()):
+        bits = int.from_bytes(mask[image].astype("<u8").tobytes(), "little")
+        while done < num_masked:
+            budget = min(num_masked - done, max_num_patches)
+            uniform = rng.random((10, 4), dtype=np.float32).tolist()
+            added = 0
+            for u_area, u_aspect, u_top, u_left in uniform:
+                side = math.sqrt((budget - min_num_patches) * u_area + min_num_patches)
+                stretch = u_aspect * aspect_scale + aspect_shift
+                h, w = round(side * math.exp(stretch)), round(side * math.exp(-stretch))
+                if h >= height or w >= width:
+                    continue
+                box = rows[int(u_top * (height + 1 - h)) * (height + 1) + h] & cols[int(u_left * (width + 1 - w)) * (width + 1) + w]
+                new = h * w - (box & bits).bit_count()
+                if 0 < new <= budget:
+                    bits, added = bits | box, new
+                    break
+            if added == 0:
+                break
+            done += added
+        mask[image] = np.frombuffer(bits.to_bytes(8 * words, "little"), dtype="<u8")
+
+
 def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
@@ -94,7 +146,9 @@ def block_mask(
     rounded half to even as Python's `round`) and keeps the first that fits and adds between 1 and the remaining
     number of patches; an image stops when it reaches `num_masked` or no candidate qualifies. Same distribution
     as the per-image loop. Masks are bit sets (uint64 words), so a rectangle is one AND of a row band and a
-    column band and its new patches are one popcount: a round is a few dozen numpy calls on (B, 10) arrays.
+    column band and its new patches are one popcount: a round is a few dozen numpy calls on (B, 10) arrays,
+    with heights and widths (and rows and columns) handled together as (2, B, 10) arrays. The last few
+    unfinished images (`PYTHON_TAIL`) finish one by one on Python ints, where a numpy round would cost more.
 
     Returns:
         `torch.Tensor` of shape (B, grid_h * grid_w): bool, True = masked. At most `num_masked` per image.
@@ -102,39 +156,68 @@ def block_mask(
     height, width = grid
     max_num_patches = num_masked if max_num_patches is None else max_num_patches
     log_low, log_high = math.log(min_aspect), math.log(1.0 / min_aspect)
-    row_bands, col_bands = _band_bits(height, width)
-    words = row_bands.shape[1]
-    # numpy, not torch: a round is ~70 calls on small arrays, where numpy's per-call overhead is a fraction of
+    table = _band_table(height, width)
+    words = table.shape[1]
+    # (2, 1, 1) constants: heights use +log(aspect) / 2, widths -log(aspect) / 2; row bands come first in `table`
+    half_range, half_low = 0.5 * (log_high - log_low), 0.5 * log_low
+    sign = np.array([1.0, -1.0], dtype=np.float32).reshape(2, 1, 1)
+    aspect_scale, aspect_shift = sign * np.float32(half_range), sign * np.float32(half_low)
+    sides = np.array([height, width]).reshape(2, 1, 1)
+    band_stride, band_offset = sides + 1, np.array([0, height * (height + 1)]).reshape(2, 1, 1)
+    row_starts = np.arange(10 * batch_size)
+    # a rectangle's new patches are summed from byte popcounts four at a time (x * 0x01010101 >> 24 adds the four
+    # bytes of a uint32); exact while no sum exceeds 255, i.e. for grids of at most 255 patches
+    byte_sums = height * width <= 255
+    # numpy, not torch: a round is ~50 calls on small arrays, where numpy's per-call overhead is a fraction of
     # torch's; its generator is seeded from `generator`. Masks are bit sets; `ids` lists the unfinished images.
+
+    def candidates(uniform: np.ndarray, budget: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k candidates for each of m images (uniform (4, m, k), budget (m, 1), masks (m, words)) -> whether one
+        qualifies (m,), the new patches (m,) and the rectangle (m, words) of each image's first qualifying one."""
+        m, k = uniform.shape[1:]
+        side = np.sqrt((budget - min_num_patches).astype(np.float32) * uniform[0] + np.float32(min_num_patches))
+        hw = np.rint(side * np.exp(uniform[1] * aspect_scale + aspect_shift)).astype(np.intp)  # (2, m, k)
+        inside = hw < sides
+        fits = inside[0] & inside[1]
+        np.minimum(hw, sides, out=hw)
+        corner = (uniform[2:] * (band_stride - hw)).astype(np.intp)  # top, left uniform in 0 .. side - h (w)
+        bands = np.take(table, corner * band_stride + hw + band_offset, axis=0)  # (2, m, k, words)
+        boxes = bands[0] & bands[1]  # (m, k, words)
+        overlap = _popcount(boxes & work[:, None])  # (m, k, words) uint8
+        if byte_sums:
+            overlap = ((overlap.view(np.uint32) * np.uint32(0x01010101)) >> np.uint32(24)).astype(np.intp)
+            new = hw[0] * hw[1] - overlap[..., 0]
+            for chunk in range(1, words // 4):
+                new -= overlap[..., chunk]
+        else:
+            new = hw[0] * hw[1] - overlap.sum(-1, dtype=np.intp)
+        valid = fits & (new > 0) & (new <= budget)
+        first = valid.argmax(axis=1) + row_starts[: k * m : k] if k > 1 else np.arange(m)  # flat index of the first
+        return np.take(valid, first), np.take(new, first), np.take(boxes.reshape(m * k, words), first, axis=0)
+
     mask = np.zeros((batch_size, words), dtype=np.uint64)
     ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)  # the unfinished images
     count = np.zeros(ids.size, dtype=np.int64)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))  # seeded from `generator`
-    while ids.size:
+    # uniforms for about five full rounds in one call (a typical run needs four to five), refilled when short;
+    # float32 halves the memory traffic of every op below
+    pool, used = rng.random(200 * batch_size, dtype=np.float32), 0
+    while ids.size > PYTHON_TAIL:
         n = ids.size
+        if used + 40 * n > pool.size:
+            pool, used = rng.random(200 * batch_size, dtype=np.float32), 0
+        uniform = pool[used : used + 40 * n].reshape(4, n, 10)
+        used += 40 * n
         work = np.take(mask, ids, axis=0)  # (n, words)
-        uniform = rng.random((4, n, 10), dtype=np.float32)  # float32 halves the memory traffic of every op below
-        budget = np.minimum(num_masked - count, max_num_patches)[:, None]  # (n, 1)
-        side = np.sqrt((budget - min_num_patches).astype(np.float32) * uniform[0] + np.float32(min_num_patches))
-        stretch = np.exp(uniform[1] * np.float32(0.5 * (log_high - log_low)) + np.float32(0.5 * log_low))  # sqrt of aspect
-        h, w = np.rint(side * stretch).astype(np.intp), np.rint(side / stretch).astype(np.intp)  # (n, 10)
-        fits = (h < height) & (w < width)
-        np.minimum(h, height, out=h)
-        np.minimum(w, width, out=w)
-        top = (uniform[2] * (height + 1 - h)).astype(np.intp)  # uniform in 0 .. height - h
-        left = (uniform[3] * (width + 1 - w)).astype(np.intp)
-        boxes = np.take(row_bands, top * (height + 1) + h, axis=0) & np.take(col_bands, left * (width + 1) + w, axis=0)
-        overlap = _popcount(boxes & work[:, None])  # (n, 10, words)
-        new = h * w - overlap[..., 0]
-        for word in range(1, words):
-            new -= overlap[..., word]
-        valid = fits & (new > 0) & (new <= budget)
-        first = valid.argmax(axis=1) + np.arange(0, 10 * n, 10)  # flat index of each image's first valid candidate
-        chosen = np.take(valid, first)
-        mask[ids] = work | np.take(boxes.reshape(10 * n, words), first, axis=0) * chosen[:, None].astype(np.uint64)
-        count += np.take(new, first) * chosen
+        budget = num_masked - count if max_num_patches >= num_masked else np.minimum(num_masked - count, max_num_patches)
+        budget = budget[:, None]  # (n, 1)
+        chosen, new, boxes = candidates(uniform, budget, work)
+        mask[ids] = work | boxes * chosen[:, None].astype(np.uint64)
+        count += new * chosen
         kept = np.flatnonzero(chosen & (count < num_masked))
         ids, count = ids[kept], count[kept]
+    if ids.size:
+        _finish_per_image(mask, ids, count, grid, num_masked, max_num_patches, min_num_patches, half_range, half_low, rng)
     bits = np.unpackbits(mask.astype("<u8").view(np.uint8), axis=1, bitorder="little")[:, : height * width]
     return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
 
