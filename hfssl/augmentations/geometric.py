@@ -87,29 +87,45 @@ def flip_horizontal(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def resize_boxes_uint8(images: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor) -> torch.Tensor:
+def _resize_into(crop: torch.Tensor, size: int, out: torch.Tensor) -> None:
+    """`F.interpolate(crop, (size, size), mode="bilinear", antialias=True)` written straight into `out` (1, C, S, S)
+    through the op's out= variant (half the time of interpolating and copying, per crop); the copy if unavailable."""
+    try:
+        torch.ops.aten._upsample_bilinear2d_aa.out(crop, [size, size], False, None, None, out=out)
+    except (AttributeError, RuntimeError, TypeError):  # an older or newer torch without this overload
+        out.copy_(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+
+
+def resize_boxes_uint8(
+    images: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cut integer boxes out of uint8 images and resize each to `size` (bilinear, antialiased when shrinking).
 
     Same result as torchvision's `resized_crop(image, top, left, h, w, size, antialias=True)` on each box; runs
-    torch's uint8 (AVX2) resampling kernel once per box on channels-last pixels, with no float copy of the batch.
+    torch's uint8 (AVX2) resampling kernel once per box on channels-last pixels, writing into the output, with no
+    float copy of the batch.
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)): uint8.
         boxes (`torch.Tensor` of shape (N, 4)): (x0, y0, x1, y1), integer-valued, inside each image.
         size (`int`): output side S.
         image_index (`torch.Tensor` of shape (N,)): which image each box cuts.
+        flip (`torch.Tensor` of shape (N,), *optional*): bool, flip these crops horizontally.
 
     Returns:
-        `torch.Tensor` of shape (N, C, S, S), uint8.
+        `torch.Tensor` of shape (N, C, S, S), uint8, in channels-last memory format (`.contiguous()` for NCHW).
     """
-    output = images.new_empty((boxes.shape[0], images.shape[1], size, size))
+    output = torch.empty((boxes.shape[0], images.shape[1], size, size), dtype=images.dtype, memory_format=torch.channels_last)
     source = images.contiguous(memory_format=torch.channels_last)  # the kernel runs 1.5-2x faster on RGB pixels
-    for row, (index, (x0, y0, x1, y1)) in enumerate(zip(image_index.tolist(), boxes.long().tolist())):
-        crop = source[index : index + 1, :, y0:y1, x0:x1]
+    flips = [False] * boxes.shape[0] if flip is None else flip.tolist()
+    for row, (index, (x0, y0, x1, y1), flipped) in enumerate(zip(image_index.tolist(), boxes.long().tolist(), flips)):
+        crop, target = source[index : index + 1, :, y0:y1, x0:x1], output[row : row + 1]
         if (y1 - y0, x1 - x0) == (size, size):
-            output[row] = crop[0]
+            target.copy_(crop)
         else:
-            output[row] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+            _resize_into(crop, size, target)
+        if flipped:  # one crop at a time: 4-5x faster than flipping the gathered rows of the batch
+            target.copy_(target.flip(-1))
     return output
 
 
@@ -123,6 +139,7 @@ def random_resized_crops(
     generator: torch.Generator | None = None,
     repeats: int = 1,
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
 
@@ -133,6 +150,8 @@ def random_resized_crops(
         generator (`torch.Generator`, *optional*): source of randomness.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.
+        channels_last (`bool`): with uint8, return the crops in channels-last memory format (as they are made),
+            saving a copy for callers that convert them anyway; otherwise the result is contiguous NCHW.
 
     Returns:
         `torch.Tensor` of shape (R * B, C, S, S), `dtype`, holding integer values in [0, 255].
@@ -142,7 +161,7 @@ def random_resized_crops(
     flip = torch.rand(repeats * batch, generator=generator) < flip_p
     if images.dtype != torch.uint8:
         images = images.round().clamp_(0, 255).to(torch.uint8)
-    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats))
-    rows = torch.nonzero(flip).squeeze(1)
-    crops[rows] = crops[rows].flip(-1)  # in place: `crops` is ours
-    return crops.to(dtype)
+    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats), flip)
+    if dtype == torch.uint8 and channels_last:
+        return crops
+    return crops.to(dtype=dtype, memory_format=torch.contiguous_format)

@@ -171,7 +171,8 @@ class DataCollatorForMultiView:
             groups.setdefault(view, []).append(index)
         for view, indices in groups.items():
             repeats = len(indices)
-            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats, torch.uint8)
+            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats,
+                                         torch.uint8, channels_last=not self.photometric_on_device)  # fmt: skip
             params = view.draw_photometric(repeats * batch_size, generator)
             for position, index in enumerate(indices):
                 rows = slice(position * batch_size, (position + 1) * batch_size)
