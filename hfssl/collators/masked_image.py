@@ -156,67 +156,64 @@ def block_mask(
     height, width = grid
     max_num_patches = num_masked if max_num_patches is None else max_num_patches
     log_low, log_high = math.log(min_aspect), math.log(1.0 / min_aspect)
+    half_range, half_low = 0.5 * (log_high - log_low), 0.5 * log_low
     table = _band_table(height, width)
     words = table.shape[1]
-    # (2, 1, 1) constants: heights use +log(aspect) / 2, widths -log(aspect) / 2; row bands come first in `table`
-    half_range, half_low = 0.5 * (log_high - log_low), 0.5 * log_low
-    sign = np.array([1.0, -1.0], dtype=np.float32).reshape(2, 1, 1)
+    # Constants of a round. Heights use +log(aspect) / 2, widths -log(aspect) / 2 ((2, 1) factors); row bands come
+    # first in `table`. `area[h, w]` is h * w for a rectangle that fits, and a number above any budget otherwise,
+    # so one lookup both sizes a candidate and rules out those that do not fit; sides are at most `cap` - 1.
+    sign = np.array([[1.0], [-1.0]], dtype=np.float32)
     aspect_scale, aspect_shift = sign * np.float32(half_range), sign * np.float32(half_low)
-    sides = np.array([height, width]).reshape(2, 1, 1)
-    band_stride, band_offset = sides + 1, np.array([0, height * (height + 1)]).reshape(2, 1, 1)
-    row_starts = np.arange(10 * batch_size)
+    cap = math.ceil(math.sqrt(max(num_masked, min_num_patches)) * math.exp(half_range + half_low)) + 2
+    sides = np.arange(cap)
+    area = np.where((sides[:, None] < height) & (sides < width), sides[:, None] * sides, 1 << 20).astype(np.uint32).ravel()
+    band_stride = np.array([height + 1, width + 1]).reshape(2, 1, 1)
+    band_offset = np.array([0, height * (height + 1)]).reshape(2, 1, 1)
+    row_starts = np.arange(0, 10 * batch_size, 10)
     # a rectangle's new patches are summed from byte popcounts four at a time (x * 0x01010101 >> 24 adds the four
     # bytes of a uint32); exact while no sum exceeds 255, i.e. for grids of at most 255 patches
     byte_sums = height * width <= 255
-    # numpy, not torch: a round is ~50 calls on small arrays, where numpy's per-call overhead is a fraction of
+    # numpy, not torch: a round is ~40 calls on small arrays, where numpy's per-call overhead is a fraction of
     # torch's; its generator is seeded from `generator`. Masks are bit sets; `ids` lists the unfinished images.
-
-    def candidates(uniform: np.ndarray, budget: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """k candidates for each of m images (uniform (4, m, k), budget (m, 1), masks (m, words)) -> whether one
-        qualifies (m,), the new patches (m,) and the rectangle (m, words) of each image's first qualifying one."""
-        m, k = uniform.shape[1:]
-        side = np.sqrt((budget - min_num_patches).astype(np.float32) * uniform[0] + np.float32(min_num_patches))
-        hw = np.rint(side * np.exp(uniform[1] * aspect_scale + aspect_shift)).astype(np.intp)  # (2, m, k)
-        inside = hw < sides
-        fits = inside[0] & inside[1]
-        np.minimum(hw, sides, out=hw)
-        corner = (uniform[2:] * (band_stride - hw)).astype(np.intp)  # top, left uniform in 0 .. side - h (w)
-        bands = np.take(table, corner * band_stride + hw + band_offset, axis=0)  # (2, m, k, words)
-        boxes = bands[0] & bands[1]  # (m, k, words)
-        overlap = _popcount(boxes & work[:, None])  # (m, k, words) uint8
-        if byte_sums:
-            overlap = ((overlap.view(np.uint32) * np.uint32(0x01010101)) >> np.uint32(24)).astype(np.intp)
-            new = hw[0] * hw[1] - overlap[..., 0]
-            for chunk in range(1, words // 4):
-                new -= overlap[..., chunk]
-        else:
-            new = hw[0] * hw[1] - overlap.sum(-1, dtype=np.intp)
-        valid = fits & (new > 0) & (new <= budget)
-        first = valid.argmax(axis=1) + row_starts[: k * m : k] if k > 1 else np.arange(m)  # flat index of the first
-        return np.take(valid, first), np.take(new, first), np.take(boxes.reshape(m * k, words), first, axis=0)
-
     mask = np.zeros((batch_size, words), dtype=np.uint64)
     ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)  # the unfinished images
-    count = np.zeros(ids.size, dtype=np.int64)
+    remaining = np.full(ids.size, num_masked, dtype=np.uint32)  # patches still to mask, per unfinished image
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))  # seeded from `generator`
-    # uniforms for about five full rounds in one call (a typical run needs four to five), refilled when short;
-    # float32 halves the memory traffic of every op below
-    pool, used = rng.random(200 * batch_size, dtype=np.float32), 0
+    size, used = 50 * batch_size, 50 * batch_size  # uniforms for five full rounds per draw (a run needs four or five)
     while ids.size > PYTHON_TAIL:
         n = ids.size
-        if used + 40 * n > pool.size:
-            pool, used = rng.random(200 * batch_size, dtype=np.float32), 0
-        uniform = pool[used : used + 40 * n].reshape(4, n, 10)
-        used += 40 * n
+        if used + 10 * n > size:  # (4, size) uniforms in one call, and the aspect factors of all of them at once
+            size, used = max(size, 10 * n), 0
+            pool = rng.random((4, size), dtype=np.float32)  # float32 halves the memory traffic of every op below
+            stretch_pool = np.exp(pool[1] * aspect_scale + aspect_shift)  # (2, size)
+        uniform = pool[:, used : used + 10 * n].reshape(4, n, 10)
+        stretch = stretch_pool[:, used : used + 10 * n].reshape(2, n, 10)
+        used += 10 * n
         work = np.take(mask, ids, axis=0)  # (n, words)
-        budget = num_masked - count if max_num_patches >= num_masked else np.minimum(num_masked - count, max_num_patches)
-        budget = budget[:, None]  # (n, 1)
-        chosen, new, boxes = candidates(uniform, budget, work)
-        mask[ids] = work | boxes * chosen[:, None].astype(np.uint64)
-        count += new * chosen
-        kept = np.flatnonzero(chosen & (count < num_masked))
-        ids, count = ids[kept], count[kept]
+        budget = (remaining if max_num_patches >= num_masked else np.minimum(remaining, max_num_patches))[:, None]
+        side = np.sqrt(np.subtract(budget, min_num_patches, dtype=np.float32) * uniform[0] + np.float32(min_num_patches))
+        hw = np.rint(side * stretch).astype(np.intp)  # (2, n, 10) heights and widths
+        corner = (uniform[2:] * (band_stride - hw)).astype(np.intp)  # top, left uniform in 0 .. side - h (w)
+        # (indices of rectangles that do not fit may fall outside the table: clipped, and ruled out by `area`)
+        bands = np.take(table, corner * band_stride + hw + band_offset, axis=0, mode="clip")  # (2, n, 10, words)
+        boxes = bands[0] & bands[1]  # (n, 10, words)
+        overlap = _popcount(boxes & work[:, None])  # (n, 10, words) uint8
+        new = np.take(area, hw[0] * cap + hw[1], mode="clip")  # (n, 10) uint32
+        if byte_sums:
+            overlap = (overlap.view(np.uint32) * np.uint32(0x01010101)) >> np.uint32(24)
+            for chunk in range(words // 4):
+                new -= overlap[..., chunk]
+        else:
+            new -= overlap.sum(-1, dtype=np.uint32)
+        valid = (new - np.uint32(1)) < budget  # 1 <= new <= budget (0 - 1 wraps around)
+        first = valid.argmax(axis=1) + row_starts[:n]  # flat index of each image's first valid candidate
+        chosen = np.take(valid, first)
+        mask[ids] = work | np.take(boxes.reshape(10 * n, words), first, axis=0) * chosen[:, None].astype(np.uint64)
+        remaining -= np.take(new, first) * chosen
+        kept = np.flatnonzero(chosen & (remaining > 0))
+        ids, remaining = ids[kept], remaining[kept]
     if ids.size:
+        count = num_masked - remaining.astype(np.int64)
         _finish_per_image(mask, ids, count, grid, num_masked, max_num_patches, min_num_patches, half_range, half_low, rng)
     bits = np.unpackbits(mask.astype("<u8").view(np.uint8), axis=1, bitorder="little")[:, : height * width]
     return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
