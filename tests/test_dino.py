@@ -395,7 +395,8 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
             assert len(got["losses"]) == worker.STEPS
             torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=0, atol=1e-5)
             for name, tensor in want["state"].items():
-                torch.testing.assert_close(got["state"][name].float(), tensor.float(), rtol=0, atol=1e-5,
+                # float32 sums in another order: a few ulps of each value (the last head bias reaches ~200 here)
+                torch.testing.assert_close(got["state"][name].float(), tensor.float(), rtol=1e-6, atol=1e-5,
                                            msg=f"{method}, rank {rank}: {name}")  # fmt: skip
 
 
@@ -420,4 +421,5 @@ def test_gradient_accumulation_matches_one_batch_and_evaluation_leaves_the_state
         states.append(before)
     assert states[0]["center"].abs().sum() > 0 and states[0]["step"].item() == 2
     for name, tensor in states[0].items():
-        torch.testing.assert_close(states[1][name].float(), tensor.float(), rtol=0, atol=1e-5, msg=name)
+        # float32 sums in another order: a few ulps of each value (the last head bias reaches ~200 here)
+        torch.testing.assert_close(states[1][name].float(), tensor.float(), rtol=1e-6, atol=1e-5, msg=name)
