@@ -135,6 +135,15 @@ def _finish_per_image(
         mask[image] = np.frombuffer(bits.to_bytes(8 * words, "little"), dtype="<u8")
 
 
+@functools.lru_cache(maxsize=64)
+def _area_table(height: int, width: int, cap: int) -> np.ndarray:
+    """Flat (cap * cap,) uint32: entry h * cap + w is h * w if an h x w rectangle fits in the grid (h < height and
+    w < width, as BEiT requires), else 2^20, more than any budget."""
+    sides = np.arange(cap)
+    fits = (sides[:, None] < height) & (sides < width)
+    return np.where(fits, sides[:, None] * sides, 1 << 20).astype(np.uint32).ravel()
+
+
 def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
@@ -165,8 +174,7 @@ def block_mask(
     sign = np.array([[1.0], [-1.0]], dtype=np.float32)
     aspect_scale, aspect_shift = sign * np.float32(half_range), sign * np.float32(half_low)
     cap = math.ceil(math.sqrt(max(num_masked, min_num_patches)) * math.exp(half_range + half_low)) + 2
-    sides = np.arange(cap)
-    area = np.where((sides[:, None] < height) & (sides < width), sides[:, None] * sides, 1 << 20).astype(np.uint32).ravel()
+    area = _area_table(height, width, cap)
     band_stride = np.array([height + 1, width + 1]).reshape(2, 1, 1)
     band_offset = np.array([0, height * (height + 1)]).reshape(2, 1, 1)
     row_starts = np.arange(0, 10 * batch_size, 10)
