@@ -195,8 +195,9 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
 
     Each 1-D pass is a batched matrix product with a banded (S, S) matrix per image that has the reflect padding
     folded in, cut into blocks of outputs that each multiply only the inputs they reach: matmul runs these far
-    faster than a grouped convolution on CPU, although only part of its multiply-adds are useful. Falls back to grouped convolutions, with replicate padding, when the kernel is wider
-    than the image or much narrower than it (S > 16 K).
+    faster than a grouped convolution on CPU, although only part of its multiply-adds are useful. Falls back to
+    grouped convolutions, with replicate padding, when the kernel is wider than the image or much narrower than
+    it (S > 16 K).
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)).
