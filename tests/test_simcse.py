@@ -97,7 +97,7 @@ def test_recipe_trains_and_saves(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize("processes", [2])  # 3 processes (uneven shards) of the same gather: tests/test_distributed.py
 def test_processes_match_one_process_on_the_global_batch(tmp_path, processes):
     """Negatives gathered with gradients: N processes give the loss and gradients of one on the global batch."""
     import os
