@@ -10,7 +10,8 @@ Labels are unused for training. Each method trains for `--budget_seconds` of wal
 optimisation included; the learning-rate schedule is sized from a short timed calibration inside the budget), then
 weighted kNN top-1 (k=200, cosine, temperature 0.1, the 60k train set as memory) is measured on the 10k test set.
 Also measured: raw-pixel kNN (plain and per-pixel standardised) and a randomly initialised backbone.
-Each method also reports its collapse signals at ten logging steps (`signals`). Prints one JSON line (and each
+hfssl's runs use `SSLTrainingArguments(channels_last=True)` (`--no-channels_last` turns it off); lightly's runs as its
+documentation writes them. Each method also reports its collapse signals at ten logging steps (`signals`). Prints one JSON line (and each
 method's result on stderr as soon as it is measured).
 """
 
@@ -143,7 +144,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     dataset = ArrayImages(train[0])
     optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
                  "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch"),
-                 "optim_args": settings.get("optim_args")}
+                 "optim_args": settings.get("optim_args"), "channels_last": args.channels_last}
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.
@@ -247,6 +248,8 @@ def main() -> None:
     parser.add_argument("--moco_temperature", type=float, default=0.1)
     parser.add_argument("--moco_momentum", type=float, default=0.99)
     parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                        help="hfssl runs: SSLTrainingArguments(channels_last=...) (1.25-1.4x faster steps with timm ResNets here)")
     parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
     parser.add_argument("--num_local_crops", type=int, default=None, help="DINO / SwAV local crops (default: the method's)")
     parser.add_argument("--method_overrides", default="{}",
@@ -260,7 +263,7 @@ def main() -> None:
         train, test = (train[0][: args.subset], train[1][: args.subset]), (test[0][: args.subset // 6], test[1][: args.subset // 6])
     methods = args.methods.split(",")
     results: dict = {"budget_seconds": args.budget_seconds, "method_overrides": json.loads(args.method_overrides), "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
-                     "small_image_stem": args.small_image_stem, "batch_size": args.batch_size}
+                     "small_image_stem": args.small_image_stem, "batch_size": args.batch_size, "channels_last": args.channels_last}
     if "raw" in methods:
         flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()
         results["raw_pixels_knn"] = knn_accuracy(flat_train, train[1], flat_test, test[1])

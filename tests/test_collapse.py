@@ -29,6 +29,8 @@ def test_effective_rank_matches_the_formula_and_its_extremes():
     generator = torch.Generator().manual_seed(0)
     embeddings = torch.randn(64, 16, generator=generator) @ torch.diag(torch.linspace(0.1, 2.0, 16))
     assert effective_rank(embeddings).item() == pytest.approx(reference_effective_rank(embeddings.double().numpy()), rel=1e-4)
+    wide = torch.randn(16, 40, generator=generator) @ torch.randn(40, 40, generator=generator)  # P > B: the B x B Gram
+    assert effective_rank(wide).item() == pytest.approx(reference_effective_rank(wide.double().numpy()), rel=1e-4)
     line = torch.randn(32, 1, generator=generator) * torch.randn(1, 8, generator=generator)  # every row on one line
     assert effective_rank(line).item() == pytest.approx(1.0, abs=1e-3)
     # Centred orthogonal directions of equal length: all singular values equal, rank = the number of directions.

@@ -85,6 +85,41 @@ def test_resume_from_checkpoint_is_exact(digits, tmp_path):
     assert differing == [], f"differ after resume: {differing}"
 
 
+def test_channels_last_computes_the_same_and_resumes_exactly(digits, tmp_path):
+    """`channels_last=True` on a timm ResNet (MoCo v2: teacher and queue): weights and views in channels-last format,
+    the same losses and weights as the default format (up to float rounding), and exact resume."""
+
+    def resnet_moco():
+        torch.manual_seed(0)
+        return MoCoModel(MoCoConfig(variant="v2", backbone_name="test_resnet", queue_size=16, **HEAD))
+
+    def run(name, channels_last, **kwargs):
+        args = arguments(tmp_path / name, max_steps=4, channels_last=channels_last, save_strategy="steps", save_steps=2)
+        model = resnet_moco()
+        trainer = SSLTrainer(model=model, args=args, data_collator=collator(), train_dataset=digits,
+                             callbacks=kwargs.pop("callbacks", None))
+        trainer.train(**kwargs)
+        return model, trainer
+
+    default, default_trainer = run("default", False)
+    fast, fast_trainer = run("channels_last", True)
+    convs = [p for n, p in fast.named_parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)  # 1x1 kernels are both; the 3x3 ones are channels-last only
+    batch = next(iter(fast_trainer.get_train_dataloader()))
+    views = fast_trainer.finish_views(batch)["pixel_values"]
+    assert all(view.is_contiguous(memory_format=torch.channels_last) for view in views)
+    losses = [[entry["loss"] for entry in trainer.state.log_history if "loss" in entry] for trainer in (default_trainer, fast_trainer)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    for name, tensor in default.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
+
+    run("interrupted", True, callbacks=[InterruptAt(2)])
+    resumed, _ = run("interrupted", True, resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
+    differing = [name for name, tensor in fast.state_dict().items() if not torch.equal(resumed.state_dict()[name], tensor)]
+    assert differing == [], f"differ after resume: {differing}"
+
+
 def test_no_weight_decay_on_norms_biases_and_lars(digits, tmp_path):
     model = make_model("simclr")
     trainer = SSLTrainer(model=model, args=arguments(tmp_path, lars=True, weight_decay=1e-4, learning_rate=0.3),

@@ -32,6 +32,10 @@ class SSLTrainingArguments(TrainingArguments):
         lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
         exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
             parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
+        channels_last (`bool`, defaults to `False`): put the model's 4-D weights and the 4-D views in channels-last
+            memory format (timm's `--channels-last`): faster convolutions, pooling and batch norm for conv nets on CPU
+            (timm `test_resnet`, 512 28-px images, forward + backward: 1.4x here) and on GPUs with mixed precision.
+            Weights are saved as usual (`save_pretrained` writes them contiguous); no effect on the maths.
         sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
             statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
         gradient_cache_chunk_size (`int`, *optional*): embed each batch in chunks of this many images without a graph,
@@ -70,6 +74,9 @@ class SSLTrainingArguments(TrainingArguments):
     lars_trust_coefficient: float = field(default=0.001, metadata={"help": "LARS trust coefficient eta."})
     exclude_norm_and_bias_from_weight_decay: bool = field(
         default=True, metadata={"help": "No weight decay on biases, norm parameters and scalars."}
+    )
+    channels_last: bool = field(
+        default=False, metadata={"help": "Channels-last memory format for the model and the views (conv nets)."}
     )
     sync_batchnorm: bool = field(default=False, metadata={"help": "Convert BatchNorm to SyncBatchNorm (GPUs)."})
     gradient_cache_chunk_size: int | None = field(

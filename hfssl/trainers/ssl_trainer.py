@@ -116,6 +116,8 @@ class SSLTrainer(Trainer):
             )
         if getattr(args, "sync_batchnorm", False):
             model = convert_sync_batchnorm(model, args.device)
+        if getattr(args, "channels_last", False):
+            model = model.to(memory_format=torch.channels_last)
         super().__init__(
             model=model,
             args=args,
@@ -222,17 +224,24 @@ class SSLTrainer(Trainer):
 
     def finish_views(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Run the photometric half of the augmentation here, on the training device, for batches made by a collator
-        with `photometric_on_device=True` (uint8 crops + `photometric_params`); other batches pass unchanged."""
-        if "photometric_params" not in inputs:
-            return inputs
-        collator = self.data_collator
-        collator = collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
-        if not callable(getattr(collator, "apply_photometric", None)):
-            raise TypeError(
-                f"The batch carries 'photometric_params' but the trainer's collator ({type(collator).__name__}) has no "
-                "`apply_photometric` to finish it; use DataCollatorForMultiView(photometric_on_device=True)."
-            )
-        return collator.apply_photometric(inputs)
+        with `photometric_on_device=True` (uint8 crops + `photometric_params`), and with `args.channels_last` put the
+        4-D views in channels-last memory format; other batches pass unchanged."""
+        if "photometric_params" in inputs:
+            collator = self.data_collator
+            collator = collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
+            if not callable(getattr(collator, "apply_photometric", None)):
+                raise TypeError(
+                    f"The batch carries 'photometric_params' but the trainer's collator ({type(collator).__name__}) "
+                    "has no `apply_photometric` to finish it; use DataCollatorForMultiView(photometric_on_device=True)."
+                )
+            inputs = collator.apply_photometric(inputs)
+        if getattr(self.args, "channels_last", False) and isinstance(inputs.get("pixel_values"), (list, tuple)):
+            views = [
+                view.contiguous(memory_format=torch.channels_last) if torch.is_tensor(view) and view.ndim == 4 else view
+                for view in inputs["pixel_values"]
+            ]
+            inputs = {**inputs, "pixel_values": views}
+        return inputs
 
     @staticmethod
     def _check_inputs(inputs: dict[str, Any]) -> None:
