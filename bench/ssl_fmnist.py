@@ -148,7 +148,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.
-    calibration_steps, warmup = 8, 3
+    calibration_steps, warmup = 20, 8
     calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=calibration_steps, per_device_train_batch_size=args.batch_size,
                                       report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1000,
                                       seed=args.seed, collapse_action="none", **optimiser)  # fmt: skip
