@@ -11,8 +11,8 @@ optimisation included; the learning-rate schedule is sized from a short timed ca
 weighted kNN top-1 (k=200, cosine, temperature 0.1, the 60k train set as memory) is measured on the 10k test set.
 Also measured: raw-pixel kNN (plain and per-pixel standardised) and a randomly initialised backbone.
 hfssl's runs use `SSLTrainingArguments(channels_last=True)` (`--no-channels_last` turns it off); lightly's runs as its
-documentation writes them. Each method also reports its collapse signals at ten logging steps (`signals`). Prints one JSON line (and each
-method's result on stderr as soon as it is measured).
+documentation writes them. Each method also reports its collapse signals at ten logging steps (`signals`). Prints
+one JSON line (and each method's result on stderr as soon as it is measured).
 """
 
 from __future__ import annotations

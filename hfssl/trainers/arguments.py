@@ -35,7 +35,8 @@ class SSLTrainingArguments(TrainingArguments):
         channels_last (`bool`, defaults to `False`): put the model's 4-D weights and the 4-D views in channels-last
             memory format (timm's `--channels-last`): faster convolutions, pooling and batch norm for conv nets on CPU
             (timm `test_resnet`, 512 28-px images, forward + backward: 1.4x here) and on GPUs with mixed precision.
-            Weights are saved as usual (`save_pretrained` writes them contiguous); no effect on the maths.
+            Checkpoints and `save_pretrained` work as usual (exact resume tested); the same results up to float
+            rounding.
         sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
             statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
         gradient_cache_chunk_size (`int`, *optional*): embed each batch in chunks of this many images without a graph,
