@@ -178,10 +178,13 @@ def hfssl_run(method: str, args, train, test) -> dict:
     elapsed = time.perf_counter() - start
     steps = trainer.state.global_step + calibration_steps
     accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
+    # BYOL, DINO, MoCo: also the EMA teacher's encoder (the one DINO's paper evaluates and releases)
+    teacher = getattr(model, "teacher_backbone", None)
+    teacher_accuracy = knn_of_backbone(teacher, train, test, args.image_size, 1, MEAN, STD) if teacher is not None else None
     logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry and "loss" in entry]
     signals = {key: [round(entry[key], 4) for entry in logs] for key in
                ("loss", "embedding/std", "embedding/effective_rank", "collapse/uniform_loss_gap") if logs and key in logs[0]}
-    result = {"knn_top1": accuracy, "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
+    result = {"knn_top1": accuracy, **({"knn_top1_teacher": teacher_accuracy} if teacher is not None else {}), "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
               "epochs": steps * args.batch_size / len(dataset), "seconds": elapsed, "signals": signals}
     print(json.dumps({method: result}), file=sys.stderr, flush=True)  # partial results as they come
     return result

@@ -56,10 +56,11 @@ def resolve_backbone(model: nn.Module, encoder: str = "backbone") -> tuple[Backb
         return model, None
     backbone = getattr(model, encoder, None)
     if not isinstance(backbone, Backbone):
+        encoders = [name for name, module in model.named_children() if isinstance(module, Backbone)]
         raise TypeError(
-            f"Cannot export an encoder from {type(model).__name__}: expected an hfssl `Backbone` or a method model "
-            f"whose `{encoder}` attribute is one, got {type(backbone).__name__}. Pass `model.backbone` or a "
-            "SimCLRModel/MoCoModel, or name the attribute with `encoder=`."
+            f"Cannot take the encoder `{encoder}` from {type(model).__name__}: expected an hfssl `Backbone` or a method "
+            f"model whose `{encoder}` attribute is one, got {type(backbone).__name__}. This model's encoders: "
+            f"{encoders or 'none'}; name one with `encoder=` (`--export_encoder` in the recipes), or pass the Backbone."
         )
     return backbone, model if isinstance(model, PreTrainedModel) else None
 

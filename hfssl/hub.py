@@ -113,7 +113,7 @@ _SSL_TEMPLATE = """---
 
 # {{ model_name }}
 
-The encoder of a {{ method }} model pretrained with [hfssl](https://github.com/hfssl/hfssl) on {{ dataset }}: a
+The {% if encoder.startswith("teacher") %}`{{ encoder }}` (the EMA teacher's encoder) {% else %}encoder {% endif %}of a {{ method }} model pretrained with [hfssl](https://github.com/hfssl/hfssl) on {{ dataset }}: a
 {{ library }} `{{ architecture }}` that maps a {{ channels }} x {{ image_size }} x {{ image_size }} image to a
 {{ feature_dim }}-dimensional feature vector ({{ pooling }}). It is saved in the {{ library }} format and loads
 without hfssl{% if ssl_usage %}; the full {{ method }} model is in the `{{ subfolder }}/` subfolder{% endif %}.
@@ -364,6 +364,7 @@ def write_ssl_model_card(
         template_str=_SSL_TEMPLATE,
         model_name=repo_id.split("/")[-1] if repo_id else folder.resolve().name,
         method=method,
+        encoder=encoder,
         dataset=dataset,
         library=backbone.library,
         architecture=_architecture(backbone),

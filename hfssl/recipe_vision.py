@@ -10,7 +10,7 @@ from typing import Any
 
 from hfssl.data.images import ImageDataArguments
 from hfssl.evaluation.features import knn_evaluate
-from hfssl.export import native_export_problem, save_backbone
+from hfssl.export import native_export_problem, resolve_backbone, save_backbone
 from hfssl.hub import push_folder_to_hub, write_ssl_model_card
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,12 @@ class BackboneArguments:
     backbone_name: str = field(default="resnet18", metadata={"help": "timm name, Hub id or local folder."})
     backbone_pretrained: bool = False
     small_image_stem: bool = field(default=False, metadata={"help": "3x3 stride-1 stem, no max-pool (28-64 px)."})
+    export_encoder: str = field(
+        default="backbone",
+        metadata={"help": "The encoder to kNN-evaluate and export at the end: 'backbone' (the trained online / student "
+                  "network) or, for BYOL, DINO and MoCo, 'teacher_backbone' (the EMA teacher, which DINO's paper "
+                  "evaluates and releases)."},
+    )  # fmt: skip
 
     def config_kwargs(self) -> dict[str, Any]:
         """The `SSLBackboneConfig` fields these options set."""
@@ -30,20 +36,23 @@ class BackboneArguments:
                 "small_image_stem": self.small_image_stem}  # fmt: skip
 
 
-def check_push_possible(model: Any, training_args: Any) -> str | None:
+def check_push_possible(model: Any, training_args: Any, encoder: str = "backbone") -> str | None:
     """Turn Trainer's own push off (the recipe pushes the encoder, card and model at the end) and refuse, before
-    training, a push whose encoder could not be exported natively. Returns that export problem, or None."""
-    problem = native_export_problem(model.backbone)  # e.g. a small-image stem plain timm cannot rebuild
+    training, an `encoder` the model does not have (`--export_encoder`) or a push whose encoder could not be
+    exported natively. Returns that export problem, or None."""
+    backbone, _ = resolve_backbone(model, encoder)  # a TypeError naming the model's encoders, before any training
+    problem = native_export_problem(backbone)  # e.g. a small-image stem plain timm cannot rebuild
     if training_args.push_to_hub and problem:
         raise ValueError(problem)
     training_args.hfssl_push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     return problem
 
 
-def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: str) -> dict[str, float]:
-    """Train, save the full model to `output_dir`, measure the backbone's weighted-kNN top-1 (k=200, T=0.1) when the
-    data has labels and a test split, then (main process) export the encoder in its library's own format with a
-    model card to `output_dir/export` and push it when `--push_to_hub` was given (`check_push_possible` first).
+def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: str, encoder: str = "backbone") -> dict[str, float]:
+    """Train, save the full model to `output_dir`, measure the weighted-kNN top-1 (k=200, T=0.1) of the model's
+    `encoder` (`"backbone"`, or `"teacher_backbone"` for an EMA teacher) when the data has labels and a test split,
+    then (main process) export that encoder in its library's own format with a model card to `output_dir/export`
+    and push it when `--push_to_hub` was given (`check_push_possible` first).
 
     Every process must call it: the kNN feature extraction is split between processes.
 
@@ -53,6 +62,7 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
     args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
+    backbone, _ = resolve_backbone(model, encoder)
     train, evaluation = trainer.train_dataset, {}
     if "label" in train.column_names:
         try:
@@ -60,23 +70,23 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
         except ValueError:
             test = None
         if test is not None and "label" in test.column_names:
-            data_config = model.backbone.data_config
-            accuracy = knn_evaluate(model.backbone, train, test, data_args.image_size, data_config["mean"], data_config["std"])
+            data_config = backbone.data_config
+            accuracy = knn_evaluate(backbone, train, test, data_args.image_size, data_config["mean"], data_config["std"])
             evaluation["kNN top-1 (k=200, T=0.1)"] = accuracy
             logger.info("kNN top-1 (k=200, T=0.1): %.4f", accuracy)
             if trainer.is_world_process_zero():
                 print(f"knn_top1={accuracy:.4f}")
     if not trainer.is_world_process_zero():
         return evaluation
-    problem = native_export_problem(model.backbone)
+    problem = native_export_problem(backbone)
     if problem:
         logger.warning("No native encoder export: %s", problem)
         return evaluation
     push_to_hub = getattr(args, "hfssl_push_to_hub", False)
     repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-    export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), image_size=data_args.image_size)
+    export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), encoder=encoder, image_size=data_args.image_size)
     write_ssl_model_card(export_dir, trainer, method=method, dataset=data_args.describe(), evaluation=evaluation,
-                         repo_id=repo_id if push_to_hub else None)  # fmt: skip
+                         repo_id=repo_id if push_to_hub else None, encoder=encoder)  # fmt: skip
     print(f"Encoder, model card and full model exported to {export_dir}")
     if push_to_hub:
         print(f"Pushed: {push_folder_to_hub(export_dir, repo_id, args.hub_token, args.hub_private_repo)}")

@@ -59,14 +59,14 @@ def main() -> None:
         queue_size=model_args.queue_size if model_args.variant == "v2" else None, symmetric=model_args.symmetric,
         negative_sampling=model_args.negative_sampling,
     ))  # fmt: skip
-    check_push_possible(model, training_args)
+    check_push_possible(model, training_args, model_args.export_encoder)
     data_config = model.backbone.data_config
     collator = DataCollatorForMultiView.moco_v2(
         image_size=data_args.image_size, min_scale=data_args.min_scale, mean=data_config["mean"], std=data_config["std"],
         seed=training_args.seed,
     )
     trainer = MoCoTrainer(model=model, args=training_args, data_collator=collator, train_dataset=data_args.load())
-    train_evaluate_export(trainer, data_args, method=f"MoCo {model.config.variant}")
+    train_evaluate_export(trainer, data_args, method=f"MoCo {model.config.variant}", encoder=model_args.export_encoder)
 
 
 if __name__ == "__main__":

@@ -60,14 +60,14 @@ def main() -> None:
         projection_dim=model_args.projection_dim, temperature=model_args.temperature,
         negative_sampling=model_args.negative_sampling,
     ))  # fmt: skip
-    check_push_possible(model, training_args)
+    check_push_possible(model, training_args, model_args.export_encoder)
     data_config = model.backbone.data_config
     collator = DataCollatorForMultiView.simclr(
         image_size=data_args.image_size, strength=data_args.strength, blur_p=0.0 if data_args.image_size < 96 else 0.5,
         min_scale=data_args.min_scale, mean=data_config["mean"], std=data_config["std"], seed=training_args.seed,
     )
     trainer = SimCLRTrainer(model=model, args=training_args, data_collator=collator, train_dataset=data_args.load())
-    train_evaluate_export(trainer, data_args, method="SimCLR")
+    train_evaluate_export(trainer, data_args, method="SimCLR", encoder=model_args.export_encoder)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             overrides[name] = len(train) // (batch * training_args.gradient_accumulation_steps)
     config = method.config_class(**model_args.config_kwargs(), **overrides)
     model = method.model_class(config)
-    check_push_possible(model, training_args)
+    check_push_possible(model, training_args, model_args.export_encoder)
     data_config = model.backbone.data_config
     collator = method.collator(
         image_size=data_args.image_size, min_scale=data_args.min_scale, local_size=data_args.local_size,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         seed=training_args.seed,
     )  # fmt: skip
     trainer = method.trainer_class(model=model, args=training_args, data_collator=collator, train_dataset=train)
-    return train_evaluate_export(trainer, data_args, method=method.name)
+    return train_evaluate_export(trainer, data_args, method=method.name, encoder=model_args.export_encoder)
 
 
 if __name__ == "__main__":

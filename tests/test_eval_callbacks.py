@@ -69,3 +69,35 @@ def test_callback_errors(digits, tmp_path):
         KNNEvaluationCallback(trainer, memory, queries)
     with pytest.raises(ValueError, match="'image' and 'label' columns"):
         KNNEvaluationCallback(trainer, memory.remove_columns("label"), queries, eval_steps=1)
+
+
+def test_knn_of_the_ema_teacher(digits, tmp_path):
+    from hfssl.evaluation.features import dataset_features
+    from hfssl.evaluation.knn import knn_accuracy
+    from hfssl.models.byol import BYOLConfig, BYOLModel
+    from hfssl.trainers import BYOLTrainer
+
+    memory, queries = digits
+    torch.manual_seed(0)
+    model = BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8,
+                                 predictor_hidden_dim=16))
+    with torch.no_grad():  # a teacher that differs from the student, as after training
+        for parameter in model.teacher_backbone.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    args = SSLTrainingArguments(output_dir=str(tmp_path), report_to="none", save_strategy="no", disable_tqdm=True)
+    trainer = BYOLTrainer(model=model, args=args, train_dataset=memory,
+                          data_collator=DataCollatorForMultiView.byol(image_size=16, mean=MEAN, std=STD, seed=0))
+    metrics = {}
+    for encoder in ("backbone", "teacher_backbone"):
+        callback = KNNEvaluationCallback(trainer, memory, queries, eval_steps=1, k=5, mean=MEAN, std=STD, encoder=encoder)
+        options = {"image_size": 16, "mean": MEAN, "std": STD}
+        expected = knn_accuracy(*dataset_features(getattr(model, encoder), memory, **options),
+                                *dataset_features(getattr(model, encoder), queries, **options), k=5, temperature=0.1)
+        metrics[encoder] = callback.compute_metrics()["eval_knn/top1"]
+        assert metrics[encoder] == pytest.approx(expected)
+    # the student and the perturbed teacher are different encoders: their features differ
+    student = dataset_features(model.backbone, queries, image_size=16, mean=MEAN, std=STD)[0]
+    teacher = dataset_features(model.teacher_backbone, queries, image_size=16, mean=MEAN, std=STD)[0]
+    assert not torch.allclose(student, teacher)
+    with pytest.raises(TypeError, match=r"teacher_backbone.*encoders: \['backbone'\]"):
+        KNNEvaluationCallback(make_trainer(tmp_path, memory), memory, queries, eval_steps=1, encoder="teacher_backbone")

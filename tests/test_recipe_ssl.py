@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+import torch
 from transformers import AutoModel
 
 import hfssl.models  # noqa: F401
@@ -56,3 +57,28 @@ def test_config_overrides_are_parsed_and_bad_input_is_named():
         recipe.parse_overrides("projection_dim")
     with pytest.raises(ValueError, match="--method 'moco_v9' is not supported; choose one of simclr, moco, byol"):
         recipe.main(["--method", "moco_v9", "--output_dir", "/tmp/unused"])
+
+
+@pytest.mark.slow
+def test_recipe_evaluates_and_exports_the_ema_teacher_on_request(tmp_path):
+    from safetensors.torch import load_file
+
+    arguments = ["--method", "byol", "--config_overrides", TINY_HEADS["byol"], "--backbone_name", "resnet18",
+                 "--output_dir", str(tmp_path), "--max_steps", "2", "--per_device_train_batch_size", "16",
+                 "--image_size", "16", "--max_train_samples", "64", "--report_to", "none", "--disable_tqdm", "true",
+                 "--export_encoder", "teacher_backbone"]  # fmt: skip
+    recipe.main(arguments)
+    model = AutoModel.from_pretrained(tmp_path)
+    exported = load_file(tmp_path / "export" / "model.safetensors")
+    teacher, student = model.teacher_backbone.model.state_dict(), model.backbone.model.state_dict()
+    assert exported.keys() == teacher.keys()
+    assert all(torch.equal(exported[key], teacher[key]) for key in teacher)
+    assert any(not torch.equal(teacher[key], student[key]) for key in teacher)  # the teacher, not the student
+    assert "`teacher_backbone` (the EMA teacher's encoder)" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_recipe_refuses_an_encoder_the_method_lacks_before_training(tmp_path):
+    with pytest.raises(TypeError, match=r"encoder `teacher_backbone` from SimSiamModel.*encoders: \['backbone'\]"):
+        recipe.main(["--method", "simsiam", "--config_overrides", TINY_HEADS["simsiam"], "--output_dir", str(tmp_path),
+                     "--export_encoder", "teacher_backbone", "--report_to", "none"])
+    assert not any(tmp_path.iterdir())

@@ -29,10 +29,12 @@ from transformers import (
 from hfssl.evaluation.features import dataset_features
 from hfssl.evaluation.knn import knn_accuracy
 from hfssl.evaluation.linear_probe import linear_probe
+from hfssl.export import resolve_backbone
 
 
 class KNNEvaluationCallback(TrainerCallback):
-    """Weighted-kNN top-1 (and optionally linear-probe top-1) of the model's backbone during pretraining.
+    """Weighted-kNN top-1 (and optionally linear-probe top-1) of the model's backbone (or EMA teacher) during
+    pretraining.
 
     Metrics: `"eval_knn/top1"` and, with `linear_probe=True`, `"eval_linear_probe/top1"`.
 
@@ -54,6 +56,8 @@ class KNNEvaluationCallback(TrainerCallback):
         image_size (`int`, *optional*), mean, std (sequences of `float`, *optional*): the preprocessing; the
             backbone's `data_config` by default. Pass those the training collator uses.
         batch_size (`int`, defaults to 512): images per forward pass of the feature extraction.
+        encoder (`str`, defaults to `"backbone"`): the method model's encoder to evaluate; `"teacher_backbone"` for
+            the EMA teacher of BYOL, DINO or MoCo (the encoder DINO's paper evaluates).
     """
 
     def __init__(
@@ -70,7 +74,9 @@ class KNNEvaluationCallback(TrainerCallback):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         batch_size: int = 512,
+        encoder: str = "backbone",
     ) -> None:
+        resolve_backbone(trainer.model, encoder)  # a TypeError naming the model's encoders now, not at the first evaluation
         for name, dataset in (("memory_dataset", memory_dataset), ("query_dataset", query_dataset)):
             columns = getattr(dataset, "column_names", None)
             if columns is None or "image" not in columns or "label" not in columns:
@@ -90,10 +96,11 @@ class KNNEvaluationCallback(TrainerCallback):
         self.eval_steps, self.k, self.temperature = eval_steps, k, temperature
         self.linear_probe, self.linear_probe_kwargs = linear_probe, dict(linear_probe_kwargs or {})
         self.image_size, self.mean, self.std, self.batch_size = image_size, mean, std, batch_size
+        self.encoder = encoder
 
     def compute_metrics(self) -> dict[str, float]:
         """The metrics of the trainer's current model (its backbone in eval mode, no gradient)."""
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        model, _ = resolve_backbone(self.trainer.accelerator.unwrap_model(self.trainer.model), self.encoder)
         options = {"image_size": self.image_size, "mean": self.mean, "std": self.std, "batch_size": self.batch_size}
         memory, memory_labels = dataset_features(model, self.memory_dataset, **options)
         queries, query_labels = dataset_features(model, self.query_dataset, **options)
