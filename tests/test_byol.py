@@ -226,7 +226,7 @@ def test_byol_trainer_moves_everything_and_the_target_follows_the_cosine_ema(dig
                           data_collator=DataCollatorForMultiView.byol(image_size=16, seed=0))  # fmt: skip
     trainer.train()
     for step in (1, 2, 3):
-        momentum = cosine_schedule(step, 3, 0.5, 0.9)
+        momentum = cosine_schedule(step - 1, 3, 0.5, 0.9)  # the update after step k (0-based) uses tau_k: 0.5 first
         assert trainer.state.log_history[step - 1]["teacher/momentum"] == pytest.approx(momentum)
         for (student, teacher), (_, previous) in zip(snapshots.steps[step], snapshots.steps[step - 1]):
             torch.testing.assert_close(teacher, momentum * previous + (1 - momentum) * student)
@@ -238,6 +238,17 @@ def test_byol_trainer_moves_everything_and_the_target_follows_the_cosine_ema(dig
     logs = trainer.state.log_history[0]
     assert {"loss", "byol/positive_cosine", "embedding/std", "teacher/momentum"} <= set(logs)
     assert 0 < logs["embedding/std"] < 1 and 0 <= logs["loss"] <= 8
+
+
+def test_a_one_step_run_moves_the_target_with_the_first_momentum(digits, tmp_path):
+    model = tiny_byol(momentum=0.5, momentum_final=1.0)  # the update after the only step uses tau_0 = 0.5, not 1.0
+    snapshots = Snapshots(model)
+    trainer = BYOLTrainer(model=model, args=arguments(tmp_path, max_steps=1), train_dataset=digits, callbacks=[snapshots],
+                          data_collator=DataCollatorForMultiView.byol(image_size=16, seed=0))  # fmt: skip
+    trainer.train()
+    assert trainer.state.log_history[0]["teacher/momentum"] == pytest.approx(0.5)
+    for (student, teacher), (_, previous) in zip(snapshots.steps[1], snapshots.steps[0]):
+        torch.testing.assert_close(teacher, 0.5 * previous + 0.5 * student)
 
 
 def test_simsiam_trainer_moves_every_parameter(digits, tmp_path):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,8 +109,11 @@ def test_dino_loss_hand_computed_cases():
 def test_teacher_temperature_schedule():
     assert teacher_temperature_schedule(0, 30) == 0.04  # main_dino.py's defaults: constant 0.04
     assert teacher_temperature_schedule(0, 30, 0.04, 0.07) == pytest.approx(0.04)
-    assert teacher_temperature_schedule(15, 30, 0.04, 0.07) == pytest.approx(0.055)
-    assert teacher_temperature_schedule(30, 30, 0.04, 0.07) == pytest.approx(0.07)
+    reference = np.concatenate([np.linspace(0.04, 0.07, 30), np.full(10, 0.07)])  # main_dino.py's schedule
+    assert [teacher_temperature_schedule(step, 30, 0.04, 0.07) for step in range(40)] == pytest.approx(reference)
+    assert teacher_temperature_schedule(29, 30, 0.04, 0.07) == pytest.approx(0.07)
+    assert teacher_temperature_schedule(1, 1, 0.04, 0.07) == pytest.approx(0.07)
+    assert teacher_temperature_schedule(0, 1, 0.04, 0.07) == pytest.approx(0.04)  # np.linspace(a, b, 1) == [a]
     assert teacher_temperature_schedule(1000, 30, 0.04, 0.07) == pytest.approx(0.07)
     assert teacher_temperature_schedule(0, 0, 0.04, 0.07) == pytest.approx(0.07)
     with pytest.raises(ValueError, match="must be >= 0"):
@@ -198,7 +202,7 @@ def test_forward_loss_metrics_and_gradients():
 
 
 def test_update_after_step_moves_teacher_centre_and_step():
-    model = tiny(warmup_teacher_temperature=0.02, warmup_teacher_temperature_steps=2, center_momentum=0.8)
+    model = tiny(warmup_teacher_temperature=0.02, warmup_teacher_temperature_steps=3, center_momentum=0.8)
     with torch.no_grad():
         for student, _ in model.student_teacher_pairs():
             student.add_(1.0)
@@ -423,3 +427,25 @@ def test_gradient_accumulation_matches_one_batch_and_evaluation_leaves_the_state
     for name, tensor in states[0].items():
         # float32 sums in another order: a few ulps of each value (the last head bias reaches ~200 here)
         torch.testing.assert_close(states[1][name].float(), tensor.float(), rtol=1e-6, atol=1e-5, msg=name)
+
+
+def test_gradients_are_clipped_per_parameter_as_dinos_clip_gradients(tmp_path):
+    model = tiny()
+    trainer = DINOTrainer(model=model, args=arguments(tmp_path), data_collator=collator())
+    assert trainer.args.max_grad_norm == 3.0
+    generator = torch.Generator().manual_seed(1)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for index, parameter in enumerate(parameters):  # every other gradient far above the threshold
+        parameter.grad = torch.randn(parameter.shape, generator=generator) * (10.0 if index % 2 else 1e-3)
+    expected = [parameter.grad.clone() for parameter in parameters]
+    for grad in expected:  # main_dino.py's utils.clip_gradients, verbatim in effect
+        clip_coef = 3.0 / (grad.norm(2) + 1e-6)
+        if clip_coef < 1:
+            grad.mul_(clip_coef)
+    global_norm = torch.linalg.vector_norm(torch.stack([parameter.grad.norm(2) for parameter in parameters]))
+    returned = trainer._clip_grad_norm(model)
+    for parameter, grad in zip(parameters, expected):
+        torch.testing.assert_close(parameter.grad, grad)
+    torch.testing.assert_close(returned, global_norm)
+    norms = [parameter.grad.norm(2).item() for parameter in parameters]
+    assert max(norms) == pytest.approx(3.0, rel=1e-5) and min(norms) < 0.1  # small gradients untouched

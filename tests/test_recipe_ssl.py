@@ -82,3 +82,39 @@ def test_recipe_refuses_an_encoder_the_method_lacks_before_training(tmp_path):
         recipe.main(["--method", "simsiam", "--config_overrides", TINY_HEADS["simsiam"], "--output_dir", str(tmp_path),
                      "--export_encoder", "teacher_backbone", "--report_to", "none"])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """Run the recipe up to training: the trainer it would train, without training."""
+    trainers = []
+    monkeypatch.setattr(recipe, "train_evaluate_export", lambda trainer, *args, **kwargs: trainers.append(trainer) or {})
+    return trainers
+
+
+def test_dino_trains_with_dinos_arguments_the_others_without_clipping(built, tmp_path):
+    from hfssl.trainers.dino import DINOTrainingArguments
+
+    common = ["--output_dir", str(tmp_path), "--report_to", "none", "--max_train_samples", "64", "--image_size", "16"]
+    recipe.main(["--method", "dino", "--config_overrides", TINY_HEADS["dino"], "--weight_decay_final", "0.3", *common])
+    args = built[-1].args
+    assert isinstance(args, DINOTrainingArguments) and args.max_steps == 60
+    assert (args.learning_rate, args.weight_decay, args.weight_decay_final, args.max_grad_norm) == (5e-4, 0.04, 0.3, 3.0)
+    assert built[-1].data_collator.views[0].scale == (0.4, 1.0)  # DINO's global crops by default
+    recipe.main(["--method", "byol", "--config_overrides", TINY_HEADS["byol"], *common])
+    args = built[-1].args
+    assert not isinstance(args, DINOTrainingArguments) and args.max_grad_norm == 0.0
+    assert built[-1].data_collator.views[0].scale == (0.08, 1.0)  # BYOL's preset
+    recipe.main(["--method", "byol", "--config_overrides", TINY_HEADS["byol"], "--min_scale", "0.3", *common])
+    assert built[-1].data_collator.views[0].scale == (0.3, 1.0)
+    with pytest.raises(ValueError, match="weight_decay_final"):  # a DINO-only flag with another method
+        recipe.main(["--method", "byol", "--weight_decay_final", "0.3", *common])
+
+
+def test_recipe_file_and_unknown_config_fields(built, tmp_path):
+    config = os.path.join(os.path.dirname(RECIPE), "configs", "byol_tiny.yaml")
+    assert recipe.requested_method([config]) == "byol" and recipe.requested_method(["--method", "dino"]) == "dino"
+    recipe.main([config])
+    assert built[-1].model.config.projection_hidden_dim == 1024 and built[-1].args.learning_rate == 1.0
+    with pytest.raises(ValueError, match=r"DINOConfig has no field\(s\) num_local_crops; its fields: .*out_dim"):
+        recipe.main(["--method", "dino", "--config_overrides", "out_dim=64,num_local_crops=6", "--output_dir", str(tmp_path)])

@@ -111,8 +111,9 @@ def dino_loss(
 
 
 def teacher_temperature_schedule(step: int, warmup_steps: int, start: float = 0.04, end: float = 0.04) -> float:
-    """The teacher temperature after `step` optimizer steps: linear from `start` to `end` over `warmup_steps`, then
-    `end` (DINO: 0.04 -> 0.07 over 30 epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
+    """The teacher temperature after `step` optimizer steps: main_dino.py's `np.linspace(start, end, warmup_steps)`
+    for the first `warmup_steps` steps (`end` reached at the last of them), then `end` (DINO: 0.04 -> 0.07 over 30
+    epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
 
     Args:
         step (`int`): optimizer steps done (>= 0).
@@ -121,13 +122,16 @@ def teacher_temperature_schedule(step: int, warmup_steps: int, start: float = 0.
         end (`float`, defaults to 0.04): temperature after the warm-up (`--teacher_temp`).
 
     Returns:
-        `float`: `start + (end - start) * step / warmup_steps` while `step < warmup_steps`, else `end`.
+        `float`: `start + (end - start) * step / (warmup_steps - 1)` while `step < warmup_steps` (`start` when
+        `warmup_steps` is 1), else `end`.
     """
     if step < 0 or warmup_steps < 0:
         raise ValueError(f"step={step} and warmup_steps={warmup_steps} must be >= 0.")
     if step >= warmup_steps:
         return float(end)
-    return float(start + (end - start) * step / warmup_steps)
+    if warmup_steps == 1:
+        return float(start)
+    return float(start + (end - start) * step / (warmup_steps - 1))
 
 
 @torch.no_grad()

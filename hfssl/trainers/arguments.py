@@ -20,6 +20,9 @@ class SSLTrainingArguments(TrainingArguments):
             of expecting a `labels` column.
         dataloader_drop_last (`bool`, defaults to `True`): no small last batch (contrastive losses and batch norm
             degrade on tiny batches; SimCLR and MoCo drop it).
+        max_grad_norm (`float`, defaults to 0.0): no gradient clipping, as the SimCLR, MoCo, BYOL, SimSiam, SwAV,
+            Barlow Twins, VICReg and CLIP papers train (Trainer's 1.0 would shrink every large early step; DINO's
+            arguments clip at 3.0 per parameter). Trainer still logs the gradient norm.
 
     SSL arguments:
         teacher_momentum (`float`, *optional*): EMA momentum of a momentum teacher at the first step; `None` takes the
@@ -64,6 +67,7 @@ class SSLTrainingArguments(TrainingArguments):
         default_factory=list, metadata={"help": "SSL has no labels: evaluation reports the SSL loss."}
     )
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the incomplete last batch."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping; 0 (default): none, as the SSL papers."})
     teacher_momentum: float | None = field(
         default=None, metadata={"help": "Teacher EMA momentum at step 0 (None: the method's paper default)."}
     )

@@ -24,8 +24,10 @@ class SSLStateUpdateCallback(TrainerCallback):
     """After every optimizer step, calls `model.update_after_step(momentum, state_updates)` on models that have it:
     the EMA teacher update on the cosine momentum schedule, then queue writes and the like.
 
-    The momentum of step k (the number of optimizer steps done) is `cosine_schedule(k, max_steps, start, end)`, with
-    `start`/`end` from `SSLTrainingArguments.teacher_momentum(_final)` or else the model config's `momentum(_final)`.
+    The update after optimizer step k (0-based: `state.global_step - 1`, as Trainer has already counted the step)
+    uses `cosine_schedule(k, max_steps, start, end)`, as BYOL's `target_ema(global_step)` and DINO's
+    `momentum_schedule[it]`: `start` at the first update, never quite `end` (a one-step run still moves the teacher).
+    `start`/`end` come from `SSLTrainingArguments.teacher_momentum(_final)` or else the model config's `momentum(_final)`.
     Registered by `SSLTrainer` itself, before any checkpoint callback runs, so checkpoints hold the updated state.
     """
 
@@ -33,7 +35,8 @@ class SSLStateUpdateCallback(TrainerCallback):
         self.trainer = trainer
 
     def momentum(self, step: int, total_steps: int) -> float | None:
-        """The teacher momentum after `step` optimizer steps, or None when the model has no momentum settings."""
+        """The teacher momentum of the update after optimizer step `step` (0-based) of `total_steps`, or None when the
+        model has no momentum settings."""
         args, config = self.trainer.args, getattr(self.trainer.accelerator.unwrap_model(self.trainer.model), "config", None)
         start = getattr(args, "teacher_momentum", None)
         start = start if start is not None else getattr(config, "momentum", None)
@@ -48,7 +51,7 @@ class SSLStateUpdateCallback(TrainerCallback):
         updates = self.trainer.take_state_updates()
         if not hasattr(model, "update_after_step"):
             return
-        momentum = self.momentum(state.global_step, state.max_steps)
+        momentum = self.momentum(state.global_step - 1, state.max_steps)
         model.update_after_step(momentum, updates)
         if momentum is not None:
             self.trainer.record_metric("teacher/momentum", momentum)

@@ -6,7 +6,8 @@ What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_f
 - no update of the head's last layer during the first `config.freeze_last_layer_steps` steps: its gradients are
   dropped after clipping, just before the optimizer step, as the reference's `cancel_gradients_last_layer`, so
   neither the optimizer nor the weight decay touches it (`CancelGradientsCallback`);
-- gradient clipping at `args.max_grad_norm` (3.0);
+- gradient clipping at `args.max_grad_norm` (3.0) per parameter, as the reference's `utils.clip_gradients` (each
+  parameter's gradient scaled to norm <= 3.0, not the global norm; DeepSpeed and FSDP keep their own global clipping);
 - the teacher EMA (0.996 -> 1), the centre and the teacher-temperature step, from `SSLTrainer`'s
   `SSLStateUpdateCallback`.
 """
@@ -42,7 +43,7 @@ class DINOTrainingArguments(SSLTrainingArguments):
     Changed defaults:
         learning_rate (`float`, defaults to 5e-4): DINO's base rate for batch 256 (scale linearly with the batch).
         weight_decay (`float`, defaults to 0.04): at the first step.
-        max_grad_norm (`float`, defaults to 3.0): gradient clipping.
+        max_grad_norm (`float`, defaults to 3.0): gradient clipping, per parameter as DINO's `clip_gradients`.
         lr_scheduler_type (`str`, defaults to `"cosine"`): cosine decay after the (optional) linear warm-up.
 
     DINO arguments:
@@ -161,3 +162,22 @@ class DINOTrainer(SSLTrainer):
                 lambda model: model.config.freeze_last_layer_steps,
             )
         )
+
+    def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor | None:
+        """DINO's `utils.clip_gradients`: every parameter's gradient scaled to norm <= `max_grad_norm` on its own
+        (`coef = max_grad_norm / (norm + 1e-6)` when below 1), so one large gradient does not shrink the others (nor
+        does the frozen last layer's, dropped only after clipping). Returns the global pre-clip norm, for the logs.
+        DeepSpeed, FSDP and mixed device meshes keep Trainer's global-norm clipping (their gradients are sharded)."""
+        from accelerate.utils import DistributedType
+
+        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        if sharded or getattr(self, "_has_mixed_mesh_grads", lambda model: False)(model):
+            return super()._clip_grad_norm(model)
+        self.accelerator.unscale_gradients()  # fp16: clip the true gradients, as accelerate's clip_grad_norm_
+        grads = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
+        if not grads:
+            return torch.tensor(0.0)
+        norms = torch.stack(torch._foreach_norm(grads)).float()
+        coefficients = (self.args.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, [c.to(g.dtype) for c, g in zip(coefficients.unbind(), grads)])
+        return torch.linalg.vector_norm(norms)

@@ -27,7 +27,8 @@ from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
 @dataclass(frozen=True)
 class SSLMethod:
     """One method: `name` (for model cards), its config / model / trainer classes, and `collator(image_size=...,
-    min_scale=..., local_size=..., num_local_crops=..., mean=..., std=..., seed=...)` building its paper's views."""
+    min_scale=..., local_size=..., num_local_crops=..., mean=..., std=..., seed=...)` building its paper's views
+    (`min_scale=None`: the paper's crop scale)."""
 
     name: str
     config_class: type
@@ -39,24 +40,29 @@ class SSLMethod:
 def two_views(preset: Callable[..., DataCollatorForMultiView], **fixed: Any) -> Callable[..., DataCollatorForMultiView]:
     """A collator builder for a two-view preset; the multi-crop arguments are ignored."""
 
-    def build(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None, **multi_crop: Any):
-        return preset(image_size=image_size, min_scale=min_scale, mean=mean, std=std, seed=seed, **fixed)
+    def build(image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None, **multi_crop: Any):
+        scale = {} if min_scale is None else {"min_scale": min_scale}  # None: the preset's paper value
+        return preset(image_size=image_size, mean=mean, std=std, seed=seed, **scale, **fixed)
 
     return build
 
 
-def dino_crops(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None,
+def dino_crops(image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None,
                local_size: int | None = None, num_local_crops: int = 8) -> DataCollatorForMultiView:
-    """DINO's multi-crop: 2 global crops (scale (min_scale, 1); paper 0.4) and local crops (scale (0.05, min_scale))."""
+    """DINO's multi-crop: 2 global crops (scale (min_scale, 1); None: the paper's 0.4) and local crops (scale
+    (0.05, min_scale))."""
+    min_scale = 0.4 if min_scale is None else min_scale
     return DataCollatorForMultiView.dino(
         global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
         global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
     )  # fmt: skip
 
 
-def swav_crops(image_size: int, min_scale: float, mean: Any, std: Any, seed: int | None = None,
+def swav_crops(image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None,
                local_size: int | None = None, num_local_crops: int = 6) -> DataCollatorForMultiView:
-    """SwAV's multi-crop: 2 global crops (scale (min_scale, 1); paper 0.14) and local crops (scale (0.05, min_scale))."""
+    """SwAV's multi-crop: 2 global crops (scale (min_scale, 1); None: the paper's 0.14) and local crops (scale
+    (0.05, min_scale))."""
+    min_scale = 0.14 if min_scale is None else min_scale
     return swav_multi_crop_collator(
         global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
         global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
