@@ -104,7 +104,7 @@ def method_settings(method: str, args) -> dict:
         "vicreg": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024}, "lr": 1.0, "weight_decay": 1e-5},
         "dino": {"config": {"out_dim": 2048, "head_hidden_dim": 1024, "head_bottleneck_dim": 128, "head_batch_norm": True,
                             "momentum": 0.99, "teacher_temperature": 0.04, "freeze_last_layer_steps": 0},
-                 "lr": 0.3, "weight_decay": 1e-6},
+                 "lr": 0.3, "weight_decay": 1e-6, "max_grad_norm": 3.0},
         "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 100},
                  "lr": 0.6, "weight_decay": 1e-6},
     }[method]
@@ -144,7 +144,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
     dataset = ArrayImages(train[0])
     optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
                  "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch"),
-                 "optim_args": settings.get("optim_args"), "channels_last": args.channels_last}
+                 "optim_args": settings.get("optim_args"), "channels_last": args.channels_last,
+                 "max_grad_norm": settings.get("max_grad_norm", 0.0)}  # DINO clips (per parameter), the others do not
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.
