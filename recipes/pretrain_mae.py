@@ -8,16 +8,17 @@ On a busy shared CPU, prefix OMP_NUM_THREADS=1: tiny models gain nothing from in
 Images come from --dataset_name (Hub id or local path), --train_dir (image folder) or, by default, scikit-learn's
 bundled digits upsampled to --image_size. The collator draws each image's mask and passes the matching `noise`, so
 the masks are reproducible from the seed. Outputs in --output_dir:
-- the encoder: a ViTMAEModel saved with mask_ratio=0.0, so `AutoModel.from_pretrained(output_dir)` sees every patch
-  (ViTMAE still permutes the patch tokens at random: CLS and mean-pooled features are deterministic; unshuffle the
-  tokens with `outputs.ids_restore`, or pass `noise=torch.arange(L).expand(B, L)` to keep their order);
+- the encoder as a transformers ViTModel (no pooler) holding the MAE encoder's weights, its fixed sin-cos position
+  embeddings included: `AutoModel.from_pretrained(output_dir, add_pooling_layer=False)` sees every patch, without
+  ViTMAE's random masking and token shuffle, so its features are deterministic with the patch tokens in image order
+  (the same as the MAE encoder with mask_ratio=0 and `noise=torch.arange(L).expand(B, L)`). Without
+  add_pooling_layer=False, AutoModel adds a freshly initialised pooler (`pooler_output`); `last_hidden_state` is the same;
 - `pretraining/`: the full ViTMAEForPreTraining (decoder included) to resume from or visualise;
 - `reconstructions.png`: rows of original | masked input | reconstruction | reconstruction with the visible patches.
   With --norm_pix_loss (the paper's default) the decoder predicts per-patch *normalised* pixels; the PNG un-normalises
   them with the true patch mean and variance, which the model never sees for masked patches, so it flatters them.
 """
 
-import copy
 import logging
 import os
 import sys
@@ -30,10 +31,11 @@ from transformers import (
     HfArgumentParser,
     Trainer,
     TrainingArguments,
+    ViTConfig,
     ViTImageProcessor,
     ViTMAEConfig,
     ViTMAEForPreTraining,
-    ViTMAEModel,
+    ViTModel,
 )
 
 from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
@@ -85,6 +87,24 @@ class MAETrainingArguments(TrainingArguments):
     logging_steps: float = field(default=50)
     save_strategy: str = field(default="no")
     remove_unused_columns: bool = field(default=False)  # keep the image column for the collator
+
+
+VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+              "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps", "image_size",
+              "patch_size", "num_channels", "qkv_bias")  # the ViTConfig fields a ViTMAEConfig shares
+
+
+def encoder_as_vit(model: ViTMAEForPreTraining) -> ViTModel:
+    """The MAE encoder (`model.vit`) as a ViTModel without pooler: the same weights under the same names, the fixed
+    position embeddings included (trainable in ViT, as in MAE's fine-tuning), and no masking or shuffling."""
+    config = ViTConfig(**{name: getattr(model.config, name) for name in VIT_FIELDS}, encoder_stride=model.config.patch_size)
+    encoder = ViTModel(config, add_pooling_layer=False)
+    weights, expected = model.vit.state_dict(), encoder.state_dict()
+    if weights.keys() != expected.keys() or any(weights[name].shape != expected[name].shape for name in weights):
+        raise RuntimeError(f"ViTMAE and ViT weights differ: ViTMAE only {sorted(weights.keys() - expected.keys())}, "
+                           f"ViT only {sorted(expected.keys() - weights.keys())}; the transformers version changed them.")
+    encoder.load_state_dict(weights)
+    return encoder.to(model.device)
 
 
 def save_reconstructions(model: ViTMAEForPreTraining, collator, dataset, path: str, count: int) -> None:
@@ -142,12 +162,7 @@ def main() -> None:
 
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
-        encoder_config = copy.deepcopy(model.config)
-        encoder_config.mask_ratio = 0.0  # the exported encoder sees every patch by default
-        encoder_config.architectures = ["ViTMAEModel"]
-        encoder = ViTMAEModel(encoder_config)
-        encoder.load_state_dict(model.vit.state_dict())
-        encoder.save_pretrained(training_args.output_dir)
+        encoder_as_vit(model).save_pretrained(training_args.output_dir)  # deterministic: no ViTMAE masking or shuffle
         ViTImageProcessor(size={"height": collator.image_size, "width": collator.image_size}, image_mean=list(collator.mean),
                           image_std=list(collator.std)).save_pretrained(training_args.output_dir)
         path = os.path.join(training_args.output_dir, "reconstructions.png")
@@ -155,14 +170,14 @@ def main() -> None:
         save_reconstructions(model, eval_collator, dataset, path, data_args.num_reconstructions)
         write_card_and_push(
             trainer, training_args.output_dir, push_to_hub, method="MAE (masked autoencoder)",
-            architecture="ViTMAEModel (encoder; the full ViTMAEForPreTraining in pretraining/)",
+            architecture="ViTModel (the MAE encoder, no pooler; the full ViTMAEForPreTraining in pretraining/)",
             pipeline_tag="image-feature-extraction", metrics={"train_loss": train_result.training_loss},
             dataset=data_args.dataset_name or data_args.train_dir or f"{data_args.builtin} (built-in)",
             hyperparameters={"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss,
                              "image_size": model_args.image_size, "patch_size": model_args.patch_size,
                              "steps": trainer.state.global_step, "learning_rate": training_args.learning_rate},
             usage=f'from transformers import AutoImageProcessor, AutoModel\n'
-                  f'encoder = AutoModel.from_pretrained("{training_args.output_dir}")  # mask_ratio=0: every patch\n'
+                  f'encoder = AutoModel.from_pretrained("{training_args.output_dir}", add_pooling_layer=False)  # a ViTModel\n'
                   f'processor = AutoImageProcessor.from_pretrained("{training_args.output_dir}")',
         )
         print(f"\nEncoder saved to {os.path.abspath(training_args.output_dir)} (AutoModel.from_pretrained loads it); "

@@ -29,10 +29,19 @@ class ModelArguments(BackboneArguments):
     variant: str = field(default="v2", metadata={"help": "v2 (queue) or v3 (predictor, symmetric, no queue)."})
     projection_hidden_dim: int | None = field(default=None, metadata={"help": "None: the variant's paper value."})
     projection_dim: int | None = None
-    queue_size: int | None = field(default=4096, metadata={"help": "v2 queue (paper: 65536; small data: 4096)."})
+    queue_size: int | None = field(default=None, metadata={"help": "v2 only: queue (paper: 65536; None: 4096 for small data)."})
     temperature: float | None = field(default=None, metadata={"help": "None: v2 0.2, v3 1.0."})
     symmetric: bool | None = None
     negative_sampling: str = field(default="uniform", metadata={"help": "uniform, debiased, hard, hardest or mixed."})
+
+    def __post_init__(self) -> None:
+        if self.variant == "v3" and self.queue_size:
+            raise ValueError(
+                f"--queue_size {self.queue_size} is not used by --variant v3 (no queue: its negatives are the batch's "
+                "other keys); drop --queue_size, or use --variant v2 for a queue of negatives."
+            )
+        if self.variant == "v2" and self.queue_size is None:
+            self.queue_size = 4096
 
 
 @dataclass
@@ -56,7 +65,7 @@ def main() -> None:
     model = MoCoModel(MoCoConfig(
         **model_args.config_kwargs(), projection_hidden_dim=model_args.projection_hidden_dim,
         projection_dim=model_args.projection_dim, temperature=model_args.temperature, variant=model_args.variant,
-        queue_size=model_args.queue_size if model_args.variant == "v2" else None, symmetric=model_args.symmetric,
+        queue_size=model_args.queue_size, symmetric=model_args.symmetric,
         negative_sampling=model_args.negative_sampling,
     ))  # fmt: skip
     check_push_possible(model, training_args, model_args.export_encoder)

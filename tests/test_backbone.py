@@ -59,6 +59,30 @@ def test_transformers_backbone_from_a_config_dict_and_a_local_folder(tmp_path):
     assert loaded.library == "transformers" and loaded(torch.randn(1, 3, 32, 32)).shape == (1, 32)
 
 
+def test_a_transformers_folder_brings_its_processors_normalisation(tmp_path):
+    import json
+
+    Backbone(config=ViTConfig(**TINY_VIT)).model.save_pretrained(tmp_path)
+    assert Backbone(str(tmp_path), pretrained=True).data_config["mean"] == (0.485, 0.456, 0.406)  # none: ImageNet's
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    for pretrained in (True, False):
+        backbone = Backbone(str(tmp_path), pretrained=pretrained)
+        assert backbone.data_config["mean"] == (0.5, 0.5, 0.5) and backbone.data_config["std"] == (0.5, 0.5, 0.5)
+
+
+def test_auto_pooling_averages_token_models_without_a_cls_token():
+    from transformers import SwinConfig
+
+    torch.manual_seed(0)
+    config = SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=4)
+    backbone = Backbone(config=config)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    outputs = backbone.model(pixel_values=pixel_values)
+    assert backbone.pooling == "mean"  # Swin has no CLS token: the first token is one corner window
+    torch.testing.assert_close(backbone(pixel_values), outputs.last_hidden_state.mean(dim=1))
+    torch.testing.assert_close(backbone(pixel_values), outputs.pooler_output)  # Swin's own average pooling
+
+
 def test_library_resolution_and_errors():
     assert resolve_library("resnet18") == "timm"
     assert resolve_library("hf-hub:timm/resnet18.a1_in1k") == "timm"

@@ -7,7 +7,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Image as ImageFeature
 from PIL import Image
 
-from hfssl.data.images import FASHION_MNIST_DIR, load_digits_dataset, load_image_dataset
+from hfssl.data.images import FASHION_MNIST_DIR, ImageDataArguments, load_digits_dataset, load_image_dataset
 
 
 def test_digits_are_upsampled_with_image_and_label_columns():
@@ -50,3 +50,25 @@ def test_errors_say_what_to_do(tmp_path):
     Dataset.from_dict({"text": ["a"]}).save_to_disk(str(tmp_path / "text"))
     with pytest.raises(ValueError, match="no image column found.*image_column="):
         load_image_dataset(dataset_name=str(tmp_path / "text"))
+
+
+def test_image_folder_never_returns_the_training_images_as_another_split(tmp_path):
+    images = [Image.fromarray(np.full((6, 6, 3), i * 40, dtype=np.uint8)) for i in range(4)]
+    for name in ("cat", "dog"):
+        os.makedirs(tmp_path / "plain" / name)
+        for split, size in (("train", 3), ("test", 1)):
+            os.makedirs(tmp_path / "split" / split / name)
+            for i in range(size):
+                images[i].save(tmp_path / "split" / split / name / f"{i}.png")
+        for i in range(2):
+            images[i].save(tmp_path / "plain" / name / f"{i}.png")
+    # A plain folder is one "train" split: asking it for "test" raises (the vision recipes then skip kNN).
+    with pytest.raises(ValueError, match=r"split='test' is not available in train_dir=.*move the training images into train/"):
+        load_image_dataset(train_dir=str(tmp_path / "plain"), split="test")
+    with pytest.raises(ValueError, match="split='test' is not available"):
+        ImageDataArguments(train_dir=str(tmp_path / "plain")).load("test")
+    # train/ and test/ sub-folders are separate splits, each labelled by its class sub-folders.
+    train = load_image_dataset(train_dir=str(tmp_path / "split"), split="train")
+    test = load_image_dataset(train_dir=str(tmp_path / "split"), split="test")
+    assert (len(train), len(test)) == (6, 2) and test.features["label"].names == ["cat", "dog"]
+    assert sorted(test["label"]) == [0, 1]

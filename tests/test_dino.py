@@ -301,6 +301,7 @@ def test_arguments_defaults_and_local_size(tmp_path):
         3.0,
         "cosine",
     )
+    assert args.warmup_steps == 0.1 and args.get_warmup_steps(1000) == 100  # DINO: 10 of 100 epochs
     with pytest.raises(ValueError, match="weight_decay_final=-1 must be >= 0"):
         DINOTrainingArguments(output_dir=str(tmp_path), weight_decay_final=-1)
     assert (dino_local_size(224), dino_local_size(32), dino_local_size(16)) == (96, 16, 8)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,50 @@ def test_dataset_features_reads_the_backbone_data_config():
     assert features.shape == (10, 32) and labels.tolist() == digits["label"]
     with pytest.raises(ValueError, match="needs an 'image' column"):
         dataset_features(backbone, digits.rename_column("image", "picture"))
+
+
+def test_images_of_different_sizes_are_resized_one_by_one_and_read_a_batch_at_a_time():
+    from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+    from PIL import Image
+
+    from hfssl.evaluation.features import extract_features, images_to_tensor
+
+    rng = np.random.default_rng(0)
+    shapes = [(20, 20, 3), (12, 16, 3), (16, 16), (30, 9, 3), (16, 16, 3)]  # as in any real image folder
+    images = [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in shapes]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    dataset = Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0]}, features=features)
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    mean, std = (0.5,) * 3, (0.25,) * 3
+
+    resized_first = torch.cat([images_to_tensor([image], 16) for image in images])  # one image at a time
+    assert resized_first.shape == (5, 3, 16, 16)
+    assert torch.equal(images_to_tensor(images, 16), resized_first)
+    got = extract_features(encoder, dataset, 16, mean, std, batch_size=2)
+    with torch.no_grad():
+        expected = encoder((resized_first - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    assert got.shape == (5, 4)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(dataset_features(encoder, dataset, 16, mean, std, batch_size=3)[0], expected)
+    assert 0.0 <= knn_evaluate(encoder, dataset, dataset, 16, mean, std, k=3) <= 1.0
+
+    # A dataset is decoded batch_size rows at a time, never the whole column at once.
+    batch_sizes = []
+
+    def record(batch: dict) -> dict:
+        batch_sizes.append(len(batch["image"]))
+        return batch
+
+    lazy = extract_features(encoder, dataset.with_transform(record), 16, mean, std, batch_size=2)
+    torch.testing.assert_close(lazy, expected)
+    assert batch_sizes == [2, 2, 1]
+
+    # Same-size images: exactly the one batched resize as before.
+    arrays = [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(3)]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    batch = F.interpolate(batch, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(images_to_tensor(arrays, 16), batch)
 
 
 @pytest.mark.slow

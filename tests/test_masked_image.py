@@ -79,7 +79,7 @@ def test_bool_masked_pos_drives_vit_and_beit():
     vit = ViTForMaskedImageModeling(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, encoder_stride=8)).eval()
     collator = DataCollatorForMaskedImageModeling.from_model_config(vit.config, mask_ratio=0.5, seed=0)
     batch = collator(EXAMPLES)
-    assert set(batch) == {"pixel_values", "bool_masked_pos", "labels"} and (batch["bool_masked_pos"].sum(1) == 8).all()
+    assert set(batch) == {"pixel_values", "bool_masked_pos"} and (batch["bool_masked_pos"].sum(1) == 8).all()
     with torch.no_grad():
         embedded = vit.vit.embeddings(batch["pixel_values"], bool_masked_pos=batch["bool_masked_pos"])[:, 1:]
         plain = vit.vit.embeddings(batch["pixel_values"])[:, 1:]
@@ -174,6 +174,76 @@ def test_simmim_mask_granularity_and_count():
     assert (cells.all(2).all(3) | ~cells.any(2).any(3)).all()  # each 32 px cell is fully masked or fully visible
     with pytest.raises(ValueError, match="divisible by mask_patch_size"):
         simmim_mask(1, 192, 4, 30, 0.6)
+
+
+def test_simmim_refuses_fewer_than_two_cells_per_side_or_every_cell_masked():
+    # one 32 px cell on a 32 px image: ceil(0.6 * 1) = 1 cell, every patch masked
+    with pytest.raises(ValueError, match=r"image_size=32 and mask_patch_size=32 has 1x1 mask cells .* leaving 0 visible; use a smaller mask_patch_size .*e\.g\. 16"):
+        DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, masking="simmim", mask_ratio=0.6)
+    with pytest.raises(ValueError, match="has 1x1 mask cells"):
+        simmim_mask(2, 32, 8, 32, 0.6)
+    # 2x2 cells, ceil(0.8 * 4) = 4: all masked too
+    with pytest.raises(ValueError, match=r"2x2 mask cells .* ceil\(mask_ratio=0\.8 \* 4\) = 4 would be masked.*or a lower mask_ratio"):
+        DataCollatorForMaskedImageModeling(image_size=64, patch_size=8, masking="simmim", mask_patch_size=32, mask_ratio=0.8)
+    with pytest.raises(ValueError, match="a larger image_size or a smaller patch_size"):  # no smaller cell size exists
+        simmim_mask(1, 8, 8, 8, 0.5)
+    collator = DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, masking="simmim", mask_patch_size=16, mask_ratio=0.6, seed=0)
+    mask = collator(EXAMPLES)["bool_masked_pos"]
+    assert (mask.sum(1) == math.ceil(0.6 * 4) * 4).all() and not mask.all(1).any()
+
+
+@pytest.mark.parametrize(
+    "image_size,mask_ratio,min_num_patches,refused",
+    [(24, 0.75, 16, True), (32, 0.75, 16, True), (32, 0.4, 16, True), (16, 0.75, 4, True), (24, 0.75, 2, False),
+     (16, 0.5, 1, False), (32, 0.75, 4, False), (112, 0.4, 16, False)],
+)  # fmt: skip
+def test_block_masking_refuses_grids_where_no_block_of_min_num_patches_fits(image_size, mask_ratio, min_num_patches, refused):
+    # BEiT keeps only rectangles with h < side and w < side: at most (side - 1)^2 patches
+    kwargs = dict(image_size=image_size, patch_size=8, masking="block", mask_ratio=mask_ratio, min_num_patches=min_num_patches)
+    side = image_size // 8
+    if refused:
+        with pytest.raises(ValueError, match=rf"masking='block' would give empty masks: .* below the {side}x{side} patch grid"):
+            DataCollatorForMaskedImageModeling(**kwargs)
+    else:
+        masks = DataCollatorForMaskedImageModeling(**kwargs).mask(200, torch.Generator().manual_seed(0))[0]
+        assert masks.any(1).float().mean() >= 0.9
+
+
+def test_block_masking_refusal_says_what_to_do():
+    # what the check spares: every mask empty on a 3x3 grid, nearly every one on a 4x4 grid (blocks >= 16 patches)
+    assert not block_mask(200, (3, 3), 7, 16, None, 0.3, torch.Generator().manual_seed(0)).any()
+    assert block_mask(200, (4, 4), 12, 16, None, 0.3, torch.Generator().manual_seed(0)).any(1).float().mean() <= 0.1
+    with pytest.raises(ValueError, match=r"blocks of at least min_num_patches=16 patches need both sides below the 4x4 patch grid's \(image_size=32, patch_size=8\), where at most 9 fit; lower min_num_patches to at most 9"):
+        DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, masking="block")
+    with pytest.raises(ValueError, match=r"where at most 0 fit; use more patches per side"):
+        DataCollatorForMaskedImageModeling(image_size=8, patch_size=8, masking="block", min_num_patches=1)
+    DataCollatorForMaskedImageModeling(image_size=24, patch_size=8, masking="block", mask_ratio=0.0)  # nothing to mask
+
+
+def test_block_min_aspect_above_one_reads_as_its_inverse_like_beit_and_non_positive_is_refused():
+    for bad in (0.0, -0.5):
+        with pytest.raises(ValueError, match=f"min_aspect={bad} must be > 0"):
+            DataCollatorForMaskedImageModeling(masking="block", min_aspect=bad)
+        with pytest.raises(ValueError, match=f"min_aspect={bad} must be > 0"):
+            block_mask(2, (14, 14), 78, 16, None, bad)
+    # the same range [0.5, 2]: the same masks from the same seed
+    inverted = block_mask(300, (14, 14), 75, 16, None, 2.0, torch.Generator().manual_seed(0))
+    assert torch.equal(inverted, block_mask(300, (14, 14), 75, 16, None, 0.5, torch.Generator().manual_seed(0)))
+    # and the statistics of BEiT's own generator given min_aspect=2 (its log aspect range then runs from log 2 to log 0.5)
+    n, grid = 300, (14, 14)
+    rng = random.Random(2)
+    reference = torch.tensor(np.stack([beit_reference(*grid, 75, 16, 2.0, rng).ravel() for _ in range(n)])).float()
+    for statistic in (lambda m: m.sum(1), lambda m: m.view(n, *grid)[:, 6:8, 6:8].sum((1, 2))):
+        a, b = statistic(inverted.float()), statistic(reference)
+        assert abs(a.mean() - b.mean()) <= 5 * math.sqrt(a.var() / n + b.var() / n)
+
+
+def test_dataset_labels_are_dropped_and_other_columns_pass_through():
+    examples = [dict(example, id=i, labels=i % 2) for i, example in enumerate(EXAMPLES)]  # both `label` and `labels`
+    for masking in ("random", "block", "simmim"):
+        collator = DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, masking=masking, mask_patch_size=16, min_num_patches=2, seed=0)
+        batch = collator(examples)
+        assert "labels" not in batch and "label" not in batch and batch["id"].tolist() == list(range(6))
 
 
 def test_each_patch_is_masked_with_probability_ratio():

@@ -229,6 +229,32 @@ def test_unreadable_image_names_the_example_or_is_skipped(caplog):
     assert "skipped 1 unreadable images" in caplog.text and collator.num_skipped == 1
 
 
+def test_float_images_are_read_by_their_value_range():
+    from hfssl.augmentations.image_io import to_uint8_chw
+
+    # A float tensor must be in [0, 1]: a 0-255 one raises instead of being clamped to a near-white image.
+    float_255 = torch.from_numpy(RGB).permute(2, 0, 1).float()
+    with pytest.raises(ValueError, match=r"values must be in \[0, 1\]: divide a 0-255 image by 255"):
+        to_uint8_chw(float_255)
+    with pytest.raises(ValueError, match=r"example 0 .*values must be in \[0, 1\]"):
+        DataCollatorForMultiView.simclr(image_size=8)([{"image": float_255}])
+    assert torch.equal(to_uint8_chw(torch.full((3, 2, 2), 1.0 + 1e-6)), torch.full((3, 2, 2), 255, dtype=torch.uint8))
+    # A PIL "F" image within [0, 1] is scaled by 255; one within [0, 255] keeps its values.
+    gray = RGB[..., 0].astype(np.float32)
+    unit, byte_range = Image.fromarray(gray / 255), Image.fromarray(gray)
+    assert unit.mode == byte_range.mode == "F"
+    for image in (unit, byte_range):
+        assert torch.equal(to_uint8_chw(image, channels=1)[0], torch.from_numpy(RGB[..., 0]))
+
+
+def test_unsupported_image_names_the_example_or_is_skipped():
+    examples = [{"image": INPUTS["pil_RGB"], "label": 0}, {"image": np.zeros((4, 4), dtype=np.float32), "label": 1}]
+    with pytest.raises(TypeError, match=r"example 1 .*dtype float32 is not supported.*skip_invalid_images=True"):
+        DataCollatorForMultiView.simclr(image_size=8)(examples)
+    collator = DataCollatorForMultiView.simclr(image_size=8, skip_invalid_images=True)
+    assert collator(examples)["labels"].tolist() == [0] and collator.num_skipped == 1
+
+
 def test_user_errors_say_what_to_do():
     with pytest.raises(ValueError, match="channels=2 is not supported"):
         DataCollatorForMultiView(channels=2)
@@ -253,6 +279,22 @@ def test_normalization_from_timm_and_image_processor():
     assert DataCollatorForMultiView.dino(global_size=8, local_size=4, normalization_source=processor).std == (0.5, 0.5, 0.5)
     with pytest.raises(TypeError, match="cannot read a normalisation"):
         normalization_from(object())
+
+
+def test_normalization_from_an_hfssl_backbone_and_method_model():
+    from transformers import ViTConfig
+
+    from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+
+    tiny_vit = ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8
+    ).to_dict()
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=tiny_vit, projection_hidden_dim=16, projection_dim=8))
+    model.backbone.data_config = {**model.backbone.data_config, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    expected = ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert normalization_from(model.backbone) == expected and normalization_from(model) == expected
+    collator = DataCollatorForMultiView.simclr(image_size=8, normalization_source=model.backbone)
+    assert (tuple(collator.mean), tuple(collator.std)) == expected
 
 
 class TwoViewModel(torch.nn.Module):

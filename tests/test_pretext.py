@@ -1,5 +1,6 @@
 """Pretext collators (rotation, jigsaw, colorization): labels checked by inverting them, statistics, heads in Trainer."""
 
+import itertools
 import math
 
 import numpy as np
@@ -65,6 +66,18 @@ def test_hamming_permutation_set():
     random_distances = (random_set[:, None] != random_set[None]).sum(-1) + 9 * torch.eye(30, dtype=torch.long)
     assert distances.min() >= 7 and distances.min() > random_distances.min()
     assert torch.equal(maximal_hamming_permutations(30), permutations)  # deterministic for a seed
+
+
+def test_hamming_permutations_are_the_greedy_max_min_choice():
+    # the docstring's rule against a naive loop over the 5! permutations in lexicographic order
+    chosen = maximal_hamming_permutations(12, num_tiles=5, seed=3).tolist()
+    candidates = [list(p) for p in itertools.permutations(range(5))]
+    expected = [chosen[0]]  # the random start
+    for _ in range(11):
+        distance = lambda p: min(sum(a != b for a, b in zip(p, q)) for q in expected)  # noqa: E731
+        best = max(distance(p) for p in candidates)
+        expected.append(next(p for p in candidates if distance(p) == best))
+    assert chosen == expected
 
 
 def test_jigsaw_permutation_labels_invert_to_the_image():

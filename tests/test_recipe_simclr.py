@@ -1,5 +1,8 @@
-"""The SimCLR and MoCo recipes run end to end on the built-in digits (a few steps) and save a loadable model."""
+"""The SimCLR and MoCo recipes run end to end on the built-in digits (a few steps) and save a loadable model; MoCo's
+recipe refuses a queue size for v3."""
 
+import os
+import runpy
 import subprocess
 import sys
 
@@ -21,3 +24,14 @@ def test_recipe_runs_and_reports_knn(recipe, tmp_path):
     assert 0.0 <= accuracy <= 1.0
     model = AutoModel.from_pretrained(tmp_path)
     assert type(model).__name__ == ("SimCLRModel" if recipe == "pretrain_simclr" else "MoCoModel")
+
+
+def test_moco_recipe_refuses_a_queue_size_with_v3_and_keeps_v2_default():
+    recipe = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "recipes", "pretrain_moco.py"), run_name="pretrain_moco")
+    arguments = recipe["ModelArguments"]
+    with pytest.raises(ValueError, match=r"--queue_size 1024 is not used by --variant v3 .* drop --queue_size, or use --variant v2"):
+        arguments(variant="v3", queue_size=1024)
+    assert arguments(variant="v3").queue_size is None and arguments(variant="v3", queue_size=0).queue_size == 0
+    assert arguments().queue_size == 4096 and arguments(queue_size=1024).queue_size == 1024  # v2 as before
+    with pytest.raises(ValueError, match="is not used by --variant v3"):  # from the command line too
+        recipe["parse_recipe_arguments"]((arguments,), ["--variant", "v3", "--queue_size", "512"])

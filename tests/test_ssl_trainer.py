@@ -85,6 +85,20 @@ def test_resume_from_checkpoint_is_exact(digits, tmp_path):
     assert differing == [], f"differ after resume: {differing}"
 
 
+def test_resume_with_dataloader_workers_warns_that_the_views_differ(digits, tmp_path, caplog):
+    import logging
+
+    args = arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    SSLTrainer(model=make_model("simclr"), args=args, data_collator=collator(), train_dataset=digits).train()
+    for workers in (0, 1):
+        caplog.clear()
+        args = arguments(tmp_path, max_steps=2, dataloader_num_workers=workers)
+        trainer = SSLTrainer(model=make_model("simclr"), args=args, data_collator=collator(), train_dataset=digits)
+        with caplog.at_level(logging.WARNING, logger="hfssl.trainers.ssl_trainer"):
+            trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+        assert ("re-seed their augmentation generators" in caplog.text) == (workers > 0)
+
+
 def test_channels_last_computes_the_same_and_resumes_exactly(digits, tmp_path):
     """`channels_last=True` on a timm ResNet (MoCo v2: teacher and queue): weights and views in channels-last format,
     the same losses and weights as the default format (up to float rounding), and exact resume."""

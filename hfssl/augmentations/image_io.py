@@ -3,7 +3,7 @@
 Accepted inputs (one image each):
 - PIL images of any mode (L, LA, RGB, RGBA, P, CMYK, I;16, I, F, 1, ...),
 - numpy arrays, uint8 (H, W) or (H, W, C) with C in {1, 3, 4},
-- torch tensors (C, H, W), uint8 or floating point in [0, 1],
+- torch tensors (C, H, W), uint8 or floating point in [0, 1] (other float values raise: divide 0-255 by 255),
 - the dicts the `datasets` Image feature yields with `decode=False`: `{"bytes": ..., "path": ...}`.
 
 Legend: B batch, C channels, H height, W width.
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+# Float tensors may overshoot [0, 1] by rounding error: up to half a uint8 step, they round to 0 or 255 anyway.
+FLOAT_TOLERANCE = 0.5 / 255.0
 ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a torch tensor (C, H, W) or a dict with 'bytes'/'path'"
 
 
@@ -29,10 +31,14 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return (np.asarray(image).astype(np.uint32) // 257).astype(np.uint8)
     if mode in ("I", "F"):
+        # By value range: a float ("F") image within [0, 1] is scaled by 255; any image within [0, 255] is kept as
+        # it is (rounded); anything else is stretched from [min, max] to [0, 255].
         array = np.asarray(image).astype(np.float64)
         low, high = float(array.min()), float(array.max())
+        if mode == "F" and low >= 0.0 and high <= 1.0:
+            return (array * 255.0 + 0.5).astype(np.uint8)
         if high <= 255.0 and low >= 0.0:
-            return array.astype(np.uint8)
+            return (array + 0.5).astype(np.uint8)
         return ((array - low) / max(high - low, 1e-12) * 255.0 + 0.5).astype(np.uint8)
     if mode in ("1", "LA", "La"):
         return np.array(image.convert("L"))
@@ -59,7 +65,8 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
         `torch.Tensor` of shape (channels, H, W), dtype uint8. A new tensor: the input is never modified.
 
     Raises:
-        TypeError: for an input of another kind. OSError/ValueError (from PIL) for unreadable data.
+        TypeError: for an input of another kind or dtype. ValueError: for a float tensor outside [0, 1].
+        OSError/ValueError (from PIL) for unreadable data.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels={channels} is not supported; use 1 (grayscale) or 3 (RGB).")
@@ -88,7 +95,13 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
         if image.dtype == torch.uint8:
             tensor = image.clone()
         elif image.is_floating_point():
-            tensor = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+            image = image.detach().float()
+            if image.numel() and not (image.min() >= -FLOAT_TOLERANCE and image.max() <= 1.0 + FLOAT_TOLERANCE):
+                raise ValueError(
+                    f"float tensor image has values in [{image.min().item():g}, {image.max().item():g}]; values must "
+                    "be in [0, 1]: divide a 0-255 image by 255 (or pass it as uint8), and undo any normalisation."
+                )
+            tensor = (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
         else:
             raise TypeError(f"tensor image of dtype {image.dtype} is not supported; use uint8 or float in [0, 1].")
     else:
@@ -151,9 +164,11 @@ def decode_examples(
         try:
             images.append(to_uint8_chw(example[image_column], channels))
             kept.append(index)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL raises these for corrupt or truncated files
+        # PIL raises OSError/ValueError/SyntaxError for corrupt or truncated files; to_uint8_chw raises TypeError for
+        # an unsupported kind, shape or dtype (kept a TypeError) and ValueError for out-of-range floats.
+        except (OSError, ValueError, SyntaxError, TypeError) as error:
             if not skip_invalid:
-                raise ValueError(
+                raise (TypeError if isinstance(error, TypeError) else ValueError)(
                     f"could not read the image of example {index} (column '{image_column}'): {error}. Fix or remove "
                     "the file, or pass skip_invalid_images=True to skip such images (their count is logged)."
                 ) from error

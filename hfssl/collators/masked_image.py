@@ -4,7 +4,8 @@ Three masking strategies, each vectorised over the batch:
 - "random" (MAE, He et al., 2021): exactly round(mask_ratio * L) patches per image, uniformly at random.
   Also returns the `noise` that makes `ViTMAEForPreTraining` choose the very same mask.
 - "block" (BEiT, Bao et al., 2021, Algorithm 1): rectangles of >= `min_num_patches` patches with aspect
-  ratio in [min_aspect, 1 / min_aspect] until round(mask_ratio * L) patches are masked (BEiT: 0.4, 16, 0.3).
+  ratio in [min_aspect, 1 / min_aspect] until round(mask_ratio * L) patches are masked (BEiT: 0.4, 16, 0.3;
+  a min_aspect above 1 gives the same range, as BEiT's `max_aspect = 1 / min_aspect` does).
 - "simmim" (SimMIM, Xie et al., 2021): ceil(mask_ratio * M) masked cells of a coarser grid of
   `mask_patch_size` pixels (M cells), upsampled to the model's patches (SimMIM: 0.6 and 32 px).
 
@@ -144,6 +145,18 @@ def _area_table(height: int, width: int, cap: int) -> np.ndarray:
     return np.where(fits, sides[:, None] * sides, 1 << 20).astype(np.uint32).ravel()
 
 
+def _log_aspect_range(min_aspect: float) -> tuple[float, float]:
+    """(log a, log(1 / a)) for a = min(min_aspect, 1 / min_aspect): BEiT's aspect ratio range. A min_aspect above 1
+    gives the same range, as in BEiT (`max_aspect = 1 / min_aspect`, the log aspect drawn between the two)."""
+    if not min_aspect > 0:  # NaN too
+        raise ValueError(
+            f"min_aspect={min_aspect} must be > 0: block masking draws aspect ratios in [min_aspect, 1 / min_aspect] "
+            "(BEiT: 0.3)."
+        )
+    low = min_aspect if min_aspect <= 1.0 else 1.0 / min_aspect
+    return math.log(low), math.log(1.0 / low)
+
+
 def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
@@ -152,7 +165,8 @@ def block_mask(
 
     All images run the algorithm in lockstep: each round draws 10 candidate rectangles per unfinished image
     (area in [min_num_patches, remaining], log aspect ratio uniform in [log min_aspect, -log min_aspect], sides
-    rounded half to even as Python's `round`) and keeps the first that fits and adds between 1 and the remaining
+    rounded half to even as Python's `round`; min_aspect > 1 reads as 1 / min_aspect, as in BEiT, and <= 0 is
+    refused) and keeps the first that fits and adds between 1 and the remaining
     number of patches; an image stops when it reaches `num_masked` or no candidate qualifies. Same distribution
     as the per-image loop. Masks are bit sets (uint64 words), so a rectangle is one AND of a row band and a
     column band and its new patches are one popcount: a round is a few dozen numpy calls on (B, 10) arrays,
@@ -164,7 +178,7 @@ def block_mask(
     """
     height, width = grid
     max_num_patches = num_masked if max_num_patches is None else max_num_patches
-    log_low, log_high = math.log(min_aspect), math.log(1.0 / min_aspect)
+    log_low, log_high = _log_aspect_range(min_aspect)
     half_range, half_low = 0.5 * (log_high - log_low), 0.5 * log_low
     table = _band_table(height, width)
     words = table.shape[1]
@@ -227,6 +241,30 @@ def block_mask(
     return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
 
 
+def _simmim_cells(image_size: int, patch_size: int, mask_patch_size: int, mask_ratio: float) -> tuple[int, int]:
+    """SimMIM's mask grid: (cells per side, masked cells = ceil(mask_ratio * cells)), refusing a grid of fewer than
+    2 cells per side or one where every cell (so every patch) would be masked."""
+    if image_size % mask_patch_size or mask_patch_size % patch_size:
+        raise ValueError(
+            f"SimMIM masking needs image_size ({image_size}) divisible by mask_patch_size ({mask_patch_size}) and "
+            f"mask_patch_size divisible by patch_size ({patch_size}); change mask_patch_size."
+        )
+    cells_side = image_size // mask_patch_size
+    num_masked = math.ceil(mask_ratio * cells_side**2)
+    if cells_side < 2 or num_masked == cells_side**2:
+        sides = {size: image_size // size for size in range(patch_size, min(mask_patch_size, image_size // 2 + 1), patch_size)}
+        sizes = [size for size, side in sides.items() if image_size % size == 0 and math.ceil(mask_ratio * side**2) < side**2]
+        fix = "a larger image_size or a smaller patch_size"
+        if sizes:
+            fix = f"a smaller mask_patch_size dividing image_size, a multiple of patch_size (e.g. {sizes[-1]})"
+        raise ValueError(
+            f"SimMIM masking with image_size={image_size} and mask_patch_size={mask_patch_size} has {cells_side}x{cells_side} "
+            f"mask cells (at least 2x2 needed), of which ceil(mask_ratio={mask_ratio} * {cells_side**2}) = {num_masked} "
+            f"would be masked, leaving {cells_side**2 - num_masked} visible; use {fix}, or a lower mask_ratio."
+        )
+    return cells_side, num_masked
+
+
 def simmim_mask(
     batch_size: int, image_size: int, patch_size: int, mask_patch_size: int, mask_ratio: float,
     generator: torch.Generator | None = None,
@@ -237,14 +275,9 @@ def simmim_mask(
     Returns:
         `torch.Tensor` of shape (B, (image_size / patch_size)^2): bool, True = masked.
     """
-    if image_size % mask_patch_size or mask_patch_size % patch_size:
-        raise ValueError(
-            f"SimMIM masking needs image_size ({image_size}) divisible by mask_patch_size ({mask_patch_size}) and "
-            f"mask_patch_size divisible by patch_size ({patch_size}); change mask_patch_size."
-        )
-    cells_side = image_size // mask_patch_size
+    cells_side, num_masked = _simmim_cells(image_size, patch_size, mask_patch_size, mask_ratio)
     num_cells = cells_side**2
-    _, cells, _ = random_patch_mask(batch_size, num_cells, math.ceil(mask_ratio * num_cells), generator)
+    _, cells, _ = random_patch_mask(batch_size, num_cells, num_masked, generator)
     scale = mask_patch_size // patch_size
     cells = cells.view(batch_size, cells_side, cells_side)
     return cells.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)
@@ -261,13 +294,18 @@ class DataCollatorForMaskedImageModeling:
         image_size (`int`): side S of the output image. patch_size (`int`): side of a model patch.
         mask_ratio (`float`): fraction of patches masked (MAE default 0.75).
         masking (`str`): "random" (MAE), "block" (BEiT) or "simmim".
-        mask_patch_size (`int`): SimMIM's masking cell side in pixels (32).
-        min_num_patches, max_num_patches, min_aspect: BEiT block parameters (16, unlimited, 0.3).
+        mask_patch_size (`int`): SimMIM's masking cell side in pixels (32); at least 2 cells per side, and not
+            every cell masked.
+        min_num_patches, max_num_patches, min_aspect: BEiT block parameters (16, unlimited, 0.3). min_aspect must
+            be > 0 (above 1 it reads as 1 / min_aspect, as in BEiT); a grid where no such rectangle fits is refused.
         crop_scale (`tuple[float, float]`): random resized crop area range; (1.0, 1.0) just resizes.
         flip_p (`float`): horizontal flip probability.
         mean, std (`tuple[float, ...]`): normalisation per channel (ImageNet's by default).
         channels (`int`): 3 (grayscale replicated) or 1.
-        image_column (`str`): key of the image in each example; other columns pass through.
+        image_column (`str`): key of the image in each example; other columns pass through, except the dataset's
+            `label` / `labels`, dropped as the pretext collators do: the masked-image models take no class labels,
+            and with a `labels` key Trainer takes their mean loss for a per-item sum (no division by the
+            gradient-accumulation steps, a product with the number of processes).
         return_noise (`bool`, *optional*): output `noise` (B, L) for `ViTMAEForPreTraining`; default True for
             "random" masking. return_bool_masked_pos (`bool`): output `bool_masked_pos` (B, L) for
             `ViTForMaskedImageModeling`, BEiT, Swin/SimMIM.
@@ -275,7 +313,7 @@ class DataCollatorForMaskedImageModeling:
 
     Returns (from `__call__`):
         `dict` with `pixel_values` (B, C, S, S) float32, `bool_masked_pos` (B, L) bool and/or `noise` (B, L)
-        float32, and the pass-through columns (`label` becomes `labels`).
+        float32, and the pass-through columns (not `label` / `labels`).
     """
 
     image_size: int = 224
@@ -314,7 +352,25 @@ class DataCollatorForMaskedImageModeling:
             self.return_noise = self.masking == "random"
         if self.return_noise and self.masking != "random":
             raise ValueError(f"return_noise=True needs masking='random' (ViTMAE), got masking={self.masking!r}.")
+        if self.masking == "simmim":
+            _simmim_cells(self.image_size, self.patch_size, self.mask_patch_size, self.mask_ratio)
+        if self.masking == "block":
+            self._check_block_masks_can_be_non_empty()
         self._rng = WorkerSeededGenerator(self.seed)
+
+    def _check_block_masks_can_be_non_empty(self) -> None:
+        """Refuse a min_aspect <= 0, and a grid where no block of min_num_patches fits: BEiT keeps only rectangles
+        with both sides below the grid's, and the masks would be empty (or nearly: only rounding a block's target
+        area down, or a budget below min_num_patches, lets a smaller rectangle through now and then)."""
+        _log_aspect_range(self.min_aspect)
+        side = self.image_size // self.patch_size
+        if self.num_masked and (side - 1) ** 2 < self.min_num_patches:
+            fix = f"lower min_num_patches to at most {(side - 1) ** 2}, or use" if side > 1 else "use"
+            raise ValueError(
+                f"masking='block' would give empty masks: BEiT's blocks of at least min_num_patches={self.min_num_patches} "
+                f"patches need both sides below the {side}x{side} patch grid's (image_size={self.image_size}, "
+                f"patch_size={self.patch_size}), where at most {(side - 1) ** 2} fit; {fix} more patches per side."
+            )
 
     @classmethod
     def from_model_config(cls, config: Any, **kwargs: Any) -> DataCollatorForMaskedImageModeling:
@@ -375,7 +431,7 @@ class DataCollatorForMaskedImageModeling:
         crops = random_resized_crops(batch_images, sizes, self.image_size, self.crop_scale, (3 / 4, 4 / 3), self.flip_p, generator)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
-        batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
+        batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column, "label", "labels"))
         batch["pixel_values"] = (crops / 255.0 - mean) / std
         mask, noise = self.mask(len(kept), generator)
         if self.return_bool_masked_pos:

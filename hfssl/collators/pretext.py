@@ -89,10 +89,13 @@ class DataCollatorForRotation(_ImageCollator):
 
 @lru_cache(maxsize=8)
 def maximal_hamming_permutations(num_permutations: int, num_tiles: int = 9, seed: int = 0) -> torch.Tensor:
-    """A set of tile permutations far apart in Hamming distance (Noroozi and Favaro, 2016, Algorithm 1).
+    """A set of tile permutations far apart in Hamming distance (after Noroozi and Favaro, 2016, Algorithm 1).
 
     Greedy: start from a random permutation, then repeatedly add the permutation whose minimum Hamming
-    distance to the set chosen so far is largest (ties: the first in lexicographic order).
+    distance to the set chosen so far is largest (ties: the first in lexicographic order). This is the
+    max-min (farthest-point) variant of the paper's Algorithm 1, which instead adds the argmax of the summed
+    distance to the set (its D-bar = 1^T D; the mean in common reimplementations): the minimum is what keeps
+    every pair of puzzles apart, where a large sum can still sit next to one chosen permutation.
 
     Returns:
         `torch.Tensor` of shape (N, T), long: row i is permutation i (the label of a puzzle shuffled with it).
@@ -117,7 +120,8 @@ def maximal_hamming_permutations(num_permutations: int, num_tiles: int = 9, seed
 class DataCollatorForJigsaw(_ImageCollator):
     """Jigsaw puzzles (Noroozi and Favaro, 2016): cut each image into grid x grid cells, take a tile of side
     cell - tile_jitter at a random offset inside each cell, shuffle the tiles with one of `num_permutations`
-    permutations (chosen by maximal Hamming distance) and predict its index.
+    permutations (chosen greedily by maximal minimum Hamming distance, `maximal_hamming_permutations`) and
+    predict its index.
 
     Output tile k is input tile `permutations[label][k]` (input tiles in row-major order), so
     `tiles[:, permutations[label].argsort()]` restores the puzzle.

@@ -132,10 +132,12 @@ def load_image_dataset(
         dataset_name (`str`, *optional*): a Hub dataset id or a local path; a folder written by
             `Dataset.save_to_disk` is read with `load_from_disk`, anything else with `load_dataset`.
         train_dir (`str`, *optional*): a folder of images (class sub-folders give labels), read with the
-            "imagefolder" builder.
+            "imagefolder" builder. The whole folder is the "train" split unless it has split sub-folders
+            (`train/`, `test/`, `validation/`, each holding the class sub-folders); a `split` the folder does not
+            have raises `ValueError`, so the training images are never returned as the "test" split.
         builtin (`str`): offline default when neither is given: "digits" (scikit-learn, upsampled to
             `image_size`) or "fashion_mnist" (28x28, from /usr/share/datasets/fashion-mnist).
-        split (`str`): split to load ("train", "test", or e.g. "train[:10%]" for Hub datasets).
+        split (`str`): split to load ("train", "test", or e.g. "train[:10%]" for Hub datasets and image folders).
         image_size (`int`): output side of the upsampled digits (other sources keep their size).
         dataset_config_name (`str`, *optional*): Hub dataset configuration.
         image_column (`str`, *optional*): name of the image column if it is not one of "image", "img", ....
@@ -161,7 +163,15 @@ def load_image_dataset(
     elif train_dir is not None:
         if not os.path.isdir(train_dir):
             raise FileNotFoundError(f"train_dir={train_dir!r} is not a folder; pass a folder of images (or class sub-folders).")
-        dataset = _standardize_columns(load_dataset("imagefolder", data_dir=train_dir, split="train"), image_column)
+        try:
+            dataset = load_dataset("imagefolder", data_dir=train_dir, split=split)
+        except ValueError as error:  # datasets: 'Unknown split "test". Should be one of ['train']'
+            raise ValueError(
+                f"split={split!r} is not available in train_dir={train_dir!r} ({error}). A folder of images is one "
+                "'train' split unless it has split sub-folders (train/ and test/ or validation/, each holding the class "
+                "sub-folders): move the training images into train/ and the held-out ones into test/."
+            ) from error
+        dataset = _standardize_columns(dataset, image_column)
     elif builtin == "digits":
         dataset = load_digits_dataset(image_size=image_size, split=split)
     elif builtin == "fashion_mnist":

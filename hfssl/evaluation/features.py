@@ -10,18 +10,27 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from torch import nn
 
 from hfssl.distributed import gather_no_grad, is_distributed, rank, world_size
 
 
 def images_to_tensor(images: Sequence, image_size: int, channels: int = 3) -> torch.Tensor:
-    """PIL images or uint8 arrays -> float tensor (N, C, S, S) in [0, 1], bilinearly resized (no augmentation)."""
+    """PIL images or uint8 arrays, of any sizes, -> float tensor (N, C, S, S) in [0, 1], each bilinearly resized to
+    S x S (antialiased, no augmentation) before they are stacked."""
     arrays = []
     for image in images:
         array = np.asarray(image.convert("L" if channels == 1 else "RGB") if hasattr(image, "convert") else image)
         arrays.append(array if array.ndim == 3 else array[:, :, None])
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    if len({array.shape for array in arrays}) == 1:  # one size: one batched resize
+        return _resized(np.stack(arrays), image_size, channels)
+    return torch.cat([_resized(np.stack([array]), image_size, channels) for array in arrays])
+
+
+def _resized(arrays: np.ndarray, image_size: int, channels: int) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, channels, S, S) in [0, 1]."""
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
     if batch.shape[1] == 1 and channels == 3:
         batch = batch.expand(-1, 3, -1, -1)
     if batch.shape[-1] != image_size or batch.shape[-2] != image_size:
@@ -29,10 +38,17 @@ def images_to_tensor(images: Sequence, image_size: int, channels: int = 3) -> to
     return batch
 
 
+def _image_slice(images: Sequence | Dataset, start: int, stop: int) -> Sequence:
+    """`images[start:stop]`; for a `datasets.Dataset`, its "image" column decoded for those rows only."""
+    if isinstance(images, Dataset):
+        return images[start:stop]["image"]
+    return images[start:stop]
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
-    images: Sequence,
+    images: Sequence | Dataset,
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
@@ -49,8 +65,9 @@ def extract_features(
 
     Args:
         backbone (`nn.Module`): maps (B, C, S, S) to (B, D), e.g. `SimCLRModel.backbone`.
-        images (sequence of PIL images or uint8 arrays): e.g. `dataset["image"]`.
-        image_size (`int`): S, the side the images are resized to.
+        images (sequence of PIL images or uint8 arrays, or a `datasets.Dataset` with an "image" column): a dataset
+            is read `batch_size` rows at a time, so only one batch of images is decoded at once.
+        image_size (`int`): S, the side every image is resized to (the images may have different sizes).
         mean, std (sequence of `float`): the normalisation used in training (one value per channel).
         channels (`int`, defaults to 3): C.
         batch_size (`int`, defaults to 512): images per forward pass.
@@ -73,7 +90,7 @@ def extract_features(
     std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     features = []
     for start in range(first, last, batch_size):
-        batch = images_to_tensor(images[start : min(start + batch_size, last)], image_size, channels)
+        batch = images_to_tensor(_image_slice(images, start, min(start + batch_size, last)), image_size, channels)
         batch = (batch - mean_tensor) / std_tensor
         features.append(backbone(batch.to(device)).float())
     backbone.train(was_training)
@@ -108,8 +125,8 @@ def knn_evaluate(
     from hfssl.evaluation.knn import knn_accuracy
 
     options = dict(channels=channels, shard_across_processes=shard_across_processes)
-    memory = extract_features(backbone, memory_dataset["image"], image_size, mean, std, **options)
-    queries = extract_features(backbone, query_dataset["image"], image_size, mean, std, **options)
+    memory = extract_features(backbone, memory_dataset, image_size, mean, std, **options)
+    queries = extract_features(backbone, query_dataset, image_size, mean, std, **options)
     return knn_accuracy(
         memory, torch.tensor(memory_dataset["label"]), queries, torch.tensor(query_dataset["label"]), k, temperature
     )
@@ -160,7 +177,7 @@ def dataset_features(
             "input channel, those used in training)."
         )
     features = extract_features(
-        encoder, dataset["image"], image_size, mean, std, len(mean), batch_size,
+        encoder, dataset, image_size, mean, std, len(mean), batch_size,
         shard_across_processes=shard_across_processes,
     )  # fmt: skip
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None

@@ -66,6 +66,26 @@ def apply_small_image_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
+def processor_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The `image_mean` / `image_std` of a transformers model's `preprocessor_config.json` (a local folder, or a Hub
+    id already cached or reachable), e.g. 0.5 / 0.5 for google/vit-*; ImageNet's when there is none."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)  # fmt: skip
+    except (OSError, ValueError):  # no such repository or an invalid id, or offline without a cached copy
+        path = None
+    if path is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    with open(path) as handle:
+        processor = json.load(handle)
+    mean, std = processor.get("image_mean"), processor.get("image_std")
+    if mean is None or std is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 class Backbone(nn.Module):
     """Any timm or transformers vision model as a `(B, C, H, W) -> (B, D)` feature extractor.
 
@@ -79,8 +99,9 @@ class Backbone(nn.Module):
             (a dict needs a `model_type` key). Takes precedence over `name`.
         pooling (`str`, defaults to `"auto"`): how transformers outputs become one vector. `"pooler"` uses
             `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for
-            convolutional models). `"auto"` picks `"cls"` for token models (ViT, as MoCo v3 and DINO do) and the
-            global-average `"mean"` for convolutional ones (configs with `hidden_sizes`). The parameters of an
+            convolutional models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO
+            do) and the global-average `"mean"` for the others (convolutional ones, configs with `hidden_sizes`, and
+            token models without CLS such as Swin). The parameters of an
             unused pooler are frozen so that every trainable parameter gets a gradient. timm models always use
             their own global pool (`global_pool` in `model_kwargs` changes it).
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem without max-pool for 28-64 px images
@@ -145,15 +166,17 @@ class Backbone(nn.Module):
             self.feature_dim = int(hidden_sizes[-1] if hidden_sizes else model_config.hidden_size)
             image_size = getattr(model_config, "image_size", 224)
             image_size = image_size if isinstance(image_size, int) else image_size[0]
-            if pooling == "auto":
-                self.pooling = "mean" if hidden_sizes else "cls"
+            if pooling == "auto":  # CLS only where there is one (ViT, DeiT, BEiT, DINOv2; not Swin's windows)
+                has_cls = getattr(getattr(self.model, "embeddings", None), "cls_token", None) is not None
+                self.pooling = "cls" if has_cls and not hidden_sizes else "mean"
             pooler = getattr(self.model, "pooler", None)
             if self.pooling != "pooler" and isinstance(pooler, nn.Module):
                 pooler.requires_grad_(False)
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config is not None else processor_normalisation(name)
             self.data_config = {
                 "input_size": (getattr(model_config, "num_channels", 3), image_size, image_size),
-                "mean": IMAGENET_MEAN,
-                "std": IMAGENET_STD,
+                "mean": mean,
+                "std": std,
             }
 
     @property

@@ -44,7 +44,9 @@ class DINOTrainingArguments(SSLTrainingArguments):
         learning_rate (`float`, defaults to 5e-4): DINO's base rate for batch 256 (scale linearly with the batch).
         weight_decay (`float`, defaults to 0.04): at the first step.
         max_grad_norm (`float`, defaults to 3.0): gradient clipping, per parameter as DINO's `clip_gradients`.
-        lr_scheduler_type (`str`, defaults to `"cosine"`): cosine decay after the (optional) linear warm-up.
+        lr_scheduler_type (`str`, defaults to `"cosine"`): cosine decay after the linear warm-up.
+        warmup_steps (`float`, defaults to 0.1): linear warm-up over the first 10% of the steps (DINO: 10 of 100
+            epochs); an integer >= 1 is a step count, as in `TrainingArguments`.
 
     DINO arguments:
         weight_decay_final (`float`, *optional*, defaults to 0.4): the weight decay at the last step, reached on a
@@ -55,6 +57,7 @@ class DINOTrainingArguments(SSLTrainingArguments):
     weight_decay: float = field(default=0.04, metadata={"help": "Weight decay at the first step (DINO: 0.04)."})
     max_grad_norm: float = field(default=3.0, metadata={"help": "Gradient clipping (DINO: 3.0)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "DINO: cosine."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of them if < 1 (DINO: 0.1)."})
     weight_decay_final: float | None = field(
         default=0.4, metadata={"help": "Weight decay at the last step, cosine schedule (DINO: 0.4; None: constant)."}
     )

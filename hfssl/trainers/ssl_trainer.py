@@ -27,6 +27,7 @@ resume exactly.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections import defaultdict
 from typing import Any
@@ -46,6 +47,8 @@ from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
+
+logger = logging.getLogger(__name__)
 
 
 def collator_generator(collator: Any) -> torch.Generator | None:
@@ -321,7 +324,9 @@ class SSLTrainer(Trainer):
 
     def _save_rng_state(self, output_dir: str) -> None:
         """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
-        `dataloader_num_workers=0`; workers re-seed from the DataLoader seed that Trainer's RNG state restores)."""
+        `dataloader_num_workers=0`). Worker processes re-seed their generators when the resumed run starts its
+        iterator, so with workers the augmentations after a resume differ from the uninterrupted run's (a warning
+        says so at resume): the weights, optimizer, schedules and SSL state still resume exactly."""
         super()._save_rng_state(output_dir)
         tracker = self.data_collator
         if isinstance(tracker, GeneratorTrackingCollator):
@@ -334,6 +339,14 @@ class SSLTrainer(Trainer):
         states only after fetching the first resumed batch)."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         checkpoint, tracker = resume_from_checkpoint, self.data_collator
+        seeded = getattr(tracker, "_rng", None) is not None or isinstance(getattr(tracker, "generator", None), torch.Generator)
+        if checkpoint is not None and self.args.dataloader_num_workers > 0 and seeded:
+            logger.warning(
+                "Resuming with dataloader_num_workers=%d: the workers re-seed their augmentation generators, so the "
+                "views after the resume differ from those of an uninterrupted run (weights, optimizer, schedules and "
+                "SSL state resume exactly). For a bit-exact continuation resume with dataloader_num_workers=0.",
+                self.args.dataloader_num_workers,
+            )
         if checkpoint is None or not isinstance(tracker, GeneratorTrackingCollator):
             return
         if os.path.isfile(self._collator_rng_file(checkpoint)):
