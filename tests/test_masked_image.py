@@ -75,6 +75,14 @@ def test_mask_ratio_disagreeing_with_vit_mae_is_refused():
         DataCollatorForMaskedImageModeling.from_model_config(model.config)
 
 
+@pytest.mark.parametrize("masking", ["random", "block"])
+def test_a_ratio_rounding_to_every_patch_is_refused(masking):
+    with pytest.raises(ValueError, match=r"mask_ratio=0.99 of 16 patches rounds to 16: every patch masked"):
+        DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, mask_ratio=0.99, masking=masking,
+                                           min_num_patches=4)  # fmt: skip
+    assert DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, mask_ratio=0.9).num_masked == 14
+
+
 def test_bool_masked_pos_drives_vit_and_beit():
     vit = ViTForMaskedImageModeling(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, encoder_stride=8)).eval()
     collator = DataCollatorForMaskedImageModeling.from_model_config(vit.config, mask_ratio=0.5, seed=0)

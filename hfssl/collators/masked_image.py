@@ -356,6 +356,12 @@ class DataCollatorForMaskedImageModeling:
             _simmim_cells(self.image_size, self.patch_size, self.mask_patch_size, self.mask_ratio)
         if self.masking == "block":
             self._check_block_masks_can_be_non_empty()
+        if self.masking in ("random", "block") and self.num_patches and self.num_masked >= self.num_patches:
+            raise ValueError(
+                f"mask_ratio={self.mask_ratio} of {self.num_patches} patches rounds to {self.num_masked}: every patch "
+                "masked, none left for the encoder; lower mask_ratio, or use more patches (a larger image_size or a "
+                "smaller patch_size)."
+            )
         self._rng = WorkerSeededGenerator(self.seed)
 
     def _check_block_masks_can_be_non_empty(self) -> None:
