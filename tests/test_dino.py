@@ -450,3 +450,13 @@ def test_gradients_are_clipped_per_parameter_as_dinos_clip_gradients(tmp_path):
     torch.testing.assert_close(returned, global_norm)
     norms = [parameter.grad.norm(2).item() for parameter in parameters]
     assert max(norms) == pytest.approx(3.0, rel=1e-5) and min(norms) < 0.1  # small gradients untouched
+
+
+def test_the_last_layer_is_frozen_for_one_epoch_of_the_run_by_default(digits, tmp_path):
+    model = tiny()
+    assert model.config.freeze_last_layer_steps is None  # the paper's --freeze_last_layer 1 (epoch)
+    initial = model.head.last_layer.weight.detach().clone()
+    recorder = Recorder(model)
+    args = arguments(tmp_path, max_steps=3, gradient_accumulation_steps=2)  # 32 images / 8 = 4 batches = 2 steps/epoch
+    DINOTrainer(model=model, args=args, data_collator=collator(), train_dataset=digits, callbacks=[recorder]).train()
+    assert [torch.equal(weights, initial) for weights in recorder.last_layers] == [True, True, False]

@@ -147,8 +147,9 @@ class DINOConfig(SSLBackboneConfig):
         center_momentum (`float`, defaults to 0.9): the centre's EMA momentum.
         momentum, momentum_final (`float`, defaults to 0.996 and 1.0): the teacher EMA momentum at the first and the
             last step, cosine schedule (`SSLTrainingArguments.teacher_momentum(_final)` override them).
-        freeze_last_layer_steps (`int`, defaults to 1250): optimizer steps during which `DINOTrainer` applies no
-            update to the head's last layer (paper: 1 epoch; 1250 steps is one ImageNet epoch at batch 1024).
+        freeze_last_layer_steps (`int`, *optional*): optimizer steps during which `DINOTrainer` applies no update
+            to the head's last layer; `None` (default) is the first epoch of the run, as the paper's
+            `--freeze_last_layer 1` (1250 steps on ImageNet at batch 1024); 0 disables it.
         (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
@@ -167,7 +168,7 @@ class DINOConfig(SSLBackboneConfig):
     center_momentum: float = 0.9
     momentum: float = 0.996
     momentum_final: float = 1.0
-    freeze_last_layer_steps: int = 1250
+    freeze_last_layer_steps: int | None = None
 
     def __post_init__(self, **kwargs) -> None:
         for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
@@ -180,7 +181,7 @@ class DINOConfig(SSLBackboneConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         for name in ("warmup_teacher_temperature_steps", "freeze_last_layer_steps"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 optimizer steps (0 disables it).")
         super().__post_init__(**kwargs)
 

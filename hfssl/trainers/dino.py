@@ -3,7 +3,8 @@
 What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_from_checkpoint` is exact:
 - weight decay on a cosine schedule from `args.weight_decay` (0.04) to `args.weight_decay_final` (0.4), written into
   the optimizer's decayed parameter groups before every step (`WeightDecayScheduleCallback`);
-- no update of the head's last layer during the first `config.freeze_last_layer_steps` steps: its gradients are
+- no update of the head's last layer during the first `config.freeze_last_layer_steps` steps (default: the first
+  epoch of the run, as the paper's `--freeze_last_layer 1`): its gradients are
   dropped after clipping, just before the optimizer step, as the reference's `cancel_gradients_last_layer`, so
   neither the optimizer nor the weight decay touches it (`CancelGradientsCallback`);
 - gradient clipping at `args.max_grad_norm` (3.0) per parameter, as the reference's `utils.clip_gradients` (each
@@ -104,22 +105,45 @@ class CancelGradientsCallback(TrainerCallback):
     Args:
         trainer (`SSLTrainer`): the trainer, whose unwrapped model `parameters` receives.
         parameters (`Callable`): model -> the parameters to freeze.
-        steps (`Callable`): model -> the number of optimizer steps to freeze them for.
+        steps (`Callable`): model -> the number of optimizer steps to freeze them for; `None` means one epoch of
+            this run (its optimizer steps per epoch: batches per process / gradient accumulation).
     """
 
     def __init__(
         self,
         trainer: SSLTrainer,
         parameters: Callable[[nn.Module], list[torch.nn.Parameter]],
-        steps: Callable[[nn.Module], int],
+        steps: Callable[[nn.Module], int | None],
     ) -> None:
         self.trainer, self.parameters, self.steps = trainer, parameters, steps
+        self.epoch_steps: int | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, train_dataloader=None, **kwargs
+    ) -> None:
+        try:
+            batches = len(train_dataloader)
+        except TypeError:  # an iterable dataset: no epoch length
+            batches = None
+        self.epoch_steps = None if batches is None else max(1, batches // args.gradient_accumulation_steps)
+
+    def frozen_steps(self, model: nn.Module) -> int:
+        """The number of optimizer steps the parameters stay frozen."""
+        steps = self.steps(model)
+        if steps is not None:
+            return int(steps)
+        if self.epoch_steps is None:
+            raise ValueError(
+                "A freeze length of None means one epoch, but the train dataloader has no length (an iterable "
+                "dataset); set the config's freeze steps (e.g. DINOConfig(freeze_last_layer_steps=...)) explicitly."
+            )
+        return self.epoch_steps
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
     ) -> None:
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        if state.global_step < self.steps(model):
+        if state.global_step < self.frozen_steps(model):
             for parameter in self.parameters(model):
                 parameter.grad = None
 
