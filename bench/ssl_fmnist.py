@@ -202,7 +202,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     print(f"calibration: {step_seconds:.3f} s per step, {max_steps} steps", file=sys.stderr, flush=True)
     if method == "swav":  # prototypes frozen for the first 10% of a short run
         model.config.freeze_prototypes_steps = max_steps // 10
-    plan = WallClockPlan(start, args.budget_seconds, max_steps, capacity=int(max_steps * 1.3))
+    plan = WallClockPlan(start, args.budget_seconds, max_steps, capacity=int(max_steps * 2))
     train_args = SSLTrainingArguments(
         output_dir="/tmp/hfssl_bench", max_steps=plan.capacity, per_device_train_batch_size=args.batch_size,
         lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no",
