@@ -1,6 +1,7 @@
 """Backbone: timm and transformers models as (B, C, H, W) -> (B, D) feature extractors."""
 
 import pytest
+import timm
 import torch
 from transformers import ViTConfig
 
@@ -27,6 +28,20 @@ def test_small_image_stem_keeps_full_resolution():
     stage = backbone.model.layer1(backbone.model.act1(backbone.model.bn1(conv(torch.randn(1, 1, 16, 16)))))
     assert stage.shape[-1] == 16
     assert backbone(torch.randn(2, 1, 16, 16)).shape == (2, 512)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnet10t"])
+def test_small_image_stem_replaces_a_deep_stem(name):
+    # timm's deep-stem ResNets (three 3x3 convolutions, the first strided): one 3x3 stride-1 convolution from the
+    # stem's input to its output channels, so bn1 and the stages fit unchanged
+    stem = timm.create_model(name, num_classes=0, in_chans=1).conv1
+    backbone = Backbone(name, small_image_stem=True, in_chans=1)
+    conv = backbone.model.conv1
+    assert isinstance(conv, torch.nn.Conv2d) and isinstance(backbone.model.maxpool, torch.nn.Identity)
+    assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == ((3, 3), (1, 1), 1, stem[-1].out_channels)
+    stage = backbone.model.layer1(backbone.model.act1(backbone.model.bn1(conv(torch.randn(2, 1, 16, 16)))))
+    assert stage.shape[-1] == 16
+    assert backbone(torch.randn(2, 1, 16, 16)).shape == (2, backbone.feature_dim)
 
 
 def test_small_image_stem_rejects_models_without_a_resnet_stem():

@@ -52,16 +52,20 @@ def apply_small_image_stem(model: nn.Module) -> None:
     """Replace a ResNet-style stem by a 3x3 stride-1 convolution without max-pool, in place.
 
     This is the CIFAR variant of ResNet used by the SSL literature on 28-64 px images (SimCLR appendix B.9, MoCo's
-    CIFAR demo, solo-learn, lightly), which keeps the first stage at full resolution.
+    CIFAR demo, solo-learn, lightly), which keeps the first stage at full resolution. A deep stem (timm's `*d` / `*t`
+    ResNets and `test_resnet`: three 3x3 convolutions, the first strided) becomes the same single convolution, from
+    the stem's input channels to its output channels, so the stem's normalisation and the stages fit unchanged.
     """
     conv = getattr(model, "conv1", None)
-    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
+    convs = [m for m in conv if isinstance(m, nn.Conv2d)] if isinstance(conv, nn.Sequential) else [conv]
+    if not convs or not all(isinstance(c, nn.Conv2d) for c in convs) or not hasattr(model, "maxpool"):
         raise ValueError(
-            f"small_image_stem=True needs a ResNet-style model with `conv1` (nn.Conv2d) and `maxpool`; "
-            f"{type(model).__name__} has neither. Use a ResNet-family timm model, or pass the model's own "
+            f"small_image_stem=True needs a ResNet-style model with `conv1` (nn.Conv2d, or a deep stem of them) and "
+            f"`maxpool`; {type(model).__name__} has neither. Use a ResNet-family timm model, or pass the model's own "
             "small-input options (e.g. img_size/patch_size for a ViT) through `backbone_kwargs`."
         )
-    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    in_channels, out_channels = convs[0].in_channels, convs[-1].out_channels
+    model.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
 
