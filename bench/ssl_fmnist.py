@@ -123,7 +123,10 @@ def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels:
 
 
 # Per method: config fields and optimiser (LARS learning rate, or AdamW's with "optim": "adamw_torch"). SimCLR and
-# MoCo use the command-line settings; the others take small-data settings of solo-learn / lightly scaled to CPU runs.
+# MoCo use the command-line settings; the others start from the small-data settings of solo-learn / lightly and keep
+# what the test_resnet runs of BENCHMARKS.md found best at this budget (batch size, optimiser, clipping, DINO's and
+# SwAV's local crops). Keys besides "config": lr, weight_decay, optim, optim_args, max_grad_norm, batch_size,
+# min_scale, num_local_crops, and for DINO warmup_teacher_temperature_fraction (of the run's steps).
 def method_settings(method: str, args) -> dict:
     heads = {"projection_hidden_dim": 512, "projection_dim": 128}
     return {
@@ -131,18 +134,25 @@ def method_settings(method: str, args) -> dict:
         "moco": {"config": {**heads, "variant": "v2", "queue_size": args.queue_size, "temperature": args.moco_temperature,
                             "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
                  "lr": args.lr},
+        # BYOL, SimSiam (128) and DINO (64) train at smaller batches: at this budget 1.7-3x the optimiser steps for
+        # 0.7-0.9x the images, which these methods (no negatives to gather) turn into 1-2 points of kNN (BENCHMARKS.md)
         "byol": {"config": {"projection_hidden_dim": 1024, "projection_dim": 256, "predictor_hidden_dim": 1024,
-                            "momentum": 0.99, "momentum_final": 1.0}, "lr": 1.0, "weight_decay": 1e-5},
+                            "momentum": 0.99, "momentum_final": 1.0}, "lr": 2.0, "weight_decay": 1e-5,
+                 "max_grad_norm": 1.0, "batch_size": 128},
         "simsiam": {"config": {"projection_hidden_dim": 512, "projection_dim": 512, "projection_layers": 2,
-                               "predictor_hidden_dim": 128}, "lr": 1.0, "weight_decay": 1e-5},
+                               "predictor_hidden_dim": 128}, "lr": 0.15, "weight_decay": 5e-4, "optim": "sgd",
+                    "optim_args": "momentum=0.9", "batch_size": 128, "min_scale": 0.4},
         "barlow_twins": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024, "lambda_offdiag": 0.0051},
-                         "lr": 1e-3, "weight_decay": 1e-4, "optim": "adamw_torch"},
-        "vicreg": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024}, "lr": 1.0, "weight_decay": 1e-5},
+                         "lr": 1e-3, "weight_decay": 1e-4, "optim": "adamw_torch", "max_grad_norm": 1.0},
+        "vicreg": {"config": {"projection_hidden_dim": 1024, "projection_dim": 1024}, "lr": 1.0, "weight_decay": 1e-5,
+                   "max_grad_norm": 1.0},
         "dino": {"config": {"out_dim": 2048, "head_hidden_dim": 1024, "head_bottleneck_dim": 128, "head_batch_norm": True,
-                            "momentum": 0.99, "teacher_temperature": 0.04, "freeze_last_layer_steps": 0},
-                 "lr": 0.3, "weight_decay": 1e-6, "max_grad_norm": 3.0},
+                            "norm_last_layer": False, "momentum": 0.99, "teacher_temperature": 0.07,
+                            "warmup_teacher_temperature": 0.04, "freeze_last_layer_steps": 0},
+                 "warmup_teacher_temperature_fraction": 0.3, "lr": 0.3, "weight_decay": 1e-6, "max_grad_norm": 3.0,
+                 "batch_size": 64, "num_local_crops": 0},
         "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 100},
-                 "lr": 0.6, "weight_decay": 1e-6},
+                 "lr": 0.6, "weight_decay": 1e-6, "max_grad_norm": 1.0, "num_local_crops": 0},
     }[method]
 
 
@@ -159,10 +169,11 @@ def make_collator(method: str, args, settings: dict) -> DataCollatorForMultiView
     SwAV 2 global views plus `num_local_crops` local crops at `--local_size` (`--num_local_crops`, else the
     method's setting)."""
     common = dict(jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0)
-    views = [ViewAugmentation(size=args.image_size, scale=(args.min_scale, 1.0), **common)] * 2
+    min_scale = settings.get("min_scale", args.min_scale)
+    views = [ViewAugmentation(size=args.image_size, scale=(min_scale, 1.0), **common)] * 2
     if method in ("dino", "swav"):
         local = args.num_local_crops if args.num_local_crops is not None else settings.get("num_local_crops", 4)
-        views = views + [ViewAugmentation(size=args.local_size, scale=(0.1, args.min_scale), **common)] * local
+        views = views + [ViewAugmentation(size=args.local_size, scale=(0.1, min_scale), **common)] * local
     return DataCollatorForMultiView(views=views, channels=1, mean=MEAN, std=STD, seed=args.seed)
 
 
@@ -178,6 +189,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
                                                **settings["config"]))  # fmt: skip
     collator = make_collator(method, args, settings)
     dataset = ArrayImages(train[0])
+    batch_size = settings.get("batch_size", args.batch_size)  # a method setting like its learning rate
     optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
                  "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch"),
                  "optim_args": settings.get("optim_args"), "channels_last": args.channels_last,
@@ -186,7 +198,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.
     calibration_steps, warmup = 20, 8
-    calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=calibration_steps, per_device_train_batch_size=args.batch_size,
+    calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=calibration_steps, per_device_train_batch_size=batch_size,
                                       report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1000,
                                       seed=args.seed, collapse_action="none", **optimiser)  # fmt: skip
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -202,9 +214,11 @@ def hfssl_run(method: str, args, train, test) -> dict:
     print(f"calibration: {step_seconds:.3f} s per step, {max_steps} steps", file=sys.stderr, flush=True)
     if method == "swav":  # prototypes frozen for the first 10% of a short run
         model.config.freeze_prototypes_steps = max_steps // 10
+    if "warmup_teacher_temperature_fraction" in settings:  # DINO: teacher temperature warm-up over part of the run
+        model.config.warmup_teacher_temperature_steps = int(max_steps * settings["warmup_teacher_temperature_fraction"])
     plan = WallClockPlan(start, args.budget_seconds, max_steps, capacity=int(max_steps * 2))
     train_args = SSLTrainingArguments(
-        output_dir="/tmp/hfssl_bench", max_steps=plan.capacity, per_device_train_batch_size=args.batch_size,
+        output_dir="/tmp/hfssl_bench", max_steps=plan.capacity, per_device_train_batch_size=batch_size,
         lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), report_to="none", save_strategy="no",
         disable_tqdm=True, logging_steps=max(1, max_steps // 10), seed=args.seed, dataloader_num_workers=args.num_workers,
         **optimiser,
@@ -223,8 +237,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
     logs = [entry for entry in trainer.state.log_history if "embedding/std" in entry and "loss" in entry]
     signals = {key: [round(entry[key], 4) for entry in logs] for key in
                ("loss", "embedding/std", "embedding/effective_rank", "collapse/uniform_loss_gap") if logs and key in logs[0]}
-    result = {"knn_top1": accuracy, **({"knn_top1_teacher": teacher_accuracy} if teacher is not None else {}), "steps": steps, "images_per_second": steps * args.batch_size / elapsed,
-              "epochs": steps * args.batch_size / len(dataset), "seconds": elapsed, "signals": signals}
+    result = {"knn_top1": accuracy, **({"knn_top1_teacher": teacher_accuracy} if teacher is not None else {}), "steps": steps, "images_per_second": steps * batch_size / elapsed,
+              "epochs": steps * batch_size / len(dataset), "seconds": elapsed, "batch_size": batch_size, "signals": signals}
     print(json.dumps({method: result}), file=sys.stderr, flush=True)  # partial results as they come
     return result
 
@@ -295,7 +309,8 @@ def main() -> None:
     parser.add_argument("--local_size", type=int, default=12, help="DINO / SwAV local crop side")
     parser.add_argument("--num_local_crops", type=int, default=None, help="DINO / SwAV local crops (default: the method's)")
     parser.add_argument("--method_overrides", default="{}",
-                        help='JSON merged into `method_settings`, e.g. \'{"simsiam": {"lr": 0.05, "optim": "sgd", "optim_args": "momentum=0.9"}}\'')
+                        help='JSON merged into `method_settings` (config fields under "config"; lr, weight_decay, optim, optim_args, '
+                             'max_grad_norm, batch_size, min_scale, num_local_crops), e.g. \'{"simsiam": {"lr": 0.05, "optim": "sgd", "optim_args": "momentum=0.9"}}\'')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=0, help="development: train on the first N images only")
     args = parser.parse_args()
