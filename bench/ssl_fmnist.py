@@ -214,7 +214,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
     print(f"calibration: {step_seconds:.3f} s per step, {max_steps} steps", file=sys.stderr, flush=True)
     if method == "swav":  # prototypes frozen for the first 10% of a short run
         model.config.freeze_prototypes_steps = max_steps // 10
-    if "warmup_teacher_temperature_fraction" in settings:  # DINO: teacher temperature warm-up over part of the run
+    if "warmup_teacher_temperature_fraction" in settings and "warmup_teacher_temperature_steps" not in settings["config"]:
+        # DINO: teacher temperature warm-up over part of the run (unless an override gives it in steps)
         model.config.warmup_teacher_temperature_steps = int(max_steps * settings["warmup_teacher_temperature_fraction"])
     plan = WallClockPlan(start, args.budget_seconds, max_steps, capacity=int(max_steps * 2))
     train_args = SSLTrainingArguments(
