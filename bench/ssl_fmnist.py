@@ -5,7 +5,8 @@
     python bench/ssl_fmnist.py --budget_seconds 60   # quick development run
 
 Methods: simclr, moco (v2), byol, simsiam, barlow_twins, vicreg, dino, swav, each through its hfssl trainer with the
-settings of `method_settings` and the same grayscale views (DINO and SwAV add local crops).
+settings of `method_settings` (its batch size, crop scale and, for DINO and SwAV, local crops included) and the same
+kind of grayscale views (crop, flip, brightness/contrast jitter).
 Labels are unused for training. Each method trains for `--budget_seconds` of wall-clock (data, augmentation and
 optimisation included; the learning-rate schedule is sized from a short timed calibration inside the budget), then
 weighted kNN top-1 (k=200, cosine, temperature 0.1, the 60k train set as memory) is measured on the 10k test set.
@@ -135,7 +136,7 @@ def method_settings(method: str, args) -> dict:
                             "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
                  "lr": args.lr},
         # BYOL (64), SimSiam (128) and DINO (64) train at smaller batches: at this budget 1.7-3x the optimiser steps for
-        # 0.7-0.9x the images, which these methods (no negatives to gather) turn into 1-2 points of kNN (BENCHMARKS.md)
+        # 0.7-0.9x the images, which these methods (no negatives to gather) turn into 1-3 points of kNN (BENCHMARKS.md)
         "byol": {"config": {"projection_hidden_dim": 1024, "projection_dim": 256, "predictor_hidden_dim": 1024,
                             "momentum": 0.99, "momentum_final": 1.0}, "lr": 2.0, "weight_decay": 1e-5,
                  "max_grad_norm": 1.0, "batch_size": 64},
