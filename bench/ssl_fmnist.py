@@ -135,11 +135,12 @@ def method_settings(method: str, args) -> dict:
         "moco": {"config": {**heads, "variant": "v2", "queue_size": args.queue_size, "temperature": args.moco_temperature,
                             "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
                  "lr": args.lr},
-        # BYOL (64), SimSiam (128) and DINO (64) train at smaller batches: at this budget 1.7-3x the optimiser steps for
-        # 0.7-0.9x the images, which these methods (no negatives to gather) turn into 1-3 points of kNN (BENCHMARKS.md)
+        # BYOL (64), SimSiam (128), DINO (64) and SwAV (64, with a feature queue) train at smaller batches: at this
+        # budget 1.7-3x the optimiser steps for 0.7-0.9x the images, which these methods (no negatives to gather) turn
+        # into 1-3 points of kNN (BENCHMARKS.md); with crops from 0.4 of the image (the default 0.8 is SimCLR's)
         "byol": {"config": {"projection_hidden_dim": 1024, "projection_dim": 256, "predictor_hidden_dim": 1024,
-                            "momentum": 0.99, "momentum_final": 1.0}, "lr": 2.0, "weight_decay": 1e-5,
-                 "max_grad_norm": 1.0, "batch_size": 64},
+                            "momentum": 0.99, "momentum_final": 1.0}, "lr": 1.0, "weight_decay": 1e-5,
+                 "max_grad_norm": 1.0, "batch_size": 64, "min_scale": 0.4},
         "simsiam": {"config": {"projection_hidden_dim": 512, "projection_dim": 512, "projection_layers": 2,
                                "predictor_hidden_dim": 128}, "lr": 0.15, "weight_decay": 5e-4, "optim": "sgd",
                     "optim_args": "momentum=0.9", "batch_size": 128, "min_scale": 0.4},
@@ -152,8 +153,10 @@ def method_settings(method: str, args) -> dict:
                             "warmup_teacher_temperature": 0.04, "freeze_last_layer_steps": 0},
                  "warmup_teacher_temperature_fraction": 0.3, "lr": 0.6, "weight_decay": 1e-6, "max_grad_norm": 3.0,
                  "batch_size": 64, "min_scale": 0.4, "num_local_crops": 0},
-        "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 100},
-                 "lr": 0.6, "weight_decay": 1e-6, "max_grad_norm": 1.0, "num_local_crops": 0},
+        "swav": {"config": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 300,
+                            "queue_length": 1024, "queue_start_step": 300},
+                 "lr": 0.6, "weight_decay": 1e-6, "max_grad_norm": 1.0, "batch_size": 64, "min_scale": 0.4,
+                 "num_local_crops": 0},
     }[method]
 
 
