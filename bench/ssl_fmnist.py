@@ -137,7 +137,7 @@ def method_settings(method: str, args) -> dict:
                  "lr": args.lr},
         # BYOL (64), SimSiam (128), DINO (64) and SwAV (64, with a feature queue) train at smaller batches: at this
         # budget 1.7-3x the optimiser steps for 0.7-0.9x the images, which these methods (no negatives to gather) turn
-        # into 1-3 points of kNN (BENCHMARKS.md); with crops from 0.4 of the image (the default 0.8 is SimCLR's)
+        # into 1-3 points of kNN (BENCHMARKS.md); crops from 0.4 of the image (SimCLR, MoCo, Barlow Twins, VICReg: 0.8)
         "byol": {"config": {"projection_hidden_dim": 1024, "projection_dim": 256, "predictor_hidden_dim": 1024,
                             "momentum": 0.99, "momentum_final": 1.0}, "lr": 1.0, "weight_decay": 1e-5,
                  "max_grad_norm": 1.0, "batch_size": 64, "min_scale": 0.4},
