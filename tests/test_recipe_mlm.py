@@ -1,7 +1,10 @@
 """End to end: recipes/pretrain_mlm.py on a tiny BERT, then the transformers loaders on its output."""
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +26,24 @@ def run(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
+def run_here(arguments: list[str], cwd: Path) -> str:
+    """The command line `python recipes/pretrain_mlm.py ARGUMENTS`, run in this process (a subprocess would spend
+    ~10 s re-importing torch and transformers); returns what it printed."""
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as stdout:
+        patch.setattr(sys, "argv", [str(RECIPE), *arguments])
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        patch.chdir(cwd)
+        runpy.run_path(str(RECIPE), run_name="__main__")
+    return stdout.getvalue()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny run of the bare recipe shared by the tests below: (output folder, stdout)."""
     tmp_path = tmp_path_factory.mktemp("mlm")
     out = tmp_path / "mlm"
-    return out, run([sys.executable, str(RECIPE), *TINY, "--output_dir", str(out)], tmp_path)
+    return out, run_here([*TINY, "--output_dir", str(out)], tmp_path)
 
 
 @pytest.mark.slow
@@ -61,7 +76,7 @@ def test_recipe_from_yaml_continues_from_checkpoint(trained, tmp_path):
         f"model_name_or_path: {first}\nmax_seq_length: 32\nmax_train_samples: 200\nmax_steps: 2\n"
         f"per_device_train_batch_size: 4\nwhole_word_mask: true\nselection: exact\noutput_dir: {tmp_path / 'second'}\n"
     )
-    stdout = run([sys.executable, str(RECIPE), str(config)], tmp_path)
+    stdout = run_here([str(config)], tmp_path)
     assert "Held-out masked-token accuracy" in stdout
     from transformers import AutoModelForMaskedLM
 

@@ -9,6 +9,7 @@ effect runs). About 2 MB of text, enough for a tiny BERT or GPT to learn visibly
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import sysconfig
@@ -30,7 +31,10 @@ def _paragraphs(text: str, min_chars: int) -> list[str]:
     return [p for p in parts if len(p) >= min_chars and sum(c.isalpha() for c in p) >= len(p) / 2]
 
 
-def _stdlib_docstrings(min_chars: int) -> list[str]:
+@functools.lru_cache(maxsize=4)
+def _stdlib_docstrings(min_chars: int) -> tuple[str, ...]:
+    """Docstring paragraphs of every stdlib source file (~10 s of parsing: kept for the process, as the stdlib does
+    not change under it)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     texts: list[str] = []
     for path in sorted(root.rglob("*.py")):
@@ -45,7 +49,7 @@ def _stdlib_docstrings(min_chars: int) -> list[str]:
                 docstring = ast.get_docstring(node)
                 if docstring:
                     texts.extend(_paragraphs(docstring, min_chars))
-    return texts
+    return tuple(texts)
 
 
 def python_docs_corpus(min_chars: int = 40, include_docstrings: bool = True) -> Dataset:
