@@ -123,7 +123,7 @@ def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels:
     return knn_accuracy(memory, train[1], queries, test[1], k=200, temperature=0.1)
 
 
-# Per method: config fields and optimiser (LARS learning rate, or AdamW's with "optim": "adamw_torch"). SimCLR and
+# Per method: config fields and optimiser (LARS learning rate, or with "optim" a Trainer optimiser's, e.g. AdamW's). SimCLR and
 # MoCo use the command-line settings; the others start from the small-data settings of solo-learn / lightly and keep
 # what the test_resnet runs of BENCHMARKS.md found best at this budget (batch size, optimiser, clipping, DINO's and
 # SwAV's local crops). Keys besides "config": lr, weight_decay, optim, optim_args, max_grad_norm, batch_size,
@@ -194,8 +194,10 @@ def hfssl_run(method: str, args, train, test) -> dict:
     collator = make_collator(method, args, settings)
     dataset = ArrayImages(train[0])
     batch_size = settings.get("batch_size", args.batch_size)  # a method setting like its learning rate
-    optimiser = {"lars": "optim" not in settings, "learning_rate": settings["lr"],
-                 "weight_decay": settings.get("weight_decay", args.weight_decay), "optim": settings.get("optim", "adamw_torch"),
+    lars = settings.get("optim", "lars") == "lars"  # no "optim" (or "optim": "lars"): LARS over SGD
+    optimiser = {"lars": lars, "learning_rate": settings["lr"],
+                 "weight_decay": settings.get("weight_decay", args.weight_decay),
+                 "optim": "adamw_torch" if lars else settings["optim"],
                  "optim_args": settings.get("optim_args"), "channels_last": args.channels_last,
                  "max_grad_norm": settings.get("max_grad_norm", 0.0)}  # DINO clips (per parameter), the others do not
     start = time.perf_counter()
