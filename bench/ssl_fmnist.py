@@ -130,11 +130,12 @@ def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels:
 # min_scale, num_local_crops, and for DINO warmup_teacher_temperature_fraction (of the run's steps).
 def method_settings(method: str, args) -> dict:
     heads = {"projection_hidden_dim": 512, "projection_dim": 128}
+    optimiser = {} if args.lars else {"optim": "sgd", "optim_args": "momentum=0.9"}  # SimCLR and MoCo: --lars
     return {
-        "simclr": {"config": {**heads, "temperature": args.temperature}, "lr": args.lr},
+        "simclr": {"config": {**heads, "temperature": args.temperature}, "lr": args.lr, **optimiser},
         "moco": {"config": {**heads, "variant": "v2", "queue_size": args.queue_size, "temperature": args.moco_temperature,
                             "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
-                 "lr": args.lr},
+                 "lr": args.lr, **optimiser},
         # BYOL (64), SimSiam (128), DINO (64) and SwAV (64, with a feature queue) train at smaller batches: at this
         # budget 1.7-3x the optimiser steps for 0.7-0.9x the images, which these methods (no negatives to gather) turn
         # into 1-3 points of kNN (BENCHMARKS.md); crops from 0.4 of the image (SimCLR, MoCo, Barlow Twins, VICReg: 0.8)
@@ -303,7 +304,8 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=28)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1.0)
-    parser.add_argument("--lars", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lars", action=argparse.BooleanOptionalAction, default=True,
+                        help="SimCLR and MoCo: LARS (default), or with --no-lars SGD with momentum 0.9, at --lr")
     parser.add_argument("--weight_decay", type=float, default=1e-6)
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--min_scale", type=float, default=0.8)
