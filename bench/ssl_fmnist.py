@@ -83,6 +83,7 @@ class WallClockPlan(TrainerCallback):
         state.max_steps = total
         scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wrapper, if any
         scheduler.lr_lambdas = [partial(fn.func, *fn.args, **{**fn.keywords, "num_training_steps": total})
+                                if isinstance(fn, partial) else fn  # a constant group (fixed_predictor_lr) stays
                                 for fn in scheduler.lr_lambdas]  # fmt: skip
         self.totals.append(total)
 
@@ -127,7 +128,7 @@ def knn_of_backbone(backbone: nn.Module, train, test, image_size: int, channels:
 # MoCo use the command-line settings; the others start from the small-data settings of solo-learn / lightly and keep
 # what the test_resnet runs of BENCHMARKS.md found best at this budget (batch size, optimiser, clipping, DINO's and
 # SwAV's local crops). Keys besides "config": lr, weight_decay, optim, optim_args, max_grad_norm, batch_size,
-# min_scale, num_local_crops, and for DINO warmup_teacher_temperature_fraction (of the run's steps).
+# min_scale, num_local_crops, fixed_predictor_lr, and for DINO warmup_teacher_temperature_fraction (of the run's steps).
 def method_settings(method: str, args) -> dict:
     heads = {"projection_hidden_dim": 512, "projection_dim": 128}
     optimiser = {} if args.lars else {"optim": "sgd", "optim_args": "momentum=0.9"}  # SimCLR and MoCo: --lars
@@ -200,7 +201,8 @@ def hfssl_run(method: str, args, train, test) -> dict:
                  "weight_decay": settings.get("weight_decay", args.weight_decay),
                  "optim": "adamw_torch" if lars else settings["optim"],
                  "optim_args": settings.get("optim_args"), "channels_last": args.channels_last,
-                 "max_grad_norm": settings.get("max_grad_norm", 0.0)}  # DINO clips (per parameter), the others do not
+                 "max_grad_norm": settings.get("max_grad_norm", 0.0),  # 0: no clipping
+                 "fixed_predictor_lr": settings.get("fixed_predictor_lr", False)}
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
     # budget; its steps count towards the budget and the reported steps.

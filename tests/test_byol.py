@@ -287,6 +287,65 @@ def test_byol_resume_from_checkpoint_is_exact(digits, tmp_path):
     assert differing == [], f"differ after resume: {differing}"
 
 
+class GroupRates(TrainerCallback):
+    """Each optimizer group's learning rate and fixed_lr mark after every step."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.rates.append([(group["lr"], group["fixed_lr"]) for group in optimizer.param_groups])
+
+
+def test_fixed_predictor_lr_keeps_the_predictor_at_the_base_rate_and_resumes_exactly(digits, tmp_path):
+    """SimSiam's --fix-pred-lr: the predictor's groups stay at learning_rate through warm-up and cosine decay, the
+    others follow the schedule; the same parameters and weight-decay split as without the flag; exact resume."""
+
+    def run(directory, callbacks=(), resume=None, **overrides):
+        model = tiny_simsiam()
+        args = arguments(tmp_path / directory, max_steps=4, learning_rate=0.05, optim="sgd", weight_decay=1e-4,
+                         lr_scheduler_type="cosine", warmup_steps=1, save_strategy="steps", save_steps=2,
+                         **{"fixed_predictor_lr": True, **overrides})  # fmt: skip
+        trainer = SimSiamTrainer(model=model, args=args, train_dataset=digits, callbacks=list(callbacks),
+                                 data_collator=DataCollatorForMultiView.moco_v2(image_size=16, seed=0))  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return model, trainer
+
+    rates = GroupRates()
+    straight, trainer = run("straight", callbacks=[rates])
+    groups = trainer.optimizer.param_groups
+    predictor = {id(p) for p in straight.predictor.parameters()}
+    assert [group["fixed_lr"] for group in groups] == [False, True, False, True]  # (decay, no decay) x (rest, predictor)
+    for group in groups:
+        assert all((id(p) in predictor) == group["fixed_lr"] for p in group["params"])
+        assert group["weight_decay"] == (1e-4 if all(p.ndim > 1 for p in group["params"]) else 0.0)
+    assert sum(len(group["params"]) for group in groups) == len([p for p in straight.parameters() if p.requires_grad])
+    # after step s (1-based) the schedule's factor is that of step s: warm-up to 1 at step 1, then cosine to 0 at 4
+    expected = [0.05 * 0.5 * (1 + math.cos(math.pi * (step - 1) / 3)) for step in range(1, 5)]
+    for step, row in enumerate(rates.rates):
+        for rate, fixed in row:
+            assert rate == pytest.approx(0.05 if fixed else expected[step]), (step, fixed)
+    # Trainer logs the rate each step used (the group of the first, scheduled, group): 0 at the warm-up's first step
+    assert [entry["learning_rate"] for entry in trainer.state.log_history if "loss" in entry] == pytest.approx([0.0, *expected[:3]])
+
+    run("interrupted", callbacks=[InterruptAt(2)])
+    resumed, _ = run("interrupted", resume=str(tmp_path / "interrupted" / "checkpoint-2"))
+    differing = [name for name, tensor in straight.state_dict().items() if not torch.equal(resumed.state_dict()[name], tensor)]
+    assert differing == [], f"differ after resume: {differing}"
+    without, _ = run("without", fixed_predictor_lr=False)
+    assert any(not torch.equal(a, b) for a, b in zip(without.predictor.parameters(), straight.predictor.parameters()))
+
+
+def test_fixed_predictor_lr_refuses_a_model_without_a_predictor(tmp_path):
+    from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+    from hfssl.trainers.simclr import SimCLRTrainer
+
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    trainer = SimCLRTrainer(model=model, args=arguments(tmp_path, fixed_predictor_lr=True))
+    with pytest.raises(ValueError, match="fixed_predictor_lr=True needs a model with a `predictor`"):
+        trainer.create_optimizer()
+
+
 def test_trainers_build_from_a_backbone_name_and_refuse_other_models(tmp_path):
     trainer = BYOLTrainer("resnet18", args=SSLTrainingArguments(output_dir=str(tmp_path), report_to="none"))
     assert isinstance(trainer.model, BYOLModel) and trainer.model.predictor.output_dim == 256

@@ -50,7 +50,7 @@ class SimSiamTrainer(SSLTrainer):
         model (`SimSiamModel` or `str`): a model, or a backbone name to build
             `SimSiamModel(SimSiamConfig(backbone_name=model))` from.
         args (`SSLTrainingArguments`, *optional*): training arguments (SimSiam: SGD, lr 0.05 * batch / 256,
-            momentum 0.9, weight decay 1e-4, cosine schedule).
+            momentum 0.9, weight decay 1e-4, cosine schedule, `fixed_predictor_lr=True`).
         data_collator (*optional*): defaults to `DataCollatorForMultiView.moco_v2` (SimSiam uses MoCo v2's
             augmentations) at the backbone's input size.
         **kwargs: the other `SSLTrainer` / `Trainer` arguments.
@@ -66,5 +66,5 @@ class SimSiamTrainer(SSLTrainer):
             raise TypeError(f"SimSiamTrainer needs a SimSiamModel or a backbone name; got {type(model).__name__}.")
         if data_collator is None:
             data_collator = collator_at_backbone_size(model, DataCollatorForMultiView.moco_v2)
-        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/simsiam")
+        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/simsiam", fixed_predictor_lr=True)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)

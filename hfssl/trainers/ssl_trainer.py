@@ -11,7 +11,8 @@ What it adds to Trainer, and nothing else:
   training device (`finish_views`).
 - after each optimizer step, `SSLStateUpdateCallback` calls `model.update_after_step` (EMA teacher on a cosine
   momentum schedule, queue writes) with the `state_update` of the step's forward passes.
-- optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`.
+- optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`; with `args.fixed_predictor_lr`,
+  the predictor at the base learning rate throughout (SimSiam).
 - evaluation reports the SSL loss (there are no labels).
 - distributed: logged metrics are averaged over processes; `args.sync_batchnorm` converts BatchNorm to SyncBatchNorm;
   momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.distributed.check_teacher_sharding`);
@@ -49,6 +50,11 @@ from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
 
 logger = logging.getLogger(__name__)
+
+
+def constant_factor(step: int) -> float:
+    """The learning-rate factor of a group that keeps its base rate (a plain function: `LambdaLR` does not save it)."""
+    return 1.0
 
 
 def collator_generator(collator: Any) -> torch.Generator | None:
@@ -374,4 +380,42 @@ class SSLTrainer(Trainer):
                     "trust_coefficient": self.args.lars_trust_coefficient,
                 },
             )
-        return super().create_optimizer(model)
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if created and getattr(self.args, "fixed_predictor_lr", False):
+            predictor = getattr(self.accelerator.unwrap_model(self.model if model is None else model), "predictor", None)
+            if not isinstance(predictor, nn.Module):
+                raise ValueError(
+                    f"fixed_predictor_lr=True needs a model with a `predictor` (SimSiam, BYOL, MoCo v3); "
+                    f"{type(self.model).__name__} has none. Drop the flag."
+                )
+            # each group split in two: the same settings, the predictor's parameters marked to keep the base rate
+            in_predictor = {id(parameter) for parameter in predictor.parameters()}
+            groups = []
+            for group in optimizer.param_groups:
+                for fixed in (False, True):
+                    params = [p for p in group["params"] if (id(p) in in_predictor) == fixed]
+                    if params:
+                        groups.append({**group, "params": params, "fixed_lr": fixed})
+            optimizer.param_groups[:] = groups  # no step taken yet: no optimiser state to move
+        return optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """Trainer's scheduler; with `args.fixed_predictor_lr`, the predictor's groups stay at the base learning rate
+        (no warm-up, no decay), as SimSiam's reference code (`--fix-pred-lr`) trains them."""
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if created and getattr(self.args, "fixed_predictor_lr", False):
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(
+                    f"fixed_predictor_lr=True works with the step-function schedules (cosine, linear, constant, ...); "
+                    f"lr_scheduler_type={self.args.lr_scheduler_type!r} builds a {type(scheduler).__name__}."
+                )
+            for index, group in enumerate(scheduler.optimizer.param_groups):
+                if group.get("fixed_lr"):
+                    scheduler.lr_lambdas[index] = constant_factor
+                    group["lr"] = scheduler.base_lrs[index]
+            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        return scheduler
