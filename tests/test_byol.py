@@ -336,7 +336,7 @@ def test_fixed_predictor_lr_keeps_the_predictor_at_the_base_rate_and_resumes_exa
     assert any(not torch.equal(a, b) for a, b in zip(without.predictor.parameters(), straight.predictor.parameters()))
 
 
-def test_fixed_predictor_lr_refuses_a_model_without_a_predictor(tmp_path):
+def test_fixed_predictor_lr_refuses_a_model_without_a_predictor_and_given_optimizers(tmp_path):
     from hfssl.models.simclr import SimCLRConfig, SimCLRModel
     from hfssl.trainers.simclr import SimCLRTrainer
 
@@ -344,6 +344,11 @@ def test_fixed_predictor_lr_refuses_a_model_without_a_predictor(tmp_path):
     trainer = SimCLRTrainer(model=model, args=arguments(tmp_path, fixed_predictor_lr=True))
     with pytest.raises(ValueError, match="fixed_predictor_lr=True needs a model with a `predictor`"):
         trainer.create_optimizer()
+    simsiam = tiny_simsiam()
+    optimizer = torch.optim.SGD(simsiam.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="`optimizers` were given; give the predictor its own parameter group"):
+        SimSiamTrainer(model=simsiam, args=arguments(tmp_path, fixed_predictor_lr=True), optimizers=(optimizer, None),
+                       data_collator=DataCollatorForMultiView.moco_v2(image_size=16, seed=0))  # fmt: skip
 
 
 def test_trainers_build_from_a_backbone_name_and_refuse_other_models(tmp_path):

@@ -31,7 +31,6 @@ def run_here(arguments: list[str], cwd: Path) -> str:
     ~10 s re-importing torch and transformers); returns what it printed."""
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as stdout:
         patch.setattr(sys, "argv", [str(RECIPE), *arguments])
-        patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TOKENIZERS_PARALLELISM", "false")
         patch.chdir(cwd)
         runpy.run_path(str(RECIPE), run_name="__main__")

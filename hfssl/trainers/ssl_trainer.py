@@ -146,6 +146,11 @@ class SSLTrainer(Trainer):
         if getattr(args, "collapse_action", "warn") != "none":
             self.add_callback(CollapseGuardCallback(self))
         self._check_distributed_setup()
+        if getattr(args, "fixed_predictor_lr", False) and (self.optimizer is not None or self.lr_scheduler is not None):
+            raise ValueError(
+                "fixed_predictor_lr=True applies to the optimiser and scheduler the trainer builds, but `optimizers` "
+                "were given; give the predictor its own parameter group with a constant schedule there, or drop the flag."
+            )
 
     def _check_distributed_setup(self) -> None:
         """Refuse, at start, the combinations whose maths would silently be wrong (see `check_teacher_sharding`)."""
