@@ -261,7 +261,8 @@ def lightly_run(args, train, test) -> dict:
     from PIL import Image
 
     torch.manual_seed(args.seed)
-    backbone = Backbone(args.lightly_backbone, small_image_stem=False)
+    same_model = args.lightly_backbone == args.backbone  # then the same architecture: --backbone_kwargs as well
+    backbone = Backbone(args.lightly_backbone, small_image_stem=False, model_kwargs=json.loads(args.backbone_kwargs) if same_model else {})
     head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128)
     transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
 
@@ -300,7 +301,7 @@ def main() -> None:
     parser.add_argument("--budget_seconds", type=float, default=480)
     parser.add_argument("--methods", default="raw,random,lightly,simclr,moco")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--lightly_backbone", default="resnet18")
+    parser.add_argument("--lightly_backbone", default="resnet18", help="timm name; when it is --backbone, --backbone_kwargs apply to it too")
     parser.add_argument("--backbone_kwargs", default="{}", help='JSON for timm.create_model, e.g. \'{"channels": [32, 64, 128, 256]}\'')
     parser.add_argument("--small_image_stem", action="store_true")
     parser.add_argument("--image_size", type=int, default=28)
