@@ -3,9 +3,8 @@
     python bench/ssl_fmnist.py                       # raw, random, lightly, SimCLR, MoCo v2: 8 min per method
     python bench/ssl_fmnist.py --methods raw,lightly,byol,simsiam,barlow_twins,vicreg,dino,swav
     python bench/ssl_fmnist.py --budget_seconds 60   # quick development run
-    # the issue-5 methods as in BENCHMARKS.md (session 12): a test_resnet with wider last stages, lightly on the same
-    python bench/ssl_fmnist.py --methods raw,random,lightly,byol,simsiam,vicreg,dino,barlow_twins,swav \
-        --backbone test_resnet --lightly_backbone test_resnet --backbone_kwargs '{"channels": [32, 48, 96, 192]}'
+    python bench/ssl_fmnist.py --methods raw,random,lightly,byol,simsiam,vicreg,dino,barlow_twins,swav --backbone test_resnet --lightly_backbone test_resnet --backbone_kwargs '{"channels": [32, 48, 96, 192]}'
+    # ^ the issue-5 methods as in BENCHMARKS.md (session 12): test_resnet with wider last stages, lightly on the same
 
 Methods: simclr, moco (v2), byol, simsiam, barlow_twins, vicreg, dino, swav, each through its hfssl trainer with the
 settings of `method_settings` (its batch size, crop scale and, for DINO and SwAV, local crops included) and the same
