@@ -137,7 +137,8 @@ def method_settings(method: str, args) -> dict:
     return {
         "simclr": {"config": {**heads, "temperature": args.temperature}, "lr": args.lr, **optimiser},
         "moco": {"config": {**heads, "variant": "v2", "queue_size": args.queue_size, "temperature": args.moco_temperature,
-                            "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True},
+                            "momentum": args.moco_momentum, "momentum_final": args.moco_momentum, "symmetric": True,
+                            "batch_norm_splits": args.moco_batch_norm_splits},
                  "lr": args.lr, **optimiser},
         # BYOL (64), SimSiam (128), DINO (64) and SwAV (64, with a feature queue) train at smaller batches: at this
         # budget 1.7-3x the optimiser steps for 0.7-0.9x the images, which these methods (no negatives to gather) turn
@@ -317,6 +318,8 @@ def main() -> None:
     parser.add_argument("--queue_size", type=int, default=4096)
     parser.add_argument("--moco_temperature", type=float, default=0.1)
     parser.add_argument("--moco_momentum", type=float, default=0.99)
+    parser.add_argument("--moco_batch_norm_splits", type=int, default=1,
+                        help="MoCo: shuffle BN, BatchNorm statistics over this many groups of each batch (1: off)")
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                         help="hfssl runs: SSLTrainingArguments(channels_last=...) (1.25-1.4x faster steps with timm ResNets here)")
@@ -334,7 +337,8 @@ def main() -> None:
         train, test = (train[0][: args.subset], train[1][: args.subset]), (test[0][: args.subset // 6], test[1][: args.subset // 6])
     methods = args.methods.split(",")
     results: dict = {"budget_seconds": args.budget_seconds, "method_overrides": json.loads(args.method_overrides), "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
-                     "small_image_stem": args.small_image_stem, "batch_size": args.batch_size, "channels_last": args.channels_last}
+                     "small_image_stem": args.small_image_stem, "batch_size": args.batch_size, "channels_last": args.channels_last,
+                     "moco_batch_norm_splits": args.moco_batch_norm_splits}
     if "raw" in methods:
         flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()
         results["raw_pixels_knn"] = knn_accuracy(flat_train, train[1], flat_test, test[1])

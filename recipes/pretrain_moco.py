@@ -33,6 +33,8 @@ class ModelArguments(BackboneArguments):
     temperature: float | None = field(default=None, metadata={"help": "None: v2 0.2, v3 1.0."})
     symmetric: bool | None = None
     negative_sampling: str = field(default="uniform", metadata={"help": "uniform, debiased, hard, hardest or mixed."})
+    batch_norm_splits: int = field(default=1, metadata={"help": "shuffle BN in each process: BatchNorm statistics over this "
+                                   "many groups of the batch, the teacher's input shuffled (e.g. 4 or 8; 1: off)."})
 
     def __post_init__(self) -> None:
         if self.variant == "v3" and self.queue_size:
@@ -66,7 +68,7 @@ def main() -> None:
         **model_args.config_kwargs(), projection_hidden_dim=model_args.projection_hidden_dim,
         projection_dim=model_args.projection_dim, temperature=model_args.temperature, variant=model_args.variant,
         queue_size=model_args.queue_size, symmetric=model_args.symmetric,
-        negative_sampling=model_args.negative_sampling,
+        negative_sampling=model_args.negative_sampling, batch_norm_splits=model_args.batch_norm_splits,
     ))  # fmt: skip
     check_push_possible(model, training_args, model_args.export_encoder)
     data_config = model.backbone.data_config

@@ -1,11 +1,13 @@
 """Backbone: timm and transformers models as (B, C, H, W) -> (B, D) feature extractors."""
 
+import copy
+
 import pytest
 import timm
 import torch
 from transformers import ViTConfig
 
-from hfssl.models.backbone import Backbone, resolve_library
+from hfssl.models.backbone import Backbone, grouped_batch_norm, resolve_library
 
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
 
@@ -125,3 +127,33 @@ def test_backbone_loads_a_timm_export_folder(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(trained(images), reloaded(images), atol=1e-6)
+
+
+def test_grouped_batch_norm_equals_running_each_group_on_its_own():
+    torch.manual_seed(0)
+    backbone = Backbone("test_resnet").train()
+    reference = copy.deepcopy(backbone)
+    images = torch.randn(12, 3, 32, 32)
+    with grouped_batch_norm(backbone, 3):
+        features = backbone(images)
+    expected = torch.cat([reference(group) for group in images.chunk(3)])  # three separate batches of 4
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-4)
+    for (name, buffer), other in zip(backbone.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(buffer, other, msg=name)  # running statistics updated once per group, in order
+    assert (features - reference(images)).abs().max() > 1e-3  # whole-batch statistics differ
+    assert not any("forward" in vars(layer) for layer in backbone.modules())  # restored after the context
+    features.sum().backward()  # backward needs no context
+    assert all(parameter.grad is not None for parameter in backbone.parameters())
+
+
+def test_grouped_batch_norm_keeps_the_activation_of_timm_batchnormact():
+    torch.manual_seed(0)
+    layer = timm.layers.BatchNormAct2d(4, act_layer=torch.nn.ReLU).train()
+    inputs = torch.randn(6, 4, 3, 3)
+    with grouped_batch_norm(layer, 2):
+        outputs = layer(inputs)
+    reference = timm.layers.BatchNormAct2d(4, act_layer=torch.nn.ReLU).train()
+    torch.testing.assert_close(outputs, torch.cat([reference(inputs[:3]), reference(inputs[3:])]))
+    assert (outputs >= 0).all()
+    with grouped_batch_norm(layer, 1):  # one group: nothing patched
+        assert "forward" not in vars(layer)

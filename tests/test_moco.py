@@ -106,3 +106,55 @@ def test_round_trip_keeps_teacher_and_queue(tmp_path):
     assert isinstance(loaded, MoCoModel) and loaded.queue_pointer.item() == 4
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, msg=name)
+
+
+def tiny_resnet(**overrides):
+    """MoCo v2 (symmetric) on timm's test_resnet, a backbone with BatchNorm, for the shuffle-BN tests."""
+    torch.manual_seed(0)
+    config = MoCoConfig(variant="v2", backbone_name="test_resnet", projection_hidden_dim=16, projection_dim=8,
+                        queue_size=16, symmetric=True, **overrides)  # fmt: skip
+    return MoCoModel(config).train()
+
+
+def resnet_views(batch=8):
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(batch, 3, 32, 32, generator=generator) for _ in range(2)]
+
+
+def test_shuffle_bn_returns_every_key_to_its_query():
+    # BatchNorm on running statistics: groups and order no longer matter, so split + shuffled keys must come back
+    # exactly where the unsplit ones are (the un-shuffling is right)
+    plain, split = tiny_resnet(), tiny_resnet(batch_norm_splits=4)
+    for model in (plain, split):
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    pixel_values = resnet_views()
+    torch.testing.assert_close(split.embed_targets(pixel_values), plain.embed_targets(pixel_values), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(split.embed(pixel_values), plain.embed(pixel_values), atol=1e-5, rtol=1e-4)
+
+
+def test_shuffle_bn_normalises_each_group_with_its_own_statistics():
+    model = tiny_resnet(batch_norm_splits=4)
+    pixel_values = resnet_views()  # 2 x 8 images: 4 groups of 4
+    torch.manual_seed(1)
+    keys = model.embed_targets(pixel_values).flatten(0, 1)
+    torch.manual_seed(1)
+    order = torch.randperm(16)  # the teacher's shuffle
+    teacher_views = torch.cat(pixel_values[::-1])
+    expected = torch.empty_like(keys)
+    with torch.no_grad():
+        for group in order.chunk(4):  # each group of 4 random images normalised on its own statistics
+            expected[group] = F.normalize(model.teacher_projector(model.teacher_backbone(teacher_views[group])), dim=1)
+        unsplit = F.normalize(model.teacher_projector(model.teacher_backbone(teacher_views)), dim=1)
+    torch.testing.assert_close(keys, expected, atol=1e-5, rtol=1e-4)
+    assert (keys - unsplit).abs().max() > 1e-3  # the statistics are the groups', not the whole batch's
+    student = torch.cat(pixel_values)  # the student: consecutive groups, in order
+    queries = model.projector(torch.cat([model.backbone(group) for group in student.chunk(4)]))
+    torch.testing.assert_close(model.embed(pixel_values).flatten(0, 1), queries, atol=1e-5, rtol=1e-4)
+    model.eval()  # evaluation: one pass, running statistics, no shuffle
+    with torch.no_grad():
+        plain = F.normalize(model.teacher_projector(model.teacher_backbone(teacher_views)), dim=1)
+    torch.testing.assert_close(model.embed_targets(pixel_values).flatten(0, 1), plain)
+    with pytest.raises(ValueError, match="batch_norm_splits=0 must be >= 1"):
+        MoCoConfig(batch_norm_splits=0)

@@ -19,12 +19,15 @@ def test_recipe_runs_and_reports_knn(recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [path, "--output_dir", str(tmp_path), "--max_steps", "2",
                                       "--per_device_train_batch_size", "16", "--image_size", "16",
                                       "--projection_hidden_dim", "32", "--max_train_samples", "64", "--logging_steps",
-                                      "1", "--report_to", "none"])  # fmt: skip
+                                      "1", "--report_to", "none"]
+                        + (["--batch_norm_splits", "2"] if recipe == "pretrain_moco" else []))  # fmt: skip
     runpy.run_path(path, run_name="__main__")
     accuracy = float(capsys.readouterr().out.split("knn_top1=")[1].split()[0])
     assert 0.0 <= accuracy <= 1.0
     model = AutoModel.from_pretrained(tmp_path)
     assert type(model).__name__ == ("SimCLRModel" if recipe == "pretrain_simclr" else "MoCoModel")
+    if recipe == "pretrain_moco":  # shuffle BN from the command line, kept in the saved config
+        assert model.config.batch_norm_splits == 2
 
 
 def test_moco_recipe_refuses_a_queue_size_with_v3_and_keeps_v2_default():

@@ -25,7 +25,7 @@ from hfssl.distributed import gather_no_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import validate_negative_sampling
 from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
+from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config, grouped_batch_norm
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.simclr import check_views
@@ -53,6 +53,11 @@ class MoCoConfig(SSLBackboneConfig):
         symmetric (`bool`, *optional*): the loss of both (query, key) view orders (v3) or one (v2).
         negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see `hfssl.losses.negative_sampling`.
         gather_distributed (`bool`, defaults to `True`): gather keys across processes (v3 negatives, v2 queue).
+        batch_norm_splits (`int`, defaults to 1): shuffle BN (He et al. 2020, Sec. 3.3) inside each process. With
+            G > 1, while training, both backbones compute their BatchNorm statistics over G groups of each batch (as
+            G devices of B / G images would), and the teacher sees the batch in a random order, so a query and its
+            positive key are normalised with different batch statistics and cannot be matched through them (the
+            shortcut shuffle BN removes; the reference CIFAR demo's `SplitBatchNorm` plus shuffling). 1: off.
         (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
@@ -74,6 +79,7 @@ class MoCoConfig(SSLBackboneConfig):
     hardest_k: int | None = None
     num_random: int = 0
     gather_distributed: bool = True
+    batch_norm_splits: int = 1
 
     def __post_init__(self, **kwargs) -> None:
         if self.variant not in VARIANT_DEFAULTS:
@@ -88,6 +94,8 @@ class MoCoConfig(SSLBackboneConfig):
                 f"momentum={self.momentum} and momentum_final={self.momentum_final} must lie in [0, 1] "
                 "(MoCo v2: 0.999, v3: 0.99 -> 1.0)."
             )
+        if self.batch_norm_splits < 1:
+            raise ValueError(f"batch_norm_splits={self.batch_norm_splits} must be >= 1 (1 turns shuffle BN off, e.g. 8).")
         if self.queue_size < 0:
             raise ValueError(f"queue_size={self.queue_size} must be >= 0 (0 disables the queue).")
         if self.queue_size == 0 and self.variant == "v2":
@@ -168,6 +176,12 @@ class MoCoModel(SSLPreTrainedModel):
             for update in state_updates:
                 self.enqueue(update["keys"])
 
+    def _split_forward(self, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """`backbone(images)`; while training with `batch_norm_splits` = G > 1, each of G consecutive groups of the
+        batch has its own BatchNorm statistics (`grouped_batch_norm`)."""
+        with grouped_batch_norm(backbone, self.config.batch_norm_splits if backbone.training else 1):
+            return backbone(images)
+
     def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
         """The student's queries: both views (v3, symmetric) or view 1 (v2), in one pass.
 
@@ -178,7 +192,7 @@ class MoCoModel(SSLPreTrainedModel):
             `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
         """
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
-        queries = self.projector(self.backbone(torch.cat([view1, view2]) if self.config.symmetric else view1))
+        queries = self.projector(self._split_forward(self.backbone, torch.cat([view1, view2]) if self.config.symmetric else view1))
         if self.predictor is not None:
             queries = self.predictor(queries)
         return queries.unflatten(0, (-1, view1.shape[0]))
@@ -195,7 +209,12 @@ class MoCoModel(SSLPreTrainedModel):
         """
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         teacher_views = torch.cat([view2, view1]) if self.config.symmetric else view2
-        keys = F.normalize(self.teacher_projector(self.teacher_backbone(teacher_views)), dim=1)
+        if self.config.batch_norm_splits > 1 and self.teacher_backbone.training:  # shuffle BN: groups of random images
+            order = torch.randperm(teacher_views.shape[0], device=teacher_views.device)
+            features = self._split_forward(self.teacher_backbone, teacher_views[order])[order.argsort()]
+        else:
+            features = self.teacher_backbone(teacher_views)
+        keys = F.normalize(self.teacher_projector(features), dim=1)
         return keys.unflatten(0, (-1, view1.shape[0]))
 
     def loss_from_embeddings(self, queries: torch.Tensor, keys: torch.Tensor) -> SSLModelOutput:
