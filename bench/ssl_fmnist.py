@@ -5,6 +5,8 @@
     python bench/ssl_fmnist.py --budget_seconds 60   # quick development run
     python bench/ssl_fmnist.py --methods raw,random,lightly,byol,simsiam,vicreg,dino,barlow_twins,swav --backbone test_resnet --lightly_backbone test_resnet --backbone_kwargs '{"channels": [32, 48, 96, 192]}'
     # ^ the issue-5 methods as in BENCHMARKS.md (session 12): test_resnet with wider last stages, lightly on the same
+    python bench/ssl_fmnist.py --methods moco --backbone resnet10t --budget_seconds 600 --moco_batch_norm_splits 16
+    # ^ the best configuration (issue 4, BENCHMARKS.md session 13): MoCo v2 with shuffle BN, 10 minutes
 
 Methods: simclr, moco (v2), byol, simsiam, barlow_twins, vicreg, dino, swav, each through its hfssl trainer with the
 settings of `method_settings` (its batch size, crop scale and, for DINO and SwAV, local crops included) and the same
@@ -338,7 +340,7 @@ def main() -> None:
     methods = args.methods.split(",")
     results: dict = {"budget_seconds": args.budget_seconds, "method_overrides": json.loads(args.method_overrides), "backbone": args.backbone, "backbone_kwargs": args.backbone_kwargs,
                      "small_image_stem": args.small_image_stem, "batch_size": args.batch_size, "channels_last": args.channels_last,
-                     "moco_batch_norm_splits": args.moco_batch_norm_splits}
+                     "moco_batch_norm_splits": args.moco_batch_norm_splits, "seed": args.seed}
     if "raw" in methods:
         flat_train, flat_test = torch.from_numpy(train[0].reshape(len(train[0]), -1)).float(), torch.from_numpy(test[0].reshape(len(test[0]), -1)).float()
         results["raw_pixels_knn"] = knn_accuracy(flat_train, train[1], flat_test, test[1])
