@@ -167,6 +167,18 @@ def test_photometric_ops_match_torchvision():
     assert torch.equal(images, copy)  # the public ops never write into their input
 
 
+def test_hue_matches_torchvision_on_gray_pixels_ties_and_extreme_shifts():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 3, 7, 9, generator=generator)
+    images[:8] = images[:8, :1]  # gray: any hue gives the value back
+    images[8:16, 1] = images[8:16, 0]  # red and green tie for the max or the middle
+    images[16:32] = (images[16:32] * 4).round() / 4  # many exact ties, 0 and 1
+    shifts = torch.rand(40, generator=generator) - 0.5
+    shifts[:6] = torch.tensor([-0.5, 0.5, 0.0, 0.25, -0.25, 1 / 6])
+    expected = torch.stack([TF.adjust_hue(images[i], float(shifts[i])) for i in range(40)])
+    torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
+
+
 def test_crops_are_torchvision_resized_crops():
     images = torch.from_numpy(RNG.integers(0, 256, (2, 3, 30, 41), dtype=np.uint8))
     boxes = torch.tensor([[3.0, 2.0, 40.0, 29.0], [10.0, 5.0, 17.0, 11.0], [0.0, 0.0, 41.0, 30.0]])  # shrink, enlarge, whole

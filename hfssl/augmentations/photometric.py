@@ -89,25 +89,30 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 def _rotate_hue(images: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """`adjust_hue` written into `out` (which may be `images`: it is only written at the end).
 
-    Only float arithmetic on (B, 1, H, W) planes: on CPU, comparisons, `where` and channel reductions cost 5-10
-    times an add. Masks come from `sign` (max - red is 0 exactly where red is the max), and the per-channel
-    periodic ramp clamp(min(k, 4 - k), 0, 1), k = (n + H6') mod 6, is written clamp(2 - d, 0, 1) with d the
-    distance on the hue circle (of length 6) from H6' to 2 - n, so no remainder of the full tensor is needed.
+    Only float arithmetic on (B, 1, H, W) planes: on CPU, comparisons, `where` and `remainder` cost 5-20 times an
+    add. Masks come from `sign` (max - red is 0 exactly where red is the max). The hue H6 in sixths lies in
+    [-1, 5]; the per-channel periodic ramp clamp(min(k, 4 - k), 0, 1), k = (n + H6 + 6 shift) mod 6, is written
+    clamp(2 - d, 0, 1) with d the distance on the hue circle (of length 6) between H6 and the channel's centre
+    2 - n - 6 shift, which is reduced into [-1, 5) per sample (3 numbers), so that e = |H6 - centre| is in [0, 6]
+    and d = 3 - |e - 3|: no remainder of the full tensor is needed.
     """
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-    maxc = torch.maximum(torch.maximum(red, green), blue)
-    minc = torch.minimum(torch.minimum(red, green), blue)
+    maxc = torch.maximum(red, green)
+    torch.maximum(maxc, blue, out=maxc)
+    minc = torch.minimum(red, green)
+    torch.minimum(minc, blue, out=minc)
     delta = maxc - minc
-    safe = (1.0 - torch.sign(delta)).add_(delta)  # delta, or 1 for gray pixels (any hue gives V back)
-    is_red = torch.sign(maxc - red).neg_().add_(1.0)  # 1 where red is the max (red wins ties, as torchvision)
-    is_green = torch.sign(maxc - green).neg_().add_(1.0)
-    hue6 = torch.lerp((red - green).add_(safe, alpha=4.0), (blue - red).add_(safe, alpha=2.0), is_green)
-    hue6 = torch.lerp(hue6, green - blue, is_red)  # weights are exactly 0 or 1: lerp selects
-    hue6.div_(safe).add_(6.0 * shift.to(images.dtype).view(-1, 1, 1, 1)).remainder_(6.0)  # H6' in [0, 6)
-    # all three channels at once, (B, 3, H, W): with e = |H6' - centre| in [0, 6), the distance on the circle is
-    # min(e, 6 - e) = 3 - |e - 3|, so the ramp clamp(2 - d, 0, 1) is clamp(|e - 3| - 1, 0, 1), all in place
-    centres = torch.tensor(_HUE_CENTRES, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # 2 - n mod 6, n = 5, 3, 1
-    ramp = (hue6 - centres).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    # delta, or the smallest normal float for gray pixels (whose numerators below are 0 and whose output is V anyway)
+    safe = delta.clamp_min(torch.finfo(images.dtype).tiny)
+    not_red = torch.sub(maxc, red).sign_()  # 0 where red is the max (red wins ties, as torchvision), else 1
+    not_green = torch.sub(maxc, green).sign_()
+    # H6 * delta: red max: g - b; green max: b - r + 2 delta; blue max: r - g + 4 delta (lerp weights are 0 or 1)
+    hue6 = torch.lerp((blue - red).add_(safe, alpha=2.0), (red - green).add_(safe, alpha=4.0), not_green)
+    hue6 = torch.lerp(green - blue, hue6, not_red).div_(safe)  # in [-1, 5]
+    centres = torch.tensor(_HUE_CENTRES, dtype=images.dtype, device=images.device)  # 2 - n mod 6, n = 5, 3, 1
+    centres = (centres - 6.0 * shift.to(images.dtype).view(-1, 1)).add_(1.0).remainder_(6.0).sub_(1.0)  # (B, 3)
+    # all three channels at once, (B, 3, H, W), in place: the ramp clamp(2 - d, 0, 1) is clamp(|e - 3| - 1, 0, 1)
+    ramp = (hue6 - centres.view(-1, 3, 1, 1)).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
     return torch.addcmul(maxc, delta, ramp, value=-1.0, out=out)  # in [min, max]: no clamp
 
 
