@@ -179,6 +179,48 @@ def test_hue_matches_torchvision_on_gray_pixels_ties_and_extreme_shifts():
     torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
 
 
+class ReportsSharedViews:
+    """Collate with `collator` and record whether the views were made in shared memory (inside the worker)."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        batch["made_shared"] = torch.tensor([view.is_shared() for view in batch["pixel_values"]])
+        return batch
+
+
+def test_worker_batches_go_through_shared_memory_and_never_alias_the_reused_buffer():
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's reducers with ForkingPickler)
+    from hfssl.collators.multi_view import _to_shared_memory
+
+    for tensor in (torch.rand(3, 2, 5, 7), torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)):
+        shared = _to_shared_memory(tensor)
+        assert shared.is_shared() and shared.dtype == tensor.dtype and torch.equal(shared, tensor)
+        assert shared.data_ptr() != tensor.data_ptr()
+        assert torch.equal(ForkingPickler.loads(ForkingPickler.dumps(shared)), tensor)  # by file descriptor, as the DataLoader does
+    images = [Image.fromarray(RNG.integers(0, 256, (20, 20, 3), dtype=np.uint8)) for _ in range(12)]
+    data = [{"image": image, "label": index} for index, image in enumerate(images)]
+    for output_dtype in ("float32", "uint8"):
+        collator = DataCollatorForMultiView.simclr(image_size=16, seed=0, output_dtype=output_dtype)
+
+        def run(keep_all: bool) -> list[torch.Tensor]:
+            torch.manual_seed(0)
+            loader = DataLoader(data, batch_size=2, num_workers=2, collate_fn=ReportsSharedViews(collator))  # 3 batches a worker
+            kept = []
+            for batch in loader:
+                assert batch["made_shared"].all()  # written into shared memory in the worker
+                kept.append(batch["pixel_values"] if keep_all else [view.clone() for view in batch["pixel_values"]])
+            return [torch.cat(views) for views in kept]
+
+        held, cloned = run(keep_all=True), run(keep_all=False)  # held batches would change if a later batch reused them
+        assert len(held) == 6 and all(torch.equal(a, b) for a, b in zip(held, cloned))
+        assert len({tuple(batch.flatten()[:64].tolist()) for batch in held}) == 6
+
+
 def test_crops_are_torchvision_resized_crops():
     images = torch.from_numpy(RNG.integers(0, 256, (2, 3, 30, 41), dtype=np.uint8))
     boxes = torch.tensor([[3.0, 2.0, 40.0, 29.0], [10.0, 5.0, 17.0, 11.0], [0.0, 0.0, 41.0, 30.0]])  # shrink, enlarge, whole

@@ -11,7 +11,7 @@ Legend: B batch, C channels, S view side, V views.
 from __future__ import annotations
 
 import logging
-import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +29,52 @@ logger = logging.getLogger(__name__)
 CHUNK_VALUES = 1 << 24  # photometric ops run on chunks of about this many values (64 MB of float32) on CPU
 
 
+_WORKER_BUFFERS: dict[tuple, torch.Tensor] = {}  # per DataLoader worker process: reused float batches, by shape
+
+
+def _writes_through_memfd(device: torch.device) -> bool:
+    """Whether this process is a DataLoader worker that hands batches over by file descriptor (Linux)."""
+    return (
+        device.type == "cpu"
+        and get_worker_info() is not None
+        and hasattr(os, "memfd_create")
+        and torch.multiprocessing.get_sharing_strategy() == "file_descriptor"
+    )
+
+
 def _new_batch(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor; in a DataLoader worker, in shared memory, as torch's `default_collate`
-    does, so the DataLoader hands it to the main process without copying it (a copy per batch otherwise)."""
-    if device.type != "cpu" or get_worker_info() is None:
+    """An uninitialised float32 tensor for the collator to work in. In a DataLoader worker, a buffer of this
+    process, the same one call after call (see `_to_shared_memory`)."""
+    if not _writes_through_memfd(device):
         return torch.empty(shape, dtype=torch.float32, device=device)
-    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device=device)
-    return torch.empty(0).new(storage).view(shape)
+    key = (tuple(shape), torch.float32)
+    if key not in _WORKER_BUFFERS:
+        if len(_WORKER_BUFFERS) >= 8:  # e.g. a smaller last batch every epoch: keep a few shapes only
+            _WORKER_BUFFERS.clear()
+        _WORKER_BUFFERS[key] = torch.empty(shape, dtype=torch.float32)
+    return _WORKER_BUFFERS[key]
+
+
+def _to_shared_memory(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a contiguous CPU tensor in a new shared-memory file, for the DataLoader to pass to the main process
+    by file descriptor, as it passes the tensors `default_collate` makes in shared memory.
+
+    The bytes go in with one `pwrite` into a fresh `memfd`, from a buffer this worker reuses, so this process
+    never touches the shared pages through a mapping: writing a view into freshly mapped shared memory costs a
+    page fault per 4 kB page (7,000 for a 256 x 3 x 96 x 96 float view, ~14 ms per view on the 2-core VM, against
+    ~10 ms for the file write), as does unmapping it after the hand-over."""
+    nbytes = tensor.numel() * tensor.element_size()
+    data = memoryview(tensor.numpy()).cast("B")
+    fd = os.memfd_create("hfssl-views", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, nbytes)
+        written = 0
+        while written < nbytes:
+            written += os.pwrite(fd, data[written:], written)
+        storage = torch.UntypedStorage._new_shared_fd_cpu(fd, nbytes)  # maps the file (and keeps its own descriptor)
+    finally:
+        os.close(fd)
+    return torch.empty(0, dtype=tensor.dtype).set_(storage, 0, tensor.shape)
 
 
 @dataclass
@@ -152,8 +191,10 @@ class DataCollatorForMultiView:
             rows = slice(start, start + step)
             view.apply_photometric(images[rows], {key: value[rows] for key, value in params.items()}, inplace=True)
         if self.output_dtype == "uint8":
-            return images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return self._normalize(images)
+            images = images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        else:
+            images = self._normalize(images)
+        return _to_shared_memory(images) if _writes_through_memfd(images.device) else images
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
