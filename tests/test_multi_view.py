@@ -154,10 +154,15 @@ def test_photometric_ops_match_torchvision():
     torch.testing.assert_close(P.adjust_hue(images, shifts), expected, atol=1e-5, rtol=0)
     expected = torch.stack([TF.gaussian_blur(images[i], [5, 5], [s, s]) for i, s in enumerate([0.5, 1.0, 2.0])])
     torch.testing.assert_close(P.gaussian_blur(images, torch.tensor([0.5, 1.0, 2.0]), 5), expected, atol=1e-5, rtol=0)
-    wide = torch.rand(2, 3, 50, 70)  # 3+ blocks of 16 outputs in both passes, the last one ragged: the blocked matmuls
+    wide = torch.rand(2, 3, 50, 70)  # K = 9: the depthwise convolutions on CPU (and the blocked matmuls on a GPU)
     expected = torch.stack([TF.gaussian_blur(wide[i], [9, 9], [s, s]) for i, s in enumerate([0.3, 1.9])])
     torch.testing.assert_close(P.gaussian_blur(wide, torch.tensor([0.3, 1.9]), 9), expected, atol=1e-5, rtol=0)
-    tall = torch.rand(2, 3, 60, 7)  # 60 > 16 * 3: the grouped-convolution path
+    wider = torch.rand(2, 3, 90, 100)  # K = 19 > DEPTHWISE_MAX_KERNEL on CPU: the banded matmuls, in blocks of 28 outputs
+    expected = torch.stack([TF.gaussian_blur(wider[i], [19, 19], [s, s]) for i, s in enumerate([0.8, 2.0])])
+    torch.testing.assert_close(P.gaussian_blur(wider, torch.tensor([0.8, 2.0]), 19), expected, atol=1e-5, rtol=0)
+    small = torch.rand(2, 3, 4, 9)  # pad 4 >= 4 rows: the replicate fallback, as the blur's own edge rule
+    assert P.gaussian_blur(small, torch.tensor([1.0, 1.5]), 9).shape == small.shape
+    tall = torch.rand(2, 3, 60, 7)  # K = 3: the depthwise convolutions on CPU (60 > 16 * 3 sent it to the grouped ones before)
     expected = torch.stack([TF.gaussian_blur(tall[i], [3, 3], [s, s]) for i, s in enumerate([0.7, 1.5])])
     torch.testing.assert_close(P.gaussian_blur(tall, torch.tensor([0.7, 1.5]), 3), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(P.solarize(images, 0.5), TF.solarize(images, 0.5))

@@ -212,14 +212,20 @@ def _banded_matmul(values: torch.Tensor, matrices: torch.Tensor, pad: int, block
     return torch.cat(pieces, -2 if left else -1)
 
 
+DEPTHWISE_MAX_KERNEL = 17  # `gaussian_blur` on CPU: depthwise convolutions up to this kernel size, banded matmuls above
+
+
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per image (reflect padding, as torchvision).
 
-    Each 1-D pass is a batched matrix product with a banded (S, S) matrix per image that has the reflect padding
-    folded in, cut into blocks of outputs that each multiply only the inputs they reach: matmul runs these far
-    faster than a grouped convolution on CPU, although only part of its multiply-adds are useful. Falls back to
-    grouped convolutions, with replicate padding, when the kernel is wider than the image or much narrower than
-    it (S > 16 K).
+    On CPU, for kernels of up to 17 taps (e.g. SimCLR's 10% of 96 px: K = 9), the two 1-D passes are depthwise
+    convolutions on channels-last pixels (oneDNN's kernel): on the AVX-512 machine 8% faster than the matmuls
+    below for 128 images at 96 px, and as fast with AVX2 (both measured with `bench`-sized batches); for wider
+    kernels (224 px: K = 23) they are 1.35x slower. Otherwise each 1-D pass is a batched matrix product with a
+    banded (S, S) matrix per image that has the reflect padding folded in, cut into blocks of outputs that each
+    multiply only the inputs they reach: matmul runs these far faster than a grouped convolution on NCHW pixels,
+    although only part of its multiply-adds are useful. Falls back to grouped convolutions, with replicate
+    padding, when the kernel is wider than the image or much narrower than it (S > 16 K).
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)).
@@ -234,6 +240,13 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     batch, channels, height, width = images.shape
     kernels = gaussian_kernels(sigma.to(images.device, images.dtype), kernel_size)
     pad = kernel_size // 2
+    if images.device.type == "cpu" and pad < min(height, width) and kernel_size <= DEPTHWISE_MAX_KERNEL:
+        flat = F.pad(images.reshape(1, batch * channels, height, width), (pad, pad, pad, pad), mode="reflect")
+        flat = flat.contiguous(memory_format=torch.channels_last)
+        per_channel = kernels.repeat_interleave(channels, 0)
+        flat = F.conv2d(flat, per_channel.view(-1, 1, 1, kernel_size), groups=batch * channels)
+        flat = F.conv2d(flat, per_channel.view(-1, 1, kernel_size, 1), groups=batch * channels)
+        return flat.reshape(batch, channels, height, width).contiguous()
     if pad < min(height, width) and max(height, width) <= 16 * kernel_size:
         # the matrices are banded: for 3 or more blocks of outputs, each block only multiplies the inputs it can reach
         # (its side plus the padding on each side), e.g. 2.4x fewer multiply-adds and time at 96 px, same values
