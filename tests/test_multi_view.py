@@ -129,16 +129,25 @@ def test_picklable_and_distinct_per_dataloader_worker():
     assert all(torch.equal(a, b) for a, b in zip(first, second))  # and the run repeats
 
 
-def test_photometric_on_device_matches_eager_path():
-    examples = [{"image": INPUTS["pil_RGB"]}] * 5
-    eager = DataCollatorForMultiView.byol(image_size=16, seed=3)(examples)
-    deferred_collator = DataCollatorForMultiView.byol(image_size=16, seed=3, photometric_on_device=True)
+@pytest.mark.parametrize("preset", ["byol", "simclr"])
+@pytest.mark.parametrize("output_dtype", ["float32", "uint8"])
+def test_photometric_on_device_matches_eager_path(preset, output_dtype):
+    # the eager path crops each view grouped by jitter op order, works on contiguous rows and puts the rows back in
+    # example order; the deferred one keeps example order and gathers each group: the same views
+    images = [Image.fromarray(RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in range(40)]
+    examples = [{"image": image, "label": index} for index, image in enumerate(images)]
+    eager = getattr(DataCollatorForMultiView, preset)(image_size=16, seed=3, output_dtype=output_dtype)(examples)
+    deferred_collator = getattr(DataCollatorForMultiView, preset)(image_size=16, seed=3, output_dtype=output_dtype, photometric_on_device=True)
     deferred = deferred_collator(examples)
     assert all(v.dtype == torch.uint8 for v in deferred["pixel_values"])
     finished = deferred_collator.apply_photometric(deferred)
-    assert "photometric_params" not in finished
+    assert "photometric_params" not in finished and torch.equal(finished["labels"], eager["labels"])
     for a, b in zip(eager["pixel_values"], finished["pixel_values"]):
-        torch.testing.assert_close(a, b)
+        assert a.is_contiguous() and a.dtype == b.dtype
+        if output_dtype == "uint8":  # 0.5-boundaries may round apart after last-bit differences
+            assert (a.int() - b.int()).abs().max() <= 1 and (a != b).float().mean() < 1e-3
+        else:
+            torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="photometric_on_device=True"):
         deferred_collator.apply_photometric(eager)
 
@@ -224,6 +233,33 @@ def test_worker_batches_go_through_shared_memory_and_never_alias_the_reused_buff
         held, cloned = run(keep_all=True), run(keep_all=False)  # held batches would change if a later batch reused them
         assert len(held) == 6 and all(torch.equal(a, b) for a, b in zip(held, cloned))
         assert len({tuple(batch.flatten()[:64].tolist()) for batch in held}) == 6
+
+
+def test_row_order_reorders_the_same_crops_and_shared_memory_rows():
+    from hfssl.augmentations.geometric import random_resized_crops
+    from hfssl.collators.multi_view import _to_shared_memory
+
+    images = torch.from_numpy(RNG.integers(0, 256, (6, 3, 20, 24), dtype=np.uint8))
+    sizes = torch.tensor([[20.0, 24.0]] * 6)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    plain = random_resized_crops(images, sizes, 8, (0.2, 1.0), (0.75, 1.33), 0.5, torch.Generator().manual_seed(1), 2, torch.uint8)
+    ordered = random_resized_crops(images, sizes, 8, (0.2, 1.0), (0.75, 1.33), 0.5, torch.Generator().manual_seed(1), 2, torch.uint8, row_order=order)
+    assert torch.equal(ordered, plain[order])
+    values = torch.rand(7, 2, 3)
+    rows = torch.randperm(7)
+    assert torch.equal(_to_shared_memory(values, rows), values[rows])
+
+
+def test_color_jitter_in_place_on_sorted_rows_equals_gathered_groups():
+    view = ViewAugmentation(size=8, jitter_p=0.7, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.3)
+    params = view.draw_photometric(64, torch.Generator().manual_seed(0))
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    order = P.jitter_order(params["order"], params["jitter"])
+    codes = (params["order"][order] * torch.tensor([64, 16, 4, 1])).sum(1).where(params["jitter"][order], -1)
+    assert torch.equal(codes, codes.sort().values)  # grouped: every group is a run of consecutive rows
+    gathered = P.color_jitter(images, params["factors"], params["order"], params["jitter"])
+    in_place = P.color_jitter(images[order], params["factors"][order], params["order"][order], params["jitter"][order])
+    torch.testing.assert_close(in_place, gathered[order], atol=0, rtol=0)
 
 
 def test_crops_are_torchvision_resized_crops():

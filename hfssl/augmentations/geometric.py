@@ -141,6 +141,7 @@ def random_resized_crops(
     repeats: int = 1,
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
+    row_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
 
@@ -153,6 +154,8 @@ def random_resized_crops(
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.
         channels_last (`bool`): with uint8, return the crops in channels-last memory format (as they are made),
             saving a copy for callers that convert them anyway; otherwise the result is contiguous NCHW.
+        row_order (`torch.Tensor` of shape (R * B,), *optional*): output row j holds crop `row_order[j]` (the same
+            crops and random draws, reordered, e.g. grouped by photometric parameters).
 
     Returns:
         `torch.Tensor` of shape (R * B, C, S, S), `dtype`, holding integer values in [0, 255].
@@ -162,7 +165,10 @@ def random_resized_crops(
     flip = torch.rand(repeats * batch, generator=generator) < flip_p
     if images.dtype != torch.uint8:
         images = images.round().clamp_(0, 255).to(torch.uint8)
-    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats), flip)
+    image_index = torch.arange(batch).repeat(repeats)
+    if row_order is not None:
+        boxes, flip, image_index = boxes[row_order], flip[row_order], image_index[row_order]
+    crops = resize_boxes_uint8(images, boxes, size, image_index, flip)
     if dtype == torch.uint8 and channels_last:
         return crops
     return crops.to(dtype=dtype, memory_format=torch.contiguous_format)

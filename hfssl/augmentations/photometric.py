@@ -136,6 +136,17 @@ def copy_rows_(out: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> t
 JITTER_OPS = (_brightness_, _contrast_, _saturation_, _hue_)  # in place, on slices of a tensor color_jitter owns
 
 
+def _jitter_codes(order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """One integer per sample naming its jitter op order (0-255), -1 for samples not jittered."""
+    return torch.where(apply, (order * torch.tensor([64, 16, 4, 1])).sum(1), -1)
+
+
+def jitter_order(order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """The permutation (B,) that sorts samples by jitter op order (stably; "not jittered" first): with the batch in
+    this order, `color_jitter` runs every group in place on contiguous rows, with no gather and no scatter."""
+    return _jitter_codes(order.cpu(), apply.cpu()).sort(stable=True).indices
+
+
 def color_jitter(
     images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -143,7 +154,8 @@ def color_jitter(
 
     The samples are grouped by op order (24 orders, plus "not jittered"); each group is gathered into a small
     buffer that stays in the CPU cache while its four ops run in place, then written back: no copy of the whole
-    batch, and the samples left unjittered are not touched when `out` is `images`.
+    batch, and the samples left unjittered are not touched when `out` is `images`. A group whose rows are
+    consecutive (a batch sorted with `jitter_order`) is worked on in place, without the gather and the write-back.
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)): float in [0, 1].
@@ -156,7 +168,7 @@ def color_jitter(
         `torch.Tensor` of shape (B, C, H, W): `out`, or a new tensor.
     """
     order, apply = order.cpu(), apply.cpu()
-    code = torch.where(apply, (order * torch.tensor([64, 16, 4, 1])).sum(1), -1)  # one code per op order
+    code = _jitter_codes(order, apply)
     code, index = code.sort(stable=True)
     device_index = index.to(images.device)
     factors = factors.to(images)
@@ -169,10 +181,14 @@ def color_jitter(
     for value, count in zip(values.tolist(), counts.tolist()):
         if value >= 0:
             rows = device_index[start : start + count]
-            group = out.index_select(0, rows)
+            first, last = int(index[start]), int(index[start + count - 1])
+            contiguous = last - first == count - 1  # increasing rows (stable sort): consecutive, e.g. after `jitter_order`
+            group = out[first : last + 1] if contiguous else out.index_select(0, rows)  # in place, or gathered
+            group_factors = factors[first : last + 1] if contiguous else factors.index_select(0, rows)
             for op_index in order[index[start]].tolist():
-                JITTER_OPS[op_index](group, factors.index_select(0, rows)[:, op_index])
-            copy_rows_(out, rows, group)
+                JITTER_OPS[op_index](group, group_factors[:, op_index])
+            if not contiguous:
+                copy_rows_(out, rows, group)
         start += count
     return out
 

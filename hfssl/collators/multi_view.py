@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch.utils.data import get_worker_info
 from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import collate_columns, decode_examples, stack_padded
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
-from hfssl.augmentations.photometric import LUMA
+from hfssl.augmentations.photometric import LUMA, jitter_order
 from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 CHUNK_VALUES = 1 << 24  # photometric ops run on chunks of about this many values (64 MB of float32) on CPU
 
 
-_WORKER_BUFFERS: dict[tuple, torch.Tensor] = {}  # per DataLoader worker process: reused float batches, by shape
+_BUFFERS = threading.local()  # per thread: float work batches reused from call to call, by shape
 
 
 def _writes_through_memfd(device: torch.device) -> bool:
@@ -42,35 +43,56 @@ def _writes_through_memfd(device: torch.device) -> bool:
     )
 
 
+def _work_buffer(shape: torch.Size) -> torch.Tensor:
+    """An uninitialised CPU float32 tensor that this thread reuses call after call (its pages stay mapped: no page
+    faults), for results that are copied out before the next call. One per shape, a few shapes kept."""
+    buffers = _BUFFERS.__dict__.setdefault("by_shape", {})
+    key = tuple(shape)
+    if key not in buffers:
+        if len(buffers) >= 4:  # e.g. a smaller last batch every epoch: keep a few shapes only
+            buffers.clear()
+        buffers[key] = torch.empty(shape, dtype=torch.float32)
+    return buffers[key]
+
+
 def _new_batch(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor for the collator to work in. In a DataLoader worker, a buffer of this
-    process, the same one call after call (see `_to_shared_memory`)."""
-    if not _writes_through_memfd(device):
-        return torch.empty(shape, dtype=torch.float32, device=device)
-    key = (tuple(shape), torch.float32)
-    if key not in _WORKER_BUFFERS:
-        if len(_WORKER_BUFFERS) >= 8:  # e.g. a smaller last batch every epoch: keep a few shapes only
-            _WORKER_BUFFERS.clear()
-        _WORKER_BUFFERS[key] = torch.empty(shape, dtype=torch.float32)
-    return _WORKER_BUFFERS[key]
+    """An uninitialised float32 tensor for the collator to work in: in a DataLoader worker, a reused buffer whose
+    result `_to_shared_memory` copies out; otherwise a new tensor, which is returned."""
+    if _writes_through_memfd(device):
+        return _work_buffer(shape)
+    return torch.empty(shape, dtype=torch.float32, device=device)
 
 
-def _to_shared_memory(tensor: torch.Tensor) -> torch.Tensor:
-    """A copy of a contiguous CPU tensor in a new shared-memory file, for the DataLoader to pass to the main process
-    by file descriptor, as it passes the tensors `default_collate` makes in shared memory.
+def _to_shared_memory(tensor: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """A copy of a contiguous CPU tensor (of its rows in the order `rows`, if given) in a new shared-memory file,
+    for the DataLoader to pass to the main process by file descriptor, as it passes the tensors `default_collate`
+    makes in shared memory.
 
-    The bytes go in with one `pwrite` into a fresh `memfd`, from a buffer this worker reuses, so this process
-    never touches the shared pages through a mapping: writing a view into freshly mapped shared memory costs a
-    page fault per 4 kB page (7,000 for a 256 x 3 x 96 x 96 float view, ~14 ms per view on the 2-core VM, against
-    ~10 ms for the file write), as does unmapping it after the hand-over."""
+    The bytes go in with `pwrite` / `pwritev` into a fresh `memfd`, from a buffer this worker reuses, so this
+    process never touches the shared pages through a mapping: writing a view into freshly mapped shared memory
+    costs a page fault per 4 kB page (7,000 for a 256 x 3 x 96 x 96 float view, ~14 ms per view on the 2-core VM,
+    against ~10 ms for the file write), as does unmapping it after the hand-over. `pwritev` writes the rows in
+    the given order, so putting them back in example order costs no extra pass."""
     nbytes = tensor.numel() * tensor.element_size()
     data = memoryview(tensor.numpy()).cast("B")
+    if rows is None:
+        pieces = [data]
+    else:
+        row_bytes = nbytes // max(1, tensor.shape[0])
+        pieces = [data[row * row_bytes : (row + 1) * row_bytes] for row in rows.tolist()]
     fd = os.memfd_create("hfssl-views", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, nbytes)
-        written = 0
-        while written < nbytes:
-            written += os.pwrite(fd, data[written:], written)
+        offset = 0
+        for start in range(0, len(pieces), 512):  # at most IOV_MAX (1024) buffers a call
+            chunk = pieces[start : start + 512]
+            written = os.pwritev(fd, chunk, offset)
+            for piece in chunk:  # a short write (not expected on tmpfs): finish piece by piece
+                done = min(len(piece), max(0, written))
+                while done < len(piece):
+                    done += os.pwrite(fd, piece[done:], offset + done)
+                written -= len(piece)
+                offset += len(piece)
         storage = torch.UntypedStorage._new_shared_fd_cpu(fd, nbytes)  # maps the file (and keeps its own descriptor)
     finally:
         os.close(fd)
@@ -179,13 +201,23 @@ class DataCollatorForMultiView:
         std = images.new_tensor(self.std).view(1, -1, 1, 1)
         return images.sub_(mean).div_(std)
 
-    def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _finish(
+        self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor], row_order: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """uint8 crops (or floats holding 0-255) -> photometric -> float32 normalised or uint8.
 
         The float batch is made once and every op then works in place on it; within the ops, colour-jitter groups
         and `where_rows` pieces are cache-sized. On CPU, very large batches run in chunks of about 2^24 values; the
-        parameters are drawn already, so the result does not depend on the chunking."""
-        images = _new_batch(crops.shape, crops.device).copy_(crops).div_(255.0)  # ours; 2x faster than a mixed uint8 / float division
+        parameters are drawn already, so the result does not depend on the chunking.
+
+        `row_order` (CPU): row j of `crops` and `params` is example `row_order[j]`, the rows sorted by jitter op
+        order so that colour jitter runs in place on contiguous rows; the work happens in a reused buffer and the
+        result comes back in example order (in a DataLoader worker, written to shared memory in that order)."""
+        shared = _writes_through_memfd(crops.device)
+        if row_order is not None:
+            images = _work_buffer(crops.shape).copy_(crops).div_(255.0)  # ours; 2x faster than a mixed uint8 / float division
+        else:
+            images = _new_batch(crops.shape, crops.device).copy_(crops).div_(255.0)
         step = max(1, CHUNK_VALUES // max(1, crops[0].numel())) if crops.device.type == "cpu" else crops.shape[0]
         for start in range(0, images.shape[0], step):
             rows = slice(start, start + step)
@@ -194,7 +226,10 @@ class DataCollatorForMultiView:
             images = images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         else:
             images = self._normalize(images)
-        return _to_shared_memory(images) if _writes_through_memfd(images.device) else images
+        if row_order is None:
+            return _to_shared_memory(images) if shared else images
+        inverse = row_order.argsort()
+        return _to_shared_memory(images, inverse) if shared else images.index_select(0, inverse)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
@@ -212,15 +247,23 @@ class DataCollatorForMultiView:
             groups.setdefault(view, []).append(index)
         for view, indices in groups.items():
             repeats = len(indices)
-            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats,
-                                         torch.uint8, channels_last=not self.photometric_on_device)  # fmt: skip
             params = view.draw_photometric(repeats * batch_size, generator)
+            orders = None  # finished here: each view's crops are made grouped by jitter op order (see `_finish`)
+            if not self.photometric_on_device:
+                orders = [jitter_order(params["order"][rows], params["jitter"][rows]) for rows in
+                          (slice(p * batch_size, (p + 1) * batch_size) for p in range(repeats))]  # fmt: skip
+            row_order = None if orders is None else torch.cat([order + p * batch_size for p, order in enumerate(orders)])
+            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats,
+                                         torch.uint8, channels_last=not self.photometric_on_device, row_order=row_order)  # fmt: skip
             for position, index in enumerate(indices):
                 rows = slice(position * batch_size, (position + 1) * batch_size)
                 all_params[index] = {key: value[rows] for key, value in params.items()}
-                # one float tensor per view rather than one for all R views: half the size, so malloc reuses freed
-                # memory instead of mapping fresh pages for every batch (1.4x faster at 96 px on the 2-core machine)
-                outputs[index] = crops[rows] if self.photometric_on_device else self._finish(crops[rows], view, all_params[index])
+                if orders is None:
+                    outputs[index] = crops[rows]
+                else:
+                    order = orders[position]
+                    sorted_params = {key: value.index_select(0, order) for key, value in all_params[index].items()}
+                    outputs[index] = self._finish(crops[rows], view, sorted_params, order)
         batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
         batch["pixel_values"] = outputs
         if self.photometric_on_device:
