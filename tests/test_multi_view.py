@@ -269,6 +269,15 @@ def test_crops_are_torchvision_resized_crops():
     for crop, (x0, y0, x1, y1), index in zip(crops, boxes.long().tolist(), [0, 1, 1]):
         expected = TF.resized_crop(images[index], y0, x0, y1 - y0, x1 - x0, [16, 16], antialias=True)
         assert crop.dtype == torch.uint8 and torch.equal(crop, expected)
+    # flipped crops mirror the box before resizing; torchvision flips after: the same pixels (mirror-symmetric kernel)
+    many = torch.from_numpy(RNG.integers(0, 256, (40, 3, 64, 64), dtype=np.uint8))
+    boxes = sample_resized_crop_boxes(torch.tensor([[64.0, 64.0]] * 40), (0.08, 1.0), (0.75, 4 / 3), torch.Generator().manual_seed(0))
+    for size in (24, 64, 80):  # shrink and enlarge
+        flipped = resize_boxes_uint8(many, boxes, size, torch.arange(40), torch.ones(40, dtype=torch.bool))
+        expected = torch.stack([TF.resized_crop(many[i], y0, x0, y1 - y0, x1 - x0, [size, size], antialias=True).flip(-1)
+                                for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist())])  # fmt: skip
+        difference = (flipped.int() - expected.int()).abs()
+        assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3
 
 
 def fraction_changed(view: ViewAugmentation, image: torch.Tensor, n: int, changed) -> float:
