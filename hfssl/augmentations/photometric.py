@@ -31,32 +31,36 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return _luma(images).expand_as(images)
 
 
-def _blend_(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """In place: images <- clamp(factor * images + (1 - factor) * other, 0, 1); `other` (B, 1, H or 1, W or 1) is ours."""
+# The in-place jitter ops take `white`, the value of white: 1.0 for images in [0, 1], 255.0 for images in [0, 255]
+# (the collator works on the latter and folds the division by 255 into the normalisation: one pass fewer).
+
+
+def _blend_(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor, white: float = 1.0) -> torch.Tensor:
+    """In place: images <- clamp(factor * images + (1 - factor) * other, 0, white); `other` (B, 1, 1, 1) is ours."""
     factor = factor.to(images.dtype).view(-1, 1, 1, 1)
-    return images.mul_(factor).add_(other.mul_(1.0 - factor)).clamp_(0.0, 1.0)
+    return images.mul_(factor).add_(other.mul_(1.0 - factor)).clamp_(0.0, white)
 
 
-def _brightness_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return images.mul_(factor.to(images.dtype).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+def _brightness_(images: torch.Tensor, factor: torch.Tensor, white: float = 1.0) -> torch.Tensor:
+    return images.mul_(factor.to(images.dtype).view(-1, 1, 1, 1)).clamp_(0.0, white)
 
 
-def _contrast_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def _contrast_(images: torch.Tensor, factor: torch.Tensor, white: float = 1.0) -> torch.Tensor:
     channel_means = images.mean(dim=(2, 3))
     if images.shape[1] == 3:
         channel_means = (channel_means * channel_means.new_tensor(LUMA)).sum(1, keepdim=True)
-    return _blend_(images, channel_means.view(-1, 1, 1, 1), factor)
+    return _blend_(images, channel_means.view(-1, 1, 1, 1), factor, white)
 
 
-def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def _saturation_(images: torch.Tensor, factor: torch.Tensor, white: float = 1.0) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
-    # one lerp, gray + factor (images - gray), instead of the blend's three passes over the channels (1.5x faster)
+    # one lerp, gray + factor (images - gray), instead of a blend's three passes over the channels (1.5x faster)
     factor = factor.to(images.dtype).view(-1, 1, 1, 1)
-    return torch.lerp(_luma(images).expand_as(images), images, factor, out=images).clamp_(0.0, 1.0)
+    return torch.lerp(_luma(images).expand_as(images), images, factor, out=images).clamp_(0.0, white)
 
 
-def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def _hue_(images: torch.Tensor, shift: torch.Tensor, white: float = 1.0) -> torch.Tensor:  # the same at any scale
     if images.shape[1] == 1:
         return images
     return _rotate_hue(images, shift, out=images)
@@ -148,7 +152,8 @@ def jitter_order(order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(
-    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, out: torch.Tensor | None = None
+    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, out: torch.Tensor | None = None,
+    white: float = 1.0,
 ) -> torch.Tensor:
     """torchvision's `ColorJitter`, per sample: its own four factors, its own random order.
 
@@ -158,11 +163,12 @@ def color_jitter(
     consecutive (a batch sorted with `jitter_order`) is worked on in place, without the gather and the write-back.
 
     Args:
-        images (`torch.Tensor` of shape (B, C, H, W)): float in [0, 1].
+        images (`torch.Tensor` of shape (B, C, H, W)): float in [0, white].
         factors (`torch.Tensor` of shape (B, 4)): brightness, contrast, saturation factors and hue shift.
         order (`torch.Tensor` of shape (B, 4)): a permutation of the four ops (0 b, 1 c, 2 s, 3 h) per sample.
         apply (`torch.Tensor` of shape (B,)): bool, whether the sample is jittered at all.
         out (`torch.Tensor` of shape (B, C, H, W), *optional*): where to write the result; may be `images`.
+        white (`float`): the value of white, 1.0 (default) or 255.0 for images in [0, 255] (the same result x 255).
 
     Returns:
         `torch.Tensor` of shape (B, C, H, W): `out`, or a new tensor.
@@ -186,7 +192,7 @@ def color_jitter(
             group = out[first : last + 1] if contiguous else out.index_select(0, rows)  # in place, or gathered
             group_factors = factors[first : last + 1] if contiguous else factors.index_select(0, rows)
             for op_index in order[index[start]].tolist():
-                JITTER_OPS[op_index](group, group_factors[:, op_index])
+                JITTER_OPS[op_index](group, group_factors[:, op_index], white)
             if not contiguous:
                 copy_rows_(out, rows, group)
         start += count
@@ -279,9 +285,9 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     return flat.view(batch, channels, height, width)
 
 
-def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Invert the pixels at or above `threshold` (torchvision's `solarize`)."""
-    return torch.where(images >= threshold, 1.0 - images, images)
+def solarize(images: torch.Tensor, threshold: float = 0.5, white: float = 1.0) -> torch.Tensor:
+    """Invert the pixels at or above `threshold` x `white` (torchvision's `solarize`; `white` 255.0 for [0, 255])."""
+    return torch.where(images >= threshold * white, white - images, images)
 
 
 PIECE_VALUES = 1 << 18  # `where_rows` works on pieces of about this many values (1 MB of float32): cache-sized

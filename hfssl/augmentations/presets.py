@@ -90,16 +90,18 @@ class ViewAugmentation:
             "solarize": rand(batch_size) < self.solarize_p,
         }
 
-    def apply_photometric(self, images: torch.Tensor, params: dict[str, torch.Tensor], inplace: bool = False) -> torch.Tensor:
-        """Apply drawn parameters to float images in [0, 1] (B, C, S, S), on the images' device; a new tensor,
-        or `images` itself, overwritten, with `inplace=True`."""
+    def apply_photometric(
+        self, images: torch.Tensor, params: dict[str, torch.Tensor], inplace: bool = False, white: float = 1.0
+    ) -> torch.Tensor:
+        """Apply drawn parameters to float images in [0, white] (B, C, S, S), on the images' device; a new tensor,
+        or `images` itself, overwritten, with `inplace=True`. `white` is 1.0 (default) or 255.0 for images that
+        hold 0-255 (the same result, times 255)."""
         params = {key: value.to(images.device) for key, value in params.items()}
         out = images if inplace else None
-        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"], out=out)  # ours
+        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"], out=out, white=white)  # ours
         images = P.where_rows(params["grayscale"], P.grayscale, images, inplace=True)
         images = P.where_rows(params["blur"], P.gaussian_blur, images, params["sigma"], self.kernel_size, inplace=True)
-        return P.where_rows(params["solarize"], P.solarize, images, self.solarize_threshold, inplace=True)
-
+        return P.where_rows(params["solarize"], P.solarize, images, self.solarize_threshold, white, inplace=True)
 
 def simclr_views(image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08) -> list[ViewAugmentation]:
     """SimCLR (Chen et al., 2020, Appendix A): crop (0.08, 1), flip, jitter (0.8s, 0.8s, 0.8s, 0.2s) with
