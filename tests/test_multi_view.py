@@ -235,6 +235,24 @@ def test_worker_batches_go_through_shared_memory_and_never_alias_the_reused_buff
         assert len({tuple(batch.flatten()[:64].tolist()) for batch in held}) == 6
 
 
+def test_worker_batches_with_the_file_system_sharing_strategy():
+    # no memfd hand-over then: the views are ordinary tensors that the DataLoader copies into shared memory itself
+    data = [{"image": Image.fromarray(RNG.integers(0, 256, (20, 20, 3), dtype=np.uint8))} for _ in range(8)]
+    collator = DataCollatorForMultiView.simclr(image_size=16, seed=0)
+    strategy = torch.multiprocessing.get_sharing_strategy()
+
+    def run() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        return [torch.cat(batch["pixel_values"]) for batch in DataLoader(data, batch_size=2, num_workers=2, collate_fn=collator)]
+
+    expected = run()
+    try:
+        torch.multiprocessing.set_sharing_strategy("file_system")
+        assert all(torch.equal(a, b) for a, b in zip(run(), expected))
+    finally:
+        torch.multiprocessing.set_sharing_strategy(strategy)
+
+
 def test_row_order_reorders_the_same_crops_and_shared_memory_rows():
     from hfssl.augmentations.geometric import random_resized_crops
     from hfssl.collators.multi_view import _to_shared_memory

@@ -2,8 +2,12 @@
 
 The whole batch is augmented at once: images are decoded to uint8 and stacked, each crop is resized with
 torch's uint8 antialiased kernel (as torchvision's `RandomResizedCrop`), then the photometric ops run batched,
-in place on the float batch, with per-sample random parameters. Optionally the collator stops after the geometric part and returns uint8 crops plus the
-drawn photometric parameters, and `apply_photometric` finishes the views on the accelerator.
+in place on the float batch, with per-sample random parameters. On CPU each view's crops are made in the order
+of their colour-jitter op orders, so that jitter runs in place on contiguous rows, in a float buffer the thread
+reuses; the finished rows go back to example order in the output (in a DataLoader worker, written in that order
+into a fresh shared-memory file, which the DataLoader passes to the main process). Optionally the collator stops
+after the geometric part and returns uint8 crops plus the drawn photometric parameters, and `apply_photometric`
+finishes the views on the accelerator.
 
 Legend: B batch, C channels, S view side, V views.
 """
