@@ -21,7 +21,7 @@ import sys
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -32,14 +32,16 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class PerImageCollator:
-    """Apply a per-image two-view transform to every image of the batch and stack the views (picklable)."""
+    """Apply a per-image two-view transform to every image of the batch and stack the views with torch's
+    `default_collate` (which, in a DataLoader worker, stacks straight into shared memory), as a DataLoader over
+    a dataset returning the two views would (picklable)."""
 
     def __init__(self, transform) -> None:
         self.transform = transform
 
     def __call__(self, examples: list[dict]) -> dict:
         views = [self.transform(example["image"]) for example in examples]
-        return {"pixel_values": [torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])]}
+        return {"pixel_values": default_collate(views)}
 
 
 class TwoViews:
