@@ -268,6 +268,20 @@ def test_row_order_reorders_the_same_crops_and_shared_memory_rows():
     assert torch.equal(_to_shared_memory(values, rows), values[rows])
 
 
+def test_shared_memory_hand_over_falls_back_to_a_copy(monkeypatch, caplog):
+    import hfssl.collators.multi_view as multi_view
+
+    def no_memfd(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(multi_view.os, "memfd_create", no_memfd)
+    values, rows = torch.rand(5, 4), torch.tensor([4, 0, 3, 1, 2])
+    with caplog.at_level(logging.WARNING):
+        copied, reordered = multi_view._to_shared_memory(values), multi_view._to_shared_memory(values, rows)
+    assert torch.equal(copied, values) and copied.data_ptr() != values.data_ptr() and torch.equal(reordered, values[rows])
+    assert "Too many open files" in caplog.text
+
+
 def test_color_jitter_in_place_on_sorted_rows_equals_gathered_groups():
     view = ViewAugmentation(size=8, jitter_p=0.7, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.3)
     params = view.draw_photometric(64, torch.Generator().manual_seed(0))

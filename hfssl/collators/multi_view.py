@@ -77,6 +77,14 @@ def _to_shared_memory(tensor: torch.Tensor, rows: torch.Tensor | None = None) ->
     costs a page fault per 4 kB page (7,000 for a 256 x 3 x 96 x 96 float view, ~14 ms per view on the 2-core VM,
     against ~10 ms for the file write), as does unmapping it after the hand-over. `pwritev` writes the rows in
     the given order, so putting them back in example order costs no extra pass."""
+    try:
+        return _memfd_copy(tensor, rows)
+    except OSError as error:  # e.g. out of file descriptors or memory: a private copy, which the DataLoader shares itself
+        logger.warning("could not write the views to a memfd (%s); handing over a private copy instead", error)
+        return tensor.clone() if rows is None else tensor.index_select(0, rows)
+
+
+def _memfd_copy(tensor: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     nbytes = tensor.numel() * tensor.element_size()
     data = memoryview(tensor.numpy()).cast("B")
     if rows is None:
