@@ -5,7 +5,8 @@ SimCLRTransform (PIL, per image) and a per-image torchvision.transforms.v2 pipel
 
 Images: the first 1,024 Fashion-MNIST training images as RGB PIL images resized to the view size; every
 pipeline makes two SimCLR views per image (crop (0.08, 1), flip, jitter 0.8 s=1 p=0.8, grayscale 0.2, blur p=0.5,
-normalise). Figure: images per second (each giving 2 views), median of --repeats epochs after a warm-up epoch,
+normalise; the per-image pipelines' views stacked with torch's `default_collate`). Figure: images per second
+(each giving 2 views), median of --repeats epochs after a warm-up epoch,
 the pipelines taking turns epoch by epoch so that a slow spell of the shared machine falls on all of them
 (workers persist, so their start-up is not timed), all pipelines in the same process. torch runs with 1 intra-op
 thread in the main process (--threads), as DataLoader workers do. Prints one JSON line.
