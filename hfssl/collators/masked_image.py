@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hfssl.augmentations.geometric import random_resized_crops
-from hfssl.augmentations.image_io import collate_columns, decode_examples, stack_padded
+from hfssl.augmentations.image_io import collate_columns, decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
@@ -430,10 +430,9 @@ class DataCollatorForMaskedImageModeling:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
-        images, kept = decode_examples(examples, self.image_column, self.channels, self.skip_invalid_images)
+        batch_images, sizes, kept = decode_batch(examples, self.image_column, self.channels, self.skip_invalid_images)
         if len(kept) < len(examples):
             logger.warning("skipped %d unreadable images in this batch", len(examples) - len(kept))
-        batch_images, sizes = stack_padded(images)
         crops = random_resized_crops(batch_images, sizes, self.image_size, self.crop_scale, (3 / 4, 4 / 3), self.flip_p, generator)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)

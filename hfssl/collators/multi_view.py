@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from hfssl.augmentations.geometric import random_resized_crops
-from hfssl.augmentations.image_io import collate_columns, decode_examples, stack_padded
+from hfssl.augmentations.image_io import collate_columns, decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
 from hfssl.augmentations.photometric import LUMA, jitter_order
 from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
@@ -244,11 +244,10 @@ class DataCollatorForMultiView:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
-        images, kept = decode_examples(examples, self.image_column, self.channels, self.skip_invalid_images)
+        batch_images, sizes, kept = decode_batch(examples, self.image_column, self.channels, self.skip_invalid_images)
         if len(kept) < len(examples):
             self.num_skipped += len(examples) - len(kept)
             logger.warning("skipped %d unreadable images in this batch (%d so far)", len(examples) - len(kept), self.num_skipped)
-        batch_images, sizes = stack_padded(images)
         batch_size = batch_images.shape[0]
         outputs: list[torch.Tensor | None] = [None] * len(self.views)
         all_params: list[dict[str, torch.Tensor] | None] = [None] * len(self.views)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hfssl.augmentations.geometric import random_resized_crops
-from hfssl.augmentations.image_io import decode_examples, stack_padded
+from hfssl.augmentations.image_io import decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
 from hfssl.augmentations.photometric import LUMA, rgb_to_lab
 from hfssl.augmentations.seeding import WorkerSeededGenerator
@@ -44,8 +44,7 @@ class _ImageCollator:
     def _crops(self, examples: list[dict[str, Any]], size: int, channels: int) -> tuple[torch.Tensor, torch.Generator]:
         """Images -> float crops in [0, 1] (B, channels, size, size) and the generator for further draws."""
         generator = self._rng.get()
-        images, _ = decode_examples(examples, self.image_column, channels, self.skip_invalid_images)
-        batch, sizes = stack_padded(images)
+        batch, sizes, _ = decode_batch(examples, self.image_column, channels, self.skip_invalid_images)
         crops = random_resized_crops(batch, sizes, size, self.crop_scale, (3 / 4, 4 / 3), self.flip_p, generator)
         return crops / 255.0, generator
 
