@@ -3,6 +3,7 @@
 import io
 import logging
 import math
+import os
 import pickle
 
 import numpy as np
@@ -266,6 +267,28 @@ def test_row_order_reorders_the_same_crops_and_shared_memory_rows():
     values = torch.rand(7, 2, 3)
     rows = torch.randperm(7)
     assert torch.equal(_to_shared_memory(values, rows), values[rows])
+
+
+def test_worker_keeps_its_last_memfds_open_within_a_byte_budget(monkeypatch):
+    import hfssl.collators.multi_view as multi_view
+
+    monkeypatch.setattr(multi_view, "HOLD_BYTES", 3 * 4 * 1000)  # three of the tensors below
+    monkeypatch.setattr(multi_view, "_HELD", __import__("collections").deque())
+    values = [torch.full((1000,), float(i)) for i in range(6)]
+    shared = [multi_view._to_shared_memory(value) for value in values]
+    held = [fd for fd, _ in multi_view._HELD]
+    assert len(held) == 3 and sum(size for _, size in multi_view._HELD) == 3 * 4000
+    for fd in held:
+        os.fstat(fd)  # still open
+    assert all(torch.equal(a, b) for a, b in zip(shared, values))  # closing the older ones did not touch the tensors
+    for fd in held:
+        os.close(fd)
+    monkeypatch.setattr(multi_view, "HOLD_COUNT", 2)  # and at most HOLD_COUNT files, however small
+    monkeypatch.setattr(multi_view, "_HELD", __import__("collections").deque())
+    shared = [multi_view._to_shared_memory(value) for value in values]
+    assert len(multi_view._HELD) == 2 and all(torch.equal(a, b) for a, b in zip(shared, values))
+    for fd, _ in multi_view._HELD:
+        os.close(fd)
 
 
 def test_shared_memory_hand_over_falls_back_to_a_copy(monkeypatch, caplog):
