@@ -103,6 +103,7 @@ class ViewAugmentation:
         images = P.where_rows(params["blur"], P.gaussian_blur, images, params["sigma"], self.kernel_size, inplace=True)
         return P.where_rows(params["solarize"], P.solarize, images, self.solarize_threshold, white, inplace=True)
 
+
 def simclr_views(image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08) -> list[ViewAugmentation]:
     """SimCLR (Chen et al., 2020, Appendix A): crop (0.08, 1), flip, jitter (0.8s, 0.8s, 0.8s, 0.2s) with
     p=0.8, grayscale p=0.2, blur p=0.5 with kernel 10% of the side and sigma in [0.1, 2]. Two identical views.
