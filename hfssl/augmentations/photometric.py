@@ -242,7 +242,7 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     """Separable Gaussian blur with one sigma per image (reflect padding, as torchvision).
 
     On CPU, for kernels of up to 17 taps (e.g. SimCLR's 10% of 96 px: K = 9), the two 1-D passes are depthwise
-    convolutions on channels-last pixels (oneDNN's kernel): on an AVX-512 machine 12% faster than the matmuls
+    convolutions on channels-last pixels (oneDNN's kernel): on an AVX-512 machine 11% faster than the matmuls
     below for the 128 blurred images of a 96 px view, and as fast with torch and oneDNN held to AVX2; for wider
     kernels (224 px: K = 23) they are 1.35x slower. Otherwise each 1-D pass is a batched matrix product with a
     banded (S, S) matrix per image that has the reflect padding folded in, cut into blocks of outputs that each
