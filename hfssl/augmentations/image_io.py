@@ -187,13 +187,16 @@ def decode_batch(
     batch, or an image that fails to load, goes through `decode_examples` (which names the example) and
     `stack_padded`.
 
+    Args:
+        examples, image_column, channels, skip_invalid: as for `decode_examples`.
+
     Returns:
         batch (`torch.Tensor` of shape (B, C, H, W), uint8), sizes (`torch.Tensor` of shape (B, 2), float32) and the
         indices of the examples kept, as `stack_padded` and `decode_examples` return them.
     """
     pil_images = [example.get(image_column) if isinstance(example, dict) else None for example in examples]
     allowed_modes = ("RGB", "L") if channels == 3 else ("L",)
-    fast = bool(pil_images) and all(
+    fast = channels in (1, 3) and bool(pil_images) and all(
         isinstance(image, Image.Image) and image.mode in allowed_modes and image.size == pil_images[0].size for image in pil_images
     )
     if fast:
