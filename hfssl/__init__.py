@@ -108,6 +108,8 @@ from hfssl.trainers import (
     effective_rank,
     VICRegTrainer,
 )
+from hfssl.trainers.checkpoints import last_complete_checkpoint
+from hfssl.trainers.safe_trainer import NonFiniteError, SafeTrainer
 
 __version__ = "0.1.0"
 
@@ -211,6 +213,9 @@ __all__ = [
     "SSLStateUpdateCallback",
     "SSLTrainer",
     "SSLTrainingArguments",
+    "SafeTrainer",
+    "NonFiniteError",
+    "last_complete_checkpoint",
     "SimCLRTrainer",
     "cosine_schedule",
     "effective_rank",

@@ -23,7 +23,6 @@ from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
     LlamaConfig,
-    Trainer,
     TrainingArguments,
     default_data_collator,
 )
@@ -33,6 +32,7 @@ from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def main() -> None:
         model.resize_token_embeddings(len(tokenizer))
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
-    trainer = Trainer(
+    trainer = SafeTrainer(
         model=model,
         args=training_args,
         train_dataset=blocks["train"],

@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 from transformers import (
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     ViTConfig,
     ViTImageProcessor,
@@ -42,6 +41,7 @@ from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
 from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def main() -> None:
     logger.info("%d images, %d of %d patches masked", len(dataset), collator.num_masked, collator.num_patches)
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(os.path.join(training_args.output_dir, "pretraining"))
 

@@ -18,7 +18,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
-    Trainer,
     TrainingArguments,
 )
 
@@ -34,6 +33,7 @@ from hfssl.evaluation.masked_lm import (
 )
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 USAGE = """from transformers import pipeline
@@ -125,7 +125,7 @@ def main() -> None:
     )
     baseline_id, _ = most_frequent_token(blocks["train"]["input_ids"], tokenizer.all_special_ids)
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
-    trainer = Trainer(
+    trainer = SafeTrainer(
         model=model,
         args=training_args,
         train_dataset=blocks["train"],

@@ -23,7 +23,6 @@ from transformers import (
     BertConfig,
     BertModel,
     DataCollatorWithPadding,
-    Trainer,
     TrainingArguments,
 )
 
@@ -33,6 +32,7 @@ from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
 from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 USAGE = """import torch
@@ -117,7 +117,7 @@ def main() -> None:
     retrieval_before = pair_retrieval_scores(encode, queries, documents)
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
-    trainer = Trainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d training sentences, model of %.1fM parameters", len(sentences["train"]), model.num_parameters() / 1e6)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -19,7 +19,6 @@ from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
     T5Config,
-    Trainer,
     TrainingArguments,
 )
 
@@ -35,6 +34,7 @@ from hfssl.evaluation.masked_lm import (
 )
 from hfssl.hub import write_card_and_push
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def main() -> None:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
-    trainer = Trainer(
+    trainer = SafeTrainer(
         model=model,
         args=training_args,
         train_dataset=blocks["train"],

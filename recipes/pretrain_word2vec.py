@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import TextDataArguments
@@ -27,6 +27,7 @@ from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def main() -> None:
     collator = DataCollatorForSkipGram(counts, window=data_args.window, num_negatives=data_args.num_negatives,
                                        subsample_threshold=data_args.subsample_threshold)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator,
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d texts, %d words, vocabulary of %d, model of %.1fM parameters", len(train_set),
                 int(counts.sum()), int((counts > 0).sum()), model.num_parameters() / 1e6)

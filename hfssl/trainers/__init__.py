@@ -10,6 +10,8 @@ from hfssl.trainers.moco import MoCoTrainer
 from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
 from hfssl.trainers.swav import SwAVTrainer
+from hfssl.trainers.checkpoints import last_complete_checkpoint
+from hfssl.trainers.safe_trainer import NonFiniteError, SafeTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer, embedding_std
 
 __all__ = [
@@ -26,6 +28,9 @@ __all__ = [
     "SSLStateUpdateCallback",
     "SSLTrainer",
     "SSLTrainingArguments",
+    "NonFiniteError",
+    "SafeTrainer",
+    "last_complete_checkpoint",
     "SimCLRTrainer",
     "cosine_schedule",
     "effective_rank",

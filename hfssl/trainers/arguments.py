@@ -59,6 +59,8 @@ class SSLTrainingArguments(TrainingArguments):
             `collapse/uniform_loss_gap`, (ln K - loss) / ln K.
         collapse_patience (`int`, defaults to 3): consecutive logging steps past a threshold before acting.
         collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
+        skip_non_finite_steps (`bool`, defaults to `False`): skip (with a warning) an optimizer step whose input or loss
+            is nan/inf instead of stopping with an error (`SafeTrainer`); one process only.
 
     Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
     which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
@@ -103,6 +105,9 @@ class SSLTrainingArguments(TrainingArguments):
     collapse_min_uniform_gap: float = field(default=0.01, metadata={"help": "Threshold on (ln K - loss) / ln K."})
     collapse_patience: int = field(default=3, metadata={"help": "Logging steps past a threshold before acting."})
     collapse_check_start: float = field(default=0.1, metadata={"help": "First step checked (fraction if < 1)."})
+    skip_non_finite_steps: bool = field(
+        default=False, metadata={"help": "Skip a step with a nan/inf input or loss instead of stopping (one process)."}
+    )
 
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
@@ -126,3 +131,8 @@ class SSLTrainingArguments(TrainingArguments):
         if not 0.0 <= self.lars_momentum < 1.0:
             raise ValueError(f"lars_momentum={self.lars_momentum} must lie in [0, 1).")
         super().__post_init__()
+        if self.skip_non_finite_steps and self.world_size > 1:
+            raise ValueError(
+                "skip_non_finite_steps=True skips a step in one process only, which would leave the others waiting for "
+                f"its gradients ({self.world_size} processes here). Leave it False: a non-finite loss then stops the run."
+            )

@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
 
 from hfssl.distributed import (
     average_across_processes,
@@ -48,6 +47,7 @@ from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
+from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class GeneratorTrackingCollator:
         return getattr(self.__dict__["collator"], name)
 
 
-class SSLTrainer(Trainer):
+class SSLTrainer(SafeTrainer):
     """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
 
     Args:
@@ -171,11 +171,20 @@ class SSLTrainer(Trainer):
             )
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        """Trainer's step; counts the batches consumed (to checkpoint the collator's generator at the right batch)."""
+        """`SafeTrainer`'s step; counts the batches consumed (to checkpoint the collator's generator at the right
+        batch)."""
         self._batches_consumed += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def forward_backward(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """Trainer's forward and backward, or with `args.gradient_cache_chunk_size` the cached-gradient one."""
         if getattr(self.args, "gradient_cache_chunk_size", None) is None:
-            return super().training_step(model, inputs, num_items_in_batch)
+            return super().forward_backward(model, inputs, num_items_in_batch)
         return self.cached_gradient_training_step(model, inputs)
+
+    def drop_step_state(self) -> None:
+        """A skipped step's state updates (teacher, queue, centre) are dropped with its gradients."""
+        self._state_updates.clear()
 
     def cached_gradient_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """The forward and backward of one batch in chunks of `args.gradient_cache_chunk_size` images (GradCache).

@@ -1,0 +1,179 @@
+"""`SafeTrainer`: `transformers.Trainer` that a long run can be trusted to: crash-safe checkpoints, a finished run
+that stays finished, and a stop (or a skipped step) at the first non-finite input or loss.
+
+Every hfssl trainer derives from it, and the recipes that train a plain transformers model (MLM, CLM, T5, SimCSE,
+Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
+- checkpoints written to `<output_dir>/.incomplete-checkpoints/checkpoint-N` and renamed to
+  `<output_dir>/checkpoint-N` once complete and on disk (`hfssl.trainers.checkpoints`); rotation
+  (`save_total_limit`) over complete checkpoints only; no checkpoint is written while a parameter is non-finite;
+- `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint; a path to an incomplete one is
+  refused with an error that says so;
+- resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
+- before each forward pass the floating-point inputs are checked, after it the loss: at the first non-finite value
+  training stops with an error naming the step and the first non-finite tensor (an input and example, a parameter,
+  or the loss itself). With `args.skip_non_finite_steps=True` (`SSLTrainingArguments`) a step whose input or loss
+  is non-finite is skipped instead (its gradients dropped, so the optimizer leaves the weights as they were), with a
+  warning; a non-finite parameter always stops training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from hfssl.trainers.checkpoints import (
+    STAGING_DIR,
+    TRAINER_STATE_NAME,
+    publish_checkpoint,
+    resolve_resume_from_checkpoint,
+    rotate_complete_checkpoints,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite (nan or inf) input, loss or parameter."""
+
+
+def named_tensors(value: Any, name: str) -> Iterable[tuple[str, torch.Tensor]]:
+    """The tensors of a nested batch (dicts, lists, tuples), each with a path such as `pixel_values[1]`."""
+    if torch.is_tensor(value):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from named_tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from named_tensors(item, f"{name}[{index}]")
+
+
+def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """A description of the first floating-point tensor that holds a nan or inf (its name and, for a batch, the
+    first bad example along dimension 0), or None when all are finite."""
+    for name, tensor in tensors:
+        if tensor is None or not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor.detach())
+        if bool(finite.all()):
+            continue
+        if tensor.ndim == 0:
+            return f"{name} (= {tensor.item()})"
+        bad = (~finite).flatten(1).any(dim=1) if tensor.ndim > 1 else ~finite
+        index = int(bad.nonzero()[0, 0])
+        return f"{name}, example/row {index} of {tensor.shape[0]} (shape {tuple(tensor.shape)})"
+    return None
+
+
+class SafeTrainer(Trainer):
+    """`transformers.Trainer` with crash-safe checkpoints, exact resume of finished runs and non-finite checks (see
+    the module docstring). Takes exactly Trainer's arguments."""
+
+    _staging_run_dir: str | None = None
+
+    # ---- resume -------------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
+        """Trainer's `train`; `resume_from_checkpoint=True` (or "true") picks the last *complete* checkpoint of
+        `args.output_dir`, and a path to an incomplete checkpoint is refused (see `resolve_resume_from_checkpoint`)."""
+        checkpoint = resolve_resume_from_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+        """Trainer's; a checkpoint already at `max_steps` leaves no epoch to run (Trainer would train one more step
+        before its end-of-step check)."""
+        epochs_trained, steps_in_epoch = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            logger.warning(
+                "%s is at step %d and max_steps is %d: the run has finished, nothing left to train (raise max_steps "
+                "or num_train_epochs to train further).", resume_from_checkpoint, self.state.global_step, max_steps,
+            )
+            return num_train_epochs, 0
+        return epochs_trained, steps_in_epoch
+
+    # ---- crash-safe checkpoints ---------------------------------------------------------------------------------
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging_run_dir if self._staging_run_dir is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Trainer's checkpoint, written to `<output_dir>/.incomplete-checkpoints/checkpoint-N`, flushed to disk
+        and renamed to `<output_dir>/checkpoint-N` in one step; then older complete checkpoints are rotated."""
+        bad = first_non_finite(self.accelerator.unwrap_model(self.model).named_parameters())
+        if bad is not None:
+            raise NonFiniteError(
+                f"Not saving the checkpoint of step {self.state.global_step}: parameter {bad} is not finite (the "
+                "last optimizer step diverged; lower the learning rate, clip gradients with max_grad_norm, or use "
+                "bf16 instead of fp16). The earlier checkpoints are intact."
+            )
+        run_dir = self._get_output_dir(trial)
+        staging, name = os.path.join(run_dir, STAGING_DIR), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # left by a run killed while saving
+            os.makedirs(staging, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_run_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_run_dir = None
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state into the staged folder
+        final = os.path.join(run_dir, name)
+        if self.args.should_save:
+            staged = os.path.join(staging, name)
+            if self.state.best_global_step:  # Trainer looked for the best checkpoint in the staging folder
+                best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+                if self.state.best_global_step == self.state.global_step or os.path.isdir(best):
+                    self.state.best_model_checkpoint = best
+                    self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            publish_checkpoint(staged, final)
+            rotate_complete_checkpoints(run_dir, self.args.save_total_limit, {final, self.state.best_model_checkpoint})
+        self.accelerator.wait_for_everyone()
+
+    # ---- non-finite inputs and losses ---------------------------------------------------------------------------
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """Trainer's step between two checks: the batch's floating-point inputs before, the loss after."""
+        step = self.state.global_step + 1
+        bad_input = first_non_finite(named_tensors(inputs, ""))
+        if bad_input is not None:
+            return self._non_finite(step, f"input {bad_input} is not finite", model, inputs)
+        loss = self.forward_backward(model, inputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss.detach()).all()):
+            cause = first_non_finite(self.accelerator.unwrap_model(model).named_parameters())
+            cause = f"parameter {cause}" if cause else "the forward pass produced it from finite inputs and parameters"
+            return self._non_finite(step, f"the loss is {loss.detach().flatten()[0].item()} ({cause})", model, inputs)
+        return loss
+
+    def forward_backward(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """The forward and backward pass of one batch (Trainer's `training_step`); subclasses change how."""
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _non_finite(self, step: int, problem: str, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """Stop with an error naming the problem, or (with `args.skip_non_finite_steps`, while every parameter is
+        finite) drop the step's gradients so the optimizer leaves the weights unchanged, and warn."""
+        parameters_finite = first_non_finite(self.accelerator.unwrap_model(model).named_parameters()) is None
+        if not (getattr(self.args, "skip_non_finite_steps", False) and parameters_finite):
+            raise NonFiniteError(
+                f"Step {step}: {problem}. Training stopped before the optimizer step, so no checkpoint holds non-finite "
+                "weights. Check the data (e.g. images or features with nan), lower the learning rate or clip gradients "
+                "(max_grad_norm); to skip such steps instead, set skip_non_finite_steps=True (SSLTrainingArguments)."
+            )
+        logger.warning("Skipping step %d: %s; its gradients are dropped.", step, problem)
+        model.zero_grad(set_to_none=True)  # optimizers leave parameters without a gradient untouched
+        self.drop_step_state()
+        return torch.zeros((), device=self.args.device)
+
+    def drop_step_state(self) -> None:
+        """Forget what the skipped step's forward passes recorded for after the optimizer step (nothing here;
+        `SSLTrainer` drops its state updates)."""
