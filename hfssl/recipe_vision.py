@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from hfssl.data.images import ImageDataArguments
+from hfssl.data.images import ImageDataArguments, decoded_images
 from hfssl.evaluation.features import knn_evaluate
 from hfssl.export import native_export_problem, resolve_backbone, save_backbone
 from hfssl.hub import push_folder_to_hub, write_ssl_model_card
@@ -58,8 +58,18 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
 
     Returns:
         The evaluation written into the model card, e.g. `{"kNN top-1 (k=200, T=0.1)": 0.93}`.
+
+    Raises:
+        ValueError: before training, when `--skip_invalid_images` was given but the trainer's collator does not skip
+            (build it through `data_args.configure_collator(collator)`).
     """
     args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
+    if data_args.skip_invalid_images and not getattr(trainer.data_collator, "skip_invalid_images", False):
+        raise ValueError(
+            f"--skip_invalid_images was given but the trainer's collator ({type(trainer.data_collator).__name__}) "
+            "does not skip unreadable images: pass the collator through data_args.configure_collator(collator) "
+            "before building the trainer."
+        )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     backbone, _ = resolve_backbone(model, encoder)
@@ -70,6 +80,8 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
         except ValueError:
             test = None
         if test is not None and "label" in test.column_names:
+            # PIL images for the feature extraction, without the unreadable ones training skipped
+            train, test = (decoded_images(dataset, data_args.skip_invalid_images) for dataset in (train, test))
             data_config = backbone.data_config
             accuracy = knn_evaluate(backbone, train, test, data_args.image_size, data_config["mean"], data_config["std"])
             evaluation["kNN top-1 (k=200, T=0.1)"] = accuracy

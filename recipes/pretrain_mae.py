@@ -21,14 +21,12 @@ the masks are reproducible from the seed. Outputs in --output_dir:
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import (
-    HfArgumentParser,
     TrainingArguments,
     ViTConfig,
     ViTImageProcessor,
@@ -41,6 +39,7 @@ from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
 from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
+from hfssl.recipe_arguments import parse_recipe_arguments
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -69,6 +68,7 @@ class DataArguments:
     image_column: str | None = None
     max_train_samples: int | None = None
     crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (MAE: 0.2)."})
+    skip_invalid_images: bool = field(default=False, metadata={"help": "Skip unreadable images (count logged)."})
     num_reconstructions: int = field(default=8, metadata={"help": "Images in reconstructions.png."})
 
 
@@ -127,18 +127,12 @@ def save_reconstructions(model: ViTMAEForPreTraining, collator, dataset, path: s
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, MAETrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml", ".json")):
-        read = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = read(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, MAETrainingArguments))
 
     dataset = load_image_dataset(
         data_args.dataset_name, data_args.train_dir, data_args.builtin, split="train", image_size=model_args.image_size,
         dataset_config_name=data_args.dataset_config_name, image_column=data_args.image_column,
-        max_samples=data_args.max_train_samples,
+        max_samples=data_args.max_train_samples, decode=False,  # decoded by the collator, which names a bad file
     ).select_columns(["image"])  # ViTMAE takes no labels
     if model_args.model_name_or_path is not None:
         model = ViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss)
@@ -152,7 +146,8 @@ def main() -> None:
             mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss,
         )
         model = ViTMAEForPreTraining(config)
-    collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(data_args.crop_min_scale, 1.0), seed=training_args.seed + training_args.process_index)
+    collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(data_args.crop_min_scale, 1.0), seed=training_args.seed + training_args.process_index,
+                                                                 skip_invalid_images=data_args.skip_invalid_images)
     logger.info("%d images, %d of %d patches masked", len(dataset), collator.num_masked, collator.num_patches)
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card

@@ -121,7 +121,7 @@ def main() -> None:
     collator = DataCollatorForMaskedLM(
         tokenizer, mlm_probability=data_args.mlm_probability, selection=data_args.selection,
         whole_word_mask=data_args.whole_word_mask, span_masking=data_args.span_masking,
-        max_length=data_args.max_seq_length,
+        max_length=data_args.max_seq_length, seed=training_args.seed,
     )
     baseline_id, _ = most_frequent_token(blocks["train"]["input_ids"], tokenizer.all_special_ids)
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)

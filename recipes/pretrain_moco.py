@@ -76,6 +76,7 @@ def main() -> None:
         image_size=data_args.image_size, min_scale=data_args.min_scale, mean=data_config["mean"], std=data_config["std"],
         seed=training_args.seed,
     )
+    data_args.configure_collator(collator)
     trainer = MoCoTrainer(model=model, args=training_args, data_collator=collator, train_dataset=data_args.load())
     train_evaluate_export(trainer, data_args, method=f"MoCo {model.config.variant}", encoder=model_args.export_encoder)
 

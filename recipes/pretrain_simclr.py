@@ -66,6 +66,7 @@ def main() -> None:
         image_size=data_args.image_size, strength=data_args.strength, blur_p=0.0 if data_args.image_size < 96 else 0.5,
         min_scale=data_args.min_scale, mean=data_config["mean"], std=data_config["std"], seed=training_args.seed,
     )
+    data_args.configure_collator(collator)
     trainer = SimCLRTrainer(model=model, args=training_args, data_collator=collator, train_dataset=data_args.load())
     train_evaluate_export(trainer, data_args, method="SimCLR", encoder=model_args.export_encoder)
 

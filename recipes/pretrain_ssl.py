@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_local_crops=data_args.num_local_crops, mean=data_config["mean"], std=data_config["std"],
         seed=training_args.seed,
     )  # fmt: skip
+    data_args.configure_collator(collator)
     trainer = method.trainer_class(model=model, args=training_args, data_collator=collator, train_dataset=train)
     return train_evaluate_export(trainer, data_args, method=method.name, encoder=model_args.export_encoder)
 

@@ -107,7 +107,7 @@ def main() -> None:
 
     collator = DataCollatorForSpanCorruption(
         tokenizer, noise_density=data_args.noise_density, mean_noise_span_length=data_args.mean_noise_span_length,
-        input_length=data_args.max_seq_length, add_sentinel_tokens=True,
+        input_length=data_args.max_seq_length, add_sentinel_tokens=True, seed=training_args.seed,
     )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))

@@ -101,7 +101,7 @@ def main() -> None:
         model = Word2VecModel(Word2VecConfig(vocab_size=len(tokenizer), embedding_dim=model_args.embedding_dim))
     check_sparse_gradients_supported(model)
     collator = DataCollatorForSkipGram(counts, window=data_args.window, num_negatives=data_args.num_negatives,
-                                       subsample_threshold=data_args.subsample_threshold)
+                                       subsample_threshold=data_args.subsample_threshold, seed=training_args.seed)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator,
                       processing_class=tokenizer)

@@ -225,7 +225,8 @@ def test_block_masking_refusal_says_what_to_do():
         DataCollatorForMaskedImageModeling(image_size=32, patch_size=8, masking="block")
     with pytest.raises(ValueError, match=r"where at most 0 fit; use more patches per side"):
         DataCollatorForMaskedImageModeling(image_size=8, patch_size=8, masking="block", min_num_patches=1)
-    DataCollatorForMaskedImageModeling(image_size=24, patch_size=8, masking="block", mask_ratio=0.0)  # nothing to mask
+    with pytest.raises(ValueError, match=r"mask_ratio=0.0 must be in \(0, 1\)"):  # nothing to mask: refused, NaN loss
+        DataCollatorForMaskedImageModeling(image_size=24, patch_size=8, masking="block", mask_ratio=0.0)
 
 
 def test_block_min_aspect_above_one_reads_as_its_inverse_like_beit_and_non_positive_is_refused():

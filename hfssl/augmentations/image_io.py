@@ -12,6 +12,7 @@ Legend: B batch, C channels, H height, W width.
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,24 +22,55 @@ from PIL import Image
 # Float tensors may overshoot [0, 1] by rounding error: up to half a uint8 step, they round to 0 or 255 anyway.
 FLOAT_TOLERANCE = 0.5 / 255.0
 ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a torch tensor (C, H, W) or a dict with 'bytes'/'path'"
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+TWELVE_BIT_MAX = 4095  # a 16-bit image whose values all lie in [1, 4095] looks like 12-bit data (medical, microscopy)
+logger = logging.getLogger(__name__)
+_warned_twelve_bit = False  # the 12-bit warning is logged once per process
+
+
+def _sixteen_bit_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """0-65535 -> 0-255 by the full 16-bit range: round(value / 257), so 65535 -> 255 and v * 257 -> v exactly."""
+    global _warned_twelve_bit
+    high = int(array.max()) if array.size else 0
+    if 0 < high <= TWELVE_BIT_MAX and not _warned_twelve_bit:
+        _warned_twelve_bit = True
+        logger.warning(
+            "an image of mode %s has values up to %d only: it looks like 12-bit data stored in 16 bits, which "
+            "decodes almost black (16-bit images are mapped by their full range, value / 257). If the data is 12-bit, "
+            "rescale it to 16 bits first, e.g. Image.fromarray(np.asarray(image).astype(np.uint16) << 4), or re-save "
+            "the files scaled by 16. (Logged once.)", mode, high,
+        )
+    return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths."""
+    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths.
+
+    The rule for each mode:
+    - "L", "RGB": as they are. "1", "LA": to "L"; every other mode (RGBA, P, CMYK, ...): to "RGB".
+    - 16-bit "I;16", "I;16B", "I;16L", "I;16N" (e.g. 16-bit PNG and TIFF): by the full 16-bit range, round(value /
+      257), as torchvision's `ToDtype(torch.uint8, scale=True)` does for uint16 (65535 -> 255). Data that uses only
+      12 bits (values up to 4095) therefore decodes almost black: a warning says so once per process; rescale such
+      data to 16 bits first (`value << 4`).
+    - 32-bit "I": values within [0, 255] are kept; within [0, 65535], read as 16-bit data (the rule above: older
+      Pillow opens 16-bit PNGs as "I"); anything else is stretched from [min, max] to [0, 255].
+    - float "F": within [0, 1], scaled by 255; within [0, 255], kept (rounded); anything else is stretched from
+      [min, max] to [0, 255].
+    """
     mode = image.mode
     if mode in ("L", "RGB"):
         return np.array(image)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return (np.asarray(image).astype(np.uint32) // 257).astype(np.uint8)
+    if mode in SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_uint8(np.asarray(image), mode)
     if mode in ("I", "F"):
-        # By value range: a float ("F") image within [0, 1] is scaled by 255; any image within [0, 255] is kept as
-        # it is (rounded); anything else is stretched from [min, max] to [0, 255].
         array = np.asarray(image).astype(np.float64)
-        low, high = float(array.min()), float(array.max())
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
         if mode == "F" and low >= 0.0 and high <= 1.0:
             return (array * 255.0 + 0.5).astype(np.uint8)
         if high <= 255.0 and low >= 0.0:
             return (array + 0.5).astype(np.uint8)
+        if mode == "I" and low >= 0.0 and high <= 65535.0:
+            return _sixteen_bit_to_uint8(array.astype(np.uint32), mode)
         return ((array - low) / max(high - low, 1e-12) * 255.0 + 0.5).astype(np.uint8)
     if mode in ("1", "LA", "La"):
         return np.array(image.convert("L"))
@@ -56,6 +88,11 @@ def _dict_to_pil(example: dict) -> Image.Image:
 def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
     """Decode one image into a uint8 tensor.
 
+    High bit depths are mapped by the full range of their mode: 16-bit PIL images ("I;16", "I;16B", ...) by
+    round(value / 257), so 65535 -> 255, as torchvision's `ToDtype(torch.uint8, scale=True)`. 12-bit data stored in
+    16 bits (values up to 4095) thus decodes almost black, and a warning (once per process) says to rescale it by
+    16 first. "I" and "F" images are read by their value range (see `_pil_to_array`).
+
     Args:
         image: one image in any accepted form (see the module docstring).
         channels (`int`): 3 replicates grayscale to RGB (what timm and HF backbones expect);
@@ -65,8 +102,8 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
         `torch.Tensor` of shape (channels, H, W), dtype uint8. A new tensor: the input is never modified.
 
     Raises:
-        TypeError: for an input of another kind or dtype. ValueError: for a float tensor outside [0, 1].
-        OSError/ValueError (from PIL) for unreadable data.
+        TypeError: for an input of another kind or dtype. ValueError: for a float tensor outside [0, 1], and for an
+        empty image (a side of 0 pixels). OSError/ValueError (from PIL) for unreadable data.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels={channels} is not supported; use 1 (grayscale) or 3 (RGB).")
@@ -106,6 +143,9 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
             raise TypeError(f"tensor image of dtype {image.dtype} is not supported; use uint8 or float in [0, 1].")
     else:
         raise TypeError(f"cannot read an image from {type(image).__name__}; expected {ALLOWED_INPUTS}.")
+    if tensor.shape[1] == 0 or tensor.shape[2] == 0:
+        height, width = tensor.shape[1], tensor.shape[2]
+        raise ValueError(f"the image is empty ({height} x {width} pixels, H x W); every side must be >= 1")
     if tensor.shape[0] == 3 and channels == 1:
         weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
         tensor = (tensor.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
@@ -137,10 +177,29 @@ def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return batch, sizes
 
 
+def image_path(image: Any) -> str | None:
+    """The file an image comes from, when known: the 'path' of a `datasets` Image dict, or a PIL image's filename."""
+    path = image.get("path") if isinstance(image, dict) else getattr(image, "filename", None)
+    return path if isinstance(path, str) and path else None
+
+
+def _open_lazily(image: Any) -> Any:
+    """A `datasets` Image dict opened as a (not yet decoded) PIL image, None if it cannot be opened; else `image`."""
+    if not isinstance(image, dict):
+        return image
+    try:
+        return _dict_to_pil(image)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
 def decode_examples(
     examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
 ) -> tuple[list[torch.Tensor], list[int]]:
-    """Decode the image of every example, naming the example index when one cannot be read.
+    """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read.
+
+    An image cannot be read when its data is corrupt or truncated, its kind, shape or dtype is unsupported, a float
+    tensor lies outside [0, 1], or it is empty (a side of 0 pixels).
 
     Args:
         examples (`list[dict]`): the batch as the DataLoader hands it to a collator.
@@ -168,9 +227,12 @@ def decode_examples(
         # an unsupported kind, shape or dtype (kept a TypeError) and ValueError for out-of-range floats.
         except (OSError, ValueError, SyntaxError, TypeError) as error:
             if not skip_invalid:
+                path = image_path(example[image_column])
+                where = f", file {path!r}" if path else ""
                 raise (TypeError if isinstance(error, TypeError) else ValueError)(
-                    f"could not read the image of example {index} (column '{image_column}'): {error}. Fix or remove "
-                    "the file, or pass skip_invalid_images=True to skip such images (their count is logged)."
+                    f"could not read the image of example {index} (column '{image_column}'{where}): {error}. Remove "
+                    "or repair that image, or pass skip_invalid_images=True to the collator (--skip_invalid_images in "
+                    "the recipes) to skip such images (their count is logged)."
                 ) from error
     if not images:
         raise ValueError(f"none of the {len(examples)} images in the batch could be read; check the dataset files.")
@@ -182,10 +244,10 @@ def decode_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """`decode_examples` then `stack_padded`, in one step.
 
-    Batches of same-size 8-bit PIL images ("RGB", or "L" for any `channels`) are copied straight into one
-    (B, H, W, C) array, with no tensor per image (1.9 against 3.3 ms for 256 RGB images of 96 x 96 here); any other
-    batch, or an image that fails to load, goes through `decode_examples` (which names the example) and
-    `stack_padded`.
+    Batches of same-size 8-bit PIL images ("RGB", or "L" for any `channels`; `datasets` Image dicts are opened first)
+    are copied straight into one (B, H, W, C) array, with no tensor per image (1.9 against 3.3 ms for 256 RGB images
+    of 96 x 96 here); any other batch, or an image that fails to load, goes through `decode_examples` (which names the
+    example) and `stack_padded`.
 
     Args:
         examples, image_column, channels, skip_invalid: as for `decode_examples`.
@@ -194,11 +256,12 @@ def decode_batch(
         batch (`torch.Tensor` of shape (B, C, H, W), uint8), sizes (`torch.Tensor` of shape (B, 2), float32) and the
         indices of the examples kept, as `stack_padded` and `decode_examples` return them.
     """
-    pil_images = [example.get(image_column) if isinstance(example, dict) else None for example in examples]
+    given = [example.get(image_column) if isinstance(example, dict) else None for example in examples]
+    pil_images = [_open_lazily(image) for image in given]  # `datasets` Image dicts (decode=False) opened, not decoded
     allowed_modes = ("RGB", "L") if channels == 3 else ("L",)
     fast = channels in (1, 3) and bool(pil_images) and all(
         isinstance(image, Image.Image) and image.mode in allowed_modes and image.size == pil_images[0].size for image in pil_images
-    )
+    ) and min(pil_images[0].size) > 0
     if fast:
         width, height = pil_images[0].size
         array = np.empty((len(examples), height, width, channels), dtype=np.uint8)
@@ -208,6 +271,10 @@ def decode_batch(
                 array[index] = pixels[..., None] if pixels.ndim == 2 else pixels
         except (OSError, ValueError, SyntaxError):
             fast = False  # decode again one by one, to name the example (or skip it)
+    if not fast:  # close the files opened here; decode_examples opens them again, one by one
+        for image, opened in zip(given, pil_images):
+            if isinstance(image, dict) and opened is not None:
+                opened.close()
     if fast:
         sizes = torch.tensor([[float(height), float(width)]]).expand(len(examples), 2).contiguous()
         return torch.from_numpy(array).permute(0, 3, 1, 2), sizes, list(range(len(examples)))

@@ -292,7 +292,8 @@ class DataCollatorForMaskedImageModeling:
 
     Args:
         image_size (`int`): side S of the output image. patch_size (`int`): side of a model patch.
-        mask_ratio (`float`): fraction of patches masked (MAE default 0.75).
+        mask_ratio (`float`): fraction of patches masked (MAE default 0.75), in (0, 1): the loss is over the masked
+            patches, so at least one must be masked and one left visible.
         masking (`str`): "random" (MAE), "block" (BEiT) or "simmim".
         mask_patch_size (`int`): SimMIM's masking cell side in pixels (32); at least 2 cells per side, and not
             every cell masked.
@@ -339,8 +340,11 @@ class DataCollatorForMaskedImageModeling:
     def __post_init__(self) -> None:
         if self.masking not in MASKING_STRATEGIES:
             raise ValueError(f"masking={self.masking!r} is not supported; use one of {MASKING_STRATEGIES}.")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio={self.mask_ratio} must be in [0, 1), e.g. 0.75 for MAE.")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(
+                f"mask_ratio={self.mask_ratio} must be in (0, 1), e.g. 0.75 for MAE: the loss is over the masked "
+                "patches only, so with none masked it is NaN, and with all masked the encoder sees nothing."
+            )
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}.")
         if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
@@ -356,6 +360,12 @@ class DataCollatorForMaskedImageModeling:
             _simmim_cells(self.image_size, self.patch_size, self.mask_patch_size, self.mask_ratio)
         if self.masking == "block":
             self._check_block_masks_can_be_non_empty()
+        if self.masking in ("random", "block") and self.num_patches and self.num_masked == 0:
+            raise ValueError(
+                f"mask_ratio={self.mask_ratio} of {self.num_patches} patches rounds to 0 masked patches: the loss is "
+                f"over the masked patches only, so it would be NaN; raise mask_ratio to at least "
+                f"{1 / self.num_patches:.3g} (e.g. 0.75 for MAE), or use more patches."
+            )
         if self.masking in ("random", "block") and self.num_patches and self.num_masked >= self.num_patches:
             raise ValueError(
                 f"mask_ratio={self.mask_ratio} of {self.num_patches} patches rounds to {self.num_masked}: every patch "

@@ -16,7 +16,14 @@ from typing import Any
 
 import torch
 
-from hfssl.collators.padding import TOKEN_LEVEL_PAD_VALUES, as_list_of_examples, pad_sequences, worker_generator
+from hfssl.collators.padding import (
+    TOKEN_LEVEL_PAD_VALUES,
+    TOKENIZE_FIRST,
+    as_list_of_examples,
+    pad_sequences,
+    token_id_arrays,
+    worker_generator,
+)
 
 _SELECTIONS = ("bernoulli", "exact")
 
@@ -199,8 +206,11 @@ class DataCollatorForMaskedLM:
         """Pad examples (lists or tensors) into a batch of tensors, validating lengths and ids."""
         examples = as_list_of_examples(features)
         if any("input_ids" not in example for example in examples):
-            raise ValueError(f"Every example needs an 'input_ids' column; got columns {list(examples[0])}.")
-        lengths = [len(example["input_ids"]) for example in examples]
+            raise ValueError(
+                f"Every example needs an 'input_ids' column; got columns {list(examples[0])}: {TOKENIZE_FIRST}."
+            )
+        ids = token_id_arrays([example["input_ids"] for example in examples])
+        lengths = [len(row) for row in ids]
         for index, length in enumerate(lengths):
             if length == 0:
                 raise ValueError(f"Example {index} has empty input_ids; filter out empty texts before collating.")
@@ -220,7 +230,7 @@ class DataCollatorForMaskedLM:
                 "tokenizer.pad_token = tokenizer.eos_token, or pack the text into equal-length blocks."
             )
         side = getattr(self.tokenizer, "padding_side", "right")
-        batch = {"input_ids": pad_sequences([e["input_ids"] for e in examples], length, pad_id or 0, side)}
+        batch = {"input_ids": pad_sequences(ids, length, pad_id or 0, side)}
         if batch["input_ids"].min() < 0 or batch["input_ids"].max() >= self._vocab_size:
             raise ValueError(
                 f"input_ids must lie in [0, {self._vocab_size}) for this tokenizer, got values in "
@@ -273,6 +283,9 @@ class DataCollatorForMaskedLM:
 
         Returns:
             `(masked_input_ids, labels)`, both `torch.LongTensor` of shape (B, L).
+
+        Raises:
+            ValueError: when no token of the batch can be masked (every one special or padding).
         """
         generator = worker_generator(self.seed, self._cache)
         if special_tokens_mask is None:
@@ -280,6 +293,15 @@ class DataCollatorForMaskedLM:
         eligible = ~special_tokens_mask.bool()
         if attention_mask is not None:
             eligible &= attention_mask.bool()
+        if not bool(eligible.any()):
+            added = getattr(self.tokenizer, "num_special_tokens_to_add", lambda: 2)()
+            raise ValueError(
+                f"No example in this batch of {input_ids.shape[0]} has a token that can be masked (only special tokens "
+                "and padding), so the masked-LM loss would be NaN (a mean over no labels). Filter empty and "
+                "special-only texts out of the dataset: before tokenizing, e.g. dataset.filter(lambda example: "
+                f"example['text'].strip() != ''), or after, e.g. dataset.filter(lambda example: "
+                f"len(example['input_ids']) > {added}) ({added} special tokens added per text by this tokenizer)."
+            )
         unit_ids, is_new_unit = self._units(input_ids, eligible, word_ids, offset_mapping)
         if self.span_masking:
             unit_selected = self._select_spans(is_new_unit.sum(1), input_ids.shape[1], generator)

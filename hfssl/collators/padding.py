@@ -7,6 +7,7 @@ most of their time.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +40,67 @@ def as_list_of_examples(features: Any) -> list[Mapping[str, Any]]:
     if not isinstance(features[0], Mapping):
         features = [{"input_ids": example} for example in features]
     return list(features)
+
+
+TOKENIZE_FIRST = "tokenize the text first, e.g. dataset.map(lambda batch: tokenizer(batch['text']), batched=True)"
+
+
+def token_id_arrays(values: Sequence[Any], column: str = "input_ids") -> list[np.ndarray]:
+    """Each example's token ids as a flat integer numpy array, refusing text and non-integer ids (which
+    `pad_sequences` would fail on with an unrelated message, or silently truncate).
+
+    Args:
+        values (`Sequence`): one entry per example: a list, numpy array or tensor of token ids.
+        column (`str`): the column the ids come from, for the error messages.
+
+    Returns:
+        `list` of `np.ndarray` of shape (L_i,), of an integer dtype (an empty entry gives an empty int64 array).
+
+    Raises:
+        ValueError: naming the example, for text (a string or strings), float or other non-integer ids, and
+            nested sequences.
+    """
+    arrays = []
+    for index, value in enumerate(values):
+        if isinstance(value, str):
+            raise ValueError(
+                f"Example {index} has text in {column!r} ({value[:40]!r}), not token ids; {TOKENIZE_FIRST}."
+            )
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            value = (value.float() if value.is_floating_point() else value).numpy()  # numpy has no bfloat16
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:  # e.g. ragged nested lists
+            raise ValueError(f"Example {index}: {column!r} is not one flat sequence of token ids ({error}).") from error
+        if array.size == 0:
+            arrays.append(np.zeros(0, dtype=np.int64))
+            continue
+        if array.ndim != 1:
+            raise ValueError(
+                f"Example {index} has {column!r} of shape {array.shape}; each example's {column!r} must be one flat "
+                "sequence of token ids (was a batch of encodings passed as one example?)."
+            )
+        if array.dtype.kind in "iu":
+            arrays.append(array)
+            continue
+        items = array.tolist()
+        text = [item for item in items if isinstance(item, (str, bytes))]
+        if text:
+            raise ValueError(
+                f"Example {index} has strings in {column!r} (e.g. {text[0]!r}), not token ids; {TOKENIZE_FIRST}."
+            )
+        others = [item for item in items if not isinstance(item, numbers.Integral) or isinstance(item, bool)]
+        if not others:  # integers in an object array
+            arrays.append(array.astype(np.int64))
+            continue
+        fractional = [item for item in others if isinstance(item, float) and not item.is_integer()]
+        raise ValueError(
+            f"Example {index} has non-integer {column!r} (e.g. {(fractional or others)[0]!r}, dtype {array.dtype}); "
+            "token ids must be integers. Cast them (e.g. tensor.long()), and check the step that made them: ids "
+            "turn into floats in a float tensor, or in a column with missing values."
+        )
+    return arrays
 
 
 def pad_sequences(

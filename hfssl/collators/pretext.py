@@ -10,6 +10,7 @@ Legend: B batch, C channels, S image side, T tiles (grid^2), t tile side, N perm
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,6 +24,8 @@ from hfssl.augmentations.image_io import decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
 from hfssl.augmentations.photometric import LUMA, rgb_to_lab
 from hfssl.augmentations.seeding import WorkerSeededGenerator
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,7 +47,9 @@ class _ImageCollator:
     def _crops(self, examples: list[dict[str, Any]], size: int, channels: int) -> tuple[torch.Tensor, torch.Generator]:
         """Images -> float crops in [0, 1] (B, channels, size, size) and the generator for further draws."""
         generator = self._rng.get()
-        batch, sizes, _ = decode_batch(examples, self.image_column, channels, self.skip_invalid_images)
+        batch, sizes, kept = decode_batch(examples, self.image_column, channels, self.skip_invalid_images)
+        if len(kept) < len(examples):
+            logger.warning("skipped %d unreadable images in this batch", len(examples) - len(kept))
         crops = random_resized_crops(batch, sizes, size, self.crop_scale, (3 / 4, 4 / 3), self.flip_p, generator)
         return crops / 255.0, generator
 

@@ -23,7 +23,13 @@ from typing import Any
 
 import torch
 
-from hfssl.collators.padding import as_list_of_examples, pad_sequences, worker_generator
+from hfssl.collators.padding import (
+    TOKENIZE_FIRST,
+    as_list_of_examples,
+    pad_sequences,
+    token_id_arrays,
+    worker_generator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +214,11 @@ class DataCollatorForSpanCorruption:
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; hfssl collators return 'pt'.")
         examples = as_list_of_examples(features)
         if any("input_ids" not in example for example in examples):
-            raise ValueError(f"Every example needs an 'input_ids' column; got columns {list(examples[0])}.")
-        lengths = torch.tensor([len(example["input_ids"]) for example in examples], dtype=torch.long)
+            raise ValueError(
+                f"Every example needs an 'input_ids' column; got columns {list(examples[0])}: {TOKENIZE_FIRST}."
+            )
+        ids = token_id_arrays([example["input_ids"] for example in examples])
+        lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)
         if int(lengths.min()) < 2:
             raise ValueError(
                 f"Example {int(lengths.argmin())} has {int(lengths.min())} tokens; span corruption needs at least 2. "
@@ -221,7 +230,7 @@ class DataCollatorForSpanCorruption:
                 f"(compute_input_and_target_lengths), got lengths {sorted(set(lengths.tolist()))[:5]}. Pack the text "
                 f"with max_seq_length={self._raw_length}."
             )
-        input_ids = pad_sequences([example["input_ids"] for example in examples], int(lengths.max()), 0)
+        input_ids = pad_sequences(ids, int(lengths.max()), 0)
         noise_mask = self.noise_mask(lengths, input_ids.shape[1])
         inputs, labels = self.corrupt(input_ids, noise_mask, lengths)
         attention_mask = (inputs != -100).long()

@@ -7,14 +7,20 @@ Every loader returns a `datasets.Dataset` with an `Image` column "image" and, wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import gzip
+import logging
 import os
 import struct
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 from PIL import Image as PILImage
+
+from hfssl.augmentations.image_io import to_uint8_chw
+
+logger = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -125,6 +131,7 @@ def load_image_dataset(
     dataset_config_name: str | None = None,
     image_column: str | None = None,
     max_samples: int | None = None,
+    decode: bool = True,
 ) -> Dataset:
     """Load the images a recipe trains on, from the first source given.
 
@@ -142,6 +149,11 @@ def load_image_dataset(
         dataset_config_name (`str`, *optional*): Hub dataset configuration.
         image_column (`str`, *optional*): name of the image column if it is not one of "image", "img", ....
         max_samples (`int`, *optional*): keep only the first examples.
+        decode (`bool`, defaults to `True`): `True` gives PIL images; `False` keeps the "image" column undecoded
+            (`Image(decode=False)`: `{"bytes", "path"}` dicts) for the hfssl collators to decode, which name the file
+            of an unreadable image, or skip it with `skip_invalid_images=True`. (Decoded by `datasets`, a truncated
+            file fails while the DataLoader fetches the batch, with PIL's `OSError: image file is truncated`,
+            naming no file.)
 
     Returns:
         `datasets.Dataset` with an `Image` column "image" and, if the source has labels, "label".
@@ -180,6 +192,37 @@ def load_image_dataset(
         raise ValueError(f"builtin={builtin!r} is unknown; use one of {BUILTIN_DATASETS}, or pass dataset_name / train_dir.")
     if max_samples is not None and len(dataset) > max_samples:
         dataset = dataset.select(range(max_samples))
+    if dataset.features["image"].decode != decode:
+        dataset = dataset.cast_column("image", Image(decode=decode))
+    return dataset
+
+
+def _readable(image: Any) -> bool:
+    try:
+        to_uint8_chw(image)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return False
+    return True
+
+
+def decoded_images(dataset: Dataset, skip_invalid_images: bool = False) -> Dataset:
+    """`dataset` with its "image" column decoded to PIL images (e.g. for `knn_evaluate`).
+
+    Args:
+        dataset (`datasets.Dataset`): with an `Image` column "image", decoded or not.
+        skip_invalid_images (`bool`): leave out the examples whose image cannot be read (corrupt, truncated or empty;
+            their count is logged), as the collators skip them in training; this reads every image once more.
+
+    Returns:
+        `datasets.Dataset` with a decoded `Image` column "image".
+    """
+    if skip_invalid_images:
+        readable = dataset.cast_column("image", Image(decode=False)).filter(_readable, input_columns="image")
+        if len(readable) < len(dataset):
+            logger.warning("left %d unreadable images of %d out", len(dataset) - len(readable), len(dataset))
+        dataset = readable
+    if not dataset.features["image"].decode:
+        dataset = dataset.cast_column("image", Image())
     return dataset
 
 
@@ -196,13 +239,39 @@ class ImageDataArguments:
     image_size: int = 32
     min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (papers: 0.08-0.2)."})
     max_train_samples: int | None = None
+    skip_invalid_images: bool = field(
+        default=False,
+        metadata={"help": "Skip images that cannot be read (corrupt or truncated files, empty images) instead of "
+                  "stopping with an error naming the file; the count skipped is logged."},
+    )  # fmt: skip
 
-    def load(self, split: str = "train", max_samples: int | None = None) -> Dataset:
-        """`load_image_dataset` from these options (`max_samples` defaults to `max_train_samples` for "train")."""
+    def load(self, split: str = "train", max_samples: int | None = None, decode: bool = False) -> Dataset:
+        """`load_image_dataset` from these options (`max_samples` defaults to `max_train_samples` for "train").
+
+        `decode=False` (the default, for training) leaves the images undecoded for the collator, which names the
+        file of an unreadable image or skips it (`configure_collator`); `decode=True` gives PIL images (e.g. for
+        `hfssl.evaluation.features.knn_evaluate`)."""
         if split == "train" and max_samples is None:
             max_samples = self.max_train_samples
         return load_image_dataset(self.dataset_name, self.train_dir, self.builtin, split, self.image_size,
-                                  self.dataset_config_name, self.image_column, max_samples)  # fmt: skip
+                                  self.dataset_config_name, self.image_column, max_samples, decode)  # fmt: skip
+
+    def configure_collator(self, collator: Any) -> Any:
+        """Give an hfssl image collator the options these arguments hold (`skip_invalid_images`), and return it.
+
+        Args:
+            collator: a `DataCollatorForMultiView`, `DataCollatorForMaskedImageModeling` or pretext collator.
+
+        Raises:
+            TypeError: for a collator without a `skip_invalid_images` option.
+        """
+        if not hasattr(collator, "skip_invalid_images"):
+            raise TypeError(
+                f"{type(collator).__name__} has no skip_invalid_images option; configure_collator takes an hfssl image "
+                "collator (DataCollatorForMultiView, DataCollatorForMaskedImageModeling, the pretext collators)."
+            )
+        collator.skip_invalid_images = self.skip_invalid_images
+        return collator
 
     def describe(self) -> str:
         """The data source, for model cards."""

@@ -138,20 +138,38 @@ def load_text_dataset(
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512):
     """Train a BERT-style (uncased WordPiece) fast tokenizer on `texts` with the `tokenizers` library.
 
+    Deterministic: the same texts give the same vocabulary and ids in every process. (`tokenizers`' trainer numbers
+    the `##c` continuation characters in the order of a hash map that is seeded anew in each process, and ties
+    between merges are broken by those numbers; here the continuation characters are numbered in sorted order
+    before training.)
+
     Returns:
         `transformers.BertTokenizerFast` with [PAD] [UNK] [CLS] [SEP] [MASK], ready for
         `save_pretrained` and `AutoTokenizer.from_pretrained`.
     """
+    import json
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 
+    texts = texts if isinstance(texts, list) else list(texts)
     special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_tokens)
+    continuations = set()  # every character that follows another one inside a word
+    for text in texts:
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)):
+            continuations.update(word[1:])
+    numbered = [f"##{character}" for character in sorted(continuations)]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_tokens + numbered,
+                                        show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    # the continuation characters were passed as special tokens only to fix their ids: make them plain tokens again
+    state = json.loads(tokenizer.to_str())
+    state["added_tokens"] = [token for token in state["added_tokens"] if token["content"] in special_tokens]
+    tokenizer = Tokenizer.from_str(json.dumps(state))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

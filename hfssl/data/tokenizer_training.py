@@ -64,6 +64,10 @@ def train_unigram_tokenizer(
     Returns:
         `transformers.T5Tokenizer` (a fast tokenizer): `<pad>`=0, `</s>`=1 appended to every text, `<unk>`=2, and
         `extra_ids` sentinels, so `len(tokenizer) == vocab_size + extra_ids`.
+
+    The result is put in a canonical form (`canonical_unigram_vocab`), so the same texts give the same tokenizer in
+    every process: `tokenizers`' trainer sums its EM statistics and orders the required characters in hash-map
+    order, which is seeded anew in each process.
     """
     import json
 
@@ -79,9 +83,41 @@ def train_unigram_tokenizer(
         vocab_size=vocab_size, special_tokens=special_tokens, unk_token="<unk>", show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    vocab = [(piece, score) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    vocab = canonical_unigram_vocab(json.loads(tokenizer.to_str())["model"]["vocab"], len(special_tokens))
     vocab += [(f"<extra_id_{i}>", 0.0) for i in range(extra_ids - 1, -1, -1)]  # T5: <extra_id_0> is the last id
     return T5Tokenizer(vocab=vocab, extra_ids=extra_ids, model_max_length=model_max_length)
+
+
+def canonical_unigram_vocab(vocab: list, special_count: int, decimals: int = 6) -> list[tuple[str, float]]:
+    """A trained Unigram vocabulary in a form that does not depend on the trainer's hash-map order.
+
+    - Scores are rounded to `decimals` places (the trainer's sums differ from process to process in the last ~11th
+      decimal; a log-probability to 1e-6 leaves segmentation as it was).
+    - The single characters the trainer adds at the end with `min_score + k * 1e-4` (every character must be in the
+      vocabulary; k runs in hash order) get those scores in sorted order of the characters.
+    - Pieces after the `special_count` special tokens are ordered by decreasing score, ties by the piece.
+
+    Args:
+        vocab (list of `[piece, score]`): the trainer's vocabulary, special tokens first.
+        special_count (`int`): how many special tokens lead the list (kept first, in order).
+
+    Returns:
+        list of `(piece, score)`.
+    """
+    specials, pieces = [tuple(item) for item in vocab[:special_count]], [tuple(item) for item in vocab[special_count:]]
+    if pieces:
+        lowest, delta = min(score for _, score in pieces), 1e-4
+
+        def penalty_step(score: float) -> int | None:
+            steps = (score - lowest) / delta
+            return round(steps) if abs(steps - round(steps)) < 1e-5 and round(steps) < len(pieces) else None
+
+        added = sorted(piece for piece, score in pieces if len(piece) == 1 and penalty_step(score) is not None)
+        steps = sorted(penalty_step(score) for piece, score in pieces if piece in set(added))
+        assigned = dict(zip(added, (lowest + step * delta for step in steps)))
+        pieces = [(piece, assigned.get(piece, score)) for piece, score in pieces]
+    pieces = sorted(((piece, round(score, decimals)) for piece, score in pieces), key=lambda item: (-item[1], item[0]))
+    return specials + pieces
 
 
 def train_word_level_tokenizer(

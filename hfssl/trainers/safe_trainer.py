@@ -9,6 +9,9 @@ Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
 - `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint; a path to an incomplete one is
   refused with an error that says so;
 - resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
+- the generator of a seeded collator (drawing in the main process) is saved with Trainer's RNG states in each
+  checkpoint, at the state before the first batch training has not consumed, and restored before any batch is drawn
+  on resume; evaluation draws from a copy of the collator, leaving the training stream untouched;
 - before each forward pass the floating-point inputs are checked, after it the loss: at the first non-finite value
   training stops with an error naming the step and the first non-finite tensor (an input and example, a parameter,
   or the loss itself). With `args.skip_non_finite_steps=True` (`SSLTrainingArguments`) a step whose input or loss
@@ -18,6 +21,7 @@ Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -29,6 +33,7 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from hfssl.collators.padding import worker_generator
 from hfssl.trainers.checkpoints import (
     STAGING_DIR,
     TRAINER_STATE_NAME,
@@ -73,11 +78,58 @@ def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     return None
 
 
+def collator_generator(collator: Any) -> torch.Generator | None:
+    """The `torch.Generator` a collator draws its randomness from in the main process, if it exposes one
+    (the image collators keep it in `_rng`, the text collators make it from `seed` in `_cache`; a plain `generator`
+    attribute works too). None when the collator draws from torch's global RNG (e.g. a text collator with `seed=None`)."""
+    if getattr(collator, "seed", None) is not None and isinstance(getattr(collator, "_cache", None), dict):
+        return worker_generator(collator.seed, collator._cache)
+    holder = getattr(collator, "_rng", None)
+    if holder is not None and callable(getattr(holder, "get", None)):
+        return holder.get()
+    generator = getattr(collator, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
+class GeneratorTrackingCollator:
+    """Wraps a collator and remembers its generator state before each batch it produces, so a checkpoint can store
+    the state before the first batch training has not consumed yet (DataLoaders fetch batches ahead)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+        self.produced = 0
+        self.states: dict[int, torch.Tensor] = {}
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        generator = collator_generator(self.collator)
+        if generator is not None:
+            self.states[self.produced] = generator.get_state()
+            self.states.pop(self.produced - 64, None)
+        self.produced += 1
+        return self.collator(examples)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["collator"], name)
+
+
 class SafeTrainer(Trainer):
     """`transformers.Trainer` with crash-safe checkpoints, exact resume of finished runs and non-finite checks (see
     the module docstring). Takes exactly Trainer's arguments."""
 
     _staging_run_dir: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches_consumed = 0
+        if collator_generator(self.data_collator) is not None and self.args.dataloader_num_workers == 0:
+            self.data_collator = GeneratorTrackingCollator(self.data_collator)
+
+    @property
+    def inner_collator(self) -> Any:
+        """The collator the trainer was given (without the generator-tracking wrapper)."""
+        collator = self.data_collator
+        return collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
+
 
     # ---- resume -------------------------------------------------------------------------------------------------
 
@@ -100,6 +152,53 @@ class SafeTrainer(Trainer):
             )
             return num_train_epochs, 0
         return epochs_trained, steps_in_epoch
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """Evaluation augments with a copy of the collator, leaving the training augmentation stream untouched."""
+        training_collator = self.data_collator
+        self.data_collator = copy.deepcopy(self.inner_collator)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
+
+    # ---- checkpoints: the collator's generator joins Trainer's RNG states ----------------------------------------
+
+    def _collator_rng_file(self, directory: str) -> str:
+        return os.path.join(directory, f"collator_rng_state_{self.args.process_index}.pth")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
+        `dataloader_num_workers=0`). Worker processes re-seed their generators when the resumed run starts its
+        iterator, so with workers the augmentations after a resume differ from the uninterrupted run's (a warning
+        says so at resume): the weights, optimizer, schedules and SSL state still resume exactly."""
+        super()._save_rng_state(output_dir)
+        tracker = self.data_collator
+        if isinstance(tracker, GeneratorTrackingCollator):
+            state = tracker.states.get(self._batches_consumed)
+            state = state if state is not None else collator_generator(tracker.collator).get_state()
+            torch.save({"generator": state, "batches_consumed": self._batches_consumed}, self._collator_rng_file(output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load the checkpoint, and the collator's generator before any batch is drawn (Trainer restores its own RNG
+        states only after fetching the first resumed batch)."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        checkpoint, tracker = resume_from_checkpoint, self.data_collator
+        seeded = collator_generator(self.inner_collator) is not None
+        if checkpoint is not None and self.args.dataloader_num_workers > 0 and seeded:
+            logger.warning(
+                "Resuming with dataloader_num_workers=%d: the workers re-seed their augmentation generators, so the "
+                "views after the resume differ from those of an uninterrupted run (weights, optimizer, schedules and "
+                "SSL state resume exactly). For a bit-exact continuation resume with dataloader_num_workers=0.",
+                self.args.dataloader_num_workers,
+            )
+        if checkpoint is None or not isinstance(tracker, GeneratorTrackingCollator):
+            return
+        if os.path.isfile(self._collator_rng_file(checkpoint)):
+            state = torch.load(self._collator_rng_file(checkpoint), weights_only=True)
+            collator_generator(tracker.collator).set_state(state["generator"])
+            self._batches_consumed = tracker.produced = int(state["batches_consumed"])
+            tracker.states.clear()
 
     # ---- crash-safe checkpoints ---------------------------------------------------------------------------------
 
@@ -143,7 +242,9 @@ class SafeTrainer(Trainer):
     # ---- non-finite inputs and losses ---------------------------------------------------------------------------
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        """Trainer's step between two checks: the batch's floating-point inputs before, the loss after."""
+        """Trainer's step between two checks: the batch's floating-point inputs before, the loss after. Counts the
+        batches consumed (to checkpoint the collator's generator at the right batch)."""
+        self._batches_consumed += 1
         step = self.state.global_step + 1
         bad_input = first_non_finite(named_tensors(inputs, ""))
         if bad_input is not None:

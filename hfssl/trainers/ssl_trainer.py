@@ -27,9 +27,6 @@ resume exactly.
 
 from __future__ import annotations
 
-import copy
-import logging
-import os
 from collections import defaultdict
 from typing import Any
 
@@ -49,43 +46,11 @@ from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
 from hfssl.trainers.safe_trainer import SafeTrainer
 
-logger = logging.getLogger(__name__)
 
 
 def constant_factor(step: int) -> float:
     """The learning-rate factor of a group that keeps its base rate (a plain function: `LambdaLR` does not save it)."""
     return 1.0
-
-
-def collator_generator(collator: Any) -> torch.Generator | None:
-    """The `torch.Generator` a collator draws its randomness from in the main process, if it exposes one
-    (`DataCollatorForMultiView` and other hfssl collators keep it in `_rng`; a plain `generator` attribute works too)."""
-    holder = getattr(collator, "_rng", None)
-    if holder is not None and callable(getattr(holder, "get", None)):
-        return holder.get()
-    generator = getattr(collator, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
-
-
-class GeneratorTrackingCollator:
-    """Wraps a collator and remembers its generator state before each batch it produces, so a checkpoint can store
-    the state before the first batch training has not consumed yet (DataLoaders fetch batches ahead)."""
-
-    def __init__(self, collator: Any) -> None:
-        self.collator = collator
-        self.produced = 0
-        self.states: dict[int, torch.Tensor] = {}
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        generator = collator_generator(self.collator)
-        if generator is not None:
-            self.states[self.produced] = generator.get_state()
-            self.states.pop(self.produced - 64, None)
-        self.produced += 1
-        return self.collator(examples)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["collator"], name)
 
 
 class SSLTrainer(SafeTrainer):
@@ -138,9 +103,6 @@ class SSLTrainer(SafeTrainer):
         )
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._state_updates: list[dict[str, torch.Tensor]] = []
-        self._batches_consumed = 0
-        if collator_generator(data_collator) is not None and args.dataloader_num_workers == 0:
-            self.data_collator = GeneratorTrackingCollator(data_collator)
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
         self.embedding_dim: int | None = None
         if getattr(args, "collapse_action", "warn") != "none":
@@ -169,12 +131,6 @@ class SSLTrainer(SafeTrainer):
                 "gradient_cache_chunk_size back-propagates outside the model wrapper, which DeepSpeed and FSDP do not "
                 f"allow (this run uses {distributed_type}). Use it with one process or DDP (multi_gpu.yaml)."
             )
-
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        """`SafeTrainer`'s step; counts the batches consumed (to checkpoint the collator's generator at the right
-        batch)."""
-        self._batches_consumed += 1
-        return super().training_step(model, inputs, num_items_in_batch)
 
     def forward_backward(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         """Trainer's forward and backward, or with `args.gradient_cache_chunk_size` the cached-gradient one."""
@@ -219,16 +175,6 @@ class SSLTrainer(SafeTrainer):
         self._record_outputs(outputs, "train")
         return outputs.loss * scale
 
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        """Evaluation augments with a copy of the collator, leaving the training augmentation stream untouched."""
-        training_collator = self.data_collator
-        inner = training_collator.collator if isinstance(training_collator, GeneratorTrackingCollator) else training_collator
-        self.data_collator = copy.deepcopy(inner)
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = training_collator
-
     # ---- loss and metrics -------------------------------------------------------------------------------------
 
     def compute_loss(
@@ -250,8 +196,7 @@ class SSLTrainer(SafeTrainer):
         with `photometric_on_device=True` (uint8 crops + `photometric_params`), and with `args.channels_last` put the
         4-D views in channels-last memory format; other batches pass unchanged."""
         if "photometric_params" in inputs:
-            collator = self.data_collator
-            collator = collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
+            collator = self.inner_collator
             if not callable(getattr(collator, "apply_photometric", None)):
                 raise TypeError(
                     f"The batch carries 'photometric_params' but the trainer's collator ({type(collator).__name__}) "
@@ -336,44 +281,6 @@ class SSLTrainer(SafeTrainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
-
-    # ---- checkpoints: the collator's generator joins Trainer's RNG states ----------------------------------------
-
-    def _collator_rng_file(self, directory: str) -> str:
-        return os.path.join(directory, f"collator_rng_state_{self.args.process_index}.pth")
-
-    def _save_rng_state(self, output_dir: str) -> None:
-        """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
-        `dataloader_num_workers=0`). Worker processes re-seed their generators when the resumed run starts its
-        iterator, so with workers the augmentations after a resume differ from the uninterrupted run's (a warning
-        says so at resume): the weights, optimizer, schedules and SSL state still resume exactly."""
-        super()._save_rng_state(output_dir)
-        tracker = self.data_collator
-        if isinstance(tracker, GeneratorTrackingCollator):
-            state = tracker.states.get(self._batches_consumed)
-            state = state if state is not None else collator_generator(tracker.collator).get_state()
-            torch.save({"generator": state, "batches_consumed": self._batches_consumed}, self._collator_rng_file(output_dir))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Load the checkpoint, and the collator's generator before any batch is drawn (Trainer restores its own RNG
-        states only after fetching the first resumed batch)."""
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        checkpoint, tracker = resume_from_checkpoint, self.data_collator
-        seeded = getattr(tracker, "_rng", None) is not None or isinstance(getattr(tracker, "generator", None), torch.Generator)
-        if checkpoint is not None and self.args.dataloader_num_workers > 0 and seeded:
-            logger.warning(
-                "Resuming with dataloader_num_workers=%d: the workers re-seed their augmentation generators, so the "
-                "views after the resume differ from those of an uninterrupted run (weights, optimizer, schedules and "
-                "SSL state resume exactly). For a bit-exact continuation resume with dataloader_num_workers=0.",
-                self.args.dataloader_num_workers,
-            )
-        if checkpoint is None or not isinstance(tracker, GeneratorTrackingCollator):
-            return
-        if os.path.isfile(self._collator_rng_file(checkpoint)):
-            state = torch.load(self._collator_rng_file(checkpoint), weights_only=True)
-            collator_generator(tracker.collator).set_state(state["generator"])
-            self._batches_consumed = tracker.produced = int(state["batches_consumed"])
-            tracker.states.clear()
 
     # ---- optimiser ----------------------------------------------------------------------------------------------
 
