@@ -183,3 +183,17 @@ def test_trained_tokenizers_are_the_same_every_time(docs_texts):
     assert len(wordpiece) == 600 and wordpiece.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) == [0, 1, 2, 3, 4]
     assert "##a" not in [str(token) for token in wordpiece.backend_tokenizer.get_added_tokens_decoder().values()]
     assert wordpiece.tokenize("##a") == ["#", "#", "a"]  # continuation pieces are not matched as special tokens
+
+
+def test_the_best_checkpoint_is_tracked_kept_and_loaded(tmp_path):
+    args = arguments(tmp_path, max_steps=6, eval_strategy="steps", eval_steps=1, save_total_limit=2, label_names=["y"],
+                     load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=True)
+    # "best" = the highest eval loss: an early checkpoint that rotation must keep while newer ones come and go
+    trainer = SafeTrainer(model=Regression(), args=args, train_dataset=dataset(), eval_dataset=dataset(16))
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and os.path.dirname(best) == str(tmp_path)  # not the staging folder
+    kept = sorted(os.listdir(tmp_path))
+    assert best != str(tmp_path / "checkpoint-6") and kept == sorted([os.path.basename(best), "checkpoint-6"])
+    state = (tmp_path / "checkpoint-6" / "trainer_state.json").read_text()
+    assert f'"best_model_checkpoint": "{best}"' in state
