@@ -225,6 +225,7 @@ def check_method(method: str, kills: int, seed: int, workdir: str, max_steps: in
     for folder in (reference, interrupted):
         shutil.rmtree(folder, ignore_errors=True)
     preload()
+    os.makedirs(workdir, exist_ok=True)
     text_file(workdir)
     started = time.monotonic()
     if run_once(method, reference, max_steps) != 0:
