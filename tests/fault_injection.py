@@ -11,8 +11,9 @@ Restarts: `trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_
 recipe command again for the MLM recipe (it resumes from the last complete checkpoint in `--output_dir`).
 
 Kill moments cycle through: a few ms after a checkpoint's staging folder appears (mid-write), a few ms after a
-complete checkpoint appears (rotation, the next step), and a random time within a run (start-up, the first step
-after a restart, anywhere). They are drawn from `random.Random(seed)`, so a failure names its seed.
+complete checkpoint appears (rotation, the next step), and a random moment 0-3 logged steps into a restart (0: during
+start-up or the first step after the restart). They are drawn from `random.Random(seed)`, so a failure names its
+seed.
 
 Every run is a forked child of this process (it imports torch and hfssl once and never computes with torch itself,
 so the children start in milliseconds): a SIGKILL of the child is a real kill of a training process.
@@ -49,6 +50,8 @@ def train(method: str, output_dir: str, max_steps: int) -> None:
     log = os.open(output_dir + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: the parent counts the logged steps
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     torch.set_num_threads(1)
     if method == "mlm":
         sys.path.insert(0, str(ROOT / "recipes"))
@@ -123,16 +126,30 @@ def entries(folder: str) -> set[str]:
     return names
 
 
-def kill_when(process: multiprocessing.Process, mode: str, delay: float, output_dir: str, timeout: float) -> bool:
-    """SIGKILL `process` `delay` seconds after the event `mode` (relative to the start for "random"); False when the
-    process ended first."""
-    start, before = time.monotonic(), entries(output_dir)
+def logged_steps(output_dir: str) -> int:
+    """How many training steps the run's log (`<output_dir>.log`, all restarts) has printed (`logging_steps=1`)."""
+    try:
+        with open(output_dir + ".log", encoding="utf-8", errors="replace") as file:
+            return file.read().count("'loss': ")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_when(process: multiprocessing.Process, mode: str, delay: float, output_dir: str, timeout: float,
+              steps: int = 0) -> bool:
+    """SIGKILL `process` `delay` seconds after the event `mode`: a new staging folder ("writing"), a new complete
+    checkpoint ("published"), or `steps` newly logged training steps ("random"; with 0, the start of the process).
+    False when the process ended first."""
+    start, before, logged = time.monotonic(), entries(output_dir), logged_steps(output_dir)
     prefix = "staging/checkpoint-" if mode == "writing" else "checkpoint-"
-    fired_at = start if mode == "random" else None
+    fired_at = start if mode == "random" and steps == 0 else None
     while process.is_alive():
         now = time.monotonic()
-        if fired_at is None and any(name.startswith(prefix) for name in entries(output_dir) - before):
-            fired_at = now
+        if fired_at is None:
+            if mode == "random" and logged_steps(output_dir) >= logged + steps:
+                fired_at = now
+            elif mode != "random" and any(name.startswith(prefix) for name in entries(output_dir) - before):
+                fired_at = now
         if fired_at is not None and now >= fired_at + delay:
             process.kill()
             process.join()
@@ -160,12 +177,11 @@ def run_with_kills(method: str, output_dir: str, kills: int, max_steps: int, see
         process.start()
         if len(log) < kills:
             mode = MODES[len(log) % len(MODES)]
-            last = max([int(n.split("-")[1]) for n in entries(output_dir) if n.startswith("checkpoint-")] + [0])
-            remaining = run_seconds * (1 - last / max_steps)  # a random kill lands within the run's remaining part
+            steps = rng.randint(0, 3) if mode == "random" else 0  # 0: during start-up or the first step
             delay = {"writing": rng.uniform(0, 0.02), "published": rng.uniform(0, 0.005),
-                     "random": rng.uniform(0, 0.6 * remaining)}[mode]  # fmt: skip
-            if kill_when(process, mode, delay, output_dir, timeout=20 * run_seconds + 60):
-                log.append({"mode": mode, "delay_ms": round(1000 * delay, 1),
+                     "random": rng.uniform(0, 0.3 if steps == 0 else 0.05)}[mode]  # fmt: skip
+            if kill_when(process, mode, delay, output_dir, timeout=20 * run_seconds + 60, steps=steps):
+                log.append({"mode": mode, "steps": steps, "delay_ms": round(1000 * delay, 1),
                             "checkpoints": sorted(name for name in entries(output_dir) if "checkpoint-" in name)})  # fmt: skip
                 continue
         process.join()
@@ -249,7 +265,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     options = parser.parse_args()
     methods = METHODS if options.method == "all" else (options.method,)
-    max_steps = options.max_steps or max(STEPS, 2 * SAVE_STEPS * (options.kills // len(MODES) + 2))
+    max_steps = options.max_steps or max(STEPS, 8 * (options.kills // len(MODES) + 2))  # room for every kill
     workdir = options.workdir or tempfile.mkdtemp(prefix="hfssl-faults-")
     for method in methods:
         result = check_method(method, options.kills, options.seed, workdir, max_steps)
