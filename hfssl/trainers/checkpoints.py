@@ -4,7 +4,8 @@
 How: `SafeTrainer` lets Trainer write each checkpoint into `<output_dir>/.incomplete-checkpoints/checkpoint-N`,
 flushes every file to disk (`fsync`), then renames the folder to `<output_dir>/checkpoint-N` (one atomic rename on
 the same file system) and fsyncs the parent folder. `save_total_limit` rotation then runs on complete checkpoints
-only and never deletes the newest one. Folders that lack a readable `trainer_state.json` (written last by
+only, never deletes the newest one, and moves a folder into the staging folder before deleting it (a kill midway
+leaves no half-deleted checkpoint in sight). Folders that lack a readable `trainer_state.json` (written last by
 Trainer), e.g. from a run killed under plain `transformers.Trainer`, are skipped with a warning that names them.
 
 `resume_from_checkpoint=True` (Trainer) and `--resume_from_checkpoint true` (the recipes) resume from
@@ -173,5 +174,20 @@ def rotate_complete_checkpoints(output_dir: str, save_total_limit: int | None, k
         if excess <= 0:
             break
         if os.path.normpath(path) not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            discard_folder(path)
             excess -= 1
+
+
+def discard_folder(path: str) -> None:
+    """Delete a checkpoint folder so that a kill midway leaves no half-deleted `checkpoint-N` in sight: it is first
+    renamed into the staging folder (one step), then deleted there."""
+    staging = os.path.join(os.path.dirname(path), STAGING_DIR)
+    os.makedirs(staging, exist_ok=True)
+    doomed = os.path.join(staging, os.path.basename(path) + ".deleted")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        os.rmdir(staging)
+    except OSError:
+        pass

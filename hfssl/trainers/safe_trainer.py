@@ -218,8 +218,8 @@ class SafeTrainer(Trainer):
         run_dir = self._get_output_dir(trial)
         staging, name = os.path.join(run_dir, STAGING_DIR), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
-            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # left by a run killed while saving
-            os.makedirs(staging, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)  # what a run killed while saving or rotating left there
+            os.makedirs(staging)
         self.accelerator.wait_for_everyone()
         self._staging_run_dir = staging
         try:
