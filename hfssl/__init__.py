@@ -27,11 +27,11 @@ from hfssl.data.tokenizer_training import (
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
-    check_teacher_sharding,
     convert_sync_batchnorm,
     gather_no_grad,
     gather_with_grad,
 )
+from hfssl.models.teacher import MomentumTeacher, check_teacher_sharding
 from hfssl.evaluation.callbacks import KNNEvaluationCallback
 from hfssl.evaluation.features import dataset_features, extract_features, feature_extractor, knn_evaluate, load_encoder
 from hfssl.evaluation.fine_tune import (
@@ -223,6 +223,7 @@ __all__ = [
     "average_across_processes",
     "average_gradients",
     "check_teacher_sharding",
+    "MomentumTeacher",
     "convert_sync_batchnorm",
     "extract_features",
     "BackboneForImageClassification",

@@ -146,37 +146,6 @@ def average_across_processes(values: dict[str, float]) -> dict[str, float]:
     }
 
 
-def check_teacher_sharding(model: torch.nn.Module, distributed_type: str, zero_stage: int | None = None) -> None:
-    """Refuse sharded parameters (FSDP, DeepSpeed ZeRO-3) for a model with a momentum teacher.
-
-    The teacher EMA (`teacher <- m * teacher + (1 - m) * student`, after the optimizer step) reads every student
-    parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an empty placeholder) of them, so the
-    update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages 1-2 keep full parameters on
-    every process and are supported.
-
-    Args:
-        model (`torch.nn.Module`): the (unwrapped) method model; it has a momentum teacher when it defines
-            `student_teacher_pairs` or `momentum_update`.
-        distributed_type (`str`): accelerate's `DistributedType` value (`"FSDP"`, `"DEEPSPEED"`, `"MULTI_GPU"`...).
-        zero_stage (`int`, *optional*): the DeepSpeed ZeRO stage when `distributed_type` is `"DEEPSPEED"`.
-
-    Raises:
-        `ValueError`: for FSDP, or DeepSpeed with ZeRO stage 3, and a model with a momentum teacher.
-    """
-    if not (hasattr(model, "student_teacher_pairs") or hasattr(model, "momentum_update")):
-        return
-    distributed_type = str(getattr(distributed_type, "value", distributed_type)).upper()
-    if distributed_type == "FSDP" or (distributed_type == "DEEPSPEED" and zero_stage == 3):
-        received = "FSDP" if distributed_type == "FSDP" else "DeepSpeed ZeRO stage 3"
-        raise ValueError(
-            f"{type(model).__name__} has a momentum teacher, whose EMA update needs the full student parameters, but "
-            f"{received} shards them across processes. Train it with DDP (`accelerate launch --multi_gpu`, "
-            "recipes/accelerate_configs/multi_gpu.yaml) or DeepSpeed ZeRO stage 1 or 2 "
-            "(recipes/accelerate_configs/deepspeed_zero2.yaml); FSDP and ZeRO-3 suit methods without a teacher "
-            "(SimCLR)."
-        )
-
-
 def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
     """Turn every BatchNorm layer (torch's and timm's `BatchNormAct2d`) into a `torch.nn.SyncBatchNorm`, in place,
     so that batch statistics are those of the global batch, as SimCLR (global BN) and MoCo v3 (SyncBN) train.
@@ -200,3 +169,4 @@ def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device | str) -
     from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
 
     return timm_convert_sync_batchnorm(model)
+

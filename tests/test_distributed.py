@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from conftest import torch_threads
+from hfssl.models.teacher import check_teacher_sharding
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
-    check_teacher_sharding,
     convert_sync_batchnorm,
     end_processes,
     gather_no_grad,

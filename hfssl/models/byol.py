@@ -17,8 +17,6 @@ cached-gradient (`embed` / `loss_from_embeddings`) path.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
@@ -29,6 +27,7 @@ from hfssl.models.base import SSLPreTrainedModel
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.simclr import check_views
+from hfssl.models.teacher import MomentumTeacher
 
 
 def check_positive(method: str, **sizes: int) -> None:
@@ -77,8 +76,9 @@ class BYOLConfig(SSLBackboneConfig):
         super().__post_init__(**kwargs)
 
 
-class BYOLModel(SSLPreTrainedModel):
-    """BYOL: an online backbone, projector and predictor, and a momentum target backbone and projector."""
+class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
+    """BYOL: an online backbone, projector and predictor, and a momentum target backbone and projector
+    (`MomentumTeacher`: `teacher_backbone`, `teacher_projector`, updated by `update_after_step`)."""
 
     config_class = BYOLConfig
     base_model_prefix = "byol"
@@ -88,31 +88,9 @@ class BYOLModel(SSLPreTrainedModel):
         self.backbone = backbone_from_config(config)
         self.projector = MLPHead(self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim)
         self.predictor = MLPHead(config.projection_dim, config.predictor_hidden_dim, config.projection_dim)
-        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.add_teacher("backbone")
+        self.add_teacher("projector")
         self.post_init()
-
-    def student_teacher_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
-        """The (online, target) parameter pairs of the EMA."""
-        students = list(self.backbone.parameters()) + list(self.projector.parameters())
-        teachers = list(self.teacher_backbone.parameters()) + list(self.teacher_projector.parameters())
-        return list(zip(students, teachers))
-
-    @torch.no_grad()
-    def momentum_update(self, momentum: float) -> None:
-        """target <- momentum * target + (1 - momentum) * online, for every parameter pair (eq. 1 of the paper)."""
-        students, teachers = zip(*self.student_teacher_pairs())
-        torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)
-
-    @torch.no_grad()
-    def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: the EMA of the target network.
-
-        Args:
-            momentum (`float`, *optional*): this step's momentum (cosine schedule); `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): unused (BYOL keeps no other state).
-        """
-        self.momentum_update(self.config.momentum if momentum is None else momentum)
 
     def online(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The online projections and predictions of both views, in one pass.

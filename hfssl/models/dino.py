@@ -22,7 +22,6 @@ same centre either way.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 
@@ -45,6 +44,7 @@ from hfssl.models.multi_crop import (
     multi_crop_features,
 )
 from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.teacher import MomentumTeacher
 
 NUM_GLOBAL_CROPS = 2
 
@@ -186,8 +186,9 @@ class DINOConfig(SSLBackboneConfig):
         super().__post_init__(**kwargs)
 
 
-class DINOModel(SSLPreTrainedModel):
-    """DINO: a student backbone + `DINOHead`, its EMA teacher, the centre and the step counter."""
+class DINOModel(MomentumTeacher, SSLPreTrainedModel):
+    """DINO: a student backbone + `DINOHead`, its EMA teacher (`teacher_backbone`, `teacher_head`), the centre and
+    the step counter."""
 
     config_class = DINOConfig
     base_model_prefix = "dino"
@@ -205,23 +206,11 @@ class DINOModel(SSLPreTrainedModel):
             config.head_batch_norm,
             config.norm_last_layer,
         )
-        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.add_teacher("backbone")
+        self.add_teacher("head")
         self.register_buffer("center", torch.zeros(1, config.out_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.post_init()
-
-    def student_teacher_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
-        """The (student, teacher) parameter pairs of the EMA."""
-        students = list(self.backbone.parameters()) + list(self.head.parameters())
-        teachers = list(self.teacher_backbone.parameters()) + list(self.teacher_head.parameters())
-        return list(zip(students, teachers))
-
-    @torch.no_grad()
-    def momentum_update(self, momentum: float) -> None:
-        """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter pair."""
-        students, teachers = zip(*self.student_teacher_pairs())
-        torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)
 
     def current_teacher_temperature(self) -> float:
         """tau_t at the current `step` (`teacher_temperature_schedule`)."""
@@ -233,14 +222,14 @@ class DINOModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: teacher EMA, centre EMA, `step += 1`.
+        """Called by `SSLTrainer` after each optimizer step: teacher EMA (`MomentumTeacher`), centre EMA, `step += 1`.
 
         Args:
             momentum (`float`, *optional*): this step's teacher momentum; `None` uses `config.momentum`.
             state_updates (`list` of `dict`): the `state_update` of the step's micro-batches, each holding
                 `"center"` (K,), the all-reduced teacher mean of that micro-batch.
         """
-        self.momentum_update(self.config.momentum if momentum is None else momentum)
+        super().update_after_step(momentum, state_updates)
         if state_updates:
             batch_center = torch.stack([update["center"] for update in state_updates]).mean(dim=0)
             self.center.lerp_(batch_center.to(self.center).view_as(self.center), 1.0 - self.config.center_momentum)

@@ -16,8 +16,6 @@ Trainer checkpoints carry them.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +27,7 @@ from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config, group
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.simclr import check_views
+from hfssl.models.teacher import MomentumTeacher
 
 VARIANT_DEFAULTS = {
     "v2": {"projection_hidden_dim": 2048, "projection_dim": 128, "projection_layers": 2, "predictor_hidden_dim": 0,
@@ -106,8 +105,9 @@ class MoCoConfig(SSLBackboneConfig):
         super().__post_init__(**kwargs)
 
 
-class MoCoModel(SSLPreTrainedModel):
-    """MoCo v2 / v3: a student, its momentum teacher and (v2) a queue of negative keys."""
+class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
+    """MoCo v2 / v3: a student, its momentum teacher (`teacher_backbone`, `teacher_projector`) and (v2) a queue of
+    negative keys."""
 
     config_class = MoCoConfig
     base_model_prefix = "moco"
@@ -129,26 +129,14 @@ class MoCoModel(SSLPreTrainedModel):
             self.predictor = MLPHead.moco_v3_predictor(
                 config.projection_dim, config.predictor_hidden_dim, config.projection_dim
             )
-        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.add_teacher("backbone")
+        self.add_teacher("projector")
         if config.queue_size:
             self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.projection_dim), dim=1))
             self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
         else:
             self.queue = self.queue_pointer = None
         self.post_init()
-
-    def student_teacher_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
-        """The (student, teacher) parameter pairs of the EMA."""
-        students = list(self.backbone.parameters()) + list(self.projector.parameters())
-        teachers = list(self.teacher_backbone.parameters()) + list(self.teacher_projector.parameters())
-        return list(zip(students, teachers))
-
-    @torch.no_grad()
-    def momentum_update(self, momentum: float) -> None:
-        """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter pair."""
-        students, teachers = zip(*self.student_teacher_pairs())
-        torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -165,13 +153,14 @@ class MoCoModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: EMA of the teacher, then the new keys into the queue.
+        """Called by `SSLTrainer` after each optimizer step: EMA of the teacher (`MomentumTeacher`), then the new
+        keys into the queue.
 
         Args:
             momentum (`float`, *optional*): this step's EMA momentum; `None` uses `config.momentum`.
             state_updates (`list` of `dict`): the `state_update` of the step's forward passes (one per micro-batch).
         """
-        self.momentum_update(self.config.momentum if momentum is None else momentum)
+        super().update_after_step(momentum, state_updates)
         if self.queue is not None:
             for update in state_updates:
                 self.enqueue(update["keys"])

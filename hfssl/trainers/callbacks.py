@@ -1,23 +1,18 @@
-"""Schedules as functions of the step, and the callback that updates SSL state after each optimizer step."""
+"""The callback that updates SSL state after each optimizer step, on the momentum schedule `cosine_schedule`
+(defined with the momentum teacher, `hfssl.models.teacher`; importable from here too)."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hfssl.models.teacher import cosine_schedule
+
 if TYPE_CHECKING:
     from hfssl.trainers.ssl_trainer import SSLTrainer
 
-
-def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
-    """Cosine interpolation from `start` at step 0 to `end` at `total_steps` (BYOL's and MoCo v3's momentum schedule:
-    `end - (end - start) * (cos(pi * step / total_steps) + 1) / 2`); constant `end` after `total_steps`."""
-    if total_steps <= 0:
-        return end
-    progress = min(max(step / total_steps, 0.0), 1.0)
-    return end - (end - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
+__all__ = ["SSLStateUpdateCallback", "cosine_schedule"]
 
 
 class SSLStateUpdateCallback(TrainerCallback):

@@ -15,7 +15,7 @@ What it adds to Trainer, and nothing else:
   the predictor at the base learning rate throughout (SimSiam).
 - evaluation reports the SSL loss (there are no labels).
 - distributed: logged metrics are averaged over processes; `args.sync_batchnorm` converts BatchNorm to SyncBatchNorm;
-  momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.distributed.check_teacher_sharding`);
+  momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.models.teacher.check_teacher_sharding`);
   `args.gradient_cache_chunk_size` trains with cached gradients (`hfssl.losses.grad_cache`) for models that split
   `forward` into `embed(pixel_values)` (with gradient), optionally `embed_targets(pixel_values)` (without, e.g. a
   teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
@@ -36,10 +36,10 @@ from torch import nn
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
-    check_teacher_sharding,
     convert_sync_batchnorm,
 )
 from hfssl.losses.grad_cache import cached_gradient_backward
+from hfssl.models.teacher import check_teacher_sharding
 from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
