@@ -45,7 +45,7 @@ from hfssl.evaluation.linear_probe import LinearProbeResult, linear_probe
 from hfssl.evaluation.metrics import TopKAccuracy
 from hfssl.evaluation.plots import plot_embeddings, plot_training_curves
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
-from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone
+from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone, save_towers
 from hfssl.hub import push_folder_to_hub, write_card_and_push, write_model_card, write_ssl_model_card
 from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.losses import LearnableTemperature, contrastive_loss_from_logits, info_nce_loss, nt_xent_loss
@@ -250,6 +250,7 @@ __all__ = [
     "push_backbone_to_hub",
     "push_folder_to_hub",
     "save_backbone",
+    "save_towers",
     "write_card_and_push",
     "write_model_card",
     "write_ssl_model_card",

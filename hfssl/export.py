@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -217,6 +218,44 @@ def save_backbone(
     if ssl_model is not None and ssl_model_subfolder:
         ssl_model.save_pretrained(folder / ssl_model_subfolder)
     return folder
+
+
+def save_towers(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    tokenizer: Any = None,
+    image_size: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> dict[str, Path]:
+    """Export both towers of a `DualEncoderModel` (CLIP / SigLIP) for use without hfssl, and the whole dual encoder,
+    under `save_directory`:
+
+    - `image_encoder/`: the image backbone in its library's format (`hfssl.export.save_backbone`: timm's Hub
+      layout or a transformers checkpoint with its image processor);
+    - `text_encoder/`: the text encoder (`AutoModel.from_pretrained`) and `tokenizer` (`AutoTokenizer`);
+    - the folder itself: the `DualEncoderModel` (`AutoModel.from_pretrained` after `import hfssl`) and tokenizer.
+    The projections and logit scale live only in the full model (the towers export the pooled features).
+
+    Args:
+        model (`DualEncoderModel`): the trained dual encoder.
+        save_directory (`str` or `os.PathLike`): created if needed.
+        tokenizer (*optional*): saved next to the text encoder and the full model.
+        image_size, mean, std (*optional*): the training image side and normalisation (see `save_backbone`).
+
+    Returns:
+        `dict` with the paths `"model"`, `"image_encoder"`, `"text_encoder"`.
+    """
+    folder = Path(save_directory)
+    image_dir = save_backbone(model, folder / "image_encoder", encoder="image_encoder", image_size=image_size,
+                              mean=mean, std=std, ssl_model_subfolder=None)  # fmt: skip
+    text_dir = folder / "text_encoder"
+    model.text_encoder.save_pretrained(text_dir)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(text_dir)
+        tokenizer.save_pretrained(folder)
+    return {"model": folder, "image_encoder": image_dir, "text_encoder": text_dir}
 
 
 def push_backbone_to_hub(

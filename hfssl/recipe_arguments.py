@@ -1,15 +1,19 @@
-"""What every recipe does first: parse its argument dataclasses from the command line or from one
-YAML/JSON file (then seed, and find the checkpoint to resume from), and get a tokenizer (loaded, reloaded from the
-run being resumed, or trained on the training text once, by the main process)."""
+"""What every recipe does first: parse its argument dataclasses from a YAML/JSON file, command-line flags, or both
+(then seed, and find the checkpoint to resume from), and get a tokenizer (loaded, reloaded from the run being resumed,
+or trained on the training text once, by the main process)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from hfssl.trainers.checkpoints import resolve_resume_from_checkpoint
@@ -17,9 +21,26 @@ from hfssl.trainers.checkpoints import resolve_resume_from_checkpoint
 logger = logging.getLogger(__name__)
 
 
+RECIPE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_recipe_file(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split `args` into the values of the `.yaml`/`.yml`/`.json` recipe file it starts with ({} without one) and the
+    flags after it."""
+    if not args or not args[0].endswith(RECIPE_FILE_SUFFIXES):
+        return {}, list(args)
+    with open(args[0]) as handle:
+        values = json.load(handle) if args[0].endswith(".json") else yaml.safe_load(handle)
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"{args[0]} holds a {type(values).__name__}; a recipe file maps argument names to values.")
+    return values or {}, list(args[1:])
+
+
 def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse `dataclass_types` with `HfArgumentParser` from `args` (default `sys.argv[1:]`): either a single
-    `.yaml`/`.yml`/`.json` file, or command-line flags. Also sets up INFO logging and, for the `TrainingArguments`:
+    """Parse `dataclass_types` with `HfArgumentParser` from `args` (default `sys.argv[1:]`): command-line flags,
+    optionally after a `.yaml`/`.yml`/`.json` file whose values replace the dataclasses' defaults (so flags override
+    the file: `recipe.py config.yaml --max_steps 5`). A file key that is no argument is refused. Also sets up INFO
+    logging and, for the `TrainingArguments`:
 
     - seeds Python, NumPy and torch with `seed` before anything random is built (model initialisation);
     - resolves `resume_from_checkpoint`: a path is checked to be a complete checkpoint, "true" means the last
@@ -32,12 +53,16 @@ def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | 
     args = sys.argv[1:] if args is None else args
     parser = HfArgumentParser(dataclass_types)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if len(args) == 1 and args[0].endswith((".yaml", ".yml")):
-        parsed = parser.parse_yaml_file(args[0])
-    elif len(args) == 1 and args[0].endswith(".json"):
-        parsed = parser.parse_json_file(args[0])
-    else:
-        parsed = parser.parse_args_into_dataclasses(args=args)
+    values, flags = read_recipe_file(args)
+    known = {item.name for dtype in dataclass_types for item in dataclasses.fields(dtype) if item.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{args[0]} sets {', '.join(unknown)}, which this recipe does not take; remove or rename them (`--help` "
+            "lists its arguments)."
+        )
+    parser.set_defaults(**values)  # string values are converted by each argument's type, like flags
+    parsed = parser.parse_args_into_dataclasses(args=flags)
     for arguments in parsed:
         if isinstance(arguments, TrainingArguments):
             set_seed(arguments.seed)
@@ -95,3 +120,12 @@ def load_or_train_tokenizer(source: str | None, train: Callable[[], Any], traini
             tokenizer.save_pretrained(tokenizer_dir)
             return tokenizer
         return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def requested_method(args: list[str], default: str) -> str:
+    """The `--method` of a command line, else of the recipe file it starts with, else `default`: read before the full
+    parse, whose arguments depend on the method."""
+    values, flags = read_recipe_file(args)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--method")
+    return parser.parse_known_args(flags)[0].method or values.get("method", default)

@@ -34,7 +34,7 @@ from hfssl.evaluation.zero_shot import (
     image_text_retrieval,
     zero_shot_classification,
 )
-from hfssl.export import native_export_problem
+from hfssl.export import native_export_problem, save_towers
 from hfssl.hub import write_card_and_push
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
 from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
@@ -162,7 +162,7 @@ def main() -> None:
         model.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)
     else:
-        model.save_towers(export_dir, tokenizer, image_size=size, mean=mean, std=std)
+        save_towers(model, export_dir, tokenizer, image_size=size, mean=mean, std=std)
     method = "SigLIP (Zhai et al., 2023)" if model_args.loss == "siglip" else "CLIP (Radford et al., 2021)"
     write_card_and_push(
         trainer, export_dir, push_to_hub, method=f"Image-text contrastive ({method})",

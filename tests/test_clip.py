@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from conftest import torch_threads
+from hfssl.export import save_towers
 from hfssl.collators.image_text import DataCollatorForImageText
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.text import train_wordpiece_tokenizer
@@ -166,7 +167,7 @@ def test_text_pooling_ignores_padding(pooling):
 def test_round_trips_and_tower_exports(tmp_path, tokenizer):
     model = tiny_model("siglip").eval()
     inputs = batch(3)
-    paths = model.save_towers(tmp_path, tokenizer=tokenizer)
+    paths = save_towers(model, tmp_path, tokenizer=tokenizer)
     loaded = AutoModel.from_pretrained(paths["model"]).eval()
     assert type(loaded) is DualEncoderModel and loaded.config.loss == "siglip"
     torch.testing.assert_close(loaded.embed(inputs), model.embed(inputs))
@@ -188,7 +189,7 @@ def test_timm_image_tower_exports_for_timm_and_a_pretrained_text_folder_loads(tm
                                                text_pretrained=True, projection_dim=8)).eval()  # fmt: skip
     torch.testing.assert_close(model.text_encoder.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
     assert model.config.text_model_config["model_type"] == "bert" and model.config.text_pretrained is False
-    paths = model.save_towers(tmp_path / "export", image_size=32)
+    paths = save_towers(model, tmp_path / "export", image_size=32)
     tower = timm.create_model(f"local-dir:{paths['image_encoder']}", pretrained=True).eval()
     images = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(tower(images), model.image_encoder(images))

@@ -28,7 +28,7 @@ from test_recipe_ssl import TINY_HEADS, recipe  # recipes/pretrain_ssl.py, regis
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_on_the_gpu_in_mixed_precision(method, precision, tmp_path):
-    arguments = ["--method", method, "--config_overrides", TINY_HEADS[method], "--backbone_name", "resnet18",
+    arguments = ["--method", method, *TINY_HEADS[method], "--backbone_name", "resnet18",
                  "--output_dir", str(tmp_path), "--max_steps", "4", "--per_device_train_batch_size", "32",
                  "--image_size", "32", "--local_size", "16", "--num_local_crops", "2", "--max_train_samples", "128",
                  "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true", f"--{precision}", "true"]  # fmt: skip

@@ -235,12 +235,12 @@ def run_recipe(recipe, argv, monkeypatch):
     runpy.run_path(str(RECIPES / f"{recipe}.py"), run_name="__main__")
 
 
-@pytest.mark.parametrize("recipe", ["pretrain_simclr", "pretrain_moco"])
-def test_recipe_pushes_encoder_card_and_full_model(recipe, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_recipe_pushes_encoder_card_and_full_model(method, tmp_path, monkeypatch, capsys):
     hub = FakeHub(tmp_path / "uploaded")
     hub.patch(monkeypatch)
-    run_recipe(recipe, [
-        "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--per_device_train_batch_size", "16",
+    run_recipe("pretrain_ssl", [
+        "--method", method, "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--per_device_train_batch_size", "16",
         "--image_size", "16", "--projection_hidden_dim", "32", "--max_train_samples", "64", "--logging_steps", "1",
         "--report_to", "none", "--disable_tqdm", "true", "--push_to_hub", "--hub_model_id", "me/recipe",
     ], monkeypatch)
@@ -249,8 +249,8 @@ def test_recipe_pushes_encoder_card_and_full_model(recipe, tmp_path, monkeypatch
     assert hub.created == [{"repo_id": "me/recipe", "private": None, "exist_ok": True}]
     assert len(hub.commits) == 1  # Trainer's own push stays off: the recipe pushes the export once
     readme = (repo / "README.md").read_text()
-    method, model_class = ("SimCLR", SimCLRModel) if recipe == "pretrain_simclr" else ("MoCo v2", MoCoModel)
-    assert method in readme and "kNN top-1 (k=200, T=0.1)" in readme and "hfssl's built-in digits" in readme
+    title, model_class = ("SimCLR", SimCLRModel) if method == "simclr" else ("MoCo v2", MoCoModel)
+    assert title in readme and "kNN top-1 (k=200, T=0.1)" in readme and "hfssl's built-in digits" in readme
     assert 'timm.create_model("hf-hub:me/recipe", pretrained=True)' in readme
     assert json.loads((repo / "config.json").read_text())["architecture"] == "resnet18"
     ssl_model = AutoModel.from_pretrained(repo, subfolder="ssl_model")
@@ -266,8 +266,8 @@ def test_recipe_pushes_encoder_card_and_full_model(recipe, tmp_path, monkeypatch
 def test_recipe_refuses_to_push_an_encoder_timm_cannot_rebuild_before_training(tmp_path, monkeypatch):
     FakeHub(tmp_path / "uploaded").patch(monkeypatch)
     with pytest.raises(ValueError, match="cannot rebuild it"):
-        run_recipe("pretrain_moco", ["--output_dir", str(tmp_path / "run"), "--small_image_stem", "--push_to_hub",
-                                     "--max_train_samples", "16", "--report_to", "none"], monkeypatch)
+        run_recipe("pretrain_ssl", ["--method", "moco", "--output_dir", str(tmp_path / "run"), "--small_image_stem",
+                                    "--push_to_hub", "--max_train_samples", "16", "--report_to", "none"], monkeypatch)
     assert not (tmp_path / "run").exists()
 
 

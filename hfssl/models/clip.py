@@ -18,8 +18,6 @@ images and their j-th captions.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,7 +121,7 @@ class DualEncoderModel(SSLPreTrainedModel):
     """CLIP-style image and text towers with projections and a learnt logit scale (see the module docstring).
 
     `get_image_features` / `get_text_features` give the projected embeddings (as transformers' `CLIPModel`);
-    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `save_towers` exports
+    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `hfssl.export.save_towers` exports
     each tower in its own library's format.
     """
 
@@ -269,43 +267,6 @@ class DualEncoderModel(SSLPreTrainedModel):
         batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
                  "token_type_ids": token_type_ids}  # fmt: skip
         return self.loss_from_embeddings(self.embed(batch))
-
-    def save_towers(
-        self,
-        save_directory: str | os.PathLike,
-        tokenizer: Any = None,
-        image_size: int | None = None,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-    ) -> dict[str, Path]:
-        """Export both towers for use without hfssl, and the whole dual encoder, under `save_directory`:
-
-        - `image_encoder/`: the image backbone in its library's format (`hfssl.export.save_backbone`: timm's Hub
-          layout or a transformers checkpoint with its image processor);
-        - `text_encoder/`: the text encoder (`AutoModel.from_pretrained`) and `tokenizer` (`AutoTokenizer`);
-        - the folder itself: the `DualEncoderModel` (`AutoModel.from_pretrained` after `import hfssl`) and tokenizer.
-        The projections and logit scale live only in the full model (the towers export the pooled features).
-
-        Args:
-            save_directory (`str` or `os.PathLike`): created if needed.
-            tokenizer (*optional*): saved next to the text encoder and the full model.
-            image_size, mean, std (*optional*): the training image side and normalisation (see `save_backbone`).
-
-        Returns:
-            `dict` with the paths `"model"`, `"image_encoder"`, `"text_encoder"`.
-        """
-        folder = Path(save_directory)
-        from hfssl.export import save_backbone  # hfssl.export imports hfssl.models
-
-        image_dir = save_backbone(self, folder / "image_encoder", encoder="image_encoder", image_size=image_size,
-                                  mean=mean, std=std, ssl_model_subfolder=None)  # fmt: skip
-        text_dir = folder / "text_encoder"
-        self.text_encoder.save_pretrained(text_dir)
-        self.save_pretrained(folder)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(text_dir)
-            tokenizer.save_pretrained(folder)
-        return {"model": folder, "image_encoder": image_dir, "text_encoder": text_dir}
 
 
 AutoConfig.register(DualEncoderConfig.model_type, DualEncoderConfig, exist_ok=True)

@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hfssl.models.teacher import cosine_schedule
-
-if TYPE_CHECKING:
-    from hfssl.trainers.ssl_trainer import SSLTrainer
 
 __all__ = ["SSLStateUpdateCallback", "cosine_schedule"]
 
@@ -24,9 +19,13 @@ class SSLStateUpdateCallback(TrainerCallback):
     `momentum_schedule[it]`: `start` at the first update, never quite `end` (a one-step run still moves the teacher).
     `start`/`end` come from `SSLTrainingArguments.teacher_momentum(_final)` or else the model config's `momentum(_final)`.
     Registered by `SSLTrainer` itself, before any checkpoint callback runs, so checkpoints hold the updated state.
+
+    Args:
+        trainer (`Trainer`): the trainer whose model it updates; it hands over the forward passes' state updates
+            (`take_state_updates()`) and logs the momentum (`record_metric(name, value)`), as `SSLTrainer` does.
     """
 
-    def __init__(self, trainer: SSLTrainer) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
 
     def momentum(self, step: int, total_steps: int) -> float | None:

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-
-if TYPE_CHECKING:
-    from hfssl.trainers.ssl_trainer import SSLTrainer
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +72,13 @@ class CollapseGuardCallback(TrainerCallback):
 
     Thresholds (`SSLTrainingArguments`): `collapse_min_std` on `embedding/std * sqrt(P)` (default 0.05: healthy is
     about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` (default 0.01).
+
+    Args:
+        trainer (`Trainer`): the trainer it watches; its `args` hold the thresholds and its `embedding_dim` the
+            embedding width P (as `SSLTrainer` records it).
     """
 
-    def __init__(self, trainer: SSLTrainer) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.streaks: dict[str, int] = {}
         self.flagged: dict[str, int] = {}
