@@ -18,7 +18,6 @@ from hfssl.collators.image_text import DataCollatorForImageText
 from hfssl.distributed import average_gradients
 from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.models.clip import DualEncoderModel
-from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -45,38 +44,32 @@ def split_image_text_batch(inputs: dict[str, Any], chunk_size: int) -> list[dict
 
 
 class DualEncoderTrainer(SSLTrainer):
-    """Train a `DualEncoderModel` on (image, caption) batches.
-
-    Args:
-        model (`DualEncoderModel`): the dual encoder.
-        args (`SSLTrainingArguments`, *optional*): training arguments (`gradient_cache_chunk_size` for large batches).
-        data_collator (`DataCollatorForImageText`, *optional*): defaults to a plain-resize collator at the image
-            tower's input size and normalisation, tokenizing with `processing_class`.
-        processing_class (tokenizer, *optional*): the captions' tokenizer; saved with the model.
-        **kwargs: the other `SSLTrainer` / `Trainer` arguments (`train_dataset`, `eval_dataset`, `callbacks`, ...).
+    """Train a `DualEncoderModel` (CLIP, SigLIP) on (image, caption) batches. `data_collator` defaults to a
+    plain-resize `DataCollatorForImageText` at the image tower's input size and normalisation, tokenizing with
+    `processing_class` (the captions' tokenizer, saved with the model); `gradient_cache_chunk_size` for large
+    batches. Otherwise as `SSLTrainer`.
     """
 
-    def __init__(
-        self,
-        model: DualEncoderModel,
-        args: SSLTrainingArguments | None = None,
-        data_collator: Any = None,
-        processing_class: Any = None,
-        **kwargs: Any,
-    ) -> None:
+    method_name = "CLIP"
+    model_class = DualEncoderModel
+    default_arguments = {"output_dir": "outputs/dual_encoder"}
+
+    @classmethod
+    def build_model(cls, model: Any) -> DualEncoderModel:
+        """`model`, checked to be a `DualEncoderModel` (two towers: there is no single backbone name to build from)."""
         if not isinstance(model, DualEncoderModel):
             raise TypeError(f"DualEncoderTrainer needs a DualEncoderModel; got {type(model).__name__}.")
-        if data_collator is None:
-            if processing_class is None:
-                raise ValueError(
-                    "DualEncoderTrainer needs a data_collator (DataCollatorForImageText) or a processing_class (the "
-                    "captions' tokenizer) to build the default one from."
-                )
-            data_config = model.image_encoder.data_config
-            data_collator = DataCollatorForImageText(processing_class, image_size=data_config["input_size"][-1],
-                                                     mean=data_config["mean"], std=data_config["std"])  # fmt: skip
-        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/dual_encoder")
-        super().__init__(model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs)
+        return model
+
+    def default_data_collator(self, model: DualEncoderModel, processing_class: Any = None) -> DataCollatorForImageText:
+        if processing_class is None:
+            raise ValueError(
+                "DualEncoderTrainer needs a data_collator (DataCollatorForImageText) or a processing_class (the "
+                "captions' tokenizer) to build the default one from."
+            )
+        data_config = model.image_encoder.data_config
+        return DataCollatorForImageText(processing_class, image_size=data_config["input_size"][-1],
+                                        mean=data_config["mean"], std=data_config["std"])  # fmt: skip
 
     @staticmethod
     def _check_inputs(inputs: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.models.dino import DINOConfig, DINOModel
+from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import cosine_schedule
 from hfssl.trainers.ssl_trainer import SSLTrainer
@@ -155,32 +155,28 @@ def dino_local_size(global_size: int) -> int:
 
 
 class DINOTrainer(SSLTrainer):
-    """Train DINO.
-
-    Args:
-        model (`DINOModel` or `str`): a model, or a backbone name to build `DINOModel(DINOConfig(backbone_name=model))`.
-        args (`DINOTrainingArguments`, *optional*): defaults to `DINOTrainingArguments("outputs/dino")`. Plain
-            `SSLTrainingArguments` train with a constant weight decay.
-        data_collator (*optional*): defaults to `DataCollatorForMultiView.dino` at the backbone's input size (2 global
-            crops, 8 local crops at `dino_local_size`), with its normalisation.
-        **kwargs: the other `SSLTrainer` / `Trainer` arguments.
+    """Train DINO (Caron et al., 2021). `model` may be a `DINOModel` or a backbone name; `args` default to
+    `DINOTrainingArguments("outputs/dino")` (plain `SSLTrainingArguments` train with a constant weight decay);
+    `data_collator` defaults to `DataCollatorForMultiView.dino` at the backbone's input size (2 global crops, 8 local
+    crops at `dino_local_size`), with its normalisation. Adds DINO's weight-decay schedule, the frozen last layer
+    and per-parameter gradient clipping. Otherwise as `SSLTrainer`.
     """
 
-    def __init__(
-        self, model: DINOModel | str, args: SSLTrainingArguments | None = None, data_collator: Any = None, **kwargs: Any
-    ) -> None:
-        if isinstance(model, str):
-            model = DINOModel(DINOConfig(backbone_name=model))
-        if not isinstance(model, DINOModel):
-            raise TypeError(f"DINOTrainer needs a DINOModel or a backbone name; got {type(model).__name__}.")
-        if data_collator is None:
-            data_config = model.backbone.data_config
-            size = data_config["input_size"][-1]
-            data_collator = DataCollatorForMultiView.dino(
-                global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
-            )
-        args = args if args is not None else DINOTrainingArguments(output_dir="outputs/dino")
-        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+    method_name = "DINO"
+    model_class = DINOModel
+    arguments_class = DINOTrainingArguments
+    default_arguments = {"output_dir": "outputs/dino"}
+
+    def default_data_collator(self, model: DINOModel, processing_class: Any = None) -> DataCollatorForMultiView:
+        """DINO's multi-crop views at the backbone's input size (local crops at `dino_local_size`)."""
+        data_config = model.backbone.data_config
+        size = data_config["input_size"][-1]
+        return DataCollatorForMultiView.dino(
+            global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
+        )
+
+    def __init__(self, model: DINOModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, args=args, **kwargs)
         self.add_callback(WeightDecayScheduleCallback(self))
         self.add_callback(
             CancelGradientsCallback(

@@ -28,6 +28,7 @@ resume exactly.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,20 +57,33 @@ def constant_factor(step: int) -> float:
 class SSLTrainer(SafeTrainer):
     """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
 
+    A method's trainer declares `method_name`, `model_class`, `collator_preset` and its `default_arguments` (and
+    overrides what it adds: DINO's schedules, SwAV's frozen prototypes); the shared `__init__` builds the model from a
+    backbone name, the paper's views and the arguments from those.
+
     Args:
-        model (`PreTrainedModel`): a method model returning `SSLModelOutput`.
-        args (`SSLTrainingArguments`, *optional*): defaults to `SSLTrainingArguments("outputs/ssl")`. A plain
-            `TrainingArguments` is accepted if `remove_unused_columns=False`.
-        data_collator (`Callable`): a multi-view collator returning `{"pixel_values": [view, ...], ...}`, e.g.
-            `DataCollatorForMultiView.simclr()`.
+        model (`PreTrainedModel` or `str`): a method model returning `SSLModelOutput`, or (for a method trainer) a
+            backbone name to build the method model from.
+        args (`SSLTrainingArguments`, *optional*): defaults to `arguments_class(**default_arguments)`
+            (`SSLTrainingArguments("outputs/<method>")`). A plain `TrainingArguments` is accepted if
+            `remove_unused_columns=False`.
+        data_collator (`Callable`, *optional*): a multi-view collator returning `{"pixel_values": [view, ...], ...}`;
+            defaults to the method's paper views at the backbone's input size (`default_data_collator`).
         train_dataset, eval_dataset, callbacks, **kwargs: as for `transformers.Trainer`.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
+    # What a method's trainer declares (most method trainers are only this declaration):
+    method_name: str = "SSL"  # paper casing, for messages and model cards
+    model_class: type | None = None  # the method model it trains; a backbone name builds one; None: any SSL model
+    collator_preset: Callable[..., Any] | None = None  # the paper's views, e.g. DataCollatorForMultiView.simclr
+    arguments_class: type = SSLTrainingArguments  # built when no `args` are given, with `default_arguments`
+    default_arguments: dict[str, Any] = {"output_dir": "outputs/ssl"}
+
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | str,
         args: SSLTrainingArguments | None = None,
         data_collator: Any = None,
         train_dataset: Any = None,
@@ -77,7 +91,10 @@ class SSLTrainer(SafeTrainer):
         callbacks: list | None = None,
         **kwargs: Any,
     ) -> None:
-        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/ssl")
+        model = self.build_model(model)
+        if data_collator is None:
+            data_collator = self.default_data_collator(model, kwargs.get("processing_class"))
+        args = args if args is not None else self.arguments_class(**self.default_arguments)
         if args.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns=True would drop the image column before the multi-view collator sees it; use "
@@ -113,6 +130,27 @@ class SSLTrainer(SafeTrainer):
                 "fixed_predictor_lr=True applies to the optimiser and scheduler the trainer builds, but `optimizers` "
                 "were given; give the predictor its own parameter group with a constant schedule there, or drop the flag."
             )
+
+    @classmethod
+    def build_model(cls, model: nn.Module | str) -> nn.Module:
+        """`model`, checked to be a `model_class`; a backbone name (timm name, Hub id or folder) builds
+        `model_class(model_class.config_class(backbone_name=model))` with the method's paper defaults."""
+        if isinstance(model, str):
+            if cls.model_class is None:
+                raise TypeError(f"{cls.__name__} trains any SSL model: pass the model, not the name {model!r}.")
+            return cls.model_class(cls.model_class.config_class(backbone_name=model))
+        if cls.model_class is not None and not isinstance(model, cls.model_class):
+            raise TypeError(
+                f"{cls.__name__} needs a {cls.model_class.__name__} or a backbone name; got {type(model).__name__}."
+            )
+        return model
+
+    def default_data_collator(self, model: nn.Module, processing_class: Any = None) -> Any:
+        """The method's paper views (`collator_preset`) at the backbone's input size and normalisation, or None."""
+        if self.collator_preset is None:
+            return None
+        data_config = model.backbone.data_config
+        return self.collator_preset(image_size=data_config["input_size"][-1], mean=data_config["mean"], std=data_config["std"])
 
     def _check_distributed_setup(self) -> None:
         """Refuse, at start, the combinations whose maths would silently be wrong (see `check_teacher_sharding`)."""

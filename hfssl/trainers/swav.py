@@ -12,7 +12,7 @@ from typing import Any
 
 from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.models.swav import SwAVConfig, SwAVModel
+from hfssl.models.swav import SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.dino import CancelGradientsCallback, dino_local_size
 from hfssl.trainers.ssl_trainer import SSLTrainer
@@ -44,30 +44,27 @@ def swav_multi_crop_collator(
 
 
 class SwAVTrainer(SSLTrainer):
-    """Train SwAV.
-
-    Args:
-        model (`SwAVModel` or `str`): a model, or a backbone name to build `SwAVModel(SwAVConfig(backbone_name=model))`.
-        args (`SSLTrainingArguments`, *optional*): training arguments (SwAV trains with LARS, `lars=True`, lr 4.8 at
-            batch 4096, weight decay 1e-6, cosine schedule).
-        data_collator (*optional*): defaults to `swav_multi_crop_collator` at the backbone's input size.
-        **kwargs: the other `SSLTrainer` / `Trainer` arguments.
+    """Train SwAV (Caron et al., 2020). `model` may be a `SwAVModel` or a backbone name; `data_collator` defaults to
+    `swav_multi_crop_collator` at the backbone's input size (SwAV trains with LARS, `lars=True`, lr 4.8 at batch
+    4096, weight decay 1e-6, cosine schedule). With a queue, `ddp_broadcast_buffers` is turned off (each process keeps
+    its own queue). The prototypes stay frozen for `config.freeze_prototypes_steps`. Otherwise as `SSLTrainer`.
     """
 
-    def __init__(
-        self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, data_collator: Any = None, **kwargs: Any
-    ) -> None:
-        if isinstance(model, str):
-            model = SwAVModel(SwAVConfig(backbone_name=model))
-        if not isinstance(model, SwAVModel):
-            raise TypeError(f"SwAVTrainer needs a SwAVModel or a backbone name; got {type(model).__name__}.")
-        if data_collator is None:
-            data_config = model.backbone.data_config
-            size = data_config["input_size"][-1]
-            data_collator = swav_multi_crop_collator(
-                global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
-            )
-        args = args if args is not None else SSLTrainingArguments(output_dir="outputs/swav")
+    method_name = "SwAV"
+    model_class = SwAVModel
+    default_arguments = {"output_dir": "outputs/swav"}
+
+    def default_data_collator(self, model: SwAVModel, processing_class: Any = None) -> DataCollatorForMultiView:
+        """SwAV's multi-crop views at the backbone's input size (local crops at `dino_local_size`)."""
+        data_config = model.backbone.data_config
+        size = data_config["input_size"][-1]
+        return swav_multi_crop_collator(
+            global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
+        )
+
+    def __init__(self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
+        model = self.build_model(model)
+        args = args if args is not None else self.arguments_class(**self.default_arguments)
         if model.config.queue_length:
             if args.ddp_broadcast_buffers:
                 raise ValueError(
@@ -75,7 +72,7 @@ class SwAVTrainer(SSLTrainer):
                     "rank 0's queue to every process; leave ddp_broadcast_buffers unset (SwAVTrainer sets it False)."
                 )
             args.ddp_broadcast_buffers = False
-        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        super().__init__(model=model, args=args, **kwargs)
         self.add_callback(
             CancelGradientsCallback(
                 self, lambda model: [model.prototypes.weight], lambda model: model.config.freeze_prototypes_steps
