@@ -1,6 +1,5 @@
-"""SSL method models (`PreTrainedModel` + config, registered with the Auto classes at import), backbones, heads."""
-
-from transformers import AutoConfig, AutoModel
+"""SSL method models (`PreTrainedModel` + config; each file registers its model with the Auto classes), backbones,
+heads."""
 
 from hfssl.models.backbone import Backbone, SSLBackboneConfig
 from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
@@ -14,21 +13,6 @@ from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
 from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.models.vicreg import VICRegConfig, VICRegModel
-
-_METHODS = (
-    (SimCLRConfig, SimCLRModel),
-    (MoCoConfig, MoCoModel),
-    (BYOLConfig, BYOLModel),
-    (SimSiamConfig, SimSiamModel),
-    (BarlowTwinsConfig, BarlowTwinsModel),
-    (VICRegConfig, VICRegModel),
-    (DINOConfig, DINOModel),
-    (SwAVConfig, SwAVModel),
-    (DualEncoderConfig, DualEncoderModel),
-)
-for _config, _model in _METHODS:
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModel.register(_config, _model, exist_ok=True)
 
 __all__ = [
     "BYOLConfig",

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.barlow_twins import barlow_twins_loss
+from hfssl.models.base import check_positive
 from hfssl.models.backbone import SSLBackboneConfig
-from hfssl.models.byol import check_positive
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.two_view import TwoViewProjectionModel
 

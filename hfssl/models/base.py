@@ -1,4 +1,5 @@
-"""`SSLPreTrainedModel`: what every hfssl method model (`SimCLRModel`, `MoCoModel`, ...) shares with transformers."""
+"""`SSLPreTrainedModel`: what every hfssl method model (`SimCLRModel`, `MoCoModel`, ...) shares with transformers, and
+the input and configuration checks the methods share (`check_views`, `check_positive`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,39 @@ import os
 
 import torch
 from transformers import PreTrainedModel
+
+
+def check_views(
+    pixel_values: list[torch.Tensor] | torch.Tensor, count: int, method: str, preset: str | None = None
+) -> list[torch.Tensor]:
+    """Return the views as a list of `count` tensors of shape (B, C, H, W), or raise a ValueError saying why not and
+    naming the collator preset to use (`DataCollatorForMultiView.<preset>()`, default `method.lower()`)."""
+    if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
+        pixel_values = list(pixel_values.unbind(0))
+    if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) != count:
+        received = f"a tensor of shape {tuple(pixel_values.shape)}" if isinstance(pixel_values, torch.Tensor) else (
+            f"{type(pixel_values).__name__} of length {len(pixel_values)}"
+            if isinstance(pixel_values, (list, tuple))
+            else type(pixel_values).__name__
+        )
+        raise ValueError(
+            f"{method} expects pixel_values as a list of {count} views of shape (B, C, H, W); received {received}. "
+            f"Use a multi-view collator such as DataCollatorForMultiView.{preset or method.lower()}()."
+        )
+    shapes = {tuple(view.shape) for view in pixel_values}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 4:
+        raise ValueError(f"{method} expects views of one shape (B, C, H, W); received shapes {sorted(shapes)}.")
+    return list(pixel_values)
+
+
+def check_positive(method: str, **sizes: int) -> None:
+    """Raise a ValueError naming every head size that is not a positive integer."""
+    wrong = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
+    if wrong:
+        raise ValueError(
+            f"{method} head sizes must be positive integers; got {wrong}. Use the paper's sizes (the defaults) or "
+            "small positive values for tests."
+        )
 
 
 class SSLPreTrainedModel(PreTrainedModel):

@@ -23,21 +23,10 @@ from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.byol import byol_loss
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_positive, check_views
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
 from hfssl.models.teacher import MomentumTeacher
-
-
-def check_positive(method: str, **sizes: int) -> None:
-    """Raise a ValueError naming every head size that is not a positive integer."""
-    wrong = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
-    if wrong:
-        raise ValueError(
-            f"{method} head sizes must be positive integers; got {wrong}. Use the paper's sizes (the defaults) or "
-            "small positive values for tests."
-        )
 
 
 class BYOLConfig(SSLBackboneConfig):

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel
 
 from hfssl.distributed import gather_no_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import validate_negative_sampling
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_views
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config, grouped_batch_norm
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
 from hfssl.models.teacher import MomentumTeacher
 
 VARIANT_DEFAULTS = {
@@ -267,3 +267,7 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
             `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
         """
         return self.loss_from_embeddings(self.embed(pixel_values), self.embed_targets(pixel_values))
+
+
+AutoConfig.register(MoCoConfig.model_type, MoCoConfig, exist_ok=True)
+AutoModel.register(MoCoConfig, MoCoModel, exist_ok=True)

@@ -11,38 +11,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel
 
 from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.negative_sampling import validate_negative_sampling
 from hfssl.losses.nt_xent import nt_xent_loss
 from hfssl.losses.temperature import LearnableTemperature
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_views
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-
-
-def check_views(
-    pixel_values: list[torch.Tensor] | torch.Tensor, count: int, method: str, preset: str | None = None
-) -> list[torch.Tensor]:
-    """Return the views as a list of `count` tensors of shape (B, C, H, W), or raise a ValueError saying why not and
-    naming the collator preset to use (`DataCollatorForMultiView.<preset>()`, default `method.lower()`)."""
-    if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
-        pixel_values = list(pixel_values.unbind(0))
-    if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) != count:
-        received = f"a tensor of shape {tuple(pixel_values.shape)}" if isinstance(pixel_values, torch.Tensor) else (
-            f"{type(pixel_values).__name__} of length {len(pixel_values)}"
-            if isinstance(pixel_values, (list, tuple))
-            else type(pixel_values).__name__
-        )
-        raise ValueError(
-            f"{method} expects pixel_values as a list of {count} views of shape (B, C, H, W); received {received}. "
-            f"Use a multi-view collator such as DataCollatorForMultiView.{preset or method.lower()}()."
-        )
-    shapes = {tuple(view.shape) for view in pixel_values}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 4:
-        raise ValueError(f"{method} expects views of one shape (B, C, H, W); received shapes {sorted(shapes)}.")
-    return list(pixel_values)
 
 
 class SimCLRConfig(SSLBackboneConfig):
@@ -163,3 +141,7 @@ class SimCLRModel(SSLPreTrainedModel):
             `contrastive/temperature`, `contrastive/positive_cosine`.
         """
         return self.loss_from_embeddings(self.embed(pixel_values))
+
+
+AutoConfig.register(SimCLRConfig.model_type, SimCLRConfig, exist_ok=True)
+AutoModel.register(SimCLRConfig, SimCLRModel, exist_ok=True)

@@ -20,11 +20,9 @@ from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.byol import simsiam_loss
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.byol import check_positive
+from hfssl.models.base import SSLPreTrainedModel, check_positive, check_views
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
 
 
 class SimSiamConfig(SSLBackboneConfig):

@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_views
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
-from hfssl.models.simclr import check_views
 
 
 class TwoViewProjectionModel(SSLPreTrainedModel):

@@ -18,8 +18,8 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from hfssl.losses.vicreg import vicreg_loss
+from hfssl.models.base import check_positive
 from hfssl.models.backbone import SSLBackboneConfig
-from hfssl.models.byol import check_positive
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.two_view import TwoViewProjectionModel
 
