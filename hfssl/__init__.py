@@ -91,7 +91,8 @@ from hfssl.losses.dino import (
 from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.dino import DINOConfig, DINOHead, DINOModel
 from hfssl.models.swav import SwAVConfig, SwAVModel
-from hfssl.trainers.dino import CancelGradientsCallback, DINOTrainer, DINOTrainingArguments, WeightDecayScheduleCallback
+from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
+from hfssl.trainers.dino import DINOTrainer, DINOTrainingArguments
 from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
 from hfssl.optim import LARS
 from hfssl.trainers import (

@@ -15,22 +15,15 @@ What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_f
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-)
 
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
-from hfssl.trainers.callbacks import cosine_schedule
+from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
 if TYPE_CHECKING:
@@ -67,85 +60,6 @@ class DINOTrainingArguments(SSLTrainingArguments):
         if self.weight_decay_final is not None and self.weight_decay_final < 0:
             raise ValueError(f"weight_decay_final={self.weight_decay_final} must be >= 0 (DINO: 0.4), or None.")
         super().__post_init__()
-
-
-class WeightDecayScheduleCallback(TrainerCallback):
-    """Before each optimizer step k, sets the weight decay of the decayed parameter groups to
-    `cosine_schedule(k, max_steps, args.weight_decay, args.weight_decay_final)` (DINO's `wd_schedule`).
-
-    A group is decayed when all its parameters are among `trainer.get_decay_parameter_names(model)`.
-    """
-
-    def __init__(self, trainer: SSLTrainer) -> None:
-        self.trainer = trainer
-
-    def weight_decay(self, step: int, total_steps: int) -> float:
-        """The weight decay of optimizer step `step` (0-based)."""
-        args = self.trainer.args
-        return cosine_schedule(step, total_steps, args.weight_decay, args.weight_decay_final)
-
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
-        if getattr(args, "weight_decay_final", None) is None or self.trainer.optimizer is None:
-            return
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        names = set(self.trainer.get_decay_parameter_names(model))
-        decayed = {id(parameter) for name, parameter in model.named_parameters() if name in names}
-        value = self.weight_decay(state.global_step, state.max_steps)
-        for group in self.trainer.optimizer.param_groups:
-            if group["params"] and all(id(parameter) in decayed for parameter in group["params"]):
-                group["weight_decay"] = value
-        self.trainer.record_metric("optimizer/weight_decay", value)
-
-
-class CancelGradientsCallback(TrainerCallback):
-    """Drops the gradients (`grad = None`) of some parameters just before the optimizer steps of the first
-    `steps` steps, so the optimizer skips them entirely (no update, no weight decay, no momentum): DINO's frozen last
-    layer, SwAV's frozen prototypes. Trainer clips the gradients before this hook, as the references do.
-
-    Args:
-        trainer (`SSLTrainer`): the trainer, whose unwrapped model `parameters` receives.
-        parameters (`Callable`): model -> the parameters to freeze.
-        steps (`Callable`): model -> the number of optimizer steps to freeze them for; `None` means one epoch of
-            this run (its optimizer steps per epoch: batches per process / gradient accumulation).
-    """
-
-    def __init__(
-        self,
-        trainer: SSLTrainer,
-        parameters: Callable[[nn.Module], list[torch.nn.Parameter]],
-        steps: Callable[[nn.Module], int | None],
-    ) -> None:
-        self.trainer, self.parameters, self.steps = trainer, parameters, steps
-        self.epoch_steps: int | None = None
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, train_dataloader=None, **kwargs
-    ) -> None:
-        try:
-            batches = len(train_dataloader)
-        except TypeError:  # an iterable dataset: no epoch length
-            batches = None
-        self.epoch_steps = None if batches is None else max(1, batches // args.gradient_accumulation_steps)
-
-    def frozen_steps(self, model: nn.Module) -> int:
-        """The number of optimizer steps the parameters stay frozen."""
-        steps = self.steps(model)
-        if steps is not None:
-            return int(steps)
-        if self.epoch_steps is None:
-            raise ValueError(
-                "A freeze length of None means one epoch, but the train dataloader has no length (an iterable "
-                "dataset); set the config's freeze steps (e.g. DINOConfig(freeze_last_layer_steps=...)) explicitly."
-            )
-        return self.epoch_steps
-
-    def on_pre_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
-    ) -> None:
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        if state.global_step < self.frozen_steps(model):
-            for parameter in self.parameters(model):
-                parameter.grad = None
 
 
 def dino_local_size(global_size: int) -> int:

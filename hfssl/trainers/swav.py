@@ -14,7 +14,8 @@ from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.swav import SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
-from hfssl.trainers.dino import CancelGradientsCallback, dino_local_size
+from hfssl.trainers.callbacks import CancelGradientsCallback
+from hfssl.trainers.dino import dino_local_size
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
 
