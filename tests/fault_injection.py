@@ -119,10 +119,15 @@ def preload() -> None:
 
 def entries(folder: str) -> set[str]:
     """The names in a folder and in its staging folder (`staging/NAME`)."""
-    names = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    staging = os.path.join(folder, ".incomplete-checkpoints")
-    if os.path.isdir(staging):
-        names |= {f"staging/{name}" for name in os.listdir(staging)}
+    def listing(path: str) -> list[str]:
+        # The training process creates and removes these folders while we look: a folder gone is an empty one.
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    names = set(listing(folder))
+    names |= {f"staging/{name}" for name in listing(os.path.join(folder, ".incomplete-checkpoints"))}
     return names
 
 
