@@ -1,5 +1,6 @@
-"""Masks per second: hfssl's random masking against the mask-and-index part of ViTMAE's `random_masking`, and hfssl's
-batched BEiT block-wise masking against a straightforward per-image implementation of BEiT's algorithm.
+"""Masks per second: hfssl's random masking against the mask-and-index part of ViTMAE's `random_masking`, hfssl's
+BEiT block-wise masking against BEiT's per-image algorithm as written in the BEiT repository, and both against
+what a BEiT training step consumes.
 
     python bench/mae_mask.py          # ViT-B/16 at 224 px: 196 patches; MAE ratio 0.75, BEiT 78 patches (40%)
 
@@ -8,7 +9,10 @@ Block-wise: both follow BEiT's MaskingGenerator (min 16 patches per block, aspec
 the mask statistics of both over 2,000 masks are printed to show they agree: mean masked count, mean number of
 connected masked regions (4-connectivity), mean masked fraction of the central 2x2 patches. Timings alternate
 hfssl and the reference in each repeat (the machine may be shared), median of --repeats; torch uses 1 thread.
-Prints one JSON line.
+A training step: `BeitForMaskedImageModeling` at BEiT-base size (ViT-B/16, 224 px, random weights), forward,
+backward and AdamW step on --step_batch_size images with block masks, on this machine's CPU (all its cores),
+median of --step_repeats after a warm-up step (0 skips it); `block_masks_per_step_image` is how many times
+faster one process makes block masks than such a step consumes them. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -67,14 +71,19 @@ def beit_per_image(height: int, width: int, num_masked: int, min_num_patches: in
     return mask
 
 
-def rate(function, count: int, repeats: int) -> float:
+def run_times(function, repeats: int) -> list[float]:
+    """Seconds of `repeats` calls of `function`, after a warm-up call."""
     function()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return count / statistics.median(times)
+    return times
+
+
+def rate(function, count: int, repeats: int) -> float:
+    return count / statistics.median(run_times(function, repeats))
 
 
 def paired_rates(first, second, count: int, repeats: int) -> tuple[float, float]:
@@ -87,6 +96,24 @@ def paired_rates(first, second, count: int, repeats: int) -> tuple[float, float]
             function()
             record.append(time.perf_counter() - start)
     return count / statistics.median(times[0]), count / statistics.median(times[1])
+
+
+def step_images_per_second(batch_size: int, repeats: int, masks: torch.Tensor) -> float:
+    """Images/s of BEiT-base masked-image-modelling training steps (forward, backward, AdamW) on random images."""
+    from transformers import BeitConfig, BeitForMaskedImageModeling
+
+    model = BeitForMaskedImageModeling(BeitConfig(use_mask_token=True)).train()  # BEiT-base: ViT-B/16, 224 px
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixel_values = torch.randn(batch_size, 3, 224, 224)
+    labels = torch.randint(0, model.config.vocab_size, (batch_size, masks.shape[1]))
+
+    def step() -> None:
+        loss = model(pixel_values=pixel_values, bool_masked_pos=masks[:batch_size], labels=labels[masks[:batch_size]]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return batch_size / statistics.median(run_times(step, repeats))
 
 
 def block_statistics(masks: np.ndarray) -> dict[str, float]:
@@ -106,7 +133,10 @@ def main() -> None:
     parser.add_argument("--num_patches", type=int, default=196)
     parser.add_argument("--mask_ratio", type=float, default=0.75)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--step_batch_size", type=int, default=8)
+    parser.add_argument("--step_repeats", type=int, default=3)
     args = parser.parse_args()
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     batch, patches = args.batch_size, args.num_patches
     masked = round(args.mask_ratio * patches)
@@ -129,6 +159,13 @@ def main() -> None:
     )
     ours = block_statistics(block_mask(2000, (side, side), block_count, 16, None, 0.3, generator.manual_seed(1)).view(-1, side, side).numpy())
     theirs = block_statistics(np.stack([beit_per_image(side, side, block_count, 16, 0.3, rng) for _ in range(2000)]))
+    step: dict = {}
+    if args.step_repeats > 0:
+        torch.set_num_threads(threads)  # a training step uses every core
+        masks = block_mask(args.step_batch_size, (side, side), block_count, 16, None, 0.3, generator)
+        step_rate = step_images_per_second(args.step_batch_size, args.step_repeats, masks)
+        step = {"step_batch_size": args.step_batch_size, "step_threads": threads, "beit_base_step_images_per_second": round(step_rate, 2),
+                "block_masks_per_step_image": round(ours_block / step_rate), "random_masks_per_step_image": round(ours_random / step_rate)}
     print(json.dumps({
         "bench": "mae_mask", "batch_size": batch, "num_patches": patches, "unit": "masks/s",
         "hfssl_random": round(ours_random), "vit_mae_random_masking": round(theirs_random),
@@ -137,6 +174,7 @@ def main() -> None:
         "block_target": block_count,
         **{f"block_mean_{key}_hfssl": round(value, 3) for key, value in ours.items()},
         **{f"block_mean_{key}_per_image": round(value, 3) for key, value in theirs.items()},
+        **step,
     }))
 
 

@@ -5,8 +5,11 @@ SimCLRTransform (PIL, per image) and a per-image torchvision.transforms.v2 pipel
 
 Images: the first 1,024 Fashion-MNIST training images as RGB PIL images resized to the view size; every
 pipeline makes two SimCLR views per image (crop (0.08, 1), flip, jitter 0.8 s=1 p=0.8, grayscale 0.2, blur p=0.5,
-normalise; the per-image pipelines' views stacked with torch's `default_collate`). Figure: images per second
-(each giving 2 views), median of --repeats epochs after a warm-up epoch,
+normalise; the per-image pipelines' views stacked with torch's `default_collate`). hfssl runs two ways: the
+photometric half in the collator (`hfssl_in_collator`: in the DataLoader workers, which hand over float32 views)
+and with `photometric_on_device=True` (`hfssl_in_main`: the workers hand over uint8 crops, and the loop finishes
+them with `apply_photometric` in the main process, as `SSLTrainer.finish_views` does); with no workers both run
+in the main process. Figure: images per second (each giving 2 views), median of --repeats epochs after a warm-up epoch,
 the pipelines taking turns epoch by epoch so that a slow spell of the shared machine falls on all of them
 (workers persist, so their start-up is not timed), all pipelines in the same process. torch runs with 1 intra-op
 thread in the main process (--threads), as DataLoader workers do. Prints one JSON line.
@@ -45,6 +48,20 @@ class PerImageCollator:
         return {"pixel_values": default_collate(views)}
 
 
+class FinishInMain:
+    """hfssl with `photometric_on_device=True`: the collator (in the workers) makes uint8 crops, `finish` (in the
+    main process) the views."""
+
+    def __init__(self, collator: DataCollatorForMultiView) -> None:
+        self.collator = collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return self.collator(examples)
+
+    def finish(self, batch: dict) -> dict:
+        return self.collator.apply_photometric(batch)
+
+
 class TwoViews:
     def __init__(self, transform) -> None:
         self.transform = transform
@@ -76,8 +93,9 @@ def images_per_second(pipelines: dict, examples: list[dict], batch_size: int, wo
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for epoch in range(repeats + 1):
         for name, loader in loaders.items():
+            finish = getattr(pipelines[name], "finish", lambda batch: batch)
             start = time.perf_counter()
-            count = sum(batch["pixel_values"][0].shape[0] for batch in loader)
+            count = sum(finish(batch)["pixel_values"][0].shape[0] for batch in loader)
             if epoch > 0:
                 rates[name].append(count / (time.perf_counter() - start))
     return {name: statistics.median(values) for name, values in rates.items()}
@@ -101,7 +119,8 @@ def main() -> None:
     for size in args.sizes:
         examples = [{"image": image.convert("RGB").resize((size, size))} for image in dataset["image"]]
         pipelines = {
-            "hfssl": DataCollatorForMultiView.simclr(image_size=size, seed=0),
+            "hfssl_in_collator": DataCollatorForMultiView.simclr(image_size=size, seed=0, photometric_on_device=False),
+            "hfssl_in_main": FinishInMain(DataCollatorForMultiView.simclr(image_size=size, seed=0, photometric_on_device=True)),
             "lightly": PerImageCollator(SimCLRTransform(input_size=size, gaussian_blur=0.5, normalize={"mean": MEAN, "std": STD})),
             "torchvision_v2": PerImageCollator(torchvision_simclr(size)),
         }
@@ -110,8 +129,10 @@ def main() -> None:
             rates = images_per_second(pipelines, examples, args.batch_size, workers, args.repeats)
             for name, rate in rates.items():
                 result[f"{name}_{key}"] = round(rate, 1)
-            result[f"ratio_vs_lightly_{key}"] = round(rates["hfssl"] / rates["lightly"], 2)
-            result[f"ratio_vs_torchvision_{key}"] = round(rates["hfssl"] / rates["torchvision_v2"], 2)
+            for where in ("in_collator", "in_main"):
+                result[f"ratio_{where}_vs_lightly_{key}"] = round(rates[f"hfssl_{where}"] / rates["lightly"], 2)
+                result[f"ratio_{where}_vs_torchvision_{key}"] = round(rates[f"hfssl_{where}"] / rates["torchvision_v2"], 2)
+            result[f"ratio_in_main_vs_in_collator_{key}"] = round(rates["hfssl_in_main"] / rates["hfssl_in_collator"], 2)
     print(json.dumps(result))
 
 

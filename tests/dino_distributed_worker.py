@@ -16,8 +16,8 @@ import sys
 
 import torch
 from torch import nn
-from transformers import ViTConfig
 
+from conftest import TINY_HEAD, TINY_VIT  # this script's folder is on sys.path, under torchrun too
 from hfssl.losses.dino import teacher_batch_center, update_center
 from hfssl.losses.swav import sinkhorn_knopp
 from hfssl.models.dino import DINOConfig, DINOModel
@@ -26,9 +26,6 @@ from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.dino import DINOTrainer
 from hfssl.trainers.swav import SwAVTrainer
 
-TINY_VIT = ViTConfig(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8
-).to_dict()
 GLOBAL_BATCH = 8
 STEPS = 3
 METHODS = ("dino", "swav")
@@ -71,7 +68,7 @@ def make_model(method: str) -> nn.Module:
                             warmup_teacher_temperature=0.02, warmup_teacher_temperature_steps=2,
                             freeze_last_layer_steps=1)  # fmt: skip
         return DINOModel(config)
-    config = SwAVConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8, num_prototypes=12,
+    config = SwAVConfig(backbone_model_config=TINY_VIT, **TINY_HEAD, num_prototypes=12,
                         freeze_prototypes_steps=1, sinkhorn_epsilon=0.5)  # fmt: skip
     return without_batch_statistics(SwAVModel(config))
 

@@ -18,15 +18,13 @@ import sys
 
 import torch
 from torch import nn
-from transformers import TrainerCallback, ViTConfig
+from transformers import TrainerCallback
 
+from conftest import TINY_HEAD, TINY_VIT  # this script's folder is on sys.path, under torchrun too
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.trainers import MoCoTrainer, SimCLRTrainer, SSLTrainingArguments
 
-TINY_VIT = ViTConfig(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8
-).to_dict()
 GLOBAL_BATCH = 12  # divisible by 2 and 3 processes, and by CHUNK_SIZE per process
 CHUNK_SIZE = 2
 STEPS = 3
@@ -45,13 +43,12 @@ def without_batch_statistics(module: nn.Module) -> nn.Module:
 
 def make_model(method: str) -> nn.Module:
     torch.manual_seed(0)
-    head = {"projection_hidden_dim": 16, "projection_dim": 8}
     if method == "simclr":
-        model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, learnable_temperature=True, **head))
+        model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, learnable_temperature=True, **TINY_HEAD))
     elif method == "moco_v2":
-        model = MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=16, **head))
+        model = MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=16, **TINY_HEAD))
     else:
-        model = MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **head))
+        model = MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **TINY_HEAD))
     return without_batch_statistics(model)
 
 

@@ -20,8 +20,8 @@ import os
 import sys
 
 import torch
+from conftest import TINY_HEAD, TINY_VIT  # this script's folder is on sys.path, under torchrun too
 from distributed_worker import (
-    TINY_VIT,
     FirstStepGradients,
     collate,
     pairs_of_views,
@@ -62,7 +62,7 @@ def loss_run(method: str, world_size: int) -> dict:
 
 def make_model(method: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    head = {"projection_hidden_dim": 16, "projection_dim": 8, "backbone_model_config": TINY_VIT}
+    head = {**TINY_HEAD, "backbone_model_config": TINY_VIT}
     model = BarlowTwinsModel(BarlowTwinsConfig(**head)) if method == "barlow_twins" else VICRegModel(VICRegConfig(**head))
     return without_batch_statistics(model)
 

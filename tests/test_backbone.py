@@ -5,11 +5,9 @@ import copy
 import pytest
 import timm
 import torch
-from transformers import ViTConfig
 
+from conftest import tiny_vit_config
 from hfssl.models.backbone import Backbone, grouped_batch_norm, resolve_library
-
-TINY_VIT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
 
 
 def test_timm_backbone_features_dim_and_data_config():
@@ -54,7 +52,7 @@ def test_small_image_stem_rejects_models_without_a_resnet_stem():
 @pytest.mark.parametrize("pooling", ["auto", "cls", "mean", "pooler"])
 def test_transformers_backbone_from_config_and_pooling(pooling):
     torch.manual_seed(0)
-    backbone = Backbone(config=ViTConfig(**TINY_VIT), pooling=pooling)
+    backbone = Backbone(config=tiny_vit_config(image_size=32), pooling=pooling)
     pixel_values = torch.randn(2, 3, 32, 32)
     features = backbone(pixel_values)
     assert features.shape == (2, 32) and backbone.feature_dim == 32
@@ -68,7 +66,7 @@ def test_transformers_backbone_from_config_and_pooling(pooling):
 
 
 def test_transformers_backbone_from_a_config_dict_and_a_local_folder(tmp_path):
-    config = ViTConfig(**TINY_VIT)
+    config = tiny_vit_config(image_size=32)
     assert Backbone(config=config.to_dict()).feature_dim == 32
     Backbone(config=config).model.save_pretrained(tmp_path)
     assert resolve_library(str(tmp_path)) == "transformers"
@@ -79,7 +77,7 @@ def test_transformers_backbone_from_a_config_dict_and_a_local_folder(tmp_path):
 def test_a_transformers_folder_brings_its_processors_normalisation(tmp_path):
     import json
 
-    Backbone(config=ViTConfig(**TINY_VIT)).model.save_pretrained(tmp_path)
+    Backbone(config=tiny_vit_config(image_size=32)).model.save_pretrained(tmp_path)
     assert Backbone(str(tmp_path), pretrained=True).data_config["mean"] == (0.485, 0.456, 0.406)  # none: ImageNet's
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
     for pretrained in (True, False):
@@ -109,7 +107,7 @@ def test_library_resolution_and_errors():
     with pytest.raises(ValueError, match="needs a model `name`"):
         Backbone()
     with pytest.raises(ValueError, match="small_image_stem=True is only available for timm"):
-        Backbone(config=ViTConfig(**TINY_VIT), small_image_stem=True)
+        Backbone(config=tiny_vit_config(image_size=32), small_image_stem=True)
 
 
 def test_backbone_loads_a_timm_export_folder(tmp_path):

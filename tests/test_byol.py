@@ -6,19 +6,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, TrainerCallback, ViTConfig
+from transformers import AutoModel, TrainerCallback
 
-from conftest import InterruptAt
+from conftest import TINY_HEAD, TINY_VIT, InterruptAt
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.losses.byol import byol_loss, simsiam_loss
 from hfssl.models.byol import BYOLConfig, BYOLModel
 from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
 from hfssl.trainers.callbacks import cosine_schedule
-
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
 
 
 def leaf(*shape, seed):
@@ -88,13 +85,13 @@ def test_loss_errors_say_what_and_how():
 
 def tiny_byol(**overrides):
     torch.manual_seed(0)
-    sizes = {"projection_hidden_dim": 16, "projection_dim": 8, "predictor_hidden_dim": 16}
+    sizes = {**TINY_HEAD, "predictor_hidden_dim": 16}
     return BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, **{**sizes, **overrides}))
 
 
 def tiny_simsiam(**overrides):
     torch.manual_seed(0)
-    sizes = {"projection_hidden_dim": 16, "projection_dim": 8, "predictor_hidden_dim": 4}
+    sizes = {**TINY_HEAD, "predictor_hidden_dim": 4}
     return SimSiamModel(SimSiamConfig(backbone_model_config=TINY_VIT, **{**sizes, **overrides}))
 
 
@@ -190,11 +187,6 @@ def test_round_trip_keeps_the_target(tmp_path):
 
 
 # ---- trainers ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(32))
 
 
 def arguments(tmp_path, **overrides):
@@ -340,7 +332,7 @@ def test_fixed_predictor_lr_refuses_a_model_without_a_predictor_and_given_optimi
     from hfssl.models.simclr import SimCLRConfig, SimCLRModel
     from hfssl.trainers.simclr import SimCLRTrainer
 
-    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     trainer = SimCLRTrainer(model=model, args=arguments(tmp_path, fixed_predictor_lr=True))
     with pytest.raises(ValueError, match="fixed_predictor_lr=True needs a model with a `predictor`"):
         trainer.create_optimizer()

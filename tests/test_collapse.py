@@ -6,15 +6,12 @@ import logging
 import numpy as np
 import pytest
 import torch
-from transformers import ViTConfig
 
+from conftest import TINY_HEAD, TINY_VIT
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.trainers import SimCLRTrainer, SSLTrainingArguments, effective_rank
 from hfssl.trainers.collapse import embedding_std
-
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
 
 
 def reference_effective_rank(matrix: np.ndarray, eps: float = 1e-7) -> float:
@@ -57,13 +54,13 @@ class CollapsedSimCLR(SimCLRModel):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(64))
+def digits(digits_train):  # 64 images (batches of 16), not conftest's 32
+    return digits_train.select(range(64))
 
 
 def run(model_class, digits, tmp_path, **overrides):
     torch.manual_seed(0)
-    model = model_class(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    model = model_class(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     values = dict(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16, learning_rate=1e-3,
                   report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
                   collapse_check_start=0, collapse_patience=2)  # fmt: skip
@@ -122,7 +119,7 @@ def test_trainer_finishes_uint8_crops_on_the_device_like_the_collator_would(digi
         torch.testing.assert_close(view, reference, atol=1e-5, rtol=0)
     # A whole run on the uint8 batches: the photometric half runs inside compute_loss.
     torch.manual_seed(0)
-    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     args = SSLTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to="none",
                                 save_strategy="no", logging_steps=1, disable_tqdm=True)  # fmt: skip
     trainer = SimCLRTrainer(model=model, args=args, train_dataset=digits, data_collator=on_device)

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, TrainerCallback, ViTConfig
+from transformers import AutoModel, TrainerCallback
 
-from conftest import InterruptAt, torch_threads
+from conftest import TINY_VIT, InterruptAt, torch_threads
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.losses.dino import (
     dino_loss,
     teacher_batch_center,
@@ -30,8 +29,6 @@ from hfssl.models.dino import DINOConfig, DINOHead, DINOModel
 from hfssl.trainers.callbacks import cosine_schedule
 from hfssl.trainers.dino import DINOTrainer, DINOTrainingArguments, dino_local_size
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()  # fmt: skip
 HEAD = {"out_dim": 64, "head_hidden_dim": 32, "head_bottleneck_dim": 16}
 WORKER = os.path.join(os.path.dirname(__file__), "dino_distributed_worker.py")
 spec = importlib.util.spec_from_file_location("dino_distributed_worker", WORKER)
@@ -274,11 +271,6 @@ class Recorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.last_layers.append(self.model.head.last_layer.weight.detach().cpu().clone())
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(32))
 
 
 def collator():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import torch_threads
+from conftest import TINY_HEAD, TINY_VIT, torch_threads
 from hfssl.models.teacher import check_teacher_sharding
 from hfssl.distributed import (
     average_across_processes,
@@ -69,8 +69,7 @@ def test_momentum_teachers_are_refused_under_sharded_parameters():
 
 
 def test_sync_batchnorm_option_converts_every_batch_norm(tmp_path):
-    model = worker.SimCLRModel(worker.SimCLRConfig(backbone_model_config=worker.TINY_VIT, projection_hidden_dim=16,
-                                                   projection_dim=8))  # fmt: skip
+    model = worker.SimCLRModel(worker.SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     batch_norm = model.projector.layers[1]
     args = SSLTrainingArguments(output_dir=str(tmp_path), sync_batchnorm=True, report_to="none")
     trainer = SimCLRTrainer(model=model, args=args, data_collator=worker.collate)

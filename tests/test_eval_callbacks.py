@@ -3,28 +3,30 @@ best-checkpoint selection reads them; the core's collapse signal is logged at ev
 
 import pytest
 import torch
-from transformers import ViTConfig
 
+from conftest import MEAN, STD, TINY_HEAD, TINY_VIT
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.evaluation.callbacks import KNNEvaluationCallback
+from hfssl.evaluation.features import dataset_features
+from hfssl.evaluation.knn import knn_accuracy
+from hfssl.evaluation.linear_probe import linear_probe
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.trainers import SimCLRTrainer, SSLTrainingArguments
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
 
 @pytest.fixture(scope="module")
-def digits():
-    data = load_digits_dataset(image_size=16, split="all")
-    return data.select(range(64)), data.select(range(64, 96))
+def digits(digits_train):  # (kNN memory, queries): 64 and 32 images
+    return digits_train.select(range(64)), digits_train.select(range(64, 96))
+
+
+def features(model, dataset):
+    """(features, labels) of `dataset` under `model`'s backbone, as the callback is configured below."""
+    return dataset_features(model.backbone, dataset, image_size=16, mean=MEAN, std=STD)
 
 
 def make_trainer(tmp_path, train, **overrides):
     torch.manual_seed(0)
-    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     values = {"output_dir": str(tmp_path), "max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
               "report_to": "none", "save_strategy": "no", "logging_steps": 1, "disable_tqdm": True, "seed": 0}
     values.update(overrides)
@@ -41,7 +43,12 @@ def test_knn_every_n_steps_lands_in_log_history_with_collapse_signal(digits, tmp
     history = trainer.state.log_history
     knn = [entry for entry in history if "eval_knn/top1" in entry]
     assert [entry["step"] for entry in knn] == [2, 4]
-    assert all(0.0 <= entry["eval_knn/top1"] <= 1.0 for entry in knn)
+    # Far above chance (measured 0.69 at both steps; a constant encoder scores at most the largest class share of
+    # these 32 queries, 6/32 = 0.19; features unrelated to the labels about 0.1), and the step-4 value is that of the
+    # final model recomputed here. 4 steps do not beat the untrained encoder (0.72), so no trained-beats-untrained.
+    assert all(entry["eval_knn/top1"] > 0.4 for entry in knn)
+    memory_features, query_features = (features(trainer.model, data) for data in digits)
+    assert knn[-1]["eval_knn/top1"] == pytest.approx(knn_accuracy(*memory_features, *query_features, k=5, temperature=0.1))
     losses = [entry for entry in history if "loss" in entry]
     assert [entry["step"] for entry in losses] == [1, 2, 3, 4]
     assert all(entry["embedding/std"] > 0 for entry in losses)  # the core's collapse signal, each logging step
@@ -56,10 +63,16 @@ def test_best_checkpoint_is_selected_on_knn(digits, tmp_path):
     trainer.train()
     knn = [entry for entry in trainer.state.log_history if "eval_knn/top1" in entry]
     assert [entry["step"] for entry in knn] == [2, 4]
-    assert all(0.0 <= entry["eval_linear_probe/top1"] <= 1.0 for entry in knn)
+    # Above chance (measured 0.53 at both steps, against 0.19 at most for a constant encoder, see above)
+    assert all(entry["eval_linear_probe/top1"] > 0.3 for entry in knn)
     best = max(knn, key=lambda entry: entry["eval_knn/top1"])  # ties: the first, as Trainer's strict comparison
     assert trainer.state.best_metric == best["eval_knn/top1"]
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}")
+    # the model loaded at the end is the best checkpoint's: its metrics, recomputed here, are the best entry's
+    memory_features, query_features = (features(trainer.model, data) for data in digits)
+    assert best["eval_knn/top1"] == pytest.approx(knn_accuracy(*memory_features, *query_features, k=5, temperature=0.1))
+    probe = linear_probe(*memory_features, *query_features, epochs=5, learning_rates=[1e-2])
+    assert best["eval_linear_probe/top1"] == pytest.approx(probe.accuracy)
 
 
 def test_callback_errors(digits, tmp_path):
@@ -72,15 +85,12 @@ def test_callback_errors(digits, tmp_path):
 
 
 def test_knn_of_the_ema_teacher(digits, tmp_path):
-    from hfssl.evaluation.features import dataset_features
-    from hfssl.evaluation.knn import knn_accuracy
     from hfssl.models.byol import BYOLConfig, BYOLModel
     from hfssl.trainers import BYOLTrainer
 
     memory, queries = digits
     torch.manual_seed(0)
-    model = BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8,
-                                 predictor_hidden_dim=16))
+    model = BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, **TINY_HEAD, predictor_hidden_dim=16))
     with torch.no_grad():  # a teacher that differs from the student, as after training
         for parameter in model.teacher_backbone.parameters():
             parameter.add_(torch.randn_like(parameter))

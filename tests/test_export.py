@@ -8,15 +8,14 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, ViTConfig
+from transformers import AutoModel
 
+from conftest import TINY_HEAD, tiny_vit_config
 from hfssl.export import native_export_problem, resolve_backbone, save_backbone
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
-                     patch_size=8).to_dict()
-HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
+VIT_32 = tiny_vit_config(image_size=32).to_dict()  # the tiny ViT at 32 px
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 # Runs in a fresh interpreter: only timm and transformers load the exports; hfssl must never be imported.
@@ -67,8 +66,8 @@ def exported(tmp_path_factory):
     then loaded in a subprocess without hfssl. Returns (folders, models, the subprocess's measurements)."""
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    simclr = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **HEAD)).eval()
-    moco = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **HEAD)).eval()
+    simclr = SimCLRModel(SimCLRConfig(backbone_model_config=VIT_32, **TINY_HEAD)).eval()
+    moco = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **TINY_HEAD)).eval()
     perturb(simclr)
     perturb(moco)
     vit_dir = save_backbone(simclr, root / "vit")
@@ -129,19 +128,19 @@ def test_full_model_in_the_subfolder_keeps_teacher_and_queue(exported):
 
 
 def test_small_image_stem_is_refused_and_nothing_is_written(tmp_path):
-    model = SimCLRModel(SimCLRConfig(backbone_name="resnet18", small_image_stem=True, **HEAD))
+    model = SimCLRModel(SimCLRConfig(backbone_name="resnet18", small_image_stem=True, **TINY_HEAD))
     problem = native_export_problem(model.backbone)
     assert "small_image_stem" in problem and "kernel_size=(3, 3), stride=(1, 1)" in problem
     with pytest.raises(ValueError, match="cannot rebuild it"):
         save_backbone(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert native_export_problem(SimCLRModel(SimCLRConfig(backbone_name="resnet18", **HEAD)).backbone) is None
+    assert native_export_problem(SimCLRModel(SimCLRConfig(backbone_name="resnet18", **TINY_HEAD)).backbone) is None
 
 
 def test_export_errors_say_what_to_pass(tmp_path):
     with pytest.raises(TypeError, match="expected an hfssl `Backbone`"):
         resolve_backbone(torch.nn.Linear(2, 2))
-    model = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **HEAD))
+    model = MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **TINY_HEAD))
     with pytest.raises(ValueError, match="a timm export keeps its preprocessing in pretrained_cfg"):
         save_backbone(model, tmp_path / "a", processor=object())
     with pytest.raises(ValueError, match=r"takes 3 input channel\(s\).*pass `mean` and `std` with 3"):

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
-from transformers import TrainingArguments, ViTConfig
+from transformers import TrainingArguments
 
+from conftest import MEAN, STD, TINY_HEAD, TINY_VIT
 from hfssl.data.images import load_digits_dataset
 from hfssl.evaluation.fine_tune import (
     BackboneForImageClassification,
@@ -13,9 +14,6 @@ from hfssl.evaluation.fine_tune import (
     label_fraction_subset,
 )
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()
 
 
 def test_label_fraction_subset_is_class_balanced_and_seeded():
@@ -31,15 +29,15 @@ def test_label_fraction_subset_is_class_balanced_and_seeded():
         label_fraction_subset(digits, 0)
 
 
-def test_fine_tune_trains_the_backbone_and_beats_chance(tmp_path):
+def test_fine_tune_trains_the_backbone_and_beats_chance(digits_train, digits_test, tmp_path):
     torch.manual_seed(0)
-    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8))
+    model = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     before = {name: value.clone() for name, value in model.backbone.state_dict().items()}
-    train, test = load_digits_dataset(image_size=16), load_digits_dataset(image_size=16, split="test")
+    train, test = digits_train, digits_test
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=6, per_device_train_batch_size=16, per_device_eval_batch_size=120,
                              learning_rate=3e-3, remove_unused_columns=False, report_to="none", save_strategy="no",
                              disable_tqdm=True, seed=0, use_cpu=True)
-    metrics, trainer = fine_tune(model, train, test, args, label_fraction=0.1, mean=(0.5,) * 3, std=(0.25,) * 3)
+    metrics, trainer = fine_tune(model, train, test, args, label_fraction=0.1, mean=MEAN, std=STD)
     assert isinstance(trainer.model, BackboneForImageClassification)
     assert len(trainer.train_dataset) == len(label_fraction_subset(train, 0.1, seed=0))
     tuned = trainer.model.backbone.state_dict()

@@ -21,19 +21,16 @@ import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
-from transformers import AutoModel, ViTConfig
+from transformers import AutoModel
 
+from conftest import TINY_HEAD, TINY_VIT
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.export import push_backbone_to_hub, save_backbone
 from hfssl.hub import push_folder_to_hub, training_curve, write_ssl_model_card
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.trainers import MoCoTrainer, SimCLRTrainer, SSLTrainingArguments
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()
-HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
 MOCO_REPO, SIMCLR_REPO = "me/moco-digits", "me/simclr-vit-digits"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -100,20 +97,15 @@ def collator():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(32))
-
-
-@pytest.fixture(scope="module")
 def pushed(tmp_path_factory, digits):
     """MoCo v2 (timm resnet18) and SimCLR (tiny ViT), 3 steps each on digits at 16 px, pushed to the fake Hub: MoCo
     the recipes' way (save_backbone, write_ssl_model_card, push_folder_to_hub), SimCLR with push_backbone_to_hub."""
     root = tmp_path_factory.mktemp("hub")
     hub = FakeHub(root / "uploaded")
     torch.manual_seed(0)
-    moco = MoCoTrainer(model=MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **HEAD)),
+    moco = MoCoTrainer(model=MoCoModel(MoCoConfig(backbone_name="resnet18", queue_size=16, **TINY_HEAD)),
                        args=arguments(root / "moco"), data_collator=collator(), train_dataset=digits)
-    simclr = SimCLRTrainer(model=SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **HEAD)),
+    simclr = SimCLRTrainer(model=SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD)),
                            args=arguments(root / "simclr"), data_collator=collator(), train_dataset=digits)
     for trainer in (moco, simclr):
         trainer.train()

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from conftest import MEAN, STD, tiny_vit_config
 from hfssl.evaluation.features import dataset_features, knn_evaluate
 from hfssl.evaluation.knn import knn_accuracy, knn_predict
 
@@ -89,18 +91,13 @@ def test_knn_predictions_equal_a_brute_force_reference(k):
     assert predictions.tolist() == expected
 
 
-def test_dataset_features_reads_the_backbone_data_config():
-    from transformers import ViTConfig
-
-    from hfssl.data.images import load_digits_dataset
+def test_dataset_features_reads_the_backbone_data_config(digits):
     from hfssl.evaluation.features import dataset_features, extract_features
     from hfssl.models.backbone import Backbone
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                       patch_size=8)
-    backbone = Backbone(config=config)
-    digits = load_digits_dataset(image_size=16).select(range(10))
+    backbone = Backbone(config=tiny_vit_config())
+    digits = digits.select(range(10))
     features, labels = dataset_features(backbone, digits, batch_size=4)
     expected = extract_features(backbone, digits["image"], 16, backbone.data_config["mean"], backbone.data_config["std"])
     torch.testing.assert_close(features, expected)
@@ -133,7 +130,10 @@ def test_images_of_different_sizes_are_resized_one_by_one_and_read_a_batch_at_a_
     assert got.shape == (5, 4)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(dataset_features(encoder, dataset, 16, mean, std, batch_size=3)[0], expected)
-    assert 0.0 <= knn_evaluate(encoder, dataset, dataset, 16, mean, std, k=3) <= 1.0
+    # its kNN is that of the features computed by hand, with the dataset's labels (the bounds that can fail are in
+    # test_knn_evaluate_scores_an_informative_encoder_high_and_a_constant_one_at_chance)
+    labels = torch.tensor(dataset["label"])
+    assert knn_evaluate(encoder, dataset, dataset, 16, mean, std, k=3) == knn_accuracy(expected, labels, expected, labels, 3)
 
     # A dataset is decoded batch_size rows at a time, never the whole column at once.
     batch_sizes = []
@@ -151,6 +151,41 @@ def test_images_of_different_sizes_are_resized_one_by_one_and_read_a_batch_at_a_
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
     batch = F.interpolate(batch, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
     assert torch.equal(images_to_tensor(arrays, 16), batch)
+
+
+class PixelProjection(nn.Module):
+    """Informative by construction: a fixed random projection (B, 3 * 16 * 16) -> (B, 64) of the flattened pixels.
+    Random projections keep distances (Johnson-Lindenstrauss), so kNN on them is about kNN on the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        weight = torch.randn(3 * 16 * 16, 64, generator=torch.Generator().manual_seed(0))
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.weight
+
+
+class ConstantEncoder(nn.Module):
+    """Uninformative by construction: the same feature vector for every image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.ones(8), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(images.shape[0], -1)
+
+
+def test_knn_evaluate_scores_an_informative_encoder_high_and_a_constant_one_at_chance(digits_train):
+    """Bounds that can fail: kNN on (a projection of) the pixels classifies digits well (measured 0.95 on these 100
+    queries), so knn_evaluate losing the link between an image, its features and its label drops it to chance (about
+    0.1); a constant encoder gives every query the same class, so it scores that class's share of the queries (0.13
+    at most here), and anything above it means labels leak into the prediction."""
+    memory, queries = digits_train.select(range(300)), digits_train.select(range(300, 400))
+    informative = knn_evaluate(PixelProjection(), memory, queries, 16, MEAN, STD, k=5)
+    constant = knn_evaluate(ConstantEncoder(), memory, queries, 16, MEAN, STD, k=5)
+    assert informative > 0.8 and constant < 0.25
 
 
 @pytest.mark.slow

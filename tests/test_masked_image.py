@@ -20,7 +20,6 @@ from transformers import (
     ViTMAEForPreTraining,
 )
 
-from hfssl.collators import masked_image
 from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling, block_mask, random_patch_mask, simmim_mask
 
 
@@ -143,36 +142,6 @@ def test_block_masking_matches_the_per_image_algorithm_statistics():
         assert abs(a.mean() - b.mean()) <= 5 * math.sqrt(a.var() / n + b.var() / n)
     # per-patch masking frequency, pooled: centre patches are masked more often than corners in both
     assert ours.mean(0).view(grid)[6, 6] > ours.mean(0).view(grid)[0, 0]
-
-
-def test_block_masking_per_image_tail_matches_the_per_image_algorithm_statistics():
-    # batches of at most PYTHON_TAIL images run every round in `_finish_per_image` (Python ints as bit sets)
-    assert masked_image.PYTHON_TAIL >= 2
-    n, grid, num_masked = 400, (14, 14), 75
-    generator = torch.Generator().manual_seed(1)
-    ours = torch.cat([block_mask(2, grid, num_masked, 16, None, 0.3, generator) for _ in range(n // 2)]).float()
-    rng = random.Random(1)
-    reference = torch.tensor(np.stack([beit_reference(*grid, num_masked, 16, 0.3, rng).ravel() for _ in range(n)])).float()
-    assert (ours.sum(1) <= num_masked).all()
-    for statistic in (lambda m: m.sum(1), lambda m: m.view(n, *grid)[:, 6:8, 6:8].sum((1, 2))):
-        a, b = statistic(ours), statistic(reference)
-        assert abs(a.mean() - b.mean()) <= 5 * math.sqrt(a.var() / n + b.var() / n)
-    # every masked region is a union of rectangles of >= 16 patches: no image has fewer than 16 masked patches
-    assert (ours.sum(1) >= 16).all()
-
-
-def test_block_mask_bit_sets_are_the_rectangles_they_stand_for():
-    height, width = 5, 13  # 65 patches: two uint64 words, the second one partly used
-    rows, cols = masked_image._band_bits(height, width)
-    unpack = lambda words: np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")[: height * width].reshape(height, width)  # noqa: E731
-    for top, h, left, w in [(0, 1, 0, 1), (1, 3, 2, 11), (4, 1, 12, 1), (0, 5, 0, 13), (2, 0, 3, 4)]:
-        expected = np.zeros((height, width), dtype=np.uint8)
-        expected[top : top + h, left : left + w] = 1
-        assert np.array_equal(unpack(rows[top * (height + 1) + h] & cols[left * (width + 1) + w]), expected)
-    words = np.random.default_rng(0).integers(0, 2**63, (4, 3), dtype=np.int64).astype(np.uint64) * np.uint64(3)
-    expected = np.array([[int(value).bit_count() for value in row] for row in words])
-    assert np.array_equal(masked_image._popcount(words), expected)
-    assert np.array_equal(masked_image._BYTE_POPCOUNT[words.view(np.uint8)].reshape(4, 3, 8).sum(-1), expected)  # numpy < 2
 
 
 def test_simmim_mask_granularity_and_count():

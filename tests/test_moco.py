@@ -3,18 +3,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, ViTConfig
+from transformers import AutoModel
 
+from conftest import TINY_HEAD, TINY_VIT
 import hfssl.models  # noqa: F401
 from hfssl.losses import info_nce_loss
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.trainers.callbacks import cosine_schedule
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
-
 
 def tiny(variant="v2", **overrides):
-    sizes = {"projection_hidden_dim": 16, "projection_dim": 8}
+    sizes = dict(TINY_HEAD)
     if variant == "v2":
         sizes["queue_size"] = 10
     else:
@@ -111,8 +110,8 @@ def test_round_trip_keeps_teacher_and_queue(tmp_path):
 def tiny_resnet(**overrides):
     """MoCo v2 (symmetric) on timm's test_resnet, a backbone with BatchNorm, for the shuffle-BN tests."""
     torch.manual_seed(0)
-    config = MoCoConfig(variant="v2", backbone_name="test_resnet", projection_hidden_dim=16, projection_dim=8,
-                        queue_size=16, symmetric=True, **overrides)  # fmt: skip
+    config = MoCoConfig(variant="v2", backbone_name="test_resnet", **TINY_HEAD, queue_size=16, symmetric=True,
+                        **overrides)  # fmt: skip
     return MoCoModel(config).train()
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hfssl.evaluation import masked_lm
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pretrain_mlm.py"
 TINY = ["--preset", "tiny", "--vocab_size", "600", "--max_seq_length", "32", "--max_train_samples", "400",
         "--max_steps", "4", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
@@ -39,22 +41,32 @@ def run_here(arguments: list[str], cwd: Path) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny run of the bare recipe shared by the tests below: (output folder, stdout)."""
+    """One tiny run of the bare recipe shared by the tests below: (output folder, stdout, the pre-masked held-out
+    blocks its final evaluation scored)."""
     tmp_path = tmp_path_factory.mktemp("mlm")
     out = tmp_path / "mlm"
-    return out, run_here([*TINY, "--output_dir", str(out)], tmp_path)
+    evaluated, evaluate = [], masked_lm.evaluate_masked_lm
+
+    def recording(trainer, eval_dataset):
+        evaluated.append(eval_dataset)
+        return evaluate(trainer, eval_dataset)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masked_lm, "evaluate_masked_lm", recording)  # the recipe imports it when it runs
+        stdout = run_here([*TINY, "--output_dir", str(out)], tmp_path)
+    return out, stdout, evaluated[-1]
 
 
 @pytest.mark.slow
 def test_recipe_trains_saves_and_loads_with_transformers(trained):
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-    out, stdout = trained
+    out, stdout, held_out = trained
     assert f"Model saved to {out}" in stdout
     assert "Held-out masked-token accuracy" in stdout and "most-frequent-token baseline" in stdout
     assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
     results = json.loads((out / "all_results.json").read_text())
-    assert 0.0 <= results["eval_masked_accuracy"] <= 1.0 and results["eval_perplexity"] > 1.0
+    assert results["eval_perplexity"] > 1.0
     assert "fill-mask" in (out / "README.md").read_text()
 
     model = AutoModelForMaskedLM.from_pretrained(out)
@@ -65,11 +77,22 @@ def test_recipe_trains_saves_and_loads_with_transformers(trained):
     with torch.no_grad():
         logits = model(**tokenizer("the for statement", return_tensors="pt")).logits
     assert logits.shape[-1] == len(tokenizer)
+    # 4 steps do not beat the most-frequent-token baseline (measured 0.007 against 0.036), so the check that can fail
+    # is the figure itself: the recipe's masked-token accuracy (Trainer, the sparse logits put back in place by
+    # preprocess_logits_for_masked_lm) is the saved model's, recomputed here from its full logits on the same blocks
+    # (measured equal; the margin of 2 of the ~5,400 masked tokens covers an argmax near-tie rounding differently).
+    labels = torch.tensor(held_out["labels"])
+    with torch.no_grad():
+        logits = model.eval()(input_ids=torch.tensor(held_out["input_ids"]),
+                              attention_mask=torch.tensor(held_out["attention_mask"])).logits  # fmt: skip
+    masked = labels != -100
+    accuracy = (logits.argmax(-1)[masked] == labels[masked]).double().mean().item()
+    assert masked.sum() > 1000 and results["eval_masked_accuracy"] == pytest.approx(accuracy, abs=2.5 / masked.sum().item())
 
 
 @pytest.mark.slow
 def test_recipe_from_yaml_continues_from_checkpoint(trained, tmp_path):
-    first, _ = trained
+    first, _, _ = trained
     config = tmp_path / "continue.yaml"
     config.write_text(
         f"model_name_or_path: {first}\nmax_seq_length: 32\nmax_train_samples: 200\nmax_steps: 2\n"

@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModel, ViTConfig
+from transformers import AutoModel
 
-from conftest import torch_threads
+from conftest import TINY_HEAD, TINY_VIT, torch_threads
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.losses.barlow_twins import barlow_twins_loss
 from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.losses.vicreg import vicreg_loss
@@ -21,8 +20,6 @@ from hfssl.models.vicreg import VICRegConfig, VICRegModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
-HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
 WORKER = os.path.join(os.path.dirname(__file__), "redundancy_distributed_worker.py")
 
 
@@ -154,8 +151,8 @@ def test_loss_errors_say_what_and_how():
 def make_model(method, **overrides):
     torch.manual_seed(0)
     if method == "barlow_twins":
-        return BarlowTwinsModel(BarlowTwinsConfig(backbone_model_config=TINY_VIT, **HEAD, **overrides))
-    return VICRegModel(VICRegConfig(backbone_model_config=TINY_VIT, **HEAD, **overrides))
+        return BarlowTwinsModel(BarlowTwinsConfig(backbone_model_config=TINY_VIT, **TINY_HEAD, **overrides))
+    return VICRegModel(VICRegConfig(backbone_model_config=TINY_VIT, **TINY_HEAD, **overrides))
 
 
 def views(batch=6, seed=0):
@@ -224,11 +221,6 @@ def test_cached_gradients_equal_the_full_batch_gradient(method):
 
 
 # ---- trainers ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(32))
 
 
 @pytest.mark.parametrize("method", ["barlow_twins", "vicreg"])

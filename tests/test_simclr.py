@@ -2,17 +2,16 @@
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, ViTConfig
+from transformers import AutoConfig, AutoModel
 
+from conftest import TINY_HEAD, TINY_VIT
 import hfssl.models  # noqa: F401  (registers the Auto classes)
 from hfssl.losses import nt_xent_loss
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
-
 
 def tiny_config(**overrides):
-    return SimCLRConfig(backbone_model_config=TINY_VIT, projection_hidden_dim=16, projection_dim=8, **overrides)
+    return SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD, **overrides)
 
 
 def views(batch=4, seed=0):

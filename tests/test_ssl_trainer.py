@@ -2,24 +2,14 @@
 
 import pytest
 import torch
-from transformers import TrainingArguments, ViTConfig
+from transformers import TrainingArguments
 
-from conftest import InterruptAt
+from conftest import TINY_HEAD, TINY_VIT, InterruptAt
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.data.images import load_digits_dataset
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.optim import LARS
 from hfssl.trainers import MoCoTrainer, SimCLRTrainer, SSLTrainer, SSLTrainingArguments
-
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=8).to_dict()
-HEAD = {"projection_hidden_dim": 16, "projection_dim": 8}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """32 digits as a datasets.Dataset with an Image column "image" and a "label" column."""
-    return load_digits_dataset(image_size=16).select(range(32))
 
 
 def collator():
@@ -36,10 +26,10 @@ def arguments(tmp_path, **overrides):
 def make_model(method):
     torch.manual_seed(0)
     if method == "simclr":
-        return SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, learnable_temperature=True, **HEAD))
+        return SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, learnable_temperature=True, **TINY_HEAD))
     if method == "moco_v2":
-        return MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=16, **HEAD))
-    return MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **HEAD))
+        return MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=16, **TINY_HEAD))
+    return MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **TINY_HEAD))
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco_v2", "moco_v3"])
@@ -105,7 +95,7 @@ def test_channels_last_computes_the_same_and_resumes_exactly(digits, tmp_path):
 
     def resnet_moco():
         torch.manual_seed(0)
-        return MoCoModel(MoCoConfig(variant="v2", backbone_name="test_resnet", queue_size=16, **HEAD))
+        return MoCoModel(MoCoConfig(variant="v2", backbone_name="test_resnet", queue_size=16, **TINY_HEAD))
 
     def run(name, channels_last, **kwargs):
         # SGD: updates proportional to the gradients (Adam's m / sqrt(v) turns rounding noise in a near-zero gradient

@@ -6,18 +6,15 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModel, TrainerCallback, ViTConfig
+from transformers import AutoModel, TrainerCallback
 
-from conftest import InterruptAt
-from hfssl.data.images import load_digits_dataset
+from conftest import TINY_HEAD, TINY_VIT, InterruptAt
 from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()  # fmt: skip
-HEAD = {"projection_hidden_dim": 16, "projection_dim": 8, "num_prototypes": 10}
+HEAD = {**TINY_HEAD, "num_prototypes": 10}
 
 
 def tiny(**overrides):
@@ -195,11 +192,6 @@ class PrototypeRecorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.after_step.append(self.model.prototypes.weight.detach().cpu().clone())
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16).select(range(32))
 
 
 def collator():

@@ -9,26 +9,24 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModel, ViTConfig
+from transformers import AutoModel
 
 import hfssl
+from conftest import TINY_HEAD, TINY_VIT
 from hfssl.models.byol import BYOLConfig, BYOLModel
 from hfssl.models.dino import DINOConfig, DINOModel
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.models.teacher import MomentumTeacher, check_teacher_sharding, cosine_schedule
 
-TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
-                     patch_size=8).to_dict()  # fmt: skip
-PROJECTION = {"projection_hidden_dim": 16, "projection_dim": 8}
 TEACHERS = {  # method: (build the tiny model, the names of its teacher modules)
-    "byol": (lambda: BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **PROJECTION)),
+    "byol": (lambda: BYOLModel(BYOLConfig(backbone_model_config=TINY_VIT, predictor_hidden_dim=16, **TINY_HEAD)),
              ("teacher_backbone", "teacher_projector")),
     "moco_v2": (lambda: MoCoModel(MoCoConfig(variant="v2", backbone_model_config=TINY_VIT, queue_size=10,
-                                             **PROJECTION)),
+                                             **TINY_HEAD)),
                 ("teacher_backbone", "teacher_projector")),
     "moco_v3": (lambda: MoCoModel(MoCoConfig(variant="v3", backbone_model_config=TINY_VIT, predictor_hidden_dim=16,
-                                             **PROJECTION)),
+                                             **TINY_HEAD)),
                 ("teacher_backbone", "teacher_projector")),
     "dino": (lambda: DINOModel(DINOConfig(backbone_model_config=TINY_VIT, out_dim=64, head_hidden_dim=32,
                                           head_bottleneck_dim=16)),
@@ -216,7 +214,7 @@ def test_teacher_state_round_trips_through_save_pretrained(method, tmp_path):
 def test_sharded_parameters_are_refused_for_a_teacher_only():
     torch.manual_seed(0)
     minimal, moco = Minimal(), tiny("moco_v3")
-    simclr = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **PROJECTION))
+    simclr = SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD))
     with pytest.raises(ValueError, match=r"Minimal has a momentum teacher, whose EMA update needs the full student "
                                          r"parameters, but FSDP shards them across processes\. Train it with DDP"):
         check_teacher_sharding(minimal, "FSDP")

@@ -2,9 +2,8 @@
 
 All randomness comes from an explicit `torch.Generator`. `random_resized_crops` cuts each integer box and
 resizes it as torchvision's `RandomResizedCrop(antialias=True)` does (bilinear, antialiased when shrinking),
-with torch's uint8 kernel: 3-4x faster than resampling the whole batch in float with `torchvision.ops.roi_align`
-(what this module did before). Handles images of different sizes padded into one batch and images smaller
-than the crop (upsampled).
+on the uint8 pixels. Handles images of different sizes padded into one batch and images smaller than the crop
+(upsampled).
 
 Legend: B batch, C channels, H height, W width, S output side.
 """
@@ -71,39 +70,13 @@ def sample_resized_crop_boxes(
     return torch.cat([x0, y0, x1, y1], dim=1).float()
 
 
-def flip_horizontal(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Mirror the images where `flip` is True.
-
-    Args:
-        images (`torch.Tensor` of shape (B, C, H, W)).
-        flip (`torch.Tensor` of shape (B,)): bool.
-
-    Returns:
-        `torch.Tensor` of shape (B, C, H, W), a new tensor.
-    """
-    rows = torch.nonzero(flip).squeeze(1).to(images.device)
-    images = images.clone()
-    images[rows] = images[rows].flip(-1)
-    return images
-
-
-def _resize_into(crop: torch.Tensor, size: int, out: torch.Tensor) -> None:
-    """`F.interpolate(crop, (size, size), mode="bilinear", antialias=True)` written straight into `out` (1, C, S, S)
-    through the op's out= variant (half the time of interpolating and copying, per crop); the copy if unavailable."""
-    try:
-        torch.ops.aten._upsample_bilinear2d_aa.out(crop, [size, size], False, None, None, out=out)
-    except (AttributeError, RuntimeError, TypeError):  # an older or newer torch without this overload
-        out.copy_(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-
-
 def resize_boxes_uint8(
     images: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Cut integer boxes out of uint8 images and resize each to `size` (bilinear, antialiased when shrinking).
 
-    Same result as torchvision's `resized_crop(image, top, left, h, w, size, antialias=True)` on each box; runs
-    torch's uint8 (AVX2) resampling kernel once per box on channels-last pixels, writing into the output, with no
-    float copy of the batch.
+    Same result as torchvision's `resized_crop(image, top, left, h, w, size, antialias=True)` on each box (then
+    `hflip` where `flip`): `F.interpolate` on the uint8 box, with no float copy of the batch.
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)): uint8.
@@ -113,21 +86,16 @@ def resize_boxes_uint8(
         flip (`torch.Tensor` of shape (N,), *optional*): bool, flip these crops horizontally.
 
     Returns:
-        `torch.Tensor` of shape (N, C, S, S), uint8, in channels-last memory format (`.contiguous()` for NCHW).
+        `torch.Tensor` of shape (N, C, S, S), uint8, contiguous.
     """
-    shape = (boxes.shape[0], images.shape[1], size, size)
-    output = torch.empty(shape, dtype=images.dtype, device=images.device, memory_format=torch.channels_last)
-    source = images.contiguous(memory_format=torch.channels_last)  # the kernel runs 1.5-2x faster on RGB pixels
+    source = images.contiguous(memory_format=torch.channels_last)  # the layout torch's uint8 resize kernel is made for
     flips = [False] * boxes.shape[0] if flip is None else flip.tolist()
-    for row, (index, (x0, y0, x1, y1), flipped) in enumerate(zip(image_index.tolist(), boxes.long().tolist(), flips)):
-        crop, target = source[index : index + 1, :, y0:y1, x0:x1], output[row : row + 1]
-        if flipped:  # mirror the box before resizing it: one copy of the (usually smaller) box instead of two of the
-            crop = crop.flip(-1)  # crop (2 ms less a 96 px batch); the resampling is mirror-symmetric: the same pixels
-        if (y1 - y0, x1 - x0) == (size, size):
-            target.copy_(crop)
-        else:
-            _resize_into(crop, size, target)
-    return output
+    crops = []
+    for index, (x0, y0, x1, y1), flipped in zip(image_index.tolist(), boxes.long().tolist(), flips):
+        box = source[index : index + 1, :, y0:y1, x0:x1]
+        crop = F.interpolate(box, size=(size, size), mode="bilinear", antialias=True)
+        crops.append(crop.flip(-1) if flipped else crop)
+    return torch.cat(crops).contiguous()
 
 
 def random_resized_crops(
@@ -140,8 +108,6 @@ def random_resized_crops(
     generator: torch.Generator | None = None,
     repeats: int = 1,
     dtype: torch.dtype = torch.float32,
-    channels_last: bool = False,
-    row_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
 
@@ -152,10 +118,6 @@ def random_resized_crops(
         generator (`torch.Generator`, *optional*): source of randomness.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.
-        channels_last (`bool`): with uint8, return the crops in channels-last memory format (as they are made),
-            saving a copy for callers that convert them anyway; otherwise the result is contiguous NCHW.
-        row_order (`torch.Tensor` of shape (R * B,), *optional*): output row j holds crop `row_order[j]` (the same
-            crops and random draws, reordered, e.g. grouped by photometric parameters).
 
     Returns:
         `torch.Tensor` of shape (R * B, C, S, S), `dtype`, holding integer values in [0, 255].
@@ -165,10 +127,5 @@ def random_resized_crops(
     flip = torch.rand(repeats * batch, generator=generator) < flip_p
     if images.dtype != torch.uint8:
         images = images.round().clamp_(0, 255).to(torch.uint8)
-    image_index = torch.arange(batch).repeat(repeats)
-    if row_order is not None:
-        boxes, flip, image_index = boxes[row_order], flip[row_order], image_index[row_order]
-    crops = resize_boxes_uint8(images, boxes, size, image_index, flip)
-    if dtype == torch.uint8 and channels_last:
-        return crops
-    return crops.to(dtype=dtype, memory_format=torch.contiguous_format)
+    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats), flip)
+    return crops.to(dtype)

@@ -2,7 +2,7 @@
 
 A view is: random resized crop -> horizontal flip (geometric, done on the uint8 batch) -> colour
 jitter -> grayscale -> Gaussian blur -> solarisation (photometric, on floats in [0, 1]). The
-photometric parameters are drawn separately (`draw_photometric`) so they can be applied later on an
+photometric parameters are drawn separately (`draw_photometric`) so they can be applied later, e.g. on an
 accelerator (`apply_photometric`).
 
 Legend: B batch, C channels, S crop side.
@@ -91,17 +91,23 @@ class ViewAugmentation:
         }
 
     def apply_photometric(
-        self, images: torch.Tensor, params: dict[str, torch.Tensor], inplace: bool = False, white: float = 1.0
+        self, images: torch.Tensor, params: dict[str, torch.Tensor], inplace: bool = False
     ) -> torch.Tensor:
-        """Apply drawn parameters to float images in [0, white] (B, C, S, S), on the images' device; a new tensor,
-        or `images` itself, overwritten, with `inplace=True`. `white` is 1.0 (default) or 255.0 for images that
-        hold 0-255 (the same result, times 255)."""
+        """Apply drawn parameters (`draw_photometric`) to float images in [0, 1] (B, C, S, S), on the images'
+        device: colour jitter, then grayscale, blur and solarisation on the images drawn for each. A new tensor, or
+        with `inplace=True` `images` itself, overwritten."""
         params = {key: value.to(images.device) for key, value in params.items()}
         out = images if inplace else None
-        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"], out=out, white=white)  # ours
-        images = P.where_rows(params["grayscale"], P.grayscale, images, inplace=True)
-        images = P.where_rows(params["blur"], P.gaussian_blur, images, params["sigma"], self.kernel_size, inplace=True)
-        return P.where_rows(params["solarize"], P.solarize, images, self.solarize_threshold, white, inplace=True)
+        images = P.color_jitter(images, params["factors"], params["order"], params["jitter"], out=out)
+        rows = torch.nonzero(params["grayscale"]).squeeze(1)
+        images.index_copy_(0, rows, P.grayscale(images.index_select(0, rows)))
+        rows = torch.nonzero(params["blur"]).squeeze(1)
+        if rows.numel():  # (a convolution over no channels is refused)
+            blurred = P.gaussian_blur(images.index_select(0, rows), params["sigma"][rows], self.kernel_size)
+            images.index_copy_(0, rows, blurred)
+        rows = torch.nonzero(params["solarize"]).squeeze(1)
+        images.index_copy_(0, rows, P.solarize(images.index_select(0, rows), self.solarize_threshold))
+        return images
 
 
 def simclr_views(image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08) -> list[ViewAugmentation]:

@@ -1,11 +1,11 @@
 """`DataCollatorForMaskedImageModeling`: images -> pixel values + patch masks for MAE, BEiT and SimMIM.
 
-Three masking strategies, each vectorised over the batch:
+Three masking strategies:
 - "random" (MAE, He et al., 2021): exactly round(mask_ratio * L) patches per image, uniformly at random.
   Also returns the `noise` that makes `ViTMAEForPreTraining` choose the very same mask.
 - "block" (BEiT, Bao et al., 2021, Algorithm 1): rectangles of >= `min_num_patches` patches with aspect
   ratio in [min_aspect, 1 / min_aspect] until round(mask_ratio * L) patches are masked (BEiT: 0.4, 16, 0.3;
-  a min_aspect above 1 gives the same range, as BEiT's `max_aspect = 1 / min_aspect` does).
+  a min_aspect above 1 gives the same range, as BEiT's `max_aspect = 1 / min_aspect` does), image by image.
 - "simmim" (SimMIM, Xie et al., 2021): ceil(mask_ratio * M) masked cells of a coarser grid of
   `mask_patch_size` pixels (M cells), upsampled to the model's patches (SimMIM: 0.6 and 32 px).
 
@@ -14,9 +14,9 @@ Legend: B batch, L patches per image (grid_h * grid_w), C channels, S image side
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,99 +52,6 @@ def random_patch_mask(
     return noise, ids_restore >= num_patches - num_masked, ids_restore
 
 
-def _popcount(words: np.ndarray) -> np.ndarray:
-    """Number of set bits of each uint64 (numpy >= 2 has a ufunc for it; older numpy counts bytes)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(words)
-    return _BYTE_POPCOUNT[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, dtype=np.uint8)
-
-
-_BYTE_POPCOUNT = np.array([value.bit_count() for value in range(256)], dtype=np.uint8)
-
-
-@functools.lru_cache(maxsize=16)
-def _band_bits(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Patch sets as bits (patch l = row * width + col is bit l % 64 of word l // 64), for O(1)-op rectangles.
-
-    Returns:
-        rows (`np.ndarray` of shape (height * (height + 1), words)): entry top * (height + 1) + h holds rows
-            top .. top + h - 1, all columns. cols (`np.ndarray` of shape (width * (width + 1), words)): entry
-            left * (width + 1) + w holds columns left .. left + w - 1, all rows. A rectangle is rows & cols.
-    """
-    words = -(-height * width // 64)
-
-    def bands(side: int, repeat: int, tile: bool) -> np.ndarray:
-        index = np.arange(side)
-        inside = (index >= index[:, None, None]) & (index < index[:, None, None] + np.arange(side + 1)[None, :, None])
-        inside = np.tile(inside, (1, 1, repeat)) if tile else np.repeat(inside, repeat, axis=2)  # (side, side + 1, L)
-        padded = np.zeros((side * (side + 1), words * 64), dtype=bool)
-        padded[:, : height * width] = inside.reshape(side * (side + 1), height * width)
-        return np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(np.uint64)
-
-    return bands(height, width, tile=False), bands(width, height, tile=True)
-
-
-@functools.lru_cache(maxsize=16)
-def _band_table(height: int, width: int) -> np.ndarray:
-    """`_band_bits`'s row and column bands as one table (rows first), words padded to a multiple of 4 (so the byte
-    popcounts of a rectangle's words can be summed four at a time through a uint32 view)."""
-    table = np.concatenate(_band_bits(height, width))
-    pad = -table.shape[1] % 4
-    return np.pad(table, ((0, 0), (0, pad))) if pad else table
-
-
-@functools.lru_cache(maxsize=16)
-def _band_ints(height: int, width: int) -> tuple[list[int], list[int]]:
-    """`_band_bits` as Python ints (bit l = patch l), for the per-image rounds at the end of `block_mask`."""
-    return tuple([int.from_bytes(band.astype("<u8").tobytes(), "little") for band in bands] for bands in _band_bits(height, width))
-
-
-PYTHON_TAIL = 4  # `block_mask` finishes the last unfinished images one by one below this many (cheaper than a numpy round)
-
-
-def _finish_per_image(
-    mask: np.ndarray, ids: np.ndarray, count: np.ndarray, grid: tuple[int, int], num_masked: int, max_num_patches: int,
-    min_num_patches: int, aspect_scale: float, aspect_shift: float, rng: np.random.Generator,
-) -> None:
-    """The rest of BEiT's algorithm for the images `ids` (masked `count` patches so far), one at a time, in place.
-
-    The same rounds as `block_mask`'s (10 candidates, the first that fits and adds 1 .. remaining patches is kept),
-    on Python ints as bit sets: for a handful of images this is faster than a round of numpy calls."""
-    height, width = grid
-    rows, cols = _band_ints(height, width)
-    words = mask.shape[1]
-    for image, done in zip(ids.tolist(), count.tolist()):
-        bits = int.from_bytes(mask[image].astype("<u8").tobytes(), "little")
-        while done < num_masked:
-            budget = min(num_masked - done, max_num_patches)
-            uniform = rng.random((10, 4), dtype=np.float32).tolist()
-            added = 0
-            for u_area, u_aspect, u_top, u_left in uniform:
-                side = math.sqrt((budget - min_num_patches) * u_area + min_num_patches)
-                stretch = u_aspect * aspect_scale + aspect_shift
-                h, w = round(side * math.exp(stretch)), round(side * math.exp(-stretch))
-                if h >= height or w >= width:
-                    continue
-                box = rows[int(u_top * (height + 1 - h)) * (height + 1) + h] & cols[int(u_left * (width + 1 - w)) * (width + 1) + w]
-                new = h * w - (box & bits).bit_count()
-                if 0 < new <= budget:
-                    bits, added = bits | box, new
-                    break
-            if added == 0:
-                break
-            done += added
-        mask[image] = np.frombuffer(bits.to_bytes(8 * words, "little"), dtype="<u8")
-
-
-@functools.lru_cache(maxsize=64)
-def _area_table(height: int, width: int, cap: int) -> np.ndarray:
-    """Flat (cap * cap,) uint32: entry h * cap + w is h * w if an h x w rectangle fits in the grid (h < height and
-    w < width, as BEiT requires), else 2^20, more than any budget."""
-    sides = np.arange(cap)
-    fits = (sides[:, None] < height) & (sides < width)
-    return np.where(fits, sides[:, None] * sides, 1 << 20).astype(np.uint32).ravel()
-
-
 def _log_aspect_range(min_aspect: float) -> tuple[float, float]:
     """(log a, log(1 / a)) for a = min(min_aspect, 1 / min_aspect): BEiT's aspect ratio range. A min_aspect above 1
     gives the same range, as in BEiT (`max_aspect = 1 / min_aspect`, the log aspect drawn between the two)."""
@@ -157,88 +64,52 @@ def _log_aspect_range(min_aspect: float) -> tuple[float, float]:
     return math.log(low), math.log(1.0 / low)
 
 
+def _add_block(
+    mask: np.ndarray, budget: int, min_num_patches: int, log_aspect: tuple[float, float], rng: random.Random
+) -> int:
+    """One step of BEiT's `MaskingGenerator._mask`: up to 10 random rectangles; the first that fits inside the grid and
+    masks between 1 and `budget` new patches is masked. Returns the number of patches it added (0 if none did)."""
+    height, width = mask.shape
+    for _ in range(10):
+        target_area = rng.uniform(min_num_patches, budget)
+        aspect = math.exp(rng.uniform(*log_aspect))
+        h, w = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        if h < height and w < width:
+            top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+            new = h * w - int(mask[top : top + h, left : left + w].sum())
+            if 0 < new <= budget:
+                mask[top : top + h, left : left + w] = True
+                return new
+    return 0
+
+
 def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), batched.
+    """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), image by image.
 
-    All images run the algorithm in lockstep: each round draws 10 candidate rectangles per unfinished image
-    (area in [min_num_patches, remaining], log aspect ratio uniform in [log min_aspect, -log min_aspect], sides
-    rounded half to even as Python's `round`; min_aspect > 1 reads as 1 / min_aspect, as in BEiT, and <= 0 is
-    refused) and keeps the first that fits and adds between 1 and the remaining
-    number of patches; an image stops when it reaches `num_masked` or no candidate qualifies. Same distribution
-    as the per-image loop. Masks are bit sets (uint64 words), so a rectangle is one AND of a row band and a
-    column band and its new patches are one popcount: a round is a few dozen numpy calls on (B, 10) arrays,
-    with heights and widths (and rows and columns) handled together as (2, B, 10) arrays. The last few
-    unfinished images (`PYTHON_TAIL`) finish one by one on Python ints, where a numpy round would cost more.
+    Blocks are added until `num_masked` patches are masked or a step adds none: each step tries up to 10 rectangles
+    of area uniform in [min_num_patches, min(remaining, max_num_patches)] and log aspect ratio uniform in
+    [log min_aspect, -log min_aspect] (min_aspect > 1 reads as 1 / min_aspect, as in BEiT; <= 0 is refused), at a
+    uniform position, and keeps the first one that fits (both sides below the grid's) and masks between 1 and the
+    remaining number of new patches. The draws come from a Python `random.Random` seeded from `generator`.
 
     Returns:
         `torch.Tensor` of shape (B, grid_h * grid_w): bool, True = masked. At most `num_masked` per image.
     """
-    height, width = grid
+    log_aspect = _log_aspect_range(min_aspect)
     max_num_patches = num_masked if max_num_patches is None else max_num_patches
-    log_low, log_high = _log_aspect_range(min_aspect)
-    half_range, half_low = 0.5 * (log_high - log_low), 0.5 * log_low
-    table = _band_table(height, width)
-    words = table.shape[1]
-    # Constants of a round. Heights use +log(aspect) / 2, widths -log(aspect) / 2 ((2, 1) factors); row bands come
-    # first in `table`. `area[h, w]` is h * w for a rectangle that fits, and a number above any budget otherwise,
-    # so one lookup both sizes a candidate and rules out those that do not fit; sides are at most `cap` - 1.
-    sign = np.array([[1.0], [-1.0]], dtype=np.float32)
-    aspect_scale, aspect_shift = sign * np.float32(half_range), sign * np.float32(half_low)
-    cap = math.ceil(math.sqrt(max(num_masked, min_num_patches)) * math.exp(half_range + half_low)) + 2
-    area = _area_table(height, width, cap)
-    band_stride = np.array([height + 1, width + 1]).reshape(2, 1, 1)
-    band_offset = np.array([0, height * (height + 1)]).reshape(2, 1, 1)
-    row_starts = np.arange(0, 10 * batch_size, 10)
-    # a rectangle's new patches are summed from byte popcounts four at a time (x * 0x01010101 >> 24 adds the four
-    # bytes of a uint32); exact while no sum exceeds 255, i.e. for grids of at most 255 patches
-    byte_sums = height * width <= 255
-    # numpy, not torch: a round is ~40 calls on small arrays, where numpy's per-call overhead is a fraction of
-    # torch's; its generator is seeded from `generator`. Masks are bit sets; `ids` lists the unfinished images.
-    mask = np.zeros((batch_size, words), dtype=np.uint64)
-    ids = np.arange(batch_size) if num_masked > 0 else np.arange(0)  # the unfinished images
-    remaining = np.full(ids.size, num_masked, dtype=np.uint32)  # patches still to mask, per unfinished image
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))  # seeded from `generator`
-    size, used = 50 * batch_size, 50 * batch_size  # uniforms for five full rounds per draw (a run needs four or five)
-    while ids.size > PYTHON_TAIL:
-        n = ids.size
-        if used + 10 * n > size:  # (4, size) uniforms in one call, and the aspect factors of all of them at once
-            size, used = max(size, 10 * n), 0
-            pool = rng.random((4, size), dtype=np.float32)  # float32 halves the memory traffic of every op below
-            stretch_pool = np.exp(pool[1] * aspect_scale + aspect_shift)  # (2, size)
-        uniform = pool[:, used : used + 10 * n].reshape(4, n, 10)
-        stretch = stretch_pool[:, used : used + 10 * n].reshape(2, n, 10)
-        used += 10 * n
-        work = np.take(mask, ids, axis=0)  # (n, words)
-        budget = (remaining if max_num_patches >= num_masked else np.minimum(remaining, max_num_patches))[:, None]
-        side = np.sqrt(np.subtract(budget, min_num_patches, dtype=np.float32) * uniform[0] + np.float32(min_num_patches))
-        hw = np.rint(side * stretch).astype(np.intp)  # (2, n, 10) heights and widths
-        corner = (uniform[2:] * (band_stride - hw)).astype(np.intp)  # top, left uniform in 0 .. side - h (w)
-        # (indices of rectangles that do not fit may fall outside the table: clipped, and ruled out by `area`)
-        bands = np.take(table, corner * band_stride + hw + band_offset, axis=0, mode="clip")  # (2, n, 10, words)
-        boxes = bands[0] & bands[1]  # (n, 10, words)
-        overlap = _popcount(boxes & work[:, None])  # (n, 10, words) uint8
-        new = np.take(area, hw[0] * cap + hw[1], mode="clip")  # (n, 10) uint32
-        if byte_sums:
-            overlap = (overlap.view(np.uint32) * np.uint32(0x01010101)) >> np.uint32(24)
-            for chunk in range(words // 4):
-                new -= overlap[..., chunk]
-        else:
-            new -= overlap.sum(-1, dtype=np.uint32)
-        valid = (new - np.uint32(1)) < budget  # 1 <= new <= budget (0 - 1 wraps around)
-        first = valid.argmax(axis=1) + row_starts[:n]  # flat index of each image's first valid candidate
-        chosen = np.take(valid, first)
-        mask[ids] = work | np.take(boxes.reshape(10 * n, words), first, axis=0) * chosen[:, None].astype(np.uint64)
-        remaining -= np.take(new, first) * chosen
-        kept = np.flatnonzero(chosen & (remaining > 0))
-        ids, remaining = ids[kept], remaining[kept]
-    if ids.size:
-        count = num_masked - remaining.astype(np.int64)
-        _finish_per_image(mask, ids, count, grid, num_masked, max_num_patches, min_num_patches, half_range, half_low, rng)
-    bits = np.unpackbits(mask.astype("<u8").view(np.uint8), axis=1, bitorder="little")[:, : height * width]
-    return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
+    rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    masks = np.zeros((batch_size, *grid), dtype=bool)
+    for mask in masks:
+        count = 0
+        while count < num_masked:
+            added = _add_block(mask, min(num_masked - count, max_num_patches), min_num_patches, log_aspect, rng)
+            if added == 0:
+                break
+            count += added
+    return torch.from_numpy(masks.reshape(batch_size, -1))
 
 
 def _simmim_cells(image_size: int, patch_size: int, mask_patch_size: int, mask_ratio: float) -> tuple[int, int]:

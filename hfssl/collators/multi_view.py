@@ -1,24 +1,18 @@
 """`DataCollatorForMultiView`: a batch of images -> several augmented views per image (SimCLR, MoCo, BYOL, DINO).
 
-The whole batch is augmented at once: images are decoded to uint8 and stacked, each crop is resized with
-torch's uint8 antialiased kernel (as torchvision's `RandomResizedCrop`), then the photometric ops run batched,
-in place on the float batch, with per-sample random parameters. On CPU each view's crops are made in the order
-of their colour-jitter op orders, so that jitter runs in place on contiguous rows, in a float buffer the thread
-reuses; the finished rows go back to example order in the output (in a DataLoader worker, written in that order
-into a fresh shared-memory file, which the DataLoader passes to the main process, and whose pages the worker
-frees later, not the main process). Optionally the collator stops
-after the geometric part and returns uint8 crops plus the drawn photometric parameters, and `apply_photometric`
-finishes the views on the accelerator.
+The whole batch is augmented at once, in two halves. The geometric half runs in the collator: images are decoded
+to uint8 and stacked, and each crop is resized on the uint8 pixels (as torchvision's `RandomResizedCrop`). The
+photometric half (colour jitter, grayscale, blur, solarisation, normalisation) runs batched with per-sample
+parameters drawn in the collator: in the collator itself, or, with `photometric_on_device=True`, wherever the batch
+goes, by `apply_photometric` (e.g. on the accelerator: by default `SSLTrainer` does this when it trains on one), so
+that DataLoader workers hand over uint8 crops, a quarter of the bytes of float32 views.
 
 Legend: B batch, C channels, S view side, V views.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,111 +22,11 @@ from torch.utils.data import get_worker_info
 from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import collate_columns, decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
-from hfssl.augmentations.photometric import LUMA, jitter_order
+from hfssl.augmentations.photometric import LUMA
 from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
 logger = logging.getLogger(__name__)
-CHUNK_VALUES = 1 << 24  # photometric ops run on chunks of about this many values (64 MB of float32) on CPU
-
-
-_BUFFERS = threading.local()  # per thread: float work batches reused from call to call, by shape
-
-
-def _writes_through_memfd(device: torch.device) -> bool:
-    """Whether this process is a DataLoader worker that hands batches over by file descriptor (Linux)."""
-    return (
-        device.type == "cpu"
-        and get_worker_info() is not None
-        and hasattr(os, "memfd_create")
-        and torch.multiprocessing.get_sharing_strategy() == "file_descriptor"
-    )
-
-
-def _work_buffer(shape: torch.Size) -> torch.Tensor:
-    """An uninitialised CPU float32 tensor that this thread reuses call after call (its pages stay mapped: no page
-    faults), for results that are copied out before the next call. One per shape, a few shapes kept."""
-    buffers = _BUFFERS.__dict__.setdefault("by_shape", {})
-    key = tuple(shape)
-    if key not in buffers:
-        if len(buffers) >= 4:  # e.g. a smaller last batch every epoch: keep a few shapes only
-            buffers.clear()
-        buffers[key] = torch.empty(shape, dtype=torch.float32)
-    return buffers[key]
-
-
-def _new_batch(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor for the collator to work in: in a DataLoader worker, a reused buffer whose
-    result `_to_shared_memory` copies out; otherwise a new tensor, which is returned."""
-    if _writes_through_memfd(device):
-        return _work_buffer(shape)
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
-def _to_shared_memory(tensor: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """A copy of a contiguous CPU tensor (of its rows in the order `rows`, if given) in a new shared-memory file,
-    for the DataLoader to pass to the main process by file descriptor, as it passes the tensors `default_collate`
-    makes in shared memory.
-
-    The bytes go in with `pwrite` / `pwritev` into a fresh `memfd`, from a buffer this worker reuses, so this
-    process never touches the shared pages through a mapping: writing a view into freshly mapped shared memory
-    costs a page fault per 4 kB page (7,000 for a 256 x 3 x 96 x 96 float view, ~14 ms per view on the 2-core VM,
-    against ~10 ms for the file write), as does unmapping it after the hand-over. `pwritev` writes the rows in
-    the given order, so putting them back in example order costs no extra pass."""
-    try:
-        return _memfd_copy(tensor, rows)
-    except OSError as error:  # e.g. out of file descriptors or memory: a private copy, which the DataLoader shares itself
-        logger.warning("could not write the views to a memfd (%s); handing over a private copy instead", error)
-        return tensor.clone() if rows is None else tensor.index_select(0, rows)
-
-
-def _memfd_copy(tensor: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    nbytes = tensor.numel() * tensor.element_size()
-    data = memoryview(tensor.numpy()).cast("B")
-    if rows is None:
-        pieces = [data]
-    else:
-        row_bytes = nbytes // max(1, tensor.shape[0])
-        pieces = [data[row * row_bytes : (row + 1) * row_bytes] for row in rows.tolist()]
-    fd = os.memfd_create("hfssl-views", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, nbytes)
-        offset = 0
-        for start in range(0, len(pieces), 512):  # at most IOV_MAX (1024) buffers a call
-            chunk = pieces[start : start + 512]
-            written = os.pwritev(fd, chunk, offset)
-            for piece in chunk:  # a short write (not expected on tmpfs): finish piece by piece
-                done = min(len(piece), max(0, written))
-                while done < len(piece):
-                    done += os.pwrite(fd, piece[done:], offset + done)
-                written -= len(piece)
-                offset += len(piece)
-        storage = torch.UntypedStorage._new_shared_fd_cpu(fd, nbytes)  # maps the file (and keeps its own descriptor)
-    except BaseException:
-        os.close(fd)
-        raise
-    _hold_until_later(fd, nbytes)
-    return torch.empty(0, dtype=tensor.dtype).set_(storage, 0, tensor.shape)
-
-
-_HELD: collections.deque = collections.deque()  # (fd, bytes) of this worker's last memfds, oldest first
-HOLD_BYTES, HOLD_COUNT = 1 << 27, 8  # a worker keeps its last memfds open up to this many bytes and files (>= 1)
-
-
-def _hold_until_later(fd: int, nbytes: int) -> None:
-    """Keep `fd` open a while, closing the oldest held ones beyond `HOLD_BYTES` or `HOLD_COUNT`.
-
-    A shared-memory file's pages are freed by whoever closes it last. Once the main process has used a batch
-    (a step later), this worker's descriptor is the last one, so the ~7 ms it takes to free a 96 px batch's 14,000
-    pages is spent here, in the worker, not in the training process, which waits on nothing else; if the main
-    process still holds the batch, it frees the pages when it lets go, as before. The pages stay allocated that
-    much longer: at most HOLD_BYTES (128 MB) more per worker, in at most HOLD_COUNT (8) descriptors."""
-    _HELD.append((fd, nbytes))
-    held = sum(size for _, size in _HELD)
-    while len(_HELD) > 1 and (held > HOLD_BYTES or len(_HELD) > HOLD_COUNT):
-        old_fd, size = _HELD.popleft()
-        os.close(old_fd)
-        held -= size
 
 
 @dataclass
@@ -149,8 +43,13 @@ class DataCollatorForMultiView:
         image_column (`str`): the example key holding the image (PIL image, uint8 numpy HWC/HW, CHW tensor, or
             a `datasets` Image dict). Every other column passes through; `label` becomes `labels`.
         output_dtype (`str`): "float32" (normalised) or "uint8" (augmented, not normalised, values 0-255).
-        photometric_on_device (`bool`): return uint8 geometric crops and the drawn `photometric_params`;
-            call `collator.apply_photometric(batch)` on the accelerator (e.g. in `compute_loss`) to finish.
+        photometric_on_device (`bool`, *optional*): where the photometric half runs. False: in the collator (in
+            the DataLoader workers, if any), which returns finished views. True: the collator returns uint8
+            geometric crops and the drawn `photometric_params`, and `collator.apply_photometric(batch)` finishes
+            them where the batch is (e.g. on the accelerator, in `compute_loss`). None (default, "auto"): as False,
+            except that an `SSLTrainer` given this collator sets it to True when it trains on an accelerator
+            (`args.device` not CPU), and finishes the batches there (`SSLTrainer.finish_views`); on CPU the
+            collator keeps the photometric half. Set False to keep it in the collator on an accelerator too.
         skip_invalid_images (`bool`): skip unreadable images (count logged) instead of raising.
         seed (`int`, *optional*): seed of the collator's generator (distinct per DataLoader worker).
 
@@ -167,7 +66,7 @@ class DataCollatorForMultiView:
     channels: int = 3
     image_column: str = "image"
     output_dtype: str = "float32"
-    photometric_on_device: bool = False
+    photometric_on_device: bool | None = None
     skip_invalid_images: bool = False
     seed: int | None = None
     _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
@@ -231,40 +130,19 @@ class DataCollatorForMultiView:
         views = dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
         return cls._preset(views, normalization_source, kwargs)
 
-    def _normalize(self, images: torch.Tensor, white: float = 1.0) -> torch.Tensor:
-        """(images / white - mean) / std, as (images - white mean) / (white std), in place (on a tensor the
-        collator owns)."""
-        mean = images.new_tensor(self.mean).mul_(white).view(1, -1, 1, 1)
-        std = images.new_tensor(self.std).mul_(white).view(1, -1, 1, 1)
-        return images.sub_(mean).div_(std)
-
-    def _finish(
-        self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor], row_order: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """uint8 crops (or floats holding 0-255) -> photometric -> float32 normalised or uint8.
-
-        The float batch is made once and every op then works in place on it; within the ops, colour-jitter groups
-        and `where_rows` pieces are cache-sized. On CPU, very large batches run in chunks of about 2^24 values; the
-        parameters are drawn already, so the result does not depend on the chunking.
-
-        `row_order` (CPU): row j of `crops` and `params` is example `row_order[j]`, the rows sorted by jitter op
-        order so that colour jitter runs in place on contiguous rows; the work happens in a reused buffer and the
-        result comes back in example order (in a DataLoader worker, written to shared memory in that order)."""
-        shared = _writes_through_memfd(crops.device)
-        # ours, holding 0-255: the division by 255 is folded into the normalisation (ops take `white=255.0`)
-        images = (_work_buffer(crops.shape) if row_order is not None else _new_batch(crops.shape, crops.device)).copy_(crops)
-        step = max(1, CHUNK_VALUES // max(1, crops[0].numel())) if crops.device.type == "cpu" else crops.shape[0]
-        for start in range(0, images.shape[0], step):
-            rows = slice(start, start + step)
-            view.apply_photometric(images[rows], {key: value[rows] for key, value in params.items()}, inplace=True, white=255.0)
+    def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""
+        images = torch.empty(crops.shape, device=crops.device)
+        if self.output_dtype == "float32" and get_worker_info() is not None and crops.device.type == "cpu":
+            # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
+            # `default_collate` does), instead of copying them there
+            images.share_memory_()
+        images = view.apply_photometric(images.copy_(crops).div_(255.0), params, inplace=True)
         if self.output_dtype == "uint8":
-            images = images.round_().clamp_(0, 255).to(torch.uint8)
-        else:
-            images = self._normalize(images, white=255.0)
-        if row_order is None:
-            return _to_shared_memory(images) if shared else images
-        inverse = row_order.argsort()
-        return _to_shared_memory(images, inverse) if shared else images.index_select(0, inverse)
+            return images.mul_(255.0).round_().to(torch.uint8)
+        mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
+        std = images.new_tensor(self.std).view(1, -1, 1, 1)
+        return images.sub_(mean).div_(std)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
@@ -273,36 +151,26 @@ class DataCollatorForMultiView:
             self.num_skipped += len(examples) - len(kept)
             logger.warning("skipped %d unreadable images in this batch (%d so far)", len(examples) - len(kept), self.num_skipped)
         batch_size = batch_images.shape[0]
-        outputs: list[torch.Tensor | None] = [None] * len(self.views)
+        crops: list[torch.Tensor | None] = [None] * len(self.views)
         all_params: list[dict[str, torch.Tensor] | None] = [None] * len(self.views)
-        # identical views (e.g. SimCLR's two) are cropped and augmented together as one (R * B) batch
+        # identical views (e.g. SimCLR's two) are cropped together as one (R * B) batch
         groups: dict[ViewAugmentation, list[int]] = {}
         for index, view in enumerate(self.views):
             groups.setdefault(view, []).append(index)
         for view, indices in groups.items():
             repeats = len(indices)
             params = view.draw_photometric(repeats * batch_size, generator)
-            orders = None  # finished here: each view's crops are made grouped by jitter op order (see `_finish`)
-            if not self.photometric_on_device:
-                orders = [jitter_order(params["order"][rows], params["jitter"][rows]) for rows in
-                          (slice(p * batch_size, (p + 1) * batch_size) for p in range(repeats))]  # fmt: skip
-            row_order = None if orders is None else torch.cat([order + p * batch_size for p, order in enumerate(orders)])
-            crops = random_resized_crops(batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats,
-                                         torch.uint8, channels_last=not self.photometric_on_device, row_order=row_order)  # fmt: skip
+            view_crops = random_resized_crops(
+                batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats, torch.uint8
+            )
             for position, index in enumerate(indices):
                 rows = slice(position * batch_size, (position + 1) * batch_size)
+                crops[index] = view_crops[rows]
                 all_params[index] = {key: value[rows] for key, value in params.items()}
-                if orders is None:
-                    outputs[index] = crops[rows]
-                else:
-                    order = orders[position]
-                    sorted_params = {key: value.index_select(0, order) for key, value in all_params[index].items()}
-                    outputs[index] = self._finish(crops[rows], view, sorted_params, order)
         batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
-        batch["pixel_values"] = outputs
-        if self.photometric_on_device:
-            batch["photometric_params"] = all_params
-        return batch
+        batch["pixel_values"] = crops
+        batch["photometric_params"] = all_params
+        return batch if self.photometric_on_device else self.apply_photometric(batch)
 
     def apply_photometric(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Finish a batch made with `photometric_on_device=True`, on the device its tensors are on.
@@ -318,7 +186,7 @@ class DataCollatorForMultiView:
             raise ValueError("the batch has no 'photometric_params'; build the collator with photometric_on_device=True.")
         finished = {key: value for key, value in batch.items() if key not in ("photometric_params", "pixel_values")}
         finished["pixel_values"] = [
-            self._finish(crops.float(), view, params)
+            self._finish(crops, view, params)
             for crops, view, params in zip(batch["pixel_values"], self.views, batch["photometric_params"])
         ]
         return finished

@@ -1,8 +1,7 @@
 """Fast padding of tokenized examples into tensors, and the worker-aware generator all collators share.
 
-Padding a ragged list of Python lists through numpy is about 7x faster than `torch.tensor` on
-the same lists, and much faster than `tokenizer.pad`, which is where transformers' collators spend
-most of their time.
+Ragged lists of Python lists are padded through numpy rather than `torch.tensor` or `tokenizer.pad`
+(see BENCHMARKS.md, `bench/mlm_collator.py`).
 """
 
 from __future__ import annotations

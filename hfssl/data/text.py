@@ -33,8 +33,8 @@ def _paragraphs(text: str, min_chars: int) -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _stdlib_docstrings(min_chars: int) -> tuple[str, ...]:
-    """Docstring paragraphs of every stdlib source file (~10 s of parsing: kept for the process, as the stdlib does
-    not change under it)."""
+    """Docstring paragraphs of every stdlib source file (parsed once per process: the stdlib does not change under
+    it)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     texts: list[str] = []
     for path in sorted(root.rglob("*.py")):

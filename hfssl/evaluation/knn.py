@@ -39,9 +39,7 @@ def knn_predict(
         chunk_size (`int`, defaults to 128): queries per similarity block.
         memory_chunk_size (`int`, defaults to 65536): memory rows per similarity block (memory use is bounded by
             `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults). Few queries against a wide
-            block beat many queries against a narrow one: fewer top-k merges, and wider blocks allow wider groups
-            in `_block_topk` (60k memory, 10k queries, 128-d, 2 CPU threads: k=200 in 1.45 s instead of 2.55 s
-            with 512 x 8192 blocks, k=20 in 0.95 s instead of 1.11 s).
+            block mean fewer top-k merges, and wider blocks allow wider groups in `_block_topk`.
 
     Returns:
         `torch.Tensor` of shape `(Q, C)`: the summed vote weights of each class.

@@ -63,8 +63,8 @@ def _train_heads(
 ) -> list[nn.Linear]:
     """One linear head per (learning rate, weight decay) setting, trained together on standardised features (N, D).
 
-    Steps of under 2**22 multiply-adds run on one CPU thread: their cost is then the synchronisation of torch's
-    thread pool, which is 10x slower than the arithmetic on a busy machine."""
+    Steps of under 2**22 multiply-adds run on one CPU thread, where the synchronisation of torch's thread pool
+    would cost more than the arithmetic."""
     threads = torch.get_num_threads()
     if features.device.type == "cpu" and batch_size * features.shape[1] * num_classes * len(settings) < 2**22:
         torch.set_num_threads(1)

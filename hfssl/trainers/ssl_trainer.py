@@ -109,6 +109,8 @@ class SSLTrainer(SafeTrainer):
             model = convert_sync_batchnorm(model, args.device)
         if getattr(args, "channels_last", False):
             model = model.to(memory_format=torch.channels_last)
+        if getattr(data_collator, "photometric_on_device", False) is None and args.device.type != "cpu":
+            data_collator.photometric_on_device = True  # "auto": the photometric half on the accelerator (`finish_views`)
         super().__init__(
             model=model,
             args=args,
