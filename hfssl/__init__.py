@@ -23,6 +23,7 @@ from hfssl.data.tokenizer_training import (
 # augmentations
 from hfssl.augmentations.normalization import normalization_from
 from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.augmentations.text import (
     BackTranslation,
     EasyDataAugmentation,
@@ -94,7 +95,7 @@ from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.safe_trainer import NonFiniteError, SafeTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer
-from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
+from hfssl.trainers.swav import SwAVTrainer
 
 # evaluation
 from hfssl.evaluation.callbacks import KNNEvaluationCallback
@@ -148,6 +149,7 @@ __all__ = [
     "EasyDataAugmentation",
     "Seq2SeqTranslator",
     "ViewAugmentation",
+    "WorkerSeededGenerator",
     "normalization_from",
     "random_deletion",
     "random_insertion",
@@ -237,7 +239,6 @@ __all__ = [
     "WeightDecayScheduleCallback",
     "effective_rank",
     "last_complete_checkpoint",
-    "swav_multi_crop_collator",
     # evaluation
     "BackboneForImageClassification",
     "DataCollatorForImageClassification",

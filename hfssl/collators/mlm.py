@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.collators.padding import (
     TOKEN_LEVEL_PAD_VALUES,
     TOKENIZE_FIRST,
     as_list_of_examples,
     pad_sequences,
     token_id_arrays,
-    worker_generator,
 )
 
 _SELECTIONS = ("bernoulli", "exact")
@@ -113,10 +113,8 @@ class DataCollatorForMaskedLM:
         pad_to_multiple_of (`int`, *optional*): pad the length up to a multiple of this.
         max_length (`int`, *optional*): longest sequence accepted; defaults to the tokenizer's
             `model_max_length` when that is a real limit. Longer examples raise an error.
-        seed (`int`, *optional*): seed of the collator's own generator; `None` uses torch's global RNG
-            (which `Trainer` seeds and restores on resume). In DataLoader workers the stream mixes
-            `seed` with the worker's seed, which differs per worker and per epoch and is drawn from
-            torch's global RNG: seed torch (as `Trainer` does) for bitwise-reproducible runs.
+        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
+            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
     Returns (from `__call__`):
         dict with `input_ids` and `labels` (`torch.LongTensor` of shape (B, L), labels -100 where not
@@ -137,9 +135,10 @@ class DataCollatorForMaskedLM:
     max_length: int | None = None
     seed: int | None = None
     return_tensors: str = "pt"
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
         if self.tokenizer.mask_token is None:
             raise ValueError(
                 f"{type(self.tokenizer).__name__} has no mask token, which masked language modelling needs. "
@@ -287,7 +286,7 @@ class DataCollatorForMaskedLM:
         Raises:
             ValueError: when no token of the batch can be masked (every one special or padding).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         if special_tokens_mask is None:
             special_tokens_mask = torch.isin(input_ids, self._special_ids)
         eligible = ~special_tokens_mask.bool()
@@ -414,7 +413,3 @@ class DataCollatorForMaskedLM:
         delta.scatter_add_(1, (starts + span_lengths).clamp(max=length + 1), -active)
         return delta.cumsum(1)[:, :length] > 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state

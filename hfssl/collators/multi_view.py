@@ -23,7 +23,7 @@ from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import collate_columns, decode_batch
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
 from hfssl.augmentations.photometric import LUMA
-from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
+from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views, swav_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,25 @@ class DataCollatorForMultiView:
 
     @classmethod
     def dino(
-        cls, global_size: int = 224, local_size: int = 96, num_local_crops: int = 8,
+        cls, global_size: int = 224, local_size: int | None = None, num_local_crops: int = 8,
         global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
         normalization_source: Any = None, **kwargs: Any,
     ) -> DataCollatorForMultiView:
         """DINO multi-crop (Caron et al., 2021): 2 global views (B, C, global_size, global_size) then
-        `num_local_crops` local views (B, C, local_size, local_size)."""
+        `num_local_crops` local views (B, C, local_size, local_size); `local_size` None: 96/224 of `global_size`
+        (`local_crop_size`)."""
         views = dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        return cls._preset(views, normalization_source, kwargs)
+
+    @classmethod
+    def swav(
+        cls, global_size: int = 224, local_size: int | None = None, num_local_crops: int = 6,
+        global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
+        normalization_source: Any = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """SwAV multi-crop (Caron et al., 2020, 2x224 + 6x96): 2 global views then `num_local_crops` local views,
+        colour distortion of strength 1, blur p=0.5; `local_size` None: 96/224 of `global_size`."""
+        views = swav_views(global_size, local_size, num_local_crops, global_scale, local_scale)
         return cls._preset(views, normalization_source, kwargs)
 
     def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:

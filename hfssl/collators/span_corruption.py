@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.collators.padding import (
     TOKENIZE_FIRST,
     as_list_of_examples,
     pad_sequences,
     token_id_arrays,
-    worker_generator,
 )
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,8 @@ class DataCollatorForSpanCorruption:
         input_length (`int`, *optional*): when set, every corrupted input must have exactly this length (the packing
             check), else a `ValueError` names the raw length to pack to.
         pad_to_multiple_of (`int`, *optional*): pad input and target lengths up to a multiple of this.
-        seed (`int`, *optional*): seed of the collator's generator; `None` uses torch's global RNG. In DataLoader
-            workers the stream is offset by the worker's seed, so workers never share a stream.
+        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
+            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
     Returns (from `__call__`):
         dict with `input_ids` (`torch.LongTensor` of shape (B, I)), `attention_mask` (B, I), `labels`
@@ -182,9 +182,10 @@ class DataCollatorForSpanCorruption:
     pad_to_multiple_of: int | None = None
     seed: int | None = None
     return_tensors: str = "pt"
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
         if self.return_tensors != "pt":
             raise ValueError(f"return_tensors={self.return_tensors!r} is not supported; hfssl collators return 'pt'.")
         if not 0.0 < self.noise_density < 1.0:
@@ -247,7 +248,7 @@ class DataCollatorForSpanCorruption:
         Returns:
             `torch.BoolTensor` of shape (B, N): True on noise tokens (always False on padding).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         counts = [span_counts(int(n), self.noise_density, self.mean_noise_span_length) for n in lengths.tolist()]
         num_noise = torch.tensor([c[0] for c in counts], dtype=torch.long)
         num_spans = torch.tensor([c[1] for c in counts], dtype=torch.long)
@@ -304,7 +305,3 @@ class DataCollatorForSpanCorruption:
         out = out.masked_fill(column > num_kept[:, None], -100)
         return out.masked_fill(column == num_kept[:, None], self.tokenizer.eos_token_id)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state

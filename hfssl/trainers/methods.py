@@ -26,11 +26,11 @@ from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
 from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.models.vicreg import VICRegConfig, VICRegModel
 from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
-from hfssl.trainers.dino import DINOTrainer, dino_local_size
+from hfssl.trainers.dino import DINOTrainer
 from hfssl.trainers.moco import MoCoTrainer
 from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
-from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
+from hfssl.trainers.swav import SwAVTrainer
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def dino_crops(config: Any, image_size: int, min_scale: float | None, mean: Any,
     (0.05, min_scale))."""
     min_scale = 0.4 if min_scale is None else min_scale
     return DataCollatorForMultiView.dino(
-        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
+        global_size=image_size, local_size=local_size, num_local_crops=num_local_crops,
         global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
     )  # fmt: skip
 
@@ -93,8 +93,8 @@ def swav_crops(config: Any, image_size: int, min_scale: float | None, mean: Any,
     """SwAV's multi-crop: 2 global crops (scale (min_scale, 1); None: the paper's 0.14) and local crops (scale
     (0.05, min_scale))."""
     min_scale = 0.14 if min_scale is None else min_scale
-    return swav_multi_crop_collator(
-        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
+    return DataCollatorForMultiView.swav(
+        global_size=image_size, local_size=local_size, num_local_crops=num_local_crops,
         global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
     )  # fmt: skip
 

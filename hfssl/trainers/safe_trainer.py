@@ -33,7 +33,6 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hfssl.collators.padding import worker_generator
 from hfssl.trainers.checkpoints import (
     STAGING_DIR,
     TRAINER_STATE_NAME,
@@ -80,10 +79,8 @@ def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
 
 def collator_generator(collator: Any) -> torch.Generator | None:
     """The `torch.Generator` a collator draws its randomness from in the main process, if it exposes one
-    (the image collators keep it in `_rng`, the text collators make it from `seed` in `_cache`; a plain `generator`
-    attribute works too). None when the collator draws from torch's global RNG (e.g. a text collator with `seed=None`)."""
-    if getattr(collator, "seed", None) is not None and isinstance(getattr(collator, "_cache", None), dict):
-        return worker_generator(collator.seed, collator._cache)
+    (hfssl's collators keep a `WorkerSeededGenerator` in `_rng`; a plain `generator` attribute works too). None when
+    the collator draws from torch's global RNG."""
     holder = getattr(collator, "_rng", None)
     if holder is not None and callable(getattr(holder, "get", None)):
         return holder.get()
