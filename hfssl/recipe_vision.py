@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from hfssl.data.images import ImageDataArguments, decoded_images
@@ -14,26 +13,6 @@ from hfssl.export import native_export_problem, resolve_backbone, save_backbone
 from hfssl.hub import push_folder_to_hub, write_ssl_model_card
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BackboneArguments:
-    """The image encoder to pretrain: a timm name, a Hub id or a local folder (`SSLBackboneConfig`)."""
-
-    backbone_name: str = field(default="resnet18", metadata={"help": "timm name, Hub id or local folder."})
-    backbone_pretrained: bool = False
-    small_image_stem: bool = field(default=False, metadata={"help": "3x3 stride-1 stem, no max-pool (28-64 px)."})
-    export_encoder: str = field(
-        default="backbone",
-        metadata={"help": "The encoder to kNN-evaluate and export at the end: 'backbone' (the trained online / student "
-                  "network) or, for BYOL, DINO and MoCo, 'teacher_backbone' (the EMA teacher, which DINO's paper "
-                  "evaluates and releases)."},
-    )  # fmt: skip
-
-    def config_kwargs(self) -> dict[str, Any]:
-        """The `SSLBackboneConfig` fields these options set."""
-        return {"backbone_name": self.backbone_name, "backbone_pretrained": self.backbone_pretrained,
-                "small_image_stem": self.small_image_stem}  # fmt: skip
 
 
 def check_push_possible(model: Any, training_args: Any, encoder: str = "backbone") -> str | None:

@@ -38,15 +38,19 @@ class EvaluationArguments:
     model_name_or_path: str = field(metadata={"help": "hfssl model folder, exported backbone, timm name or HF id."})
     pretrained: bool = field(default=True, metadata={"help": "Load the weights of a timm name / Hub id."})
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or save_to_disk folder."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Folder of images in class sub-folders."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str | None = None
+    image_column: str | None = field(
+        default=None, metadata={"help": "The column holding the images (default: the first Image column)."}
+    )
     train_split: str = "train"
     eval_split: str | None = field(default=None, metadata={"help": "Split to classify (default: 'test'; "
                                                                    "--train_dir: 20% of the images)."})
     image_size: int | None = field(default=None, metadata={"help": "Resize side (default: the model's)."})
-    max_train_samples: int | None = None
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: int | None = None
     k: int = field(default=200, metadata={"help": "kNN neighbours (InstDisc, DINO: 200 and 20)."})
     temperature: float = field(default=0.1, metadata={"help": "kNN vote temperature (InstDisc, DINO: 0.07-0.1)."})

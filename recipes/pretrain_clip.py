@@ -37,7 +37,8 @@ from hfssl.evaluation.zero_shot import (
 from hfssl.export import native_export_problem, save_towers
 from hfssl.hub import write_card_and_push
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.clip import DualEncoderTrainer
 
@@ -56,29 +57,39 @@ image_embeddings = model.get_image_features(torch.randn(1, 3, {size}, {size}))  
 @dataclass
 class ModelArguments:
     image_backbone: str | None = field(default=None, metadata={"help": "timm name, Hub id or folder; else a ViT."})
-    image_pretrained: bool = False
+    image_pretrained: bool = field(
+        default=False, metadata={"help": "Start the image tower from the backbone's pretrained weights."}
+    )
     small_image_stem: bool = field(default=False, metadata={"help": "3x3 stem for timm ResNets on small images."})
     text_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained text encoder; else BERT."})
-    preset: str = field(default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."})
+    preset: str = field(
+        default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."}
+    )
     text_pooling: str = field(default="cls", metadata={"help": "cls, mean or last."})
     projection_dim: int = field(default=64, metadata={"help": "Shared embedding dim (CLIP ViT-B: 512)."})
     loss: str = field(default="clip", metadata={"help": "clip (symmetric InfoNCE) or siglip (sigmoid)."})
-    vocab_size: int = 1000
+    vocab_size: int = field(default=1000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or save_to_disk folder of pairs."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/parquet of (image path, caption)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str = "image"
+    image_column: str = field(
+        default="image", metadata={"help": "The column holding the images (default: the first Image column)."}
+    )
     caption_column: str = field(default="caption", metadata={"help": "A caption or a list of captions per image."})
-    captions_per_image: int = 1
-    image_size: int = 32
+    captions_per_image: int = field(
+        default=1, metadata={"help": "Captions drawn per image in a batch (K > 1: multi-positive loss)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Side of the square images the model trains on, in pixels."})
     min_scale: float = field(default=1.0, metadata={"help": "Random crop scale (1.0: a plain resize of the image)."})
     max_length: int = field(default=32, metadata={"help": "Caption tokens (CLIP: 77)."})
-    max_train_samples: int | None = None
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     eval_samples: int = field(default=500, metadata={"help": "Pairs held out from --dataset_name / --train_file."})
 
 

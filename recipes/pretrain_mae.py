@@ -39,7 +39,7 @@ from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
 from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,13 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "ViTMAE checkpoint; else from scratch."})
-    image_size: int = 32
-    patch_size: int = 4
-    hidden_size: int = 64
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    decoder_hidden_size: int = 64
-    decoder_num_hidden_layers: int = 2
+    image_size: int = field(default=32, metadata={"help": "Side of the square images the model trains on, in pixels."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch side in pixels."})
+    hidden_size: int = field(default=64, metadata={"help": "Encoder width (from scratch)."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Encoder depth (from scratch)."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Encoder attention heads (from scratch)."})
+    decoder_hidden_size: int = field(default=64, metadata={"help": "MAE decoder width."})
+    decoder_num_hidden_layers: int = field(default=2, metadata={"help": "MAE decoder depth."})
     mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked (MAE: 0.75)."})
     norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised pixel targets (MAE default)."})
 
@@ -62,11 +62,15 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path (save_to_disk folder)."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Folder of images (imagefolder)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str | None = None
-    max_train_samples: int | None = None
+    image_column: str | None = field(
+        default=None, metadata={"help": "The column holding the images (default: the first Image column)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (MAE: 0.2)."})
     skip_invalid_images: bool = field(default=False, metadata={"help": "Skip unreadable images (count logged)."})
     num_reconstructions: int = field(default=8, metadata={"help": "Images in reconstructions.png."})

@@ -32,7 +32,8 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
 )
 from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,14 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(TextDataArguments):
-    mlm_probability: float = 0.15
+    mlm_probability: float = field(
+        default=0.15, metadata={"help": "Fraction of tokens selected for prediction (BERT: 0.15)."}
+    )
     selection: str = field(default="bernoulli", metadata={"help": "bernoulli or exact."})
-    whole_word_mask: bool = False
-    span_masking: bool = False
+    whole_word_mask: bool = field(default=False, metadata={"help": "Mask whole words (all pieces of a word together)."})
+    span_masking: bool = field(
+        default=False, metadata={"help": "Mask contiguous spans (SpanBERT's geometric span lengths)."}
+    )
 
 
 @dataclass

@@ -31,7 +31,8 @@ from hfssl.distributed import end_processes
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
 from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field, fields
 
 from hfssl.data.images import ImageDataArguments
 from hfssl.distributed import end_processes
-from hfssl.recipe_arguments import parse_recipe_arguments, requested_method
-from hfssl.recipe_vision import BackboneArguments, check_push_possible, train_evaluate_export
+from hfssl.cli import BackboneArguments, parse_recipe_arguments, requested_method
+from hfssl.recipe_vision import check_push_possible, train_evaluate_export
 from hfssl.trainers import SSLTrainingArguments
 from hfssl.trainers.dino import DINOTrainingArguments
 from hfssl.trainers.methods import (

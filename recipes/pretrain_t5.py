@@ -33,7 +33,8 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
 )
 from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class ModelArguments:
 @dataclass
 class DataArguments(TextDataArguments):
     max_seq_length: int = field(default=128, metadata={"help": "Encoder input length after corruption (T5: 512)."})
-    noise_density: float = 0.15
-    mean_noise_span_length: float = 3.0
+    noise_density: float = field(default=0.15, metadata={"help": "Fraction of tokens corrupted (T5: 0.15)."})
+    mean_noise_span_length: float = field(default=3.0, metadata={"help": "Mean length of a corrupted span (T5: 3)."})
 
 
 @dataclass

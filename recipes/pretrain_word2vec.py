@@ -26,7 +26,8 @@ from hfssl.data.tokenizer_training import train_word_level_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.hub import write_card_and_push
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(TextDataArguments):
-    window: int = 5
-    num_negatives: int = 5
-    subsample_threshold: float = 1e-3
+    window: int = field(default=5, metadata={"help": "Largest distance between a centre word and its context words."})
+    num_negatives: int = field(default=5, metadata={"help": "Negative samples per positive pair (word2vec: 5)."})
+    subsample_threshold: float = field(
+        default=1e-3, metadata={"help": "Frequent-word subsampling threshold t (word2vec: 1e-3; 0 keeps every word)."}
+    )
     query_words: str = field(default="true,read,list,int,file", metadata={"help": "Comma-separated words."})
     analogy: str | None = field(default="read,reader,write", metadata={"help": "a,b,c: a is to b as c is to ?"})
 

@@ -14,7 +14,8 @@ LAYERS = [
     ("hfssl.models",),
     ("hfssl.hub", "hfssl.export"),
     ("hfssl.trainers", "hfssl.evaluation"),
-    ("hfssl.recipe_arguments", "hfssl.recipe_vision"),
+    ("hfssl.recipe_vision",),
+    ("hfssl.cli",),
     ("hfssl",),  # the package's __init__: exports only
 ]
 

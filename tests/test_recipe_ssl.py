@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 import hfssl.models  # noqa: F401
 from hfssl.evaluation.features import knn_evaluate, load_encoder
-from hfssl.recipe_arguments import parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
 from hfssl.trainers.methods import METHODS, config_arguments, config_field_docs
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "pretrain_ssl.py")

@@ -226,14 +226,22 @@ class TextDataArguments:
     their own fields or change a default (e.g. `max_seq_length`)."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
-    validation_file: str | None = None
-    text_column: str = "text"
-    validation_split_percentage: float = 5.0
+    validation_file: str | None = field(
+        default=None, metadata={"help": "A text file of held-out lines (default: a split of the training text)."}
+    )
+    text_column: str = field(default="text", metadata={"help": "The column holding the text."})
+    validation_split_percentage: float = field(
+        default=5.0, metadata={"help": "Percent of the training text held out when there is no validation split."}
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example (block size when packing)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
-    preprocessing_num_workers: int | None = None
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenizing (datasets.map num_proc)."}
+    )
 
     def load(self, seed: int = 42) -> DatasetDict:
         """`load_text_dataset` with these options, keeping only the first `max_train_samples` training texts."""
