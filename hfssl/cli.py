@@ -215,3 +215,45 @@ class BackboneArguments:
         """The `SSLBackboneConfig` fields these options set."""
         return {"backbone_name": self.backbone_name, "backbone_pretrained": self.backbone_pretrained,
                 "small_image_stem": self.small_image_stem}  # fmt: skip
+
+
+@dataclass
+class TextModelArguments:
+    """The model of a text recipe: continued from a checkpoint, or built from scratch from a config or the recipe's
+    size preset, with `config_overrides` on top (transformers' run_mlm.py convention); and its tokenizer."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
+    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch (else --preset)."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields to change when training from scratch, e.g. 'num_hidden_layers=4,"
+                  "hidden_dropout_prob=0.0' (PretrainedConfig.update_from_string)."},
+    )  # fmt: skip
+    preset: str = field(default="tiny", metadata={"help": "Size from scratch (the recipe lists its presets)."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
+    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer."})
+
+    def check_preset(self, presets: Any) -> None:
+        if self.preset not in presets:
+            raise ValueError(f"--preset must be one of {list(presets)}, got {self.preset!r}.")
+
+    def build_model(self, auto_class: Any, tokenizer: Any, preset: Any) -> Any:
+        """`auto_class.from_pretrained(model_name_or_path)`, else `auto_class.from_config` of `config_name`'s config
+        or of `preset` (the recipe's preset config) with `config_overrides` applied; the input embeddings grown to
+        the tokenizer's size when it is larger."""
+        if self.model_name_or_path is not None:
+            if self.config_overrides:
+                raise ValueError("--config_overrides changes a model built from scratch; drop it, or drop "
+                                 "--model_name_or_path and pass --config_name.")  # fmt: skip
+            model = auto_class.from_pretrained(self.model_name_or_path)
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(self.config_name, vocab_size=len(tokenizer)) if self.config_name else preset
+            if self.config_overrides:
+                config.update_from_string(self.config_overrides)
+                logger.info("Config after --config_overrides %s: %s", self.config_overrides, config)
+            model = auto_class.from_config(config)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        return model

@@ -32,7 +32,7 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
 )
 from hfssl.hub import write_card_and_push
-from hfssl.cli import parse_recipe_arguments
+from hfssl.cli import TextModelArguments, parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
@@ -47,12 +47,9 @@ PRESETS = {"tiny": (64, 2, 2), "micro": (128, 2, 2), "mini": (256, 4, 4), "small
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
-    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+class ModelArguments(TextModelArguments):
     model_type: str = field(default="modernbert", metadata={"help": "Architecture from scratch: modernbert, bert, ..."})
     preset: str = field(default="micro", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
     vocab_size: int = field(default=4000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
@@ -92,8 +89,7 @@ class MLMTrainingArguments(TrainingArguments):
 
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, MLMTrainingArguments))
-    if model_args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    model_args.check_preset(PRESETS)
 
     raw = data_args.load(seed=training_args.seed)
 
@@ -103,24 +99,16 @@ def main() -> None:
     with training_args.main_process_first(desc="tokenizing"):
         blocks = tokenize_and_pack(raw, tokenizer, data_args.max_seq_length, num_proc=data_args.preprocessing_num_workers)
 
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
-    else:
-        if model_args.config_name is not None:
-            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
-        else:
-            hidden, layers, heads = PRESETS[model_args.preset]
-            config = AutoConfig.for_model(
-                model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, intermediate_size=4 * hidden,
-                max_position_embeddings=max(512, data_args.max_seq_length) + 2, pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-                **({"sparse_prediction": True} if model_args.model_type == "modernbert" else {}),
-            )
-        model = AutoModelForMaskedLM.from_config(config)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+    hidden, layers, heads = PRESETS[model_args.preset]
+    preset = AutoConfig.for_model(
+        model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=4 * hidden,
+        max_position_embeddings=max(512, data_args.max_seq_length) + 2, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+        **({"sparse_prediction": True} if model_args.model_type == "modernbert" else {}),
+    )
+    model = model_args.build_model(AutoModelForMaskedLM, tokenizer, preset)
 
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     collator = DataCollatorForMaskedLM(

@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass, field
 
 from transformers import (
-    AutoConfig,
     AutoModelForSeq2SeqLM,
     T5Config,
     TrainingArguments,
@@ -33,7 +32,7 @@ from hfssl.evaluation.masked_lm import (
     preprocess_logits_for_masked_lm,
 )
 from hfssl.hub import write_card_and_push
-from hfssl.cli import parse_recipe_arguments
+from hfssl.cli import TextModelArguments, parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
@@ -45,11 +44,8 @@ PRESETS = {"tiny": (64, 2, 2, 256), "mini": (256, 4, 4, 1024), "small": (512, 6,
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
-    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+class ModelArguments(TextModelArguments):
     preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer (before sentinels)."})
 
 
@@ -77,8 +73,7 @@ class T5TrainingArguments(TrainingArguments):
 
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, T5TrainingArguments))
-    if model_args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    model_args.check_preset(PRESETS)
 
     raw = data_args.load(seed=training_args.seed)
 
@@ -92,19 +87,12 @@ def main() -> None:
         blocks = tokenize_and_pack(raw, tokenizer, raw_length, return_special_tokens_mask=False,
                                    num_proc=data_args.preprocessing_num_workers)
 
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path)
-    else:
-        if model_args.config_name is not None:
-            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
-        else:
-            d_model, layers, heads, d_ff = PRESETS[model_args.preset]
-            config = T5Config(
-                vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers,
-                num_heads=heads, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                decoder_start_token_id=tokenizer.pad_token_id,
-            )
-        model = AutoModelForSeq2SeqLM.from_config(config)
+    d_model, layers, heads, d_ff = PRESETS[model_args.preset]
+    preset = T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    model = model_args.build_model(AutoModelForSeq2SeqLM, tokenizer, preset)
 
     collator = DataCollatorForSpanCorruption(
         tokenizer, noise_density=data_args.noise_density, mean_noise_span_length=data_args.mean_noise_span_length,

@@ -87,3 +87,22 @@ def test_the_hfssl_command(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "usage: pretrain_ssl.py" in help_text and "--teacher_temperature" in help_text
+
+
+def test_config_overrides_change_a_model_built_from_scratch():
+    from transformers import AutoModelForMaskedLM, BertConfig
+
+    from hfssl.cli import TextModelArguments
+
+    tokenizer = ["token"] * 120  # only its length matters here
+    preset = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    arguments = TextModelArguments(config_overrides="num_hidden_layers=1,hidden_dropout_prob=0.0")
+    model = arguments.build_model(AutoModelForMaskedLM, tokenizer, preset)
+    assert (model.config.num_hidden_layers, model.config.hidden_dropout_prob) == (1, 0.0)
+    assert model.get_input_embeddings().num_embeddings == 120  # grown to the tokenizer
+    with pytest.raises(ValueError, match="config_overrides changes a model built from scratch"):
+        TextModelArguments(model_name_or_path="bert-base-uncased", config_overrides="num_hidden_layers=1").build_model(
+            AutoModelForMaskedLM, tokenizer, preset
+        )
+    with pytest.raises(ValueError, match="--preset must be one of"):
+        TextModelArguments(preset="huge").check_preset({"tiny": None})
