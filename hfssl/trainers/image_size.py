@@ -63,7 +63,7 @@ def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | N
         example = dataset[0]
         image = example[image_column] if isinstance(example, dict) else None
         side = image_side(image)
-    except (KeyError, IndexError, TypeError, ValueError, OSError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, OSError, NotImplementedError) as error:
         return None, f"its first example's {image_column!r} could not be read ({type(error).__name__}: {error})"
     if side is None:
         return None, f"its first example has no readable {image_column!r} image"

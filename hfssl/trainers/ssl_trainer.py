@@ -82,6 +82,12 @@ class SSLTrainer(SafeTrainer):
             defaults to the method's paper views (`default_data_collator`) at the first training image's shorter side,
             capped at the backbone's input size (the backbone's input size when the data cannot be read; logged).
         train_dataset, eval_dataset, callbacks, **kwargs: as for `transformers.Trainer`.
+
+    Attributes:
+        training_image_size (`int` or `None`): the side in pixels of the largest view training sees: the collator's
+            (`views` sizes or `image_size`) once built, then that of the batches it trains on; None when the
+            collator does not say and no step has run. Model cards and exports read it.
+        embedding_dim (`int` or `None`): P, the dimension of the embeddings `embedding/std` is measured on.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
