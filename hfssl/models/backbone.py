@@ -262,6 +262,9 @@ class SSLBackboneConfig(PretrainedConfig):
         pooling (`str`, defaults to `"auto"`): see `Backbone`.
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem, no max-pool (28-64 px images).
         num_channels (`int`, defaults to 3): input channels of a timm backbone.
+        training_image_size (`int`, *optional*): not a constructor argument: the side the model trained at, written by
+            `SSLTrainer` (`hfssl.trainers.image_size.record_training_image_size`); a model built from a config that
+            has it gets it as its backbone's `data_config["input_size"]`.
     """
 
     backbone_name: str | None = "resnet18"
@@ -287,6 +290,10 @@ def backbone_from_config(config: SSLBackboneConfig) -> Backbone:
         in_chans=config.num_channels,
         model_kwargs=config.backbone_kwargs,
     )
+    training_image_size = getattr(config, "training_image_size", None)
+    if training_image_size:  # the side it trained at (hfssl.trainers.image_size.record_training_image_size)
+        channels = backbone.data_config["input_size"][0]
+        backbone.data_config = {**backbone.data_config, "input_size": (channels, training_image_size, training_image_size)}
     config.backbone_library = backbone.library
     config.backbone_pretrained = False
     if backbone.transformers_config is not None:

@@ -75,10 +75,15 @@ class DINOTrainer(SSLTrainer):
     arguments_class = DINOTrainingArguments
     default_arguments = {"output_dir": "outputs/dino"}
 
-    def default_data_collator(self, model: DINOModel, processing_class: Any = None) -> DataCollatorForMultiView:
-        """DINO's multi-crop views at the backbone's input size (local crops at 96/224 of it)."""
+    collator_example = "DataCollatorForMultiView.dino(global_size={size})"
+
+    def default_data_collator(
+        self, model: DINOModel, processing_class: Any = None, train_dataset: Any = None
+    ) -> DataCollatorForMultiView:
+        """DINO's multi-crop views at `default_view_size` (the data's side, at most the backbone's input size), local
+        crops at 96/224 of it."""
         data_config = model.backbone.data_config
-        size = data_config["input_size"][-1]
+        size = self.default_view_size(data_config, train_dataset)
         return DataCollatorForMultiView.dino(global_size=size, mean=data_config["mean"], std=data_config["std"])
 
     def __init__(self, model: DINOModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:

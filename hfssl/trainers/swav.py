@@ -28,10 +28,14 @@ class SwAVTrainer(SSLTrainer):
     model_class = SwAVModel
     default_arguments = {"output_dir": "outputs/swav"}
 
-    def default_data_collator(self, model: SwAVModel, processing_class: Any = None) -> DataCollatorForMultiView:
-        """SwAV's multi-crop views at the backbone's input size."""
+    collator_example = "DataCollatorForMultiView.swav(global_size={size})"
+
+    def default_data_collator(
+        self, model: SwAVModel, processing_class: Any = None, train_dataset: Any = None
+    ) -> DataCollatorForMultiView:
+        """SwAV's multi-crop views at `default_view_size` (the data's side, at most the backbone's input size)."""
         data_config = model.backbone.data_config
-        size = data_config["input_size"][-1]
+        size = self.default_view_size(data_config, train_dataset)
         return DataCollatorForMultiView.swav(global_size=size, mean=data_config["mean"], std=data_config["std"])
 
     def __init__(self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
