@@ -152,8 +152,12 @@ def test_pitfalls_raise_helpful_errors(digits, tmp_path):
     plain = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the image column"):
         SSLTrainer(model=make_model("simclr"), args=plain, data_collator=collator())
+    viewless = make_model("simclr")
+    viewless.views_for = lambda config: None  # a model that declares no paper views
     with pytest.raises(ValueError, match="needs a multi-view `data_collator`"):
-        SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path))
+        SSLTrainer(model=viewless, args=arguments(tmp_path))
+    # a model that declares its paper views trains with plain SSLTrainer (a new method needs no trainer class)
+    assert SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path)).data_collator.views[0].size > 0
     with pytest.raises(TypeError, match="SimCLRTrainer needs a SimCLRModel or a backbone name; got MoCoModel"):
         SimCLRTrainer(model=make_model("moco_v2"))
     with pytest.raises(ValueError, match="teacher_momentum=1.5 must lie in"):

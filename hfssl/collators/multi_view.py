@@ -27,6 +27,7 @@ from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
 logger = logging.getLogger(__name__)
+PAPER_VIEWS = ("simclr", "moco_v2", "byol", "dino", "swav")  # the presets `DataCollatorForMultiView.paper_views` builds
 
 
 @dataclass
@@ -141,6 +142,43 @@ class DataCollatorForMultiView:
         colour distortion of strength 1, blur p=0.5; `local_size` None: 96/224 of `global_size`."""
         views = swav_views(global_size, local_size, num_local_crops, global_scale, local_scale)
         return cls._preset(views, normalization_source, kwargs)
+
+    @classmethod
+    def paper_views(
+        cls, preset: str, image_size: int = 224, min_scale: float | None = None, strength: float | None = None,
+        local_size: int | None = None, num_local_crops: int | None = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """A method's paper views by preset name (`PAPER_VIEWS`, what a method model's `views_for` returns) at
+        `image_size` (the global crops' side for multi-crop), with the options a recipe exposes.
+
+        Args:
+            preset (`str`): "simclr", "moco_v2", "byol", "dino" or "swav".
+            min_scale (`float`, *optional*): crop lower scale (None: the paper's); for multi-crop, the global crops'
+                lower and the local crops' upper scale (DINO's 0.4, SwAV's 0.14).
+            strength (`float`, *optional*): SimCLR's colour-jitter strength, refused for the other presets; None: 1.0
+                with blur, or below 96 px the paper's CIFAR-10 setting (0.5, no blur; appendix B.9).
+            local_size, num_local_crops (`int`, *optional*): the local crops (None: 96/224 of `image_size`, the
+                paper's number).
+            **kwargs: to the constructor (`mean`, `std`, `seed`, ...).
+        """
+        if preset not in PAPER_VIEWS:
+            raise ValueError(f"Unknown views preset {preset!r}; choose one of {', '.join(PAPER_VIEWS)}.")
+        if strength is not None and preset != "simclr":
+            raise ValueError(
+                f"--strength {strength} is SimCLR's colour-jitter strength; the {preset} views fix their paper's colour "
+                "jitter. Drop --strength, or train --method simclr."
+            )
+        scale = {} if min_scale is None else {"min_scale": min_scale}
+        if preset == "simclr":
+            small = image_size < 96
+            strength = (0.5 if small else 1.0) if strength is None else strength
+            return cls.simclr(image_size, strength=strength, blur_p=0.0 if small else 0.5, **scale, **kwargs)
+        if preset in ("dino", "swav"):
+            lower = {"dino": 0.4, "swav": 0.14}[preset] if min_scale is None else min_scale
+            crops = {} if num_local_crops is None else {"num_local_crops": num_local_crops}
+            return getattr(cls, preset)(global_size=image_size, local_size=local_size, global_scale=(lower, 1.0),
+                                        local_scale=(0.05, lower), **crops, **kwargs)  # fmt: skip
+        return getattr(cls, preset)(image_size=image_size, **scale, **kwargs)
 
     def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""

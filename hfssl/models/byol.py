@@ -69,6 +69,9 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
     """BYOL: an online backbone, projector and predictor, and a momentum target backbone and projector
     (`MomentumTeacher`: `teacher_backbone`, `teacher_projector`, updated by `update_after_step`)."""
 
+    method_name = "BYOL"
+    paper_views = "byol"
+
     config_class = BYOLConfig
     base_model_prefix = "byol"
 

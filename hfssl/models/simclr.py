@@ -67,6 +67,9 @@ class SimCLRModel(SSLPreTrainedModel):
     The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.export` exports it natively.
     """
 
+    method_name = "SimCLR"
+    paper_views = "simclr"
+
     config_class = SimCLRConfig
     base_model_prefix = "simclr"
 

@@ -57,6 +57,9 @@ class SimSiamConfig(SSLBackboneConfig):
 class SimSiamModel(SSLPreTrainedModel):
     """SimSiam: a backbone, a projector ending in an affine-free batch norm, and a bottleneck predictor."""
 
+    method_name = "SimSiam"
+    paper_views = "moco_v2"
+
     config_class = SimSiamConfig
     base_model_prefix = "simsiam"
 

@@ -50,7 +50,6 @@ class DualEncoderTrainer(SSLTrainer):
     batches. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "CLIP"
     model_class = DualEncoderModel
     default_arguments = {"output_dir": "outputs/dual_encoder"}
 

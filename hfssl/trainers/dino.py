@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
@@ -70,21 +69,9 @@ class DINOTrainer(SSLTrainer):
     and per-parameter gradient clipping. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "DINO"
     model_class = DINOModel
     arguments_class = DINOTrainingArguments
     default_arguments = {"output_dir": "outputs/dino"}
-
-    collator_example = "DataCollatorForMultiView.dino(global_size={size})"
-
-    def default_data_collator(
-        self, model: DINOModel, processing_class: Any = None, train_dataset: Any = None
-    ) -> DataCollatorForMultiView:
-        """DINO's multi-crop views at `default_view_size` (the data's side, at most the backbone's input size), local
-        crops at 96/224 of it."""
-        data_config = model.backbone.data_config
-        size = self.default_view_size(data_config, train_dataset)
-        return DataCollatorForMultiView.dino(global_size=size, mean=data_config["mean"], std=data_config["std"])
 
     def __init__(self, model: DINOModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, args=args, **kwargs)

@@ -33,12 +33,12 @@ resume exactly.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
@@ -68,7 +68,7 @@ def constant_factor(step: int) -> float:
 class SSLTrainer(SafeTrainer):
     """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
 
-    A method's trainer declares `method_name`, `model_class`, `collator_preset` and its `default_arguments` (and
+    A method's trainer declares `model_class` and its `default_arguments` (and
     overrides what it adds: DINO's schedules, SwAV's frozen prototypes); the shared `__init__` builds the model from a
     backbone name, the paper's views and the arguments from those.
 
@@ -93,12 +93,10 @@ class SSLTrainer(SafeTrainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     # What a method's trainer declares (most method trainers are only this declaration):
-    method_name: str = "SSL"  # paper casing, for messages and model cards
     model_class: type | None = None  # the method model it trains; a backbone name builds one; None: any SSL model
-    collator_preset: Callable[..., Any] | None = None  # the paper's views, e.g. DataCollatorForMultiView.simclr
     arguments_class: type = SSLTrainingArguments  # built when no `args` are given, with `default_arguments`
     default_arguments: dict[str, Any] = {"output_dir": "outputs/ssl"}
-    collator_example: str | None = None  # the collator to pass instead, with {size}; None: from `collator_preset`
+    collator_example: str | None = None  # the collator to pass instead, with {size}; None: from the model's views
 
     def __init__(
         self,
@@ -169,18 +167,21 @@ class SSLTrainer(SafeTrainer):
         return model
 
     def default_data_collator(self, model: nn.Module, processing_class: Any = None, train_dataset: Any = None) -> Any:
-        """The method's paper views (`collator_preset`) with the backbone's normalisation, at `default_view_size`;
-        None when the method declares no preset."""
-        if self.collator_preset is None:
+        """The model's paper views (`model.views_for(config)`, `DataCollatorForMultiView.paper_views`) with the
+        backbone's normalisation, at `default_view_size`; None for a model without image views."""
+        views = model.views_for(model.config) if hasattr(model, "views_for") else None
+        if views is None:
             return None
         data_config = model.backbone.data_config
-        size = self.default_view_size(data_config, train_dataset)
-        return self.collator_preset(image_size=size, mean=data_config["mean"], std=data_config["std"])
+        side = "global_size" if views in ("dino", "swav") else "image_size"
+        size = self.default_view_size(data_config, train_dataset, f"DataCollatorForMultiView.{views}({side}={{size}})")
+        return DataCollatorForMultiView.paper_views(views, size, mean=data_config["mean"], std=data_config["std"])
 
-    def default_view_size(self, data_config: dict[str, Any], train_dataset: Any) -> int:
+    def default_view_size(self, data_config: dict[str, Any], train_dataset: Any, example: str | None = None) -> int:
         """The default views' side: the first training image's shorter side, at most the backbone's
-        `data_config["input_size"]` side (which is used when the data cannot be read); logged with how to change it."""
-        example = self.collator_example or f"DataCollatorForMultiView.{self.collator_preset.__name__}(image_size={{size}})"
+        `data_config["input_size"]` side (which is used when the data cannot be read); logged with how to change it
+        (`example`, else `collator_example`: the collator to pass instead, with `{size}`)."""
+        example = example or self.collator_example or "a data_collator with image_size={size}"
         return default_view_size(int(data_config["input_size"][-1]), train_dataset, type(self).__name__, example)
 
     def _check_distributed_setup(self) -> None:

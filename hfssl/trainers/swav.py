@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.swav import SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback
@@ -24,19 +23,8 @@ class SwAVTrainer(SSLTrainer):
     its own queue). The prototypes stay frozen for `config.freeze_prototypes_steps`. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "SwAV"
     model_class = SwAVModel
     default_arguments = {"output_dir": "outputs/swav"}
-
-    collator_example = "DataCollatorForMultiView.swav(global_size={size})"
-
-    def default_data_collator(
-        self, model: SwAVModel, processing_class: Any = None, train_dataset: Any = None
-    ) -> DataCollatorForMultiView:
-        """SwAV's multi-crop views at `default_view_size` (the data's side, at most the backbone's input size)."""
-        data_config = model.backbone.data_config
-        size = self.default_view_size(data_config, train_dataset)
-        return DataCollatorForMultiView.swav(global_size=size, mean=data_config["mean"], std=data_config["std"])
 
     def __init__(self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
         model = self.build_model(model)
