@@ -222,7 +222,11 @@ class DataCollatorForMaskedLM:
         is_special[self._special_ids[self._special_ids < vocab_size]] = True
         self._ordinary_ids = torch.nonzero(~is_special).flatten()
         if len(self._ordinary_ids) == 0 and self.random_replace_prob > 0:
-            raise ValueError("The tokenizer has no ordinary (non-special) token to draw random replacements from.")
+            raise ValueError(
+                f"{type(self.tokenizer).__name__} has no ordinary (non-special) token to draw random replacements "
+                f"from: all {vocab_size} of its tokens are special. Use a tokenizer with a real vocabulary, or set "
+                "random_replace_prob=0.0."
+            )
         self._mask_token_id = int(self.tokenizer.mask_token_id)
         self._word_table: tuple[torch.Tensor, bool] | None = None
 

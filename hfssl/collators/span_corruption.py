@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 _SENTINEL_PATTERN = re.compile(r"^<extra_id_(\d+)>$")
 
 
-def _span_counts(lengths: torch.Tensor, noise_density: float, mean_noise_span_length: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _span_counts(
+    lengths: torch.Tensor, noise_density: float, mean_noise_span_length: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`span_counts` for a tensor of row lengths (`torch.LongTensor` of shape (B,)), in T5's float32 arithmetic."""
     length32 = lengths.to(torch.float32)
     num_noise = torch.round(length32 * torch.tensor(noise_density, dtype=torch.float32)).long()
