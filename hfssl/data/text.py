@@ -198,14 +198,19 @@ def tokenize_and_pack(
 
     As in transformers' `run_mlm.py`/`run_clm.py`: every text is tokenized with its special tokens,
     the streams are concatenated and cut into full blocks (the remainder of each map batch is
-    dropped). Columns: `input_ids`, `attention_mask` and, if asked, `special_tokens_mask`.
+    dropped). Columns: `input_ids`, `attention_mask` and, if asked, `special_tokens_mask`. Texts longer than the
+    tokenizer's `model_max_length` are expected (they are cut into blocks), so the tokenizer's "Token indices sequence
+    length is longer than the specified maximum" warning is turned off (`verbose=False`).
     """
     if max_seq_length < 2:
         raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}.")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(
-            batch["text"], return_special_tokens_mask=return_special_tokens_mask, return_attention_mask=True
+            batch["text"],
+            return_special_tokens_mask=return_special_tokens_mask,
+            return_attention_mask=True,
+            verbose=False,
         )
 
     def pack(batch: dict[str, list]) -> dict[str, list]:

@@ -4,7 +4,8 @@
 Legend: N memory (train) features, Q queries, D feature dim, C classes.
 
 Each query votes for the classes of its k most cosine-similar memory features, weighted by `exp(similarity /
-temperature)`; the defaults k=200 and temperature 0.1 are InstDisc's and DINO's (DINO reports 20 too).
+temperature)`; the default k=200 is InstDisc's (DINO reports 20 too), and temperature 0.1 is the kNN monitor of
+MoCo's reference demo (InstDisc and DINO use 0.07).
 """
 
 from __future__ import annotations
