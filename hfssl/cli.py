@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
@@ -153,6 +154,7 @@ def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | 
     every flag. Also sets up INFO logging and, for the `TrainingArguments`:
 
     - seeds Python, NumPy and torch with `seed` before anything random is built (model initialisation);
+    - turns `dataloader_pin_memory` off on a machine without an accelerator (torch would warn about it);
     - resolves `resume_from_checkpoint`: a path is checked to be a complete checkpoint, "true" means the last
       complete checkpoint of `output_dir`, and when it is not given a complete checkpoint found in `output_dir`
       is resumed from (a rerun of the same command continues the run, as transformers' example scripts do).
@@ -178,6 +180,8 @@ def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | 
     for arguments in parsed:
         if isinstance(arguments, TrainingArguments):
             set_seed(arguments.seed)
+            if not torch.accelerator.is_available():
+                arguments.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
             arguments.resume_from_checkpoint = resolve_resume_from_checkpoint(
                 arguments.resume_from_checkpoint, arguments.output_dir, auto=True
             )

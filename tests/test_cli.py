@@ -106,3 +106,10 @@ def test_config_overrides_change_a_model_built_from_scratch():
         )
     with pytest.raises(ValueError, match="--preset must be one of"):
         TextModelArguments(preset="huge").check_preset({"tiny": None})
+
+
+@pytest.mark.skipif(__import__("torch").accelerator.is_available(), reason="checks the CPU-only default")
+def test_no_pin_memory_warning_without_an_accelerator(tmp_path):
+    (training,) = parse_recipe_arguments((TrainingArguments,), ["--output_dir", str(tmp_path)])
+    assert training.dataloader_pin_memory is False
+    assert SSLTrainingArguments(str(tmp_path)).dataloader_pin_memory is False

@@ -124,6 +124,8 @@ class SSLTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
             self.use_cpu = True
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns about it every epoch
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
             raise ValueError(
                 f"gradient_cache_chunk_size={self.gradient_cache_chunk_size} must be >= 1 images, or None to train "
