@@ -56,7 +56,7 @@ class FakeHub:
 
     def create_repo(self, api, repo_id, *, private=None, exist_ok=False, **kwargs):
         self.created.append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok})
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
+        return RepoUrl(f"https://huggingface.co/{repo_id if '/' in repo_id else 'me/' + repo_id}")  # the owner filled in
 
     def upload_folder(self, api, *, repo_id, folder_path, commit_message=None, ignore_patterns=None, **kwargs):
         folder = Path(folder_path)
@@ -304,6 +304,21 @@ def test_trainer_pushes_its_folder_once_with_the_hfssl_card(tmp_path, monkeypatc
     readme = (hub.root / "me/plain" / "README.md").read_text()
     assert "SimCLR pretraining of a `SimCLRModel` with hfssl, on 32 digits." in readme
     assert 'AutoModel.from_pretrained("me/plain")' in readme and "### Training curve" in readme
+
+
+def test_push_to_hub_rewrites_a_card_written_before_the_repository_existed(pushed, tmp_path, monkeypatch):
+    hub = FakeHub(tmp_path / "uploaded")
+    hub.patch(monkeypatch)
+    trainer = copy.copy(pushed["moco"])  # args.push_to_hub is False: no repository yet
+    folder = save_backbone(trainer.model, tmp_path / "export", image_size=16)
+    trainer.create_model_card(folder=folder, method="MoCo v2", dataset="32 digits", encoder="backbone")
+    assert "Not uploaded" in (folder / "README.md").read_text()
+    trainer.push_to_hub()
+    repo = hub.commits[0]["repo_id"]
+    assert repo == "me/moco"  # the output folder's name, with the owner the Hub fills in
+    readme = (hub.root / repo / "README.md").read_text()
+    assert f'timm.create_model("hf-hub:{repo}", pretrained=True)' in readme and "Not uploaded" not in readme
+    assert len(hub.commits) == 1 and (hub.root / repo / "ssl_model" / "config.json").is_file()
 
 
 def run_recipe(recipe, argv, monkeypatch):

@@ -122,7 +122,7 @@ class SafeTrainer(Trainer):
     the module docstring). Takes exactly Trainer's arguments."""
 
     _staging_run_dir: str | None = None
-    card_folder: str | None = None  # where the last `create_model_card` wrote, the folder `push_to_hub` uploads
+    _card: tuple[str, dict[str, Any]] | None = None  # folder and arguments of the last `create_model_card`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -307,8 +307,8 @@ class SafeTrainer(Trainer):
 
     def create_model_card(self, folder: str | os.PathLike | None = None, **card: Any) -> ModelCard | None:
         """Write hfssl's model card (`hfssl.export.write_model_card`: method, data, metrics, hyperparameters, training
-        curve, usage) as `README.md` of `folder` (default `args.output_dir`), on the main process; the usage code
-        loads from the Hub repository when `args.push_to_hub`. `push_to_hub` uploads that folder.
+        curve, usage) as `README.md` of `folder` (default `args.output_dir`), on the main process; once the Hub
+        repository exists (`args.push_to_hub`), the usage code loads from it. `push_to_hub` uploads that folder.
 
         Args:
             folder (*optional*): e.g. the folder `hfssl.export.save_backbone` wrote (then pass `encoder=`).
@@ -316,15 +316,15 @@ class SafeTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return None
-        self.card_folder = str(folder if folder is not None else self.args.output_dir)
-        repo_id = self.hub_model_id if self.args.push_to_hub else None
-        return write_model_card(self.card_folder, self, **{"repo_id": repo_id, **card})
+        self._card = (str(folder if folder is not None else self.args.output_dir), card)
+        return write_model_card(self._card[0], self, **{"repo_id": self.hub_model_id, **card})
 
     def push_to_hub(self, commit_message: str = "End of training", token: str | None = None,
                     private: bool | None = None, **card: Any) -> str | None:
-        """Upload the folder of the last `create_model_card` (`args.output_dir` with a card written now when there
-        was none, or when `card` arguments are given) to `args.hub_model_id`, in one commit (`push_folder_to_hub`;
-        no checkpoints). Save the model first (`save_model`). Call it on every process; only the main one uploads.
+        """Upload the folder of the last `create_model_card` (default `args.output_dir`) to `args.hub_model_id` in one
+        commit (`push_folder_to_hub`; no checkpoints), its card rewritten first with `card`'s arguments and usage code
+        that loads from the repository. Save the model first (`save_model`). Call it on every process; only the main
+        one uploads.
 
         Returns:
             The URL of the commit on the main process, else None.
@@ -333,7 +333,7 @@ class SafeTrainer(Trainer):
             self.init_hf_repo(token=token, private=private)
         if not self.is_world_process_zero():
             return None
-        if card or self.card_folder is None:
-            self.create_model_card(**({"folder": self.card_folder} if self.card_folder else {}), **card)
-        return push_folder_to_hub(self.card_folder, self.hub_model_id, token if token is not None else self.args.hub_token,
+        folder, written = self._card or (self.args.output_dir, {})
+        self.create_model_card(folder, **{**written, **card})
+        return push_folder_to_hub(folder, self.hub_model_id, token if token is not None else self.args.hub_token,
                                   private if private is not None else self.args.hub_private_repo, commit_message)
