@@ -120,8 +120,15 @@ from hfssl.evaluation.zero_shot import (
 )
 
 # export and the Hub
-from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone, save_towers
-from hfssl.hub import push_folder_to_hub, write_card_and_push, write_model_card, write_ssl_model_card
+from hfssl.export import (
+    create_hub_repo,
+    native_export_problem,
+    push_backbone_to_hub,
+    push_folder_to_hub,
+    save_backbone,
+    save_towers,
+    write_model_card,
+)
 
 __version__ = "0.1.0"
 
@@ -264,12 +271,11 @@ __all__ = [
     "zero_shot_classification",
     "zero_shot_classifier",
     # export and the Hub
+    "create_hub_repo",
     "native_export_problem",
     "push_backbone_to_hub",
     "push_folder_to_hub",
     "save_backbone",
     "save_towers",
-    "write_card_and_push",
     "write_model_card",
-    "write_ssl_model_card",
 ]

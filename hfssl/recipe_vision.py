@@ -10,20 +10,17 @@ from typing import Any
 from hfssl.data.images import ImageDataArguments, decoded_images
 from hfssl.evaluation.features import knn_evaluate
 from hfssl.export import native_export_problem, resolve_backbone, save_backbone
-from hfssl.hub import push_folder_to_hub, write_ssl_model_card
 
 logger = logging.getLogger(__name__)
 
 
 def check_push_possible(model: Any, training_args: Any, encoder: str = "backbone") -> str | None:
-    """Turn Trainer's own push off (the recipe pushes the encoder, card and model at the end) and refuse, before
-    training, an `encoder` the model does not have (`--export_encoder`) or a push whose encoder could not be
-    exported natively. Returns that export problem, or None."""
+    """Refuse, before training, an `encoder` the model does not have (`--export_encoder`) or a push whose encoder could
+    not be exported natively. Returns that export problem, or None."""
     backbone, _ = resolve_backbone(model, encoder)  # a TypeError naming the model's encoders, before any training
     problem = native_export_problem(backbone)  # e.g. a small-image stem plain timm cannot rebuild
     if training_args.push_to_hub and problem:
         raise ValueError(problem)
-    training_args.hfssl_push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     return problem
 
 
@@ -31,7 +28,8 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
     """Train, save the full model to `output_dir`, measure the weighted-kNN top-1 (k=200, T=0.1) of the model's
     `encoder` (`"backbone"`, or `"teacher_backbone"` for an EMA teacher) when the data has labels and a test split,
     then (main process) export that encoder in its library's own format with a model card to `output_dir/export`
-    and push it when `--push_to_hub` was given (`check_push_possible` first).
+    (`trainer.create_model_card`) and push that folder when `--push_to_hub` was given (`trainer.push_to_hub`;
+    `check_push_possible` first).
 
     Every process must call it: the kNN feature extraction is split between processes.
 
@@ -73,12 +71,10 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
     if problem:
         logger.warning("No native encoder export: %s", problem)
         return evaluation
-    push_to_hub = getattr(args, "hfssl_push_to_hub", False)
-    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
     export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), encoder=encoder, image_size=data_args.image_size)
-    write_ssl_model_card(export_dir, trainer, method=method, dataset=data_args.describe(), evaluation=evaluation,
-                         repo_id=repo_id if push_to_hub else None, encoder=encoder)  # fmt: skip
+    trainer.create_model_card(folder=export_dir, method=method, dataset=data_args.describe(), metrics=evaluation,
+                              encoder=encoder)
     print(f"Encoder, model card and full model exported to {export_dir}")
-    if push_to_hub:
-        print(f"Pushed: {push_folder_to_hub(export_dir, repo_id, args.hub_token, args.hub_private_repo)}")
+    if args.push_to_hub:
+        print(f"Pushed: {trainer.push_to_hub()}")
     return evaluation

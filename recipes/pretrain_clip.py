@@ -35,7 +35,6 @@ from hfssl.evaluation.zero_shot import (
     zero_shot_classification,
 )
 from hfssl.export import native_export_problem, save_towers
-from hfssl.hub import write_card_and_push
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
 from hfssl.cli import parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
@@ -51,7 +50,7 @@ model, tokenizer = AutoModel.from_pretrained("{path}"), AutoTokenizer.from_pretr
 texts = tokenizer(["a photo of a seven."], padding=True, return_tensors="pt")
 text_embeddings = model.get_text_features(texts["input_ids"], texts["attention_mask"])
 image_embeddings = model.get_image_features(torch.randn(1, 3, {size}, {size}))  # normalised images
-# towers alone: AutoModel / timm from "{path}/image_encoder", AutoModel + AutoTokenizer from "{path}/text_encoder\""""
+# towers alone, without hfssl: AutoModel.from_pretrained("{path}", subfolder="image_encoder"), and "text_encoder\""""
 
 
 @dataclass
@@ -139,7 +138,6 @@ def main() -> None:
     collator = DataCollatorForImageText(
         tokenizer, image_collator=DataCollatorForMultiView(views=[view], mean=mean, std=std),
         captions_per_image=data_args.captions_per_image, max_length=data_args.max_length, seed=training_args.seed)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = DualEncoderTrainer(model, args=training_args, data_collator=collator, train_dataset=train,
                                  processing_class=tokenizer)  # fmt: skip
     trainer.train()
@@ -175,18 +173,18 @@ def main() -> None:
     else:
         save_towers(model, export_dir, tokenizer, image_size=size, mean=mean, std=std)
     method = "SigLIP (Zhai et al., 2023)" if model_args.loss == "siglip" else "CLIP (Radford et al., 2021)"
-    write_card_and_push(
-        trainer, export_dir, push_to_hub, method=f"Image-text contrastive ({method})",
+    trainer.create_model_card(
+        folder=export_dir, method=f"Image-text contrastive ({method})",
         architecture=f"{type(model.image_encoder.model).__name__} + {type(model.text_encoder).__name__}",
         dataset=data_args.dataset_name or data_args.train_file or f"{data_args.builtin} with class-template captions",
         pipeline_tag="zero-shot-image-classification", metrics={**metrics, "held-out images": len(held_out)},
-        usage=USAGE.format(path=os.path.abspath(export_dir), size=size),
+        usage=USAGE.replace("{size}", str(size)),
         hyperparameters={"loss": model_args.loss, "projection_dim": model_args.projection_dim,
                          "logit_scale": round(model.current_logit_scale().item(), 3), "image_size": size,
-                         "captions_per_image": data_args.captions_per_image, "steps": trainer.state.global_step,
-                         "global_batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                         "learning_rate": training_args.learning_rate},
+                         "captions_per_image": data_args.captions_per_image},
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     print(f"Model, both towers and model card in {os.path.abspath(export_dir)}")
 
 

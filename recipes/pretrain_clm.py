@@ -29,7 +29,6 @@ from transformers import (
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.hub import write_card_and_push
 from hfssl.cli import TextModelArguments, parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
@@ -100,7 +99,6 @@ def main() -> None:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = model_args.build_model(AutoModelForCausalLM, tokenizer, preset)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(
         model=model,
         args=training_args,
@@ -118,15 +116,15 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="Causal language modelling",
-        architecture=type(model).__name__, pipeline_tag="text-generation", metrics=metrics,
+    trainer.create_model_card(
+        method="Causal language modelling", pipeline_tag="text-generation", metrics=metrics,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                         "learning_rate": training_args.learning_rate},
-        usage=f'from transformers import pipeline\nprint(pipeline("text-generation", model="{training_args.output_dir}")'
+        hyperparameters={"max_seq_length": data_args.max_seq_length},
+        usage='from transformers import pipeline\nprint(pipeline("text-generation", model="{path}")'
               '("The for statement")[0]["generated_text"])',
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out perplexity: {metrics['eval_perplexity']:.1f} (uniform over the vocabulary: {len(tokenizer)})")

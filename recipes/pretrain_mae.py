@@ -38,7 +38,6 @@ from transformers import (
 from hfssl.collators.masked_image import DataCollatorForMaskedImageModeling
 from hfssl.data.images import load_image_dataset
 from hfssl.distributed import end_processes
-from hfssl.hub import write_card_and_push
 from hfssl.cli import parse_recipe_arguments
 from hfssl.trainers.safe_trainer import SafeTrainer
 
@@ -154,7 +153,6 @@ def main() -> None:
                                                                  skip_invalid_images=data_args.skip_invalid_images)
     logger.info("%d images, %d of %d patches masked", len(dataset), collator.num_masked, collator.num_patches)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(os.path.join(training_args.output_dir, "pretraining"))
@@ -167,18 +165,19 @@ def main() -> None:
         path = os.path.join(training_args.output_dir, "reconstructions.png")
         eval_collator = DataCollatorForMaskedImageModeling.from_model_config(model.config, crop_scale=(1.0, 1.0), flip_p=0.0, seed=0)
         save_reconstructions(model, eval_collator, dataset, path, data_args.num_reconstructions)
-        write_card_and_push(
-            trainer, training_args.output_dir, push_to_hub, method="MAE (masked autoencoder)",
+        trainer.create_model_card(
+            method="MAE (masked autoencoder)",
             architecture="ViTModel (the MAE encoder, no pooler; the full ViTMAEForPreTraining in pretraining/)",
             pipeline_tag="image-feature-extraction", metrics={"train_loss": train_result.training_loss},
             dataset=data_args.dataset_name or data_args.train_dir or f"{data_args.builtin} (built-in)",
             hyperparameters={"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss,
-                             "image_size": model_args.image_size, "patch_size": model_args.patch_size,
-                             "steps": trainer.state.global_step, "learning_rate": training_args.learning_rate},
-            usage=f'from transformers import AutoImageProcessor, AutoModel\n'
-                  f'encoder = AutoModel.from_pretrained("{training_args.output_dir}", add_pooling_layer=False)  # a ViTModel\n'
-                  f'processor = AutoImageProcessor.from_pretrained("{training_args.output_dir}")',
+                             "image_size": model_args.image_size, "patch_size": model_args.patch_size},
+            usage='from transformers import AutoImageProcessor, AutoModel\n'
+                  'encoder = AutoModel.from_pretrained("{path}", add_pooling_layer=False)  # a ViTModel\n'
+                  'processor = AutoImageProcessor.from_pretrained("{path}")',
         )
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
         print(f"\nEncoder saved to {os.path.abspath(training_args.output_dir)} (AutoModel.from_pretrained loads it); "
               f"final training loss {train_result.training_loss:.4f}; reconstructions in {path}")
 

@@ -31,7 +31,6 @@ from hfssl.evaluation.masked_lm import (
     premask_dataset,
     preprocess_logits_for_masked_lm,
 )
-from hfssl.hub import write_card_and_push
 from hfssl.cli import TextModelArguments, parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
@@ -39,7 +38,7 @@ from hfssl.trainers.safe_trainer import SafeTrainer
 logger = logging.getLogger(__name__)
 USAGE = """from transformers import pipeline
 fill = pipeline("fill-mask", model="{path}")
-print(fill(f"the {{fill.tokenizer.mask_token}} statement raises an exception."))"""
+print(fill(f"the {fill.tokenizer.mask_token} statement raises an exception."))"""
 
 # Sizes for training from scratch: (hidden size, layers, heads). "mini"/"small"/"medium" follow
 # Turc et al. 2019 ("Well-Read Students Learn Better"); "tiny" is for tests and laptops.
@@ -110,7 +109,6 @@ def main() -> None:
     )
     model = model_args.build_model(AutoModelForMaskedLM, tokenizer, preset)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     collator = DataCollatorForMaskedLM(
         tokenizer, mlm_probability=data_args.mlm_probability, selection=data_args.selection,
         whole_word_mask=data_args.whole_word_mask, span_masking=data_args.span_masking,
@@ -136,18 +134,15 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="Masked language modelling",
-        architecture=type(model).__name__, pipeline_tag="fill-mask", metrics=metrics,
+    trainer.create_model_card(
+        method="Masked language modelling", pipeline_tag="fill-mask", metrics=metrics, usage=USAGE,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        usage=USAGE.format(path=training_args.hub_model_id or training_args.output_dir),
-        hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                         "mlm_probability": data_args.mlm_probability, "selection": data_args.selection,
-                         "whole_word_mask": data_args.whole_word_mask, "span_masking": data_args.span_masking,
-                         "learning_rate": training_args.learning_rate,
-                         "global_batch_size": training_args.train_batch_size * training_args.world_size
-                         * training_args.gradient_accumulation_steps},
+        hyperparameters={"max_seq_length": data_args.max_seq_length, "mlm_probability": data_args.mlm_probability,
+                         "selection": data_args.selection, "whole_word_mask": data_args.whole_word_mask,
+                         "span_masking": data_args.span_masking},
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out masked-token accuracy: {metrics['eval_masked_accuracy']:.4f} "

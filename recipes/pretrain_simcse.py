@@ -29,7 +29,6 @@ from transformers import (
 from hfssl.data.text import TextDataArguments, train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
-from hfssl.hub import write_card_and_push
 from hfssl.models.simcse import SimCSEModel
 from hfssl.cli import parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
@@ -117,7 +116,6 @@ def main() -> None:
 
     retrieval_before = pair_retrieval_scores(encode, queries, documents)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d training sentences, model of %.1fM parameters", len(sentences["train"]), model.num_parameters() / 1e6)
@@ -134,15 +132,15 @@ def main() -> None:
         model.encoder.save_pretrained(encoder_dir)  # plain AutoModel export
         tokenizer.save_pretrained(encoder_dir)
         model.save_pretrained(os.path.join(encoder_dir, "ssl_model"))  # the full SimCSEModel (MLP included)
-        write_card_and_push(
-            trainer, encoder_dir, push_to_hub, method="Unsupervised SimCSE (Gao et al., 2021)",
-            architecture=type(model.encoder).__name__,
+        trainer.create_model_card(
+            folder=encoder_dir, method="Unsupervised SimCSE (Gao et al., 2021)", architecture=type(model.encoder).__name__,
             dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-            pipeline_tag="sentence-similarity", metrics=metrics, usage=USAGE.format(path=encoder_dir),
+            pipeline_tag="sentence-similarity", metrics=metrics, usage=USAGE,
             hyperparameters={"pooling": "[CLS] last hidden state, no MLP", "temperature": model_args.temperature,
-                             "max_seq_length": data_args.max_seq_length, "steps": trainer.state.global_step,
-                             "learning_rate": training_args.learning_rate},
+                             "max_seq_length": data_args.max_seq_length},
         )
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)} (the encoder alone in ./encoder)")
         print(f"Mean cosine between held-out sentences: {before:.3f} before, {metrics['anisotropy_after']:.3f} after")
         print(f"Held-out half-paragraph retrieval over {len(queries)} pairs: recall@1 "

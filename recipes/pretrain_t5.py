@@ -31,7 +31,6 @@ from hfssl.evaluation.masked_lm import (
     premask_dataset,
     preprocess_logits_for_masked_lm,
 )
-from hfssl.hub import write_card_and_push
 from hfssl.cli import TextModelArguments, parse_recipe_arguments
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
@@ -101,7 +100,6 @@ def main() -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(
         model=model,
         args=training_args,
@@ -121,18 +119,16 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="T5 span corruption",
-        architecture=type(model).__name__, pipeline_tag="text2text-generation", metrics=metrics,
+    trainer.create_model_card(
+        method="T5 span corruption", pipeline_tag="text2text-generation", metrics=metrics,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        hyperparameters={"steps": trainer.state.global_step, "input_length": data_args.max_seq_length,
-                         "noise_density": data_args.noise_density,
-                         "mean_noise_span_length": data_args.mean_noise_span_length,
-                         "learning_rate": training_args.learning_rate},
-        usage=f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
-              f'model = AutoModelForSeq2SeqLM.from_pretrained("{training_args.output_dir}")\n'
-              f'tokenizer = AutoTokenizer.from_pretrained("{training_args.output_dir}")',
+        hyperparameters={"input_length": data_args.max_seq_length, "noise_density": data_args.noise_density,
+                         "mean_noise_span_length": data_args.mean_noise_span_length},
+        usage='from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+              'model = AutoModelForSeq2SeqLM.from_pretrained("{path}")\ntokenizer = AutoTokenizer.from_pretrained("{path}")',
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out target-token accuracy: {metrics['eval_masked_accuracy']:.4f}, "

@@ -12,7 +12,7 @@ LAYERS = [
     ("hfssl.augmentations",),
     ("hfssl.data", "hfssl.collators", "hfssl.losses"),
     ("hfssl.models",),
-    ("hfssl.hub", "hfssl.export"),
+    ("hfssl.export",),
     ("hfssl.trainers", "hfssl.evaluation"),
     ("hfssl.recipe_vision",),
     ("hfssl.cli",),
