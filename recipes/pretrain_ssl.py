@@ -28,8 +28,9 @@ from dataclasses import dataclass, field, fields
 
 from hfssl.data.images import ImageDataArguments
 from hfssl.distributed import end_processes
-from hfssl.cli import BackboneArguments, parse_recipe_arguments, requested_method
-from hfssl.recipe_vision import check_push_possible, train_evaluate_export
+from hfssl.cli import (
+    BackboneArguments, check_push_possible, parse_recipe_arguments, requested_method, train_evaluate_export,
+)  # fmt: skip
 from hfssl.trainers import SSLTrainingArguments
 from hfssl.trainers.dino import DINOTrainingArguments
 from hfssl.collators.multi_view import DataCollatorForMultiView

@@ -14,8 +14,7 @@ LAYERS = [
     ("hfssl.models",),
     ("hfssl.export",),
     ("hfssl.trainers", "hfssl.evaluation"),
-    ("hfssl.recipe_vision",),
-    ("hfssl.cli",),
+    ("hfssl.cli",),  # what the recipes share
     ("hfssl",),  # the package's __init__: exports only
 ]
 
