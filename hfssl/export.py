@@ -32,7 +32,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from torch import nn
@@ -78,6 +77,7 @@ def resolve_backbone(model: nn.Module, encoder: str = "backbone") -> tuple[Backb
 
 def _timm_rebuild_args(model: nn.Module) -> dict[str, Any]:
     """The keyword arguments timm needs to rebuild `model`: those recorded by its factory and the current ones."""
+    import timm  # here, not at module level: `import hfssl` stays light
     return {**getattr(model, "_model_args", {}), **timm.models.get_model_args(model)}
 
 
@@ -88,6 +88,7 @@ def native_export_problem(backbone: Backbone) -> str | None:
     `timm.create_model` would from the export, and compared layer by layer with the trained one: a module replaced
     after creation (hfssl's `small_image_stem`) would otherwise load into a different network or fail to load.
     """
+    import timm  # here, not at module level: `import hfssl` stays light
     if backbone.library != "timm":
         return None
     model = backbone.model
@@ -124,6 +125,7 @@ def _normalisation(backbone: Backbone, channels: int, image_size: int | None, me
 
 def _save_timm(backbone: Backbone, folder: Path, image_size: int | None, mean: Sequence[float] | None,
                std: Sequence[float] | None) -> None:
+    import timm  # here, not at module level: `import hfssl` stays light
     problem = native_export_problem(backbone)
     if problem is not None:
         raise ValueError(problem)
@@ -474,6 +476,7 @@ def encoder_usage(backbone: Backbone, location: str, hub: bool) -> str:
 
 
 def _channels(backbone: Backbone) -> int:
+    import timm  # here, not at module level: `import hfssl` stays light
     if backbone.library == "timm":
         return int(timm.models.get_model_input_config(backbone.model)["input_size"][0])
     return int(getattr(backbone.model.config, "num_channels", 3))
@@ -486,6 +489,7 @@ def _architecture(backbone: Backbone) -> str:
 
 
 def _pooling_description(backbone: Backbone) -> str:
+    import timm  # here, not at module level: `import hfssl` stays light
     if backbone.library == "timm":
         return f"timm's global pool, {timm.models.get_model_args(backbone.model).get('global_pool', 'avg')}"
     return {"cls": "the [CLS] token", "mean": "mean pooling", "pooler": "the pooler output"}[backbone.pooling]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
@@ -33,6 +32,7 @@ def resolve_library(name: str) -> str:
     timm's layout (a `config.json` with `architecture` and `pretrained_cfg`, as `hfssl.export.save_backbone`
     writes); other local folders and Hub ids are transformers models.
     """
+    import timm  # here, not at module level: `import hfssl` stays light
     if name.startswith(("hf-hub:", "timm/", "local-dir:")):
         return "timm"
     if os.path.isdir(name):
@@ -157,6 +157,7 @@ class Backbone(nn.Module):
         in_chans: int = 3,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        import timm  # here, not at module level: `import hfssl` stays light
         super().__init__()
         if name is None and config is None:
             raise ValueError("Backbone needs a model `name` (timm name, Hub id or folder) or a transformers `config`.")
