@@ -24,6 +24,14 @@ from hfssl.data.tokenizer_training import (
 from hfssl.augmentations.normalization import normalization_from
 from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.augmentations.seeding import WorkerSeededGenerator
+from hfssl.augmentations.transforms import (
+    BYOLTransform,
+    DINOTransform,
+    MoCoV2Transform,
+    MultiViewTransform,
+    SimCLRTransform,
+    SwAVTransform,
+)
 from hfssl.augmentations.text import (
     BackTranslation,
     EasyDataAugmentation,
@@ -146,8 +154,14 @@ __all__ = [
     "train_word_level_tokenizer",
     # augmentations
     "BackTranslation",
+    "BYOLTransform",
+    "DINOTransform",
     "EasyDataAugmentation",
+    "MoCoV2Transform",
+    "MultiViewTransform",
     "Seq2SeqTranslator",
+    "SimCLRTransform",
+    "SwAVTransform",
     "ViewAugmentation",
     "WorkerSeededGenerator",
     "normalization_from",
