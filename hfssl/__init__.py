@@ -33,12 +33,21 @@ from hfssl.augmentations.text import (
     random_swap,
     synonym_replacement,
 )
+from hfssl.augmentations.transforms import (
+    BYOLTransform,
+    DINOTransform,
+    MoCoV2Transform,
+    MultiViewTransform,
+    SimCLRTransform,
+    SwAVTransform,
+)
 
 # losses
 from hfssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from hfssl.losses.byol import byol_loss, simsiam_loss
 from hfssl.losses.clip import clip_loss, siglip_loss
 from hfssl.losses.dino import (
+    DINOLoss,
     dino_loss,
     teacher_batch_center,
     teacher_probabilities,
@@ -46,10 +55,10 @@ from hfssl.losses.dino import (
     update_center,
 )
 from hfssl.losses.grad_cache import cached_gradient_backward
-from hfssl.losses.info_nce import info_nce_loss
+from hfssl.losses.info_nce import InfoNCELoss, info_nce_loss
 from hfssl.losses.negative_sampling import contrastive_loss_from_logits
-from hfssl.losses.nt_xent import nt_xent_loss
-from hfssl.losses.swav import sinkhorn_knopp, swav_loss
+from hfssl.losses.nt_xent import NTXentLoss, nt_xent_loss
+from hfssl.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
 from hfssl.losses.temperature import LearnableTemperature
 from hfssl.losses.vicreg import VICRegLoss, vicreg_loss
 
@@ -153,8 +162,14 @@ __all__ = [
     "train_word_level_tokenizer",
     # augmentations
     "BackTranslation",
+    "BYOLTransform",
+    "DINOTransform",
     "EasyDataAugmentation",
+    "MoCoV2Transform",
+    "MultiViewTransform",
     "Seq2SeqTranslator",
+    "SimCLRTransform",
+    "SwAVTransform",
     "ViewAugmentation",
     "WorkerSeededGenerator",
     "normalization_from",
@@ -164,7 +179,11 @@ __all__ = [
     "synonym_replacement",
     # losses
     "BarlowTwinsLoss",
+    "DINOLoss",
+    "InfoNCELoss",
     "LearnableTemperature",
+    "NTXentLoss",
+    "SwAVLoss",
     "VICRegLoss",
     "barlow_twins_loss",
     "byol_loss",

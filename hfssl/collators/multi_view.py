@@ -19,12 +19,11 @@ from typing import Any
 import torch
 from torch.utils.data import get_worker_info
 
-from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import collate_columns, decode_batch
-from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
-from hfssl.augmentations.photometric import LUMA
+from hfssl.augmentations.normalization import normalization_from
 from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views, swav_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
+from hfssl.augmentations.transforms import check_view_settings, draw_views, finish_view
 
 logger = logging.getLogger(__name__)
 PAPER_VIEWS = ("simclr", "moco_v2", "byol", "dino", "swav")  # the presets `DataCollatorForMultiView.paper_views` builds
@@ -73,22 +72,7 @@ class DataCollatorForMultiView:
     _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels={self.channels} is not supported; use 3 (RGB, default) or 1 (grayscale).")
-        if self.output_dtype not in ("float32", "uint8"):
-            raise ValueError(f"output_dtype={self.output_dtype!r} is not supported; use 'float32' or 'uint8'.")
-        if not self.views or not all(isinstance(view, ViewAugmentation) for view in self.views):
-            raise TypeError(f"views must be a non-empty list of ViewAugmentation, got {self.views!r}.")
-        if self.mean is None:
-            self.mean = IMAGENET_MEAN if self.channels == 3 else (sum(w * m for w, m in zip(LUMA, IMAGENET_MEAN)),)
-        if self.std is None:
-            self.std = IMAGENET_STD if self.channels == 3 else (sum(w * s for w, s in zip(LUMA, IMAGENET_STD)),)
-        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
-        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
-            raise ValueError(
-                f"mean={self.mean} and std={self.std} must have 1 or channels={self.channels} values; "
-                "pass per-channel statistics matching `channels`."
-            )
+        self.mean, self.std = check_view_settings(self.views, self.mean, self.std, self.channels, self.output_dtype)
         self._rng = WorkerSeededGenerator(self.seed)
         self.num_skipped = 0
 
@@ -182,17 +166,10 @@ class DataCollatorForMultiView:
 
     def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""
-        images = torch.empty(crops.shape, device=crops.device)
-        if self.output_dtype == "float32" and get_worker_info() is not None and crops.device.type == "cpu":
-            # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
-            # `default_collate` does), instead of copying them there
-            images.share_memory_()
-        images = view.apply_photometric(images.copy_(crops).div_(255.0), params, inplace=True)
-        if self.output_dtype == "uint8":
-            return images.mul_(255.0).round_().to(torch.uint8)
-        mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
-        std = images.new_tensor(self.std).view(1, -1, 1, 1)
-        return images.sub_(mean).div_(std)
+        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
+        # `default_collate` does), instead of copying them there
+        share_memory = get_worker_info() is not None
+        return finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
@@ -200,23 +177,7 @@ class DataCollatorForMultiView:
         if len(kept) < len(examples):
             self.num_skipped += len(examples) - len(kept)
             logger.warning("skipped %d unreadable images in this batch (%d so far)", len(examples) - len(kept), self.num_skipped)
-        batch_size = batch_images.shape[0]
-        crops: list[torch.Tensor | None] = [None] * len(self.views)
-        all_params: list[dict[str, torch.Tensor] | None] = [None] * len(self.views)
-        # identical views (e.g. SimCLR's two) are cropped together as one (R * B) batch
-        groups: dict[ViewAugmentation, list[int]] = {}
-        for index, view in enumerate(self.views):
-            groups.setdefault(view, []).append(index)
-        for view, indices in groups.items():
-            repeats = len(indices)
-            params = view.draw_photometric(repeats * batch_size, generator)
-            view_crops = random_resized_crops(
-                batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats, torch.uint8
-            )
-            for position, index in enumerate(indices):
-                rows = slice(position * batch_size, (position + 1) * batch_size)
-                crops[index] = view_crops[rows]
-                all_params[index] = {key: value[rows] for key, value in params.items()}
+        crops, all_params = draw_views(batch_images, sizes, self.views, generator)
         batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
         batch["pixel_values"] = crops
         batch["photometric_params"] = all_params

@@ -9,6 +9,15 @@ Legend: B batch, D input dim, H hidden dim, P output dim.
 - MoCo v3 (Chen et al. 2021, section 4 and the reference code): projector of 3 bias-free linear layers, hidden 4096,
   output 256, BN + ReLU after the hidden layers and a BN without affine parameters after the last; predictor of 2
   layers, hidden 4096, output 256, without the last BN.
+- BYOL (Grill et al. 2020, section 3.3): projector and predictor alike, `Linear(D, 4096) - BN - ReLU - Linear(4096,
+  256)`.
+- SimSiam (Chen & He 2021, section 3): projector of 3 linear layers, hidden and output 2048, BN after every one (the
+  code's Linear layers before BN have no bias); predictor `Linear(2048, 512) - BN - ReLU - Linear(512, 2048)`.
+- SwAV (Caron et al. 2020, main_swav.py): projector `Linear(D, 2048) - BN - ReLU - Linear(2048, 128)`, the SimCLR
+  shape; its prototypes are a bias-free `nn.Linear(128, K)` kept at unit norm (`SwAVModel`).
+- DINO's head (a GELU MLP, L2 normalisation, a weight-normalised last layer) is `hfssl.models.dino.DINOHead`.
+`SimCLRModel`, `BYOLModel`, `SimSiamModel` and MoCo v3 build their heads with these class methods, so a head made
+here is the one the model trains.
 """
 
 from __future__ import annotations
@@ -90,3 +99,25 @@ class MLPHead(nn.Module):
     def moco_v3_predictor(cls, input_dim: int = 256, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
         """MoCo v3's predictor (2 layers, no last BN)."""
         return cls(input_dim, hidden_dim, output_dim, 2, batch_norm=True, last_batch_norm=False, bias=False)
+
+    @classmethod
+    def byol_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
+        """BYOL's projector (`Linear - BN - ReLU - Linear`, 4096 -> 256)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
+
+    @classmethod
+    def byol_predictor(cls, input_dim: int = 256, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
+        """BYOL's predictor, the projector's shape on the projection (256 -> 4096 -> 256)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
+
+    @classmethod
+    def simsiam_projector(
+        cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 2048, num_layers: int = 3
+    ) -> MLPHead:
+        """SimSiam's projector: BN after every layer (the last one affine-free), no biases (CIFAR: `num_layers=2`)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)
+
+    @classmethod
+    def simsiam_predictor(cls, input_dim: int = 2048, hidden_dim: int = 512, output_dim: int = 2048) -> MLPHead:
+        """SimSiam's bottleneck predictor (2048 -> 512 -> 2048)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
