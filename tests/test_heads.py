@@ -11,10 +11,11 @@ def layer_types(head):
     return [type(layer).__name__ for layer in head.layers]
 
 
-def test_simclr_head_is_linear_bn_relu_linear():
-    head = MLPHead.simclr(512)
-    assert layer_types(head) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
-    assert head.layers[0].out_features == 2048 and head.layers[-1].out_features == 128
+def test_simclr_head_is_linear_bn_relu_linear_bn():
+    head = MLPHead.simclr(512)  # the reference code's batch norm after the last, bias-free layer
+    assert layer_types(head) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert head.layers[0].out_features == 2048 and head.layers[-2].out_features == 128 and head.layers[-2].bias is None
+    assert layer_types(MLPHead.simclr(512, last_batch_norm=False)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert head(torch.randn(4, 512)).shape == (4, 128)
 
 
