@@ -131,10 +131,12 @@ from hfssl.evaluation.zero_shot import (
 # export and the Hub
 from hfssl.export import (
     create_hub_repo,
+    mae_encoder_as_vit,
     native_export_problem,
     push_backbone_to_hub,
     push_folder_to_hub,
     save_backbone,
+    save_sentence_encoder,
     save_towers,
     write_model_card,
 )
@@ -291,10 +293,12 @@ __all__ = [
     "zero_shot_classifier",
     # export and the Hub
     "create_hub_repo",
+    "mae_encoder_as_vit",
     "native_export_problem",
     "push_backbone_to_hub",
     "push_folder_to_hub",
     "save_backbone",
+    "save_sentence_encoder",
     "save_towers",
     "write_model_card",
 ]

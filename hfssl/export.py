@@ -12,6 +12,9 @@
 - Given an SSL method model (`SimCLRModel`, `MoCoModel`, ...), the full model (backbone, heads, teacher, queue) goes
   to the `ssl_model/` subfolder as well: `AutoModel.from_pretrained(path, subfolder="ssl_model")`, after
   `import hfssl` (this one needs hfssl), continues pretraining from the same folder or Hub repo.
+- `save_sentence_encoder`: a text encoder with [CLS] pooling (SimCSE) as a transformers checkpoint with the
+  sentence-transformers layout around it: `AutoModel` and `SentenceTransformer(path)` load it, with [CLS] pooling.
+- `mae_encoder_as_vit`: the MAE encoder as a plain, deterministic `ViTModel` whose pooler is the identity on [CLS].
 - `write_model_card`: one card (`README.md` with Hub metadata) for an exported encoder or a plain transformers model:
   what was trained on what, evaluation, hyperparameters, steps and hardware, the training curve, usage code that
   loads from the Hub repo (or names the folder when not pushed). `SafeTrainer.create_model_card` writes it.
@@ -21,6 +24,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import logging
@@ -35,7 +39,7 @@ from typing import Any
 import torch
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModel, PreTrainedModel, ViTConfig, ViTMAEModel, ViTModel
 
 from hfssl.models.backbone import Backbone
 
@@ -51,6 +55,8 @@ _TIMM_SOURCE_KEYS = ("tag", "hf_hub_id", "hf_hub_filename", "url", "file", "sour
 _NOT_UPLOADED = ["checkpoint-*", ".*", "runs/**", "*.pth", "training_args.bin"]
 # Trainer's speed figures: they describe the machine, not the model.
 _SPEED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
+# sentence-transformers' pooling modes other than [CLS] (`1_Pooling/config.json`).
+_OTHER_POOLING_MODES = ("mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
 
 
 def resolve_backbone(model: nn.Module, encoder: str = "backbone") -> tuple[Backbone, PreTrainedModel | None]:
@@ -269,6 +275,110 @@ def save_towers(
         tokenizer.save_pretrained(folder)
     return {"model": folder, "image_encoder": image_dir, "text_encoder": text_dir}
 
+
+
+def save_sentence_encoder(model: nn.Module, tokenizer: Any, save_directory: str | os.PathLike, max_seq_length: int,
+                          ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER) -> Path:
+    """Export a sentence encoder with [CLS] pooling (SimCSE's, Gao et al., 2021) for transformers and
+    sentence-transformers alone, without hfssl.
+
+    The folder holds the transformers encoder (`config.json`, `model.safetensors`, the tokenizer: `AutoModel`,
+    `AutoTokenizer`) and sentence-transformers' layout around it (`modules.json`, `sentence_bert_config.json`,
+    `config_sentence_transformers.json`, `1_Pooling/config.json` with `pooling_mode_cls_token`), so that
+    `SentenceTransformer(folder).encode(texts)` gives the same embedding as `SimCSEModel.encode`: the unnormalised
+    [CLS] state of the last layer, inputs cut at `max_seq_length` tokens (without that layout sentence-transformers
+    would fall back to mean pooling). When the encoder's architecture has a dense + tanh pooler (BERT, RoBERTa), it
+    holds SimCSE's training MLP, as in the SimCSE authors' exports, so `AutoModel` initialises nothing at random:
+    `pooler_output` is the MLP's output, `last_hidden_state[:, 0]` the sentence embedding.
+
+    Args:
+        model (`SimCSEModel` or `PreTrainedModel`): the method model, or a bare transformers text encoder.
+        tokenizer (`PreTrainedTokenizerBase`): the tokenizer the encoder was trained with.
+        save_directory (`str` or `os.PathLike`): created if needed; files of the same names are overwritten.
+        max_seq_length (`int`): the longest input in tokens (the training truncation; SimCSE: 32).
+        ssl_model_subfolder (`str`, *optional*): where the full `SimCSEModel` goes (None: not saved).
+
+    Returns:
+        `Path` of the folder.
+    """
+    from hfssl.models.simcse import SimCSEModel
+
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
+    if max_seq_length < 1:
+        raise ValueError(f"max_seq_length={max_seq_length} must be >= 1: pass the truncation used in training.")
+    folder = Path(save_directory)
+    encoder = model.encoder if isinstance(model, SimCSEModel) else model
+    if not isinstance(encoder, PreTrainedModel):
+        raise TypeError(f"save_sentence_encoder takes a SimCSEModel or a transformers text encoder, got "
+                        f"{type(model).__name__}: pass the SimCSEModel, or its `encoder`.")
+    if isinstance(model, SimCSEModel) and getattr(encoder, "pooler", False) is None:  # SimCSEModel dropped it
+        encoder = copy.deepcopy(encoder)
+        with torch.device("meta"):
+            pooler = getattr(AutoModel.from_config(encoder.config), "pooler", None)
+        dense = getattr(pooler, "dense", None)
+        if isinstance(dense, nn.Linear) and isinstance(getattr(pooler, "activation", None), nn.Tanh):
+            pooler = type(pooler)(encoder.config).to(device=encoder.device, dtype=encoder.dtype)
+            pooler.dense.load_state_dict(model.mlp[0].state_dict())
+            encoder.pooler = pooler
+    encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if isinstance(model, SimCSEModel) and ssl_model_subfolder:
+        model.save_pretrained(folder / ssl_model_subfolder)
+    hidden_size = int(encoder.config.hidden_size)
+    pooling = {"word_embedding_dimension": hidden_size, "pooling_mode_cls_token": True,
+               **{f"pooling_mode_{mode}": False for mode in _OTHER_POOLING_MODES}, "include_prompt": True}
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": int(max_seq_length), "do_lower_case": False},
+        "config_sentence_transformers.json": {"prompts": {}, "default_prompt_name": None,
+                                              "similarity_fn_name": "cosine"},
+        "1_Pooling/config.json": pooling,
+    }
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n")
+    return folder
+
+
+def mae_encoder_as_vit(model: nn.Module) -> ViTModel:
+    """The MAE encoder (He et al., 2021) as a transformers `ViTModel`, deterministic and with a meaningful pooler.
+
+    `ViTMAEModel` masks and shuffles the patches at random in every forward; the `ViTModel` holds the same weights
+    under the same names (the fixed sin-cos position embeddings included, trainable in ViT as in MAE's fine-tuning)
+    and sees every patch in image order: its `last_hidden_state` equals ViTMAE's with `mask_ratio=0` and
+    `noise=torch.arange(L).expand(B, L)`. Its pooler is the identity (dense layer = identity matrix, zero bias,
+    `pooler_act="linear"`), so `pooler_output` is the [CLS] token (MAE's linear-probe feature), `AutoModel` loads the
+    saved model without initialising anything at random, and `pipeline("image-feature-extraction", pool=True)`
+    returns the [CLS] features.
+
+    Args:
+        model (`ViTMAEForPreTraining` or `ViTMAEModel`): the trained MAE (its decoder is left out).
+
+    Returns:
+        `ViTModel` on the model's device and dtype; for `(B, C, H, W)` pixels, `last_hidden_state` of shape
+        `(B, 1 + L, hidden_size)` (L patches) and `pooler_output` of shape `(B, hidden_size)`.
+    """
+    model = getattr(model, "module", model)
+    mae = getattr(model, "vit", model)
+    if not isinstance(mae, ViTMAEModel):
+        raise TypeError(f"mae_encoder_as_vit takes a ViTMAEForPreTraining or ViTMAEModel, got {type(model).__name__}.")
+    shared = {name: getattr(mae.config, name) for name in ViTConfig.__annotations__ if hasattr(mae.config, name)}
+    shared.update(encoder_stride=mae.config.patch_size, pooler_output_size=mae.config.hidden_size, pooler_act="linear")
+    encoder = ViTModel(ViTConfig(**shared), add_pooling_layer=True)
+    weights, expected = mae.state_dict(), {name: value for name, value in encoder.state_dict().items()
+                                           if not name.startswith("pooler.")}  # fmt: skip
+    if weights.keys() != expected.keys() or any(weights[name].shape != expected[name].shape for name in weights):
+        raise RuntimeError(f"ViTMAE and ViT weights differ: ViTMAE only {sorted(weights.keys() - expected.keys())}, "
+                           f"ViT only {sorted(expected.keys() - weights.keys())}; this transformers version changed "
+                           "them: update hfssl.export.mae_encoder_as_vit to map the new names.")  # fmt: skip
+    encoder.load_state_dict(weights, strict=False)
+    with torch.no_grad():
+        encoder.pooler.dense.weight.copy_(torch.eye(mae.config.hidden_size))
+        encoder.pooler.dense.bias.zero_()
+    return encoder.to(device=mae.device, dtype=mae.dtype)
 
 # ---- the Hub ------------------------------------------------------------------------------------------------------
 

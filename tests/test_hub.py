@@ -393,3 +393,7 @@ def test_other_recipes_push_their_model_and_card_once(recipe, tmp_path, monkeypa
     assert str(tmp_path) not in readme and "_runtime" not in readme and "me/recipe" in readme
     assert (repo / "model.safetensors").exists()
     getattr(transformers, loader).from_pretrained(repo)
+    if recipe == "pretrain_simcse":  # sentence-transformers reads the pushed repo with [CLS] pooling
+        assert json.loads((repo / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"] is True
+    if recipe == "pretrain_mae":  # its pooler is the identity on [CLS], not a random one
+        assert json.loads((repo / "config.json").read_text())["pooler_act"] == "linear"
