@@ -141,7 +141,6 @@ class SSLTrainer(SafeTrainer):
         self._state_updates: list[dict[str, torch.Tensor]] = []
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
         self.embedding_dim: int | None = None
-        self._embedding_dim_logged = False
         self.training_image_size: int | None = collator_image_size(data_collator)
         if getattr(args, "collapse_action", "warn") != "none":
             self.add_callback(CollapseGuardCallback(self))
@@ -340,9 +339,10 @@ class SSLTrainer(SafeTrainer):
         """Add the averages of the training metrics recorded since the last log."""
         if not any(key.startswith("eval_") for key in logs):
             logs = {**logs, **self._take_averages("train")}
-            if "embedding/std" in logs and self.embedding_dim is not None and not self._embedding_dim_logged:
-                logs["embedding/dim"] = self.embedding_dim  # once: the plots' 1/sqrt(P) reference line
-                self._embedding_dim_logged = True
+            # once per run, resumed runs included (read from the restored log history): the plots' 1/sqrt(P) line
+            logged = any("embedding/dim" in entry for entry in self.state.log_history)
+            if "embedding/std" in logs and self.embedding_dim is not None and not logged:
+                logs["embedding/dim"] = self.embedding_dim
         super().log(logs, start_time)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
