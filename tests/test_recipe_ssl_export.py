@@ -25,7 +25,8 @@ def read_config(name: str) -> dict:
 def built(monkeypatch):
     """Run the recipe up to training: the trainer it would train, without training."""
     trainers = []
-    monkeypatch.setattr(recipe, "train_evaluate_export", lambda trainer, *args, **kwargs: trainers.append(trainer) or {})
+    monkeypatch.setattr(recipe, "train_evaluate_export",
+                        lambda trainer, *args, **kwargs: trainers.append(trainer) or {})  # fmt: skip
     return trainers
 
 
