@@ -190,10 +190,10 @@ def make_collator(method: str, args, settings: dict) -> DataCollatorForMultiView
 
 def hfssl_run(method: str, args, train, test) -> dict:
     """Train with the method's trainer for the budget; returns kNN accuracy, throughput and the last collapse signals."""
-    from hfssl.trainers.methods import METHODS
+    from hfssl.trainers.methods import method_named
 
     torch.manual_seed(args.seed)
-    settings, spec = method_settings(method, args), METHODS[method]
+    settings, spec = method_settings(method, args), method_named(method)
     settings = merge(settings, json.loads(args.method_overrides).get(method, {}))
     model = spec.model_class(spec.config_class(backbone_name=args.backbone, small_image_stem=args.small_image_stem,
                                                num_channels=1, backbone_kwargs=json.loads(args.backbone_kwargs),

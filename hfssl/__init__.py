@@ -23,6 +23,7 @@ from hfssl.data.tokenizer_training import (
 # augmentations
 from hfssl.augmentations.normalization import normalization_from
 from hfssl.augmentations.presets import ViewAugmentation
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.augmentations.text import (
     BackTranslation,
     EasyDataAugmentation,
@@ -32,12 +33,21 @@ from hfssl.augmentations.text import (
     random_swap,
     synonym_replacement,
 )
+from hfssl.augmentations.transforms import (
+    BYOLTransform,
+    DINOTransform,
+    MoCoV2Transform,
+    MultiViewTransform,
+    SimCLRTransform,
+    SwAVTransform,
+)
 
 # losses
 from hfssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from hfssl.losses.byol import byol_loss, simsiam_loss
 from hfssl.losses.clip import clip_loss, siglip_loss
 from hfssl.losses.dino import (
+    DINOLoss,
     dino_loss,
     teacher_batch_center,
     teacher_probabilities,
@@ -45,10 +55,10 @@ from hfssl.losses.dino import (
     update_center,
 )
 from hfssl.losses.grad_cache import cached_gradient_backward
-from hfssl.losses.info_nce import info_nce_loss
+from hfssl.losses.info_nce import InfoNCELoss, info_nce_loss
 from hfssl.losses.negative_sampling import contrastive_loss_from_logits
-from hfssl.losses.nt_xent import nt_xent_loss
-from hfssl.losses.swav import sinkhorn_knopp, swav_loss
+from hfssl.losses.nt_xent import NTXentLoss, nt_xent_loss
+from hfssl.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
 from hfssl.losses.temperature import LearnableTemperature
 from hfssl.losses.vicreg import VICRegLoss, vicreg_loss
 
@@ -94,7 +104,7 @@ from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
 from hfssl.trainers.safe_trainer import NonFiniteError, SafeTrainer
 from hfssl.trainers.simclr import SimCLRTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer
-from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
+from hfssl.trainers.swav import SwAVTrainer
 
 # evaluation
 from hfssl.evaluation.callbacks import KNNEvaluationCallback
@@ -119,8 +129,17 @@ from hfssl.evaluation.zero_shot import (
 )
 
 # export and the Hub
-from hfssl.export import native_export_problem, push_backbone_to_hub, save_backbone, save_towers
-from hfssl.hub import push_folder_to_hub, write_card_and_push, write_model_card, write_ssl_model_card
+from hfssl.export import (
+    create_hub_repo,
+    mae_encoder_as_vit,
+    native_export_problem,
+    push_backbone_to_hub,
+    push_folder_to_hub,
+    save_backbone,
+    save_sentence_encoder,
+    save_towers,
+    write_model_card,
+)
 
 __version__ = "0.1.0"
 
@@ -145,9 +164,16 @@ __all__ = [
     "train_word_level_tokenizer",
     # augmentations
     "BackTranslation",
+    "BYOLTransform",
+    "DINOTransform",
     "EasyDataAugmentation",
+    "MoCoV2Transform",
+    "MultiViewTransform",
     "Seq2SeqTranslator",
+    "SimCLRTransform",
+    "SwAVTransform",
     "ViewAugmentation",
+    "WorkerSeededGenerator",
     "normalization_from",
     "random_deletion",
     "random_insertion",
@@ -155,7 +181,11 @@ __all__ = [
     "synonym_replacement",
     # losses
     "BarlowTwinsLoss",
+    "DINOLoss",
+    "InfoNCELoss",
     "LearnableTemperature",
+    "NTXentLoss",
+    "SwAVLoss",
     "VICRegLoss",
     "barlow_twins_loss",
     "byol_loss",
@@ -237,7 +267,6 @@ __all__ = [
     "WeightDecayScheduleCallback",
     "effective_rank",
     "last_complete_checkpoint",
-    "swav_multi_crop_collator",
     # evaluation
     "BackboneForImageClassification",
     "DataCollatorForImageClassification",
@@ -263,12 +292,13 @@ __all__ = [
     "zero_shot_classification",
     "zero_shot_classifier",
     # export and the Hub
+    "create_hub_repo",
+    "mae_encoder_as_vit",
     "native_export_problem",
     "push_backbone_to_hub",
     "push_folder_to_hub",
     "save_backbone",
+    "save_sentence_encoder",
     "save_towers",
-    "write_card_and_push",
     "write_model_card",
-    "write_ssl_model_card",
 ]

@@ -35,9 +35,9 @@ from hfssl.evaluation.zero_shot import (
     zero_shot_classification,
 )
 from hfssl.export import native_export_problem, save_towers
-from hfssl.hub import write_card_and_push
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.clip import DualEncoderTrainer
 
@@ -50,35 +50,45 @@ model, tokenizer = AutoModel.from_pretrained("{path}"), AutoTokenizer.from_pretr
 texts = tokenizer(["a photo of a seven."], padding=True, return_tensors="pt")
 text_embeddings = model.get_text_features(texts["input_ids"], texts["attention_mask"])
 image_embeddings = model.get_image_features(torch.randn(1, 3, {size}, {size}))  # normalised images
-# towers alone: AutoModel / timm from "{path}/image_encoder", AutoModel + AutoTokenizer from "{path}/text_encoder\""""
+# towers alone, without hfssl: AutoModel.from_pretrained("{path}", subfolder="image_encoder"), and "text_encoder\""""
 
 
 @dataclass
 class ModelArguments:
     image_backbone: str | None = field(default=None, metadata={"help": "timm name, Hub id or folder; else a ViT."})
-    image_pretrained: bool = False
+    image_pretrained: bool = field(
+        default=False, metadata={"help": "Start the image tower from the backbone's pretrained weights."}
+    )
     small_image_stem: bool = field(default=False, metadata={"help": "3x3 stem for timm ResNets on small images."})
     text_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained text encoder; else BERT."})
-    preset: str = field(default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."})
+    preset: str = field(
+        default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."}
+    )
     text_pooling: str = field(default="cls", metadata={"help": "cls, mean or last."})
     projection_dim: int = field(default=64, metadata={"help": "Shared embedding dim (CLIP ViT-B: 512)."})
     loss: str = field(default="clip", metadata={"help": "clip (symmetric InfoNCE) or siglip (sigmoid)."})
-    vocab_size: int = 1000
+    vocab_size: int = field(default=1000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or save_to_disk folder of pairs."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/parquet of (image path, caption)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str = "image"
+    image_column: str = field(
+        default="image", metadata={"help": "The column holding the images (default: the first Image column)."}
+    )
     caption_column: str = field(default="caption", metadata={"help": "A caption or a list of captions per image."})
-    captions_per_image: int = 1
-    image_size: int = 32
+    captions_per_image: int = field(
+        default=1, metadata={"help": "Captions drawn per image in a batch (K > 1: multi-positive loss)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Side of the square images the model trains on, in pixels."})
     min_scale: float = field(default=1.0, metadata={"help": "Random crop scale (1.0: a plain resize of the image)."})
     max_length: int = field(default=32, metadata={"help": "Caption tokens (CLIP: 77)."})
-    max_train_samples: int | None = None
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     eval_samples: int = field(default=500, metadata={"help": "Pairs held out from --dataset_name / --train_file."})
 
 
@@ -128,7 +138,6 @@ def main() -> None:
     collator = DataCollatorForImageText(
         tokenizer, image_collator=DataCollatorForMultiView(views=[view], mean=mean, std=std),
         captions_per_image=data_args.captions_per_image, max_length=data_args.max_length, seed=training_args.seed)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = DualEncoderTrainer(model, args=training_args, data_collator=collator, train_dataset=train,
                                  processing_class=tokenizer)  # fmt: skip
     trainer.train()
@@ -164,18 +173,18 @@ def main() -> None:
     else:
         save_towers(model, export_dir, tokenizer, image_size=size, mean=mean, std=std)
     method = "SigLIP (Zhai et al., 2023)" if model_args.loss == "siglip" else "CLIP (Radford et al., 2021)"
-    write_card_and_push(
-        trainer, export_dir, push_to_hub, method=f"Image-text contrastive ({method})",
+    trainer.create_model_card(
+        folder=export_dir, method=f"Image-text contrastive ({method})",
         architecture=f"{type(model.image_encoder.model).__name__} + {type(model.text_encoder).__name__}",
         dataset=data_args.dataset_name or data_args.train_file or f"{data_args.builtin} with class-template captions",
         pipeline_tag="zero-shot-image-classification", metrics={**metrics, "held-out images": len(held_out)},
-        usage=USAGE.format(path=os.path.abspath(export_dir), size=size),
+        usage=USAGE.replace("{size}", str(size)),
         hyperparameters={"loss": model_args.loss, "projection_dim": model_args.projection_dim,
                          "logit_scale": round(model.current_logit_scale().item(), 3), "image_size": size,
-                         "captions_per_image": data_args.captions_per_image, "steps": trainer.state.global_step,
-                         "global_batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-                         "learning_rate": training_args.learning_rate},
+                         "captions_per_image": data_args.captions_per_image},
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     print(f"Model, both towers and model card in {os.path.abspath(export_dir)}")
 
 

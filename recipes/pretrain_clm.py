@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     GPT2Config,
     LlamaConfig,
@@ -30,8 +29,8 @@ from transformers import (
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import TextModelArguments, parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -43,13 +42,9 @@ MODEL_TYPES = ("gpt2", "llama")
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
-    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+class ModelArguments(TextModelArguments):
     model_type: str = field(default="gpt2", metadata={"help": f"Architecture from scratch: {', '.join(MODEL_TYPES)}."})
     preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
-    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
 @dataclass
@@ -74,8 +69,7 @@ class CLMTrainingArguments(TrainingArguments):
 
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, CLMTrainingArguments))
-    if model_args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    model_args.check_preset(PRESETS)
     if model_args.model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type must be one of {list(MODEL_TYPES)}, got {model_args.model_type!r}; use "
                          "--config_name or --model_name_or_path for other architectures.")
@@ -93,27 +87,18 @@ def main() -> None:
                                    num_proc=data_args.preprocessing_num_workers)
         blocks = blocks.map(lambda batch: {"labels": batch["input_ids"]}, batched=True, desc="Adding labels")
 
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+    hidden, layers, heads = PRESETS[model_args.preset]
+    if model_args.model_type == "gpt2":
+        preset = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=layers, n_head=heads,
+                            n_positions=max(1024, data_args.max_seq_length), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id)
     else:
-        if model_args.config_name is not None:
-            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
-        elif model_args.model_type == "gpt2":
-            hidden, layers, heads = PRESETS[model_args.preset]
-            config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=layers, n_head=heads,
-                                n_positions=max(1024, data_args.max_seq_length), bos_token_id=tokenizer.bos_token_id,
-                                eos_token_id=tokenizer.eos_token_id)
-        else:
-            hidden, layers, heads = PRESETS[model_args.preset]
-            config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
-                                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                                 max_position_embeddings=max(2048, data_args.max_seq_length),
-                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        model = AutoModelForCausalLM.from_config(config)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+        preset = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                             max_position_embeddings=max(2048, data_args.max_seq_length),
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = model_args.build_model(AutoModelForCausalLM, tokenizer, preset)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(
         model=model,
         args=training_args,
@@ -131,15 +116,15 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="Causal language modelling",
-        architecture=type(model).__name__, pipeline_tag="text-generation", metrics=metrics,
+    trainer.create_model_card(
+        method="Causal language modelling", pipeline_tag="text-generation", metrics=metrics,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                         "learning_rate": training_args.learning_rate},
-        usage=f'from transformers import pipeline\nprint(pipeline("text-generation", model="{training_args.output_dir}")'
+        hyperparameters={"max_seq_length": data_args.max_seq_length},
+        usage='from transformers import pipeline\nprint(pipeline("text-generation", model="{path}")'
               '("The for statement")[0]["generated_text"])',
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out perplexity: {metrics['eval_perplexity']:.1f} (uniform over the vocabulary: {len(tokenizer)})")

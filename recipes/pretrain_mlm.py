@@ -31,14 +31,14 @@ from hfssl.evaluation.masked_lm import (
     premask_dataset,
     preprocess_logits_for_masked_lm,
 )
-from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import TextModelArguments, parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
 USAGE = """from transformers import pipeline
 fill = pipeline("fill-mask", model="{path}")
-print(fill(f"the {{fill.tokenizer.mask_token}} statement raises an exception."))"""
+print(fill(f"the {fill.tokenizer.mask_token} statement raises an exception."))"""
 
 # Sizes for training from scratch: (hidden size, layers, heads). "mini"/"small"/"medium" follow
 # Turc et al. 2019 ("Well-Read Students Learn Better"); "tiny" is for tests and laptops.
@@ -46,21 +46,22 @@ PRESETS = {"tiny": (64, 2, 2), "micro": (128, 2, 2), "mini": (256, 4, 4), "small
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
-    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+class ModelArguments(TextModelArguments):
     model_type: str = field(default="modernbert", metadata={"help": "Architecture from scratch: modernbert, bert, ..."})
     preset: str = field(default="micro", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
     vocab_size: int = field(default=4000, metadata={"help": "Vocabulary of the trained tokenizer."})
 
 
 @dataclass
 class DataArguments(TextDataArguments):
-    mlm_probability: float = 0.15
+    mlm_probability: float = field(
+        default=0.15, metadata={"help": "Fraction of tokens selected for prediction (BERT: 0.15)."}
+    )
     selection: str = field(default="bernoulli", metadata={"help": "bernoulli or exact."})
-    whole_word_mask: bool = False
-    span_masking: bool = False
+    whole_word_mask: bool = field(default=False, metadata={"help": "Mask whole words (all pieces of a word together)."})
+    span_masking: bool = field(
+        default=False, metadata={"help": "Mask contiguous spans (SpanBERT's geometric span lengths)."}
+    )
 
 
 @dataclass
@@ -87,8 +88,7 @@ class MLMTrainingArguments(TrainingArguments):
 
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, MLMTrainingArguments))
-    if model_args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    model_args.check_preset(PRESETS)
 
     raw = data_args.load(seed=training_args.seed)
 
@@ -98,26 +98,17 @@ def main() -> None:
     with training_args.main_process_first(desc="tokenizing"):
         blocks = tokenize_and_pack(raw, tokenizer, data_args.max_seq_length, num_proc=data_args.preprocessing_num_workers)
 
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
-    else:
-        if model_args.config_name is not None:
-            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
-        else:
-            hidden, layers, heads = PRESETS[model_args.preset]
-            config = AutoConfig.for_model(
-                model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, intermediate_size=4 * hidden,
-                max_position_embeddings=max(512, data_args.max_seq_length) + 2, pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-                **({"sparse_prediction": True} if model_args.model_type == "modernbert" else {}),
-            )
-        model = AutoModelForMaskedLM.from_config(config)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+    hidden, layers, heads = PRESETS[model_args.preset]
+    preset = AutoConfig.for_model(
+        model_args.model_type, vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=4 * hidden,
+        max_position_embeddings=max(512, data_args.max_seq_length) + 2, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+        **({"sparse_prediction": True} if model_args.model_type == "modernbert" else {}),
+    )
+    model = model_args.build_model(AutoModelForMaskedLM, tokenizer, preset)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     collator = DataCollatorForMaskedLM(
         tokenizer, mlm_probability=data_args.mlm_probability, selection=data_args.selection,
         whole_word_mask=data_args.whole_word_mask, span_masking=data_args.span_masking,
@@ -143,18 +134,15 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="Masked language modelling",
-        architecture=type(model).__name__, pipeline_tag="fill-mask", metrics=metrics,
+    trainer.create_model_card(
+        method="Masked language modelling", pipeline_tag="fill-mask", metrics=metrics, usage=USAGE,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        usage=USAGE.format(path=training_args.hub_model_id or training_args.output_dir),
-        hyperparameters={"steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                         "mlm_probability": data_args.mlm_probability, "selection": data_args.selection,
-                         "whole_word_mask": data_args.whole_word_mask, "span_masking": data_args.span_masking,
-                         "learning_rate": training_args.learning_rate,
-                         "global_batch_size": training_args.train_batch_size * training_args.world_size
-                         * training_args.gradient_accumulation_steps},
+        hyperparameters={"max_seq_length": data_args.max_seq_length, "mlm_probability": data_args.mlm_probability,
+                         "selection": data_args.selection, "whole_word_mask": data_args.whole_word_mask,
+                         "span_masking": data_args.span_masking},
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out masked-token accuracy: {metrics['eval_masked_accuracy']:.4f} "

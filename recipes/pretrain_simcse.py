@@ -10,7 +10,9 @@ BERT-base); otherwise a BERT of --preset size is trained from scratch with a Wor
 It scores retrieval on held-out pairs built offline (each held-out paragraph cut in two halves: find the other half
 among all second halves; recall@1/@5 and MRR) before and after training, and the mean cosine between held-out
 sentences (anisotropy, which SimCSE lowers). Sentence embedding = the encoder's [CLS] state, no MLP (the paper's
-unsupervised setting); the model card in --output_dir says so.
+unsupervised setting). --output_dir holds the SimCSEModel (to resume); --output_dir/export the encoder, its tokenizer
+and model card, loaded by `AutoModel` and by `sentence_transformers.SentenceTransformer` with [CLS] pooling
+(`hfssl.export.save_sentence_encoder`), and the full SimCSEModel in export/ssl_model/.
 """
 
 import logging
@@ -29,17 +31,22 @@ from transformers import (
 from hfssl.data.text import TextDataArguments, train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.retrieval import pair_retrieval_scores, split_into_halves
-from hfssl.hub import write_card_and_push
+from hfssl.export import save_sentence_encoder
 from hfssl.models.simcse import SimCSEModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
-USAGE = """import torch
+USAGE = """from sentence_transformers import SentenceTransformer
+embeddings = SentenceTransformer("{path}").encode(["a sentence", "another one"])  # [CLS] pooling
+
+# or with transformers alone
 from transformers import AutoModel, AutoTokenizer
 tokenizer, encoder = AutoTokenizer.from_pretrained("{path}"), AutoModel.from_pretrained("{path}")
-batch = tokenizer(["a sentence", "another one"], padding=True, truncation=True, max_length=32, return_tensors="pt")
-embeddings = torch.nn.functional.normalize(encoder(**batch).last_hidden_state[:, 0], dim=1)  # [CLS] pooling"""
+batch = tokenizer(["a sentence", "another one"], padding=True, truncation=True, max_length={max_seq_length},
+                  return_tensors="pt")
+embeddings = encoder(**batch).last_hidden_state[:, 0]  # [CLS] pooling, as in training"""
 
 # Sizes from scratch: (hidden size, layers, heads), as recipes/pretrain_mlm.py.
 PRESETS = {"tiny": (64, 2, 2), "mini": (256, 4, 4), "small": (512, 4, 8), "medium": (512, 8, 8), "base": (768, 12, 12)}
@@ -116,7 +123,6 @@ def main() -> None:
 
     retrieval_before = pair_retrieval_scores(encode, queries, documents)
 
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(model=model, args=training_args, train_dataset=sentences["train"], data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d training sentences, model of %.1fM parameters", len(sentences["train"]), model.num_parameters() / 1e6)
@@ -127,22 +133,23 @@ def main() -> None:
     metrics.update({f"{name}_after": value for name, value in pair_retrieval_scores(encode, queries, documents).items()})
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
-    trainer.save_model(training_args.output_dir)  # SimCSEModel (safetensors), config and tokenizer
+    trainer.save_model(training_args.output_dir)  # SimCSEModel (safetensors), config and tokenizer, to resume
     if trainer.is_world_process_zero():
-        encoder_dir = os.path.join(training_args.output_dir, "encoder")
-        model.encoder.save_pretrained(encoder_dir)  # plain AutoModel export
-        tokenizer.save_pretrained(encoder_dir)
-        model.save_pretrained(os.path.join(encoder_dir, "ssl_model"))  # the full SimCSEModel (MLP included)
-        write_card_and_push(
-            trainer, encoder_dir, push_to_hub, method="Unsupervised SimCSE (Gao et al., 2021)",
+        export_dir = save_sentence_encoder(model, tokenizer, os.path.join(training_args.output_dir, "export"),
+                                           data_args.max_seq_length)  # transformers + sentence-transformers layout
+        trainer.create_model_card(
+            folder=export_dir, method="Unsupervised SimCSE (Gao et al., 2021)",
             architecture=type(model.encoder).__name__,
             dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-            pipeline_tag="sentence-similarity", metrics=metrics, usage=USAGE.format(path=encoder_dir),
+            pipeline_tag="sentence-similarity", metrics=metrics, tags=["sentence-transformers"],
             hyperparameters={"pooling": "[CLS] last hidden state, no MLP", "temperature": model_args.temperature,
-                             "max_seq_length": data_args.max_seq_length, "steps": trainer.state.global_step,
-                             "learning_rate": training_args.learning_rate},
+                             "max_seq_length": data_args.max_seq_length},
+            usage=USAGE.replace("{max_seq_length}", str(data_args.max_seq_length)),
         )
-        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)} (the encoder alone in ./encoder)")
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
+        print(f"\nSentence encoder exported to {export_dir.resolve()} (AutoModel and SentenceTransformer load it; "
+              "the full SimCSEModel in its ssl_model/)")
         print(f"Mean cosine between held-out sentences: {before:.3f} before, {metrics['anisotropy_after']:.3f} after")
         print(f"Held-out half-paragraph retrieval over {len(queries)} pairs: recall@1 "
               f"{metrics['recall@1_before']:.3f} before, {metrics['recall@1_after']:.3f} after; "

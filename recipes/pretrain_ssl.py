@@ -28,18 +28,19 @@ from dataclasses import dataclass, field, fields
 
 from hfssl.data.images import ImageDataArguments
 from hfssl.distributed import end_processes
-from hfssl.recipe_arguments import parse_recipe_arguments, requested_method
-from hfssl.recipe_vision import BackboneArguments, check_push_possible, train_evaluate_export
+from hfssl.cli import (
+    BackboneArguments, check_push_possible, parse_recipe_arguments, requested_method, train_evaluate_export,
+)  # fmt: skip
 from hfssl.trainers import SSLTrainingArguments
 from hfssl.trainers.dino import DINOTrainingArguments
-from hfssl.trainers.methods import (
-    METHODS, build_collator, build_config, config_arguments, method_named,
-)  # fmt: skip
+from hfssl.collators.multi_view import DataCollatorForMultiView
+from hfssl.evaluation.callbacks import add_knn_evaluation
+from hfssl.trainers.methods import build_config, config_arguments, image_methods, method_named
 
 
 @dataclass
 class ModelArguments(BackboneArguments):
-    method: str = field(default="byol", metadata={"help": f"One of {', '.join(METHODS)}."})
+    method: str = field(default="byol", metadata={"help": f"One of {', '.join(image_methods())}."})
 
 
 @dataclass
@@ -99,13 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
     model = method.model_class(config)
     check_push_possible(model, training_args, model_args.export_encoder)
     data_config = model.backbone.data_config
-    collator = build_collator(
-        method, config, image_size=data_args.image_size, min_scale=data_args.min_scale, strength=data_args.strength,
-        local_size=data_args.local_size, num_local_crops=data_args.num_local_crops, mean=data_config["mean"],
-        std=data_config["std"], seed=training_args.seed,
-    )  # fmt: skip
+    collator = DataCollatorForMultiView.paper_views(
+        method.model_class.views_for(config), data_args.image_size, min_scale=data_args.min_scale,
+        strength=data_args.strength, local_size=data_args.local_size, num_local_crops=data_args.num_local_crops,
+        mean=data_config["mean"], std=data_config["std"], seed=training_args.seed,
+    )
     data_args.configure_collator(collator)
     trainer = method.trainer_class(model=model, args=training_args, data_collator=collator, train_dataset=train)
+    add_knn_evaluation(trainer, data_args, encoder=model_args.export_encoder)  # with --knn_eval_steps N
     return train_evaluate_export(trainer, data_args, method=method.title(config), encoder=model_args.export_encoder)
 
 

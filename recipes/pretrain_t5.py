@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass, field
 
 from transformers import (
-    AutoConfig,
     AutoModelForSeq2SeqLM,
     T5Config,
     TrainingArguments,
@@ -32,8 +31,8 @@ from hfssl.evaluation.masked_lm import (
     premask_dataset,
     preprocess_logits_for_masked_lm,
 )
-from hfssl.hub import write_card_and_push
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import TextModelArguments, parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -44,19 +43,16 @@ PRESETS = {"tiny": (64, 2, 2, 256), "mini": (256, 4, 4, 1024), "small": (512, 6,
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue pretraining."})
-    config_name: str | None = field(default=None, metadata={"help": "Config to train from scratch."})
+class ModelArguments(TextModelArguments):
     preset: str = field(default="tiny", metadata={"help": f"Size from scratch: {', '.join(PRESETS)}."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; else one is trained."})
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of the trained tokenizer (before sentinels)."})
 
 
 @dataclass
 class DataArguments(TextDataArguments):
     max_seq_length: int = field(default=128, metadata={"help": "Encoder input length after corruption (T5: 512)."})
-    noise_density: float = 0.15
-    mean_noise_span_length: float = 3.0
+    noise_density: float = field(default=0.15, metadata={"help": "Fraction of tokens corrupted (T5: 0.15)."})
+    mean_noise_span_length: float = field(default=3.0, metadata={"help": "Mean length of a corrupted span (T5: 3)."})
 
 
 @dataclass
@@ -76,8 +72,7 @@ class T5TrainingArguments(TrainingArguments):
 
 def main() -> None:
     model_args, data_args, training_args = parse_recipe_arguments((ModelArguments, DataArguments, T5TrainingArguments))
-    if model_args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, got {model_args.preset!r}.")
+    model_args.check_preset(PRESETS)
 
     raw = data_args.load(seed=training_args.seed)
 
@@ -91,19 +86,12 @@ def main() -> None:
         blocks = tokenize_and_pack(raw, tokenizer, raw_length, return_special_tokens_mask=False,
                                    num_proc=data_args.preprocessing_num_workers)
 
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path)
-    else:
-        if model_args.config_name is not None:
-            config = AutoConfig.from_pretrained(model_args.config_name, vocab_size=len(tokenizer))
-        else:
-            d_model, layers, heads, d_ff = PRESETS[model_args.preset]
-            config = T5Config(
-                vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers,
-                num_heads=heads, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                decoder_start_token_id=tokenizer.pad_token_id,
-            )
-        model = AutoModelForSeq2SeqLM.from_config(config)
+    d_model, layers, heads, d_ff = PRESETS[model_args.preset]
+    preset = T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    model = model_args.build_model(AutoModelForSeq2SeqLM, tokenizer, preset)
 
     collator = DataCollatorForSpanCorruption(
         tokenizer, noise_density=data_args.noise_density, mean_noise_span_length=data_args.mean_noise_span_length,
@@ -112,7 +100,6 @@ def main() -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(
         model=model,
         args=training_args,
@@ -132,18 +119,16 @@ def main() -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="T5 span corruption",
-        architecture=type(model).__name__, pipeline_tag="text2text-generation", metrics=metrics,
+    trainer.create_model_card(
+        method="T5 span corruption", pipeline_tag="text2text-generation", metrics=metrics,
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
-        hyperparameters={"steps": trainer.state.global_step, "input_length": data_args.max_seq_length,
-                         "noise_density": data_args.noise_density,
-                         "mean_noise_span_length": data_args.mean_noise_span_length,
-                         "learning_rate": training_args.learning_rate},
-        usage=f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
-              f'model = AutoModelForSeq2SeqLM.from_pretrained("{training_args.output_dir}")\n'
-              f'tokenizer = AutoTokenizer.from_pretrained("{training_args.output_dir}")',
+        hyperparameters={"input_length": data_args.max_seq_length, "noise_density": data_args.noise_density,
+                         "mean_noise_span_length": data_args.mean_noise_span_length},
+        usage='from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+              'model = AutoModelForSeq2SeqLM.from_pretrained("{path}")\ntokenizer = AutoTokenizer.from_pretrained("{path}")',
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if trainer.is_world_process_zero():
         print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out target-token accuracy: {metrics['eval_masked_accuracy']:.4f}, "

@@ -24,9 +24,9 @@ from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import TextDataArguments
 from hfssl.data.tokenizer_training import train_word_level_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.hub import write_card_and_push
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(TextDataArguments):
-    window: int = 5
-    num_negatives: int = 5
-    subsample_threshold: float = 1e-3
+    window: int = field(default=5, metadata={"help": "Largest distance between a centre word and its context words."})
+    num_negatives: int = field(default=5, metadata={"help": "Negative samples per positive pair (word2vec: 5)."})
+    subsample_threshold: float = field(
+        default=1e-3, metadata={"help": "Frequent-word subsampling threshold t (word2vec: 1e-3; 0 keeps every word)."}
+    )
     query_words: str = field(default="true,read,list,int,file", metadata={"help": "Comma-separated words."})
     analogy: str | None = field(default="read,reader,write", metadata={"help": "a,b,c: a is to b as c is to ?"})
 
@@ -102,7 +104,6 @@ def main() -> None:
     check_sparse_gradients_supported(model)
     collator = DataCollatorForSkipGram(counts, window=data_args.window, num_negatives=data_args.num_negatives,
                                        subsample_threshold=data_args.subsample_threshold, seed=training_args.seed)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
     trainer = SafeTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator,
                       processing_class=tokenizer)
     logger.info("%d texts, %d words, vocabulary of %d, model of %.1fM parameters", len(train_set),
@@ -110,16 +111,17 @@ def main() -> None:
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    write_card_and_push(
-        trainer, training_args.output_dir, push_to_hub, method="Word2Vec skip-gram with negative sampling",
-        architecture="Word2VecModel (hfssl)", pipeline_tag="feature-extraction",
-        metrics={"train_loss": train_result.training_loss},
+    trainer.create_model_card(
+        method="Word2Vec skip-gram with negative sampling", architecture="Word2VecModel (hfssl)",
+        pipeline_tag="feature-extraction", metrics={"train_loss": train_result.training_loss},
         dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
         hyperparameters={"embedding_dim": model.config.embedding_dim, "window": data_args.window,
-                         "num_negatives": data_args.num_negatives, "steps": trainer.state.global_step},
-        usage=f'import hfssl  # registers Word2VecModel with AutoModel\nfrom transformers import AutoModel\n'
-              f'model = AutoModel.from_pretrained("{training_args.output_dir}")',
+                         "num_negatives": data_args.num_negatives},
+        usage='import hfssl  # registers Word2VecModel with AutoModel\nfrom transformers import AutoModel\n'
+              'model = AutoModel.from_pretrained("{path}")',
     )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     if not trainer.is_world_process_zero():
         return
 

@@ -28,7 +28,7 @@ from hfssl.data.images import ImageDataArguments, decoded_images, load_image_dat
 from hfssl.data.tokenizer_training import train_unigram_tokenizer
 from hfssl.evaluation.features import knn_evaluate
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-from hfssl.recipe_vision import train_evaluate_export
+from hfssl.cli import train_evaluate_export
 from hfssl.trainers import SimCLRTrainer, SSLTrainingArguments
 
 RNG = np.random.default_rng(0)

@@ -18,7 +18,9 @@ from hfssl.evaluation.knn import knn_predict
 from hfssl.losses import barlow_twins_loss, clip_loss, dino_loss, nt_xent_loss, vicreg_loss
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.trainers import SimCLRTrainer, SSLTrainingArguments
-from hfssl.trainers.methods import METHODS
+from hfssl.trainers.methods import image_methods
+
+METHODS = image_methods()  # name -> SSLMethod, from the Auto classes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -45,6 +45,29 @@ def test_tokenize_and_pack_makes_full_blocks(wordpiece_tokenizer, docs_texts):
     assert packed["input_ids"][0] == stream[:64]
 
 
+def test_tokenize_and_pack_does_not_warn_about_long_texts(wordpiece_tokenizer, docs_texts):
+    """Texts longer than model_max_length are what packing is for: the tokenizer's length warning is noise."""
+    import copy
+    import logging
+
+    tokenizer = copy.deepcopy(wordpiece_tokenizer)
+    tokenizer.model_max_length = 16
+    tokenizer.deprecation_warnings.clear()  # the warning is given once per tokenizer
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        packed = tokenize_and_pack(Dataset.from_dict({"text": docs_texts[:50]}), tokenizer, 16)
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert len(packed) > 0
+    assert not [r for r in records if "sequence length is longer" in r.getMessage()], [r.getMessage() for r in records]
+    tokenizer(docs_texts[0])  # the check itself: a plain call does warn
+    assert tokenizer.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
+
+
 def test_masked_lm_metrics_and_baseline():
     labels = np.array([[-100, 5, 7, -100], [5, -100, -100, 9]])
     predictions = np.array([[0, 5, 1, 3], [5, 2, 2, 1]])

@@ -27,7 +27,8 @@ from hfssl.losses.dino import (
 from hfssl.losses.swav import sinkhorn_knopp
 from hfssl.models.dino import DINOConfig, DINOHead, DINOModel
 from hfssl.trainers.callbacks import cosine_schedule
-from hfssl.trainers.dino import DINOTrainer, DINOTrainingArguments, dino_local_size
+from hfssl.augmentations.presets import local_crop_size
+from hfssl.trainers.dino import DINOTrainer, DINOTrainingArguments
 
 HEAD = {"out_dim": 64, "head_hidden_dim": 32, "head_bottleneck_dim": 16}
 WORKER = os.path.join(os.path.dirname(__file__), "dino_distributed_worker.py")
@@ -296,7 +297,7 @@ def test_arguments_defaults_and_local_size(tmp_path):
     assert args.warmup_steps == 0.1 and args.get_warmup_steps(1000) == 100  # DINO: 10 of 100 epochs
     with pytest.raises(ValueError, match="weight_decay_final=-1 must be >= 0"):
         DINOTrainingArguments(output_dir=str(tmp_path), weight_decay_final=-1)
-    assert (dino_local_size(224), dino_local_size(32), dino_local_size(16)) == (96, 16, 8)
+    assert (local_crop_size(224), local_crop_size(32), local_crop_size(16)) == (96, 16, 8)
     trainer = DINOTrainer(tiny(), args=args)
     views = trainer.data_collator.views
     assert [view.size for view in views] == [16, 16] + [8] * 8

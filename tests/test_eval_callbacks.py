@@ -6,7 +6,8 @@ import torch
 
 from conftest import MEAN, STD, TINY_HEAD, TINY_VIT
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.evaluation.callbacks import KNNEvaluationCallback
+from hfssl.data.images import ImageDataArguments
+from hfssl.evaluation.callbacks import KNNEvaluationCallback, add_knn_evaluation
 from hfssl.evaluation.features import dataset_features
 from hfssl.evaluation.knn import knn_accuracy
 from hfssl.evaluation.linear_probe import linear_probe
@@ -111,3 +112,41 @@ def test_knn_of_the_ema_teacher(digits, tmp_path):
     assert not torch.allclose(student, teacher)
     with pytest.raises(TypeError, match=r"teacher_backbone.*encoders: \['backbone'\]"):
         KNNEvaluationCallback(make_trainer(tmp_path, memory), memory, queries, eval_steps=1, encoder="teacher_backbone")
+
+
+def test_recipes_add_knn_during_training_from_the_training_arguments(tmp_path, caplog):
+    """`--knn_eval_steps 2 --knn_k 5` and `add_knn_evaluation(trainer, data_args)`: memory the recipe's train images,
+    queries its test split, every 2 steps; nothing without the flag."""
+    data_args = ImageDataArguments(image_size=16, max_train_samples=64)
+    train = data_args.load()
+    assert add_knn_evaluation(make_trainer(tmp_path, train), data_args) is None
+    trainer = make_trainer(tmp_path, train, knn_eval_steps=2, knn_k=5)
+    with caplog.at_level("WARNING", logger="hfssl.evaluation.knn"):
+        callback = add_knn_evaluation(trainer, data_args)
+    assert not caplog.text  # k=5 < 64 memory images
+    assert (len(callback.memory_dataset), len(callback.query_dataset), callback.k) == (64, 359, 5)
+    assert callback in trainer.callback_handler.callbacks
+    trainer.train()
+    assert [entry["step"] for entry in trainer.state.log_history if "eval_knn/top1" in entry] == [2, 4]
+    with pytest.raises(ValueError, match="knn_eval_steps=0 must be >= 1"):
+        SSLTrainingArguments(output_dir=str(tmp_path), knn_eval_steps=0)
+    with caplog.at_level("WARNING", logger="hfssl.evaluation.knn"):
+        add_knn_evaluation(make_trainer(tmp_path, train, knn_eval_steps=2), data_args)  # k=200 >= 64 images
+    assert "k=200 neighbours over 64 memory images" in caplog.text
+
+
+def test_the_callback_measures_at_the_size_training_sees(digits, tmp_path):
+    """A backbone whose data config says 160 px, trained on 16 px views: kNN resizes to 16 px by default."""
+    memory, queries = digits
+    torch.manual_seed(0)
+    model = SimCLRModel(SimCLRConfig(backbone_name="test_resnet", **TINY_HEAD))
+    args = SSLTrainingArguments(output_dir=str(tmp_path), report_to="none", save_strategy="no", disable_tqdm=True)
+    collator = DataCollatorForMultiView.simclr(image_size=16, mean=MEAN, std=STD, seed=0)
+    trainer = SimCLRTrainer(model=model, args=args, data_collator=collator, train_dataset=memory)
+    callback = KNNEvaluationCallback(trainer, memory, queries, eval_steps=1, k=5, mean=MEAN, std=STD)
+    options = {"image_size": 16, "mean": MEAN, "std": STD}
+    expected = knn_accuracy(*dataset_features(model, memory, **options), *dataset_features(model, queries, **options), k=5)
+    assert callback.compute_metrics()["eval_knn/top1"] == pytest.approx(expected)
+    options["image_size"] = 160  # the backbone's data config: another score, so the check above tells them apart
+    at_160 = knn_accuracy(*dataset_features(model, memory, **options), *dataset_features(model, queries, **options), k=5)
+    assert at_160 != pytest.approx(expected)

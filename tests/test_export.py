@@ -1,5 +1,6 @@
 """hfssl.export: the encoder in its library's own format, loaded by timm / transformers in a process without hfssl."""
 
+import copy
 import json
 import os
 import subprocess
@@ -8,12 +9,27 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel
+from transformers import (
+    AutoModel,
+    BertConfig,
+    BertModel,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+    ViTMAEModel,
+    ViTModel,
+)
 
 from conftest import TINY_HEAD, tiny_vit_config
-from hfssl.export import native_export_problem, resolve_backbone, save_backbone
+from hfssl.export import (
+    mae_encoder_as_vit,
+    native_export_problem,
+    resolve_backbone,
+    save_backbone,
+    save_sentence_encoder,
+)
 from hfssl.models.moco import MoCoConfig, MoCoModel
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.models.simcse import SimCSEModel
 
 VIT_32 = tiny_vit_config(image_size=32).to_dict()  # the tiny ViT at 32 px
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -147,3 +163,112 @@ def test_export_errors_say_what_to_pass(tmp_path):
         save_backbone(model, tmp_path / "b", mean=(0.5,), std=(0.5,))
     teacher = save_backbone(model, tmp_path / "teacher", encoder="teacher_backbone", ssl_model_subfolder=None)
     assert sorted(path.name for path in teacher.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def tiny_simcse(vocab_size: int) -> SimCSEModel:
+    """A one-layer BERT of width 32 in a SimCSEModel, its weights moved from their initialisation."""
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64))
+    model = SimCSEModel.from_encoder(encoder).eval()
+    perturb(model)
+    return model
+
+
+SENTENCES = ["a short one", "numbers 1 2 3",
+             "the sentence encoder maps every sentence of this rather long line, cut at sixteen tokens, to one vector"]
+
+
+def test_sentence_encoder_export_is_the_cls_state_with_sentence_transformers_cls_pooling(tmp_path, wordpiece_tokenizer):
+    model = tiny_simcse(len(wordpiece_tokenizer))
+    folder = save_sentence_encoder(model, wordpiece_tokenizer, tmp_path / "export", max_seq_length=16)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modules.json", "sentence_bert_config.json",
+            "config_sentence_transformers.json", "1_Pooling", "ssl_model"} <= {path.name for path in folder.iterdir()}
+    modules = json.loads((folder / "modules.json").read_text())
+    assert [(module["path"], module["type"]) for module in modules] == [
+        ("", "sentence_transformers.models.Transformer"), ("1_Pooling", "sentence_transformers.models.Pooling")]
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["word_embedding_dimension"] == 32 and pooling["pooling_mode_cls_token"] is True
+    modes = {name: value for name, value in pooling.items() if name.startswith("pooling_mode_")}
+    assert len(modes) == 6 and [name for name, value in modes.items() if value] == ["pooling_mode_cls_token"]
+    assert json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"] == 16
+    encoder, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert isinstance(encoder, BertModel) and not info["missing_keys"] and not info["mismatched_keys"]  # no new pooler
+    batch = wordpiece_tokenizer(SENTENCES, truncation=True, max_length=16, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape[1] == 16  # the long sentence was cut
+    with torch.no_grad():
+        outputs, expected = encoder.eval()(**batch), model.encode(**batch)
+        torch.testing.assert_close(outputs.last_hidden_state[:, 0], expected)
+        torch.testing.assert_close(outputs.pooler_output, model.mlp(expected))  # the MLP, as in SimCSE's own exports
+    loaded = AutoModel.from_pretrained(folder, subfolder="ssl_model")
+    assert isinstance(loaded, SimCSEModel)
+    with pytest.raises(ValueError, match="max_seq_length=0 must be >= 1"):
+        save_sentence_encoder(model, wordpiece_tokenizer, tmp_path / "bad", max_seq_length=0)
+
+
+def test_sentence_transformers_loads_the_export_with_cls_pooling(tmp_path, wordpiece_tokenizer):
+    sentence_transformers = pytest.importorskip("sentence_transformers")  # optional: hfssl does not depend on it
+    model = tiny_simcse(len(wordpiece_tokenizer))
+    folder = save_sentence_encoder(model, wordpiece_tokenizer, tmp_path / "export", max_seq_length=16)
+    loaded = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    assert loaded.max_seq_length == 16
+    batch = wordpiece_tokenizer(SENTENCES, truncation=True, max_length=16, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.encode(**batch)
+    torch.testing.assert_close(loaded.encode(SENTENCES, convert_to_tensor=True).cpu(), expected)
+
+
+def tiny_mae() -> ViTMAEForPreTraining:
+    torch.manual_seed(0)
+    config = ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                          decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
+    model = ViTMAEForPreTraining(config).eval()
+    perturb(model)
+    return model
+
+
+def test_mae_encoder_as_vit_is_deterministic_and_equal_to_the_mae_encoder_in_patch_order():
+    model = tiny_mae()
+    encoder = mae_encoder_as_vit(model).eval()
+    assert isinstance(encoder, ViTModel) and encoder.config.hidden_size == 32 and encoder.config.pooler_act == "linear"
+    weights = model.vit.state_dict()  # every weight copied, the fixed sin-cos position embeddings included
+    assert all(torch.equal(value, weights[name]) for name, value in encoder.state_dict().items() if name in weights)
+    reference_config = copy.deepcopy(model.config)
+    reference_config.mask_ratio = 0.0
+    reference = ViTMAEModel(reference_config).eval()
+    reference.load_state_dict(weights)
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        first, second = encoder(pixel_values=pixels), encoder(pixel_values=pixels)
+        ordered = reference(pixel_values=pixels, noise=torch.arange(16.0).expand(3, 16))  # identity order
+        shuffled = reference(pixel_values=pixels)  # ViTMAE's own random token order
+    assert first.last_hidden_state.shape == (3, 1 + 16, 32) and first.pooler_output.shape == (3, 32)
+    assert torch.equal(first.last_hidden_state, second.last_hidden_state)
+    torch.testing.assert_close(first.last_hidden_state, ordered.last_hidden_state)
+    assert not torch.allclose(shuffled.last_hidden_state[:, 1:], ordered.last_hidden_state[:, 1:])  # why not ViTMAE
+    torch.testing.assert_close(first.pooler_output, first.last_hidden_state[:, 0], rtol=0, atol=1e-6)
+    with pytest.raises(TypeError, match="takes a ViTMAEForPreTraining or ViTMAEModel, got ViTModel"):
+        mae_encoder_as_vit(encoder)
+
+
+def test_mae_export_loads_with_its_pooler_as_the_cls_token(tmp_path):
+    from PIL import Image
+    from transformers import ViTImageProcessor, pipeline
+
+    encoder = mae_encoder_as_vit(tiny_mae())
+    encoder.save_pretrained(tmp_path)
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3)
+    processor.save_pretrained(tmp_path)
+    loaded, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(loaded, ViTModel) and not any(info[key] for key in ("missing_keys", "unexpected_keys",
+                                                                           "mismatched_keys"))  # nothing new, at random
+    generator = torch.Generator().manual_seed(0)
+    images = [Image.fromarray(torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8).numpy())
+              for _ in range(2)]
+    with torch.no_grad():
+        outputs = loaded.eval()(**processor(images=images, return_tensors="pt"))
+    torch.testing.assert_close(outputs.pooler_output, outputs.last_hidden_state[:, 0], rtol=0, atol=1e-6)
+    extractor = pipeline("image-feature-extraction", model=str(tmp_path), pool=True)
+    pooled = torch.tensor([extractor(image)[0] for image in images])
+    torch.testing.assert_close(pooled, outputs.last_hidden_state[:, 0], rtol=1e-5, atol=1e-5)

@@ -9,13 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hfssl"
 # Lowest first; a module may import from its own layer and the layers before it.
 LAYERS = [
     ("hfssl.distributed", "hfssl.optim"),
-    # augmentations should sit below data and collators, but hfssl/augmentations/text.py still imports the text
-    # collators' worker_generator (issue 27: one worker-seeded generator); one layer until that is unified
-    ("hfssl.augmentations", "hfssl.data", "hfssl.collators", "hfssl.losses"),
+    ("hfssl.augmentations",),
+    ("hfssl.data", "hfssl.collators", "hfssl.losses"),
     ("hfssl.models",),
-    ("hfssl.hub", "hfssl.export"),
+    ("hfssl.export",),
     ("hfssl.trainers", "hfssl.evaluation"),
-    ("hfssl.recipe_arguments", "hfssl.recipe_vision"),
+    ("hfssl.cli",),  # what the recipes share
     ("hfssl",),  # the package's __init__: exports only
 ]
 

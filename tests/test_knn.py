@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import MEAN, STD, tiny_vit_config
 from hfssl.evaluation.features import dataset_features, knn_evaluate
-from hfssl.evaluation.knn import knn_accuracy, knn_predict
+from hfssl.evaluation.knn import check_neighbour_count, knn_accuracy, knn_predict
 
 
 def test_knn_predict_matches_a_per_query_loop():
@@ -217,3 +217,11 @@ def test_feature_extraction_is_split_between_processes_and_gathered_in_order(tmp
     # Each process embedded its own contiguous shard only: 1/W of the work.
     assert seen == [min(per_process, worker.COUNT - rank * per_process) for rank in range(world_size)]
     assert sum(seen) == worker.COUNT
+
+
+def test_a_k_not_below_the_memory_size_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="hfssl.evaluation.knn"):
+        assert check_neighbour_count(20, 160)
+        assert not caplog.text
+        assert not check_neighbour_count(200, 160)
+    assert "k=200 neighbours over 160 memory images" in caplog.text and "Pass a smaller k" in caplog.text

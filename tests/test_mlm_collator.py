@@ -117,11 +117,54 @@ def test_precomputed_special_tokens_mask_is_used(wordpiece_tokenizer, docs_texts
 def test_exact_count_per_sequence(wordpiece_tokenizer, batches):
     for probability in (0.15, 0.3):
         collator = DataCollatorForMaskedLM(wordpiece_tokenizer, mlm_probability=probability, selection="exact", seed=2)
-        special = torch.tensor(wordpiece_tokenizer.all_special_ids)
         for original, batch in collate_all(collator, batches):
-            real = (~torch.isin(original, special)).sum(1)
-            expected = torch.round(real * probability).long().clamp(min=1)
+            # BERT's num_to_predict: n counts every token of the row, [CLS] and [SEP] included (not padding)
+            tokens = batch["attention_mask"].sum(1).tolist()
+            expected = torch.tensor([max(1, int(round(n * probability))) for n in tokens])
             assert torch.equal((batch["labels"] != -100).sum(1), expected)
+
+
+def test_exact_count_is_berts_num_to_predict(wordpiece_tokenizer):
+    """create_pretraining_data.py: num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(tokens) *
+    masked_lm_prob)))), len(tokens) counting [CLS] and [SEP]."""
+    cls, sep = wordpiece_tokenizer.cls_token_id, wordpiece_tokenizer.sep_token_id
+    row = [cls] + list(range(100, 115)) + [sep]  # 17 tokens, 15 maskable
+    collator = DataCollatorForMaskedLM(wordpiece_tokenizer, selection="exact", seed=0)
+    for _ in range(20):
+        assert int((collator([row, row[:9] + [sep]])["labels"] != -100).sum(1)[0]) == round(17 * 0.15) == 3
+    # Python rounds the float64 product half to even: 30 * 0.15 is 4.5 -> 4 (float32 arithmetic would give 5).
+    row30 = [cls] + list(range(100, 128)) + [sep]
+    assert int((collator([row30])["labels"] != -100).sum()) == round(30 * 0.15) == 4
+    capped = DataCollatorForMaskedLM(wordpiece_tokenizer, selection="exact", max_predictions_per_seq=2, seed=0)
+    assert int((capped([row])["labels"] != -100).sum()) == 2
+    short = [cls, 100, sep]  # round(3 * 0.15) = 0 -> at least 1
+    assert int((collator([short])["labels"] != -100).sum()) == 1
+    with pytest.raises(ValueError, match="max_predictions_per_seq=20 caps selection='exact'"):
+        DataCollatorForMaskedLM(wordpiece_tokenizer, max_predictions_per_seq=20)
+    with pytest.raises(ValueError, match="max_predictions_per_seq must be at least 1"):
+        DataCollatorForMaskedLM(wordpiece_tokenizer, selection="exact", max_predictions_per_seq=0)
+
+
+def test_drop_in_for_transformers_arguments(wordpiece_tokenizer, batches):
+    """The HF course line works, positional arguments follow transformers' order, return_tensors='np' converts."""
+    examples = batches[:8]
+    keyword = DataCollatorForMaskedLM(tokenizer=wordpiece_tokenizer, mlm=True, mlm_probability=0.15, seed=0)(examples)
+    positional = DataCollatorForMaskedLM(wordpiece_tokenizer, True, False, 0.15, 0.8, 0.1, None, "pt", 0)(examples)
+    assert torch.equal(keyword["labels"], positional["labels"])
+    import numpy as np
+
+    as_numpy = DataCollatorForMaskedLM(wordpiece_tokenizer, seed=0, return_tensors="np")(examples)
+    assert set(as_numpy) == set(keyword) and all(isinstance(value, np.ndarray) for value in as_numpy.values())
+    assert all(np.array_equal(as_numpy[key], keyword[key].numpy()) for key in keyword)
+    per_call = DataCollatorForMaskedLM(wordpiece_tokenizer, seed=0)(examples, return_tensors="np")
+    assert np.array_equal(per_call["labels"], keyword["labels"].numpy())
+    with pytest.raises(ValueError, match=r"mlm=False.*DataCollatorForLanguageModeling\(tokenizer, mlm=False\).*"
+                       r"default_data_collator.*recipes/pretrain_clm.py"):
+        DataCollatorForMaskedLM(wordpiece_tokenizer, mlm=False)
+    with pytest.raises(ValueError, match=r"return_tensors='tf' is not supported; use 'pt' .* or 'np'"):
+        DataCollatorForMaskedLM(wordpiece_tokenizer, return_tensors="tf")
+    with pytest.raises(ValueError, match=r"return_tensors='jax' is not supported"):
+        DataCollatorForMaskedLM(wordpiece_tokenizer)(examples, return_tensors="jax")
 
 
 @pytest.mark.parametrize("selection", ["bernoulli", "exact"])
@@ -144,8 +187,8 @@ def test_whole_words_all_or_none(wordpiece_tokenizer, docs_texts, selection):
                 words_selected += flags[0]
             words_total += len(groups)
             if selection == "exact":
-                real = sum(w is not None for w in word_ids)
-                assert 1 <= int(selected[row].sum()) <= max(1, round(real * 0.15)) + max(
+                tokens = len(word_ids)  # BERT's n: [CLS] and [SEP] included
+                assert 1 <= int(selected[row].sum()) <= max(1, round(tokens * 0.15)) + max(
                     len(v) for v in groups.values()
                 )
     if selection == "bernoulli":

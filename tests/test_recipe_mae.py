@@ -1,7 +1,6 @@
-"""recipes/pretrain_mae.py: configs parse; the encoder export is a deterministic ViT equal to the MAE encoder; a few
-steps end to end on a tiny ViTMAE, then AutoModel loads the encoder."""
+"""recipes/pretrain_mae.py: configs parse; a few steps end to end on a tiny ViTMAE, then AutoModel and the
+image-feature-extraction pipeline load the encoder (hfssl.export.mae_encoder_as_vit, tested in test_export.py)."""
 
-import copy
 import os
 import runpy
 import sys
@@ -9,7 +8,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModel, HfArgumentParser, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
+from transformers import AutoImageProcessor, AutoModel, HfArgumentParser, ViTMAEModel, ViTModel, pipeline
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,39 +33,10 @@ def recipe_module() -> dict:
 def test_yaml_configs_parse(name):
     recipe = recipe_module()
     parser = HfArgumentParser((recipe["ModelArguments"], recipe["DataArguments"], recipe["MAETrainingArguments"]))
-    model_args, _, training_args = parser.parse_yaml_file(os.path.join(CONFIGS, name))
+    model_args, data_args, training_args = parser.parse_yaml_file(os.path.join(CONFIGS, name))
     assert model_args.mask_ratio == 0.75 and model_args.norm_pix_loss and training_args.remove_unused_columns is False
+    assert data_args.min_scale == 0.2 and data_args.image_size == (32 if name == "mae_tiny.yaml" else 224)
     assert training_args.adam_beta2 == 0.95 and training_args.weight_decay == 0.05
-
-
-def test_encoder_export_is_a_deterministic_vit_equal_to_the_mae_encoder_in_patch_order(tmp_path):
-    config = ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                          decoder_num_attention_heads=2, decoder_intermediate_size=64, mask_ratio=0.75)
-    model = ViTMAEForPreTraining(config).eval()
-    encoder = recipe_module()["encoder_as_vit"](model).eval()
-    assert isinstance(encoder, ViTModel) and encoder.pooler is None and encoder.config.hidden_size == 32
-    # every weight copied, the fixed sin-cos position embeddings included
-    weights = model.vit.state_dict()
-    assert all(torch.equal(value, weights[name]) for name, value in encoder.state_dict().items())
-    reference_config = copy.deepcopy(config)
-    reference_config.mask_ratio = 0.0
-    reference = ViTMAEModel(reference_config).eval()
-    reference.load_state_dict(weights)
-    pixels = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        first, second = encoder(pixel_values=pixels), encoder(pixel_values=pixels)
-        ordered = reference(pixel_values=pixels, noise=torch.arange(16.0).expand(3, 16))  # identity order
-        shuffled = reference(pixel_values=pixels)  # ViTMAE's own random token order
-    assert torch.equal(first.last_hidden_state, second.last_hidden_state)
-    assert first.last_hidden_state.shape == (3, 1 + 16, 32)
-    torch.testing.assert_close(first.last_hidden_state, ordered.last_hidden_state)
-    assert not torch.allclose(shuffled.last_hidden_state[:, 1:], ordered.last_hidden_state[:, 1:])  # why ViT, not ViTMAE
-    encoder.save_pretrained(tmp_path)
-    loaded = AutoModel.from_pretrained(tmp_path, add_pooling_layer=False)
-    assert isinstance(loaded, ViTModel)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(pixel_values=pixels).last_hidden_state, first.last_hidden_state)
 
 
 @pytest.mark.slow
@@ -81,18 +51,22 @@ def test_recipe_end_to_end_then_automodel_gives_deterministic_unmasked_features(
 
     assert os.path.exists(os.path.join(output_dir, "pretraining", "model.safetensors"))
     png = Image.open(os.path.join(output_dir, "reconstructions.png"))
-    assert png.size == (4 * 32, 4 * 32)  # 4 images side by side, 4 rows
-    encoder = AutoModel.from_pretrained(output_dir, add_pooling_layer=False)
-    assert isinstance(encoder, ViTModel) and encoder.pooler is None
-    with_pooler = AutoModel.from_pretrained(output_dir)  # AutoModel's default adds a freshly initialised pooler
-    assert isinstance(with_pooler, ViTModel)
+    assert png.size[0] > png.size[1] > 0  # 4 images side by side, 4 rows, and the rows' names
+    encoder, info = AutoModel.from_pretrained(output_dir, output_loading_info=True)
+    assert isinstance(encoder, ViTModel) and not any(info[key] for key in ("missing_keys", "unexpected_keys"))
     pixels = torch.randn(3, 3, 32, 32)
     mae = ViTMAEModel.from_pretrained(os.path.join(output_dir, "pretraining"), mask_ratio=0.0)
     with torch.no_grad():
         first, second = encoder(pixel_values=pixels), encoder(pixel_values=pixels)
-        pooled = with_pooler(pixel_values=pixels)
         ordered = mae(pixel_values=pixels, noise=torch.arange(16.0).expand(3, 16))  # the MAE encoder, patches in order
     assert first.last_hidden_state.shape == (3, 1 + 16, 32)  # every patch, in image order
     assert torch.equal(first.last_hidden_state, second.last_hidden_state)
-    torch.testing.assert_close(pooled.last_hidden_state, first.last_hidden_state)
     torch.testing.assert_close(first.last_hidden_state, ordered.last_hidden_state)
+    torch.testing.assert_close(first.pooler_output, first.last_hidden_state[:, 0], rtol=0, atol=1e-6)  # [CLS]
+    image = Image.fromarray(torch.randint(0, 256, (32, 32, 3), generator=torch.Generator().manual_seed(0),
+                                          dtype=torch.uint8).numpy())
+    pooled = pipeline("image-feature-extraction", model=output_dir, pool=True)(image)  # the [CLS] features
+    with torch.no_grad():
+        inputs = AutoImageProcessor.from_pretrained(output_dir)(images=image, return_tensors="pt")
+        cls = encoder(**inputs).last_hidden_state[:, 0]
+    torch.testing.assert_close(torch.tensor(pooled), cls, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from hfssl.evaluation import masked_lm
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pretrain_mlm.py"
+TINY_YAML = RECIPE.parent / "configs" / "mlm_tiny.yaml"
 TINY = ["--preset", "tiny", "--vocab_size", "600", "--max_seq_length", "32", "--max_train_samples", "400",
         "--max_steps", "4", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
         "--logging_steps", "2", "--disable_tqdm", "true"]
@@ -113,3 +115,16 @@ def test_recipe_runs_unchanged_on_two_processes(tmp_path):
                   "--output_dir", str(out)], tmp_path)
     assert stdout.count("Model saved to") == 1  # printed by the main process only
     assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_shipped_tiny_config_beats_the_most_frequent_token_baseline(tmp_path):
+    """recipes/configs/mlm_tiny.yaml as shipped (issue 28 point 6: at 50 steps it printed 0.047 against a baseline of
+    0.052). Its 600 steps sit between runs measured at 300 steps (0.076 against 0.053) and 800 (0.140); the margin
+    asked here is a fifth of the baseline, far above the noise of the ~4,000 masked held-out tokens."""
+    stdout = run_here([str(TINY_YAML), "--output_dir", str(tmp_path / "out"), "--disable_tqdm", "true"], tmp_path)
+    found = re.search(r"masked-token accuracy: ([0-9.]+) \(most-frequent-token baseline ([0-9.]+)\)", stdout)
+    assert found, stdout[-2000:]
+    accuracy, baseline = float(found[1]), float(found[2])
+    print(found[0])  # shown with pytest -s
+    assert baseline > 0.02 and accuracy > 1.2 * baseline

@@ -10,12 +10,16 @@ import sys
 import pytest
 import torch
 import yaml
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel
 
 import hfssl.models  # noqa: F401
 from hfssl.evaluation.features import knn_evaluate, load_encoder
-from hfssl.recipe_arguments import parse_recipe_arguments
-from hfssl.trainers.methods import METHODS, config_arguments, config_field_docs
+from hfssl.cli import parse_recipe_arguments
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.trainers import SSLTrainer
+from hfssl.trainers.methods import config_arguments, config_field_docs, image_methods, method_named
+
+METHODS = image_methods()  # name -> SSLMethod, from the Auto classes
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "pretrain_ssl.py")
 CONFIGS = os.path.join(os.path.dirname(RECIPE), "configs")
@@ -86,7 +90,7 @@ def test_recipe_trains_evaluates_and_exports(method, extra, digits_train, digits
 
 
 def test_unknown_method_is_named_with_the_choices():
-    with pytest.raises(ValueError, match="--method 'moco_v9' is not supported; choose one of simclr, moco, byol"):
+    with pytest.raises(ValueError, match="--method 'moco_v9' is not supported; choose one of barlow_twins, byol, dino, moco, simclr"):
         recipe.main(["--method", "moco_v9", "--output_dir", "/tmp/unused"])
 
 
@@ -175,7 +179,7 @@ def test_simclr_views_follow_the_paper_and_strength_is_simclrs_alone(built, tmp_
         assert (view.brightness, view.blur_p) == (0.8 * strength, blur)
     recipe.main(["--method", "simclr", *TINY_HEADS["simclr"], "--image_size", "16", "--strength", "1.0", *common])
     assert built[-1].data_collator.views[0].brightness == 0.8
-    with pytest.raises(ValueError, match="--strength 0.5 is SimCLR's colour-jitter strength; BYOL uses its paper's"):
+    with pytest.raises(ValueError, match="--strength 0.5 is SimCLR's colour-jitter strength; the byol views fix their paper's"):
         recipe.main(["--method", "byol", *TINY_HEADS["byol"], "--strength", "0.5", *common])
 
 
@@ -256,3 +260,28 @@ def test_recipe_refuses_an_encoder_the_method_lacks_before_training(tmp_path):
         recipe.main(["--method", "simsiam", *TINY_HEADS["simsiam"], "--output_dir", str(tmp_path),
                      "--export_encoder", "teacher_backbone", "--report_to", "none"])  # fmt: skip
     assert not any(tmp_path.iterdir())
+
+
+class TinyNewConfig(SimCLRConfig):
+    model_type = "hfssl_tiny_new"
+
+
+class TinyNewModel(SimCLRModel):
+    """A method that exists only as a model file: its config, model, views and Auto registration."""
+
+    config_class = TinyNewConfig
+    method_name = "TinyNew"
+    paper_views = "byol"
+
+
+@pytest.mark.slow
+def test_a_new_method_is_a_model_file_and_a_yaml(tmp_path):
+    AutoConfig.register(TinyNewConfig.model_type, TinyNewConfig, exist_ok=True)
+    AutoModel.register(TinyNewConfig, TinyNewModel, exist_ok=True)
+    method = method_named("tiny_new")
+    assert (method.name, method.model_class, method.trainer_class) == ("TinyNew", TinyNewModel, SSLTrainer)
+    config = tmp_path / "tiny_new.yaml"
+    config.write_text("method: tiny_new\nprojection_hidden_dim: 16\nprojection_dim: 8\n")
+    recipe.main([str(config), *TINY_RUN, "--output_dir", str(tmp_path / "run")])
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "run"), TinyNewModel)
+    assert "TinyNew" in (tmp_path / "run" / "export" / "README.md").read_text()

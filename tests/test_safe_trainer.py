@@ -13,7 +13,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments, default_data_collator
 
 from hfssl import NonFiniteError, SafeTrainer, last_complete_checkpoint
-from hfssl.recipe_arguments import load_or_train_tokenizer, parse_recipe_arguments
+from hfssl.cli import parse_recipe_arguments
+from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.checkpoints import resolve_resume_from_checkpoint
 
 

@@ -62,3 +62,14 @@ def test_config_and_input_errors():
         model(pixel_values=views() + views())
     with pytest.raises(ValueError, match="received a tensor of shape \\(4, 3, 16, 16\\)"):
         model(pixel_values=views()[0])
+
+
+def test_projection_head_ends_with_the_reference_batch_norm():
+    """SimCLR's reference ProjectionHead (simclr/tf2/model.py) and lightly's SimCLRProjectionHead put a batch norm
+    after the last, bias-free linear layer; the paper's text (a biased last layer, nothing after) stays an option."""
+    layers = list(SimCLRModel(SimCLRConfig(backbone_model_config=TINY_VIT, **TINY_HEAD)).projector.layers)
+    assert [type(layer).__name__ for layer in layers] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert layers[0].bias is None and layers[3].bias is None and layers[4].affine
+    config = SimCLRConfig(backbone_model_config=TINY_VIT, projection_last_batch_norm=False, **TINY_HEAD)
+    layers = list(SimCLRModel(config).projector.layers)
+    assert type(layers[-1]).__name__ == "Linear" and layers[-1].bias is not None

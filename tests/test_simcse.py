@@ -97,13 +97,16 @@ def test_recipe_trains_and_saves(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "all_results.json").read_text())
     assert math.isfinite(metrics["train_loss"]) and -1.0 <= metrics["anisotropy_after"] <= 1.0
     assert isinstance(AutoModel.from_pretrained(tmp_path), SimCSEModel)
-    assert isinstance(AutoModel.from_pretrained(tmp_path / "encoder"), BertModel)
+    export = tmp_path / "export"  # the sentence encoder, for transformers and sentence-transformers
+    assert isinstance(AutoModel.from_pretrained(export), BertModel)
+    assert json.loads((export / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"] is True
+    assert json.loads((export / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
     # 4 steps do not train: the [CLS] states stay nearly parallel (mean cosine 0.99999) and recall@1 is 0.14 after,
     # 0.12 before, over 65 pairs. No floor can fail there (pair_retrieval_scores counts ties in the query's favour:
     # a constant encoder scores 1.0), so the check that can fail is the figure itself: the exported encoder ([CLS]
     # state, sentences cut at 32 tokens) scores the same pairs the same (measured equal; the margin of one pair
     # covers a near-tie between such parallel states rounding differently).
-    encoder, tokenizer = BertModel.from_pretrained(tmp_path / "encoder").eval(), AutoTokenizer.from_pretrained(tmp_path / "encoder")
+    encoder, tokenizer = BertModel.from_pretrained(export).eval(), AutoTokenizer.from_pretrained(export)
 
     def encode(texts: list[str]) -> torch.Tensor:
         return encoder(**tokenizer(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")).last_hidden_state[:, 0]
@@ -113,8 +116,16 @@ def test_recipe_trains_and_saves(tmp_path, monkeypatch):
     assert metrics["retrieval_pairs"] == len(queries) >= 2
     for name in ("recall@1", "recall@5"):
         assert metrics[f"{name}_after"] == pytest.approx(recomputed[name], abs=1.5 / len(queries))
-    card = (tmp_path / "encoder" / "README.md").read_text()
-    assert "sentence-similarity" in card and "[CLS] last hidden state" in card
+    if importlib.util.find_spec("sentence_transformers") is not None:  # optional: hfssl does not depend on it
+        from sentence_transformers import SentenceTransformer
+
+        with torch.no_grad():
+            expected = encode(queries[:8])
+        loaded = SentenceTransformer(str(export), device="cpu")
+        torch.testing.assert_close(loaded.encode(queries[:8], convert_to_tensor=True), expected)
+    card = (export / "README.md").read_text()
+    assert "sentence-similarity" in card and "[CLS] last hidden state" in card and "- sentence-transformers" in card
+    assert "SentenceTransformer(\"export\")" in card and "max_length=32" in card
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ def test_every_trainable_parameter_moves_and_metrics_are_logged(method, digits, 
     logs = trainer.state.log_history[0]
     assert {"loss", "contrastive/temperature", "contrastive/positive_cosine", "embedding/std"} <= set(logs)
     assert 0 < logs["embedding/std"] < 1
+    dims = [entry["embedding/dim"] for entry in trainer.state.log_history if "embedding/dim" in entry]
+    assert dims == [TINY_HEAD["projection_dim"]]  # logged once, for the plots' 1/sqrt(P) line
     if method != "simclr":
         assert "teacher/momentum" in logs
         students = [n for n, p in model.named_parameters() if n.startswith(("backbone.", "projector.")) and p.requires_grad]
@@ -150,9 +152,50 @@ def test_pitfalls_raise_helpful_errors(digits, tmp_path):
     plain = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the image column"):
         SSLTrainer(model=make_model("simclr"), args=plain, data_collator=collator())
+    viewless = make_model("simclr")
+    viewless.views_for = lambda config: None  # a model that declares no paper views
     with pytest.raises(ValueError, match="needs a multi-view `data_collator`"):
-        SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path))
+        SSLTrainer(model=viewless, args=arguments(tmp_path))
+    # a model that declares its paper views trains with plain SSLTrainer (a new method needs no trainer class)
+    assert SSLTrainer(model=make_model("simclr"), args=arguments(tmp_path)).data_collator.views[0].size > 0
     with pytest.raises(TypeError, match="SimCLRTrainer needs a SimCLRModel or a backbone name; got MoCoModel"):
         SimCLRTrainer(model=make_model("moco_v2"))
     with pytest.raises(ValueError, match="teacher_momentum=1.5 must lie in"):
         arguments(tmp_path, teacher_momentum=1.5)
+
+
+def test_without_a_collator_the_views_take_the_data_size_and_the_size_is_recorded(tmp_path, caplog):
+    """32 px digits and a timm backbone whose data config says 160 px: the default views are 32 px (not upsampled to
+    the backbone's size), the choice is logged with the fix, and what training saw is recorded on the trainer and in
+    the saved config."""
+    from hfssl.data.images import load_digits_dataset
+
+    digits32 = load_digits_dataset(image_size=32).select(range(16))
+    torch.manual_seed(0)
+    model = MoCoModel(MoCoConfig(variant="v2", backbone_name="test_resnet", queue_size=16, **TINY_HEAD))
+    assert model.backbone.data_config["input_size"][-1] == 160
+    with caplog.at_level("INFO", logger="hfssl.trainers.image_size"):
+        trainer = MoCoTrainer(model=model, args=arguments(tmp_path, max_steps=1), train_dataset=digits32)
+    assert [view.size for view in trainer.data_collator.views] == [32, 32]
+    assert "views at 32 px" in caplog.text and "DataCollatorForMultiView.moco_v2(image_size=32)" in caplog.text
+    trainer.train()
+    assert trainer.training_image_size == 32 and model.config.training_image_size == 32
+    assert model.backbone.data_config["input_size"] == model.teacher_backbone.data_config["input_size"] == (3, 32, 32)
+    model.save_pretrained(tmp_path / "saved")
+    assert MoCoModel.from_pretrained(tmp_path / "saved").backbone.data_config["input_size"] == (3, 32, 32)
+
+
+def test_without_readable_data_the_views_take_the_backbone_size_with_a_warning(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = MoCoModel(MoCoConfig(variant="v2", backbone_name="test_resnet", queue_size=16, **TINY_HEAD))
+    with caplog.at_level("WARNING", logger="hfssl.trainers.image_size"):
+        trainer = MoCoTrainer(model=model, args=arguments(tmp_path))
+    assert trainer.data_collator.views[0].size == 160 and trainer.training_image_size == 160
+    assert "at 160 px, the backbone's data_config input size, because no train_dataset was given" in caplog.text
+    assert "data_collator=DataCollatorForMultiView.moco_v2(image_size=32)" in caplog.text
+
+
+def test_a_given_collator_sets_the_recorded_size(digits, tmp_path):
+    trainer = SimCLRTrainer(model=make_model("simclr"), args=arguments(tmp_path, max_steps=1), data_collator=collator(),
+                            train_dataset=digits)
+    assert trainer.training_image_size == 16

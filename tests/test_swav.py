@@ -9,10 +9,11 @@ import torch
 from transformers import AutoModel, TrainerCallback
 
 from conftest import TINY_HEAD, TINY_VIT, InterruptAt
+from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
-from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
+from hfssl.trainers.swav import SwAVTrainer
 
 HEAD = {**TINY_HEAD, "num_prototypes": 10}
 
@@ -195,7 +196,7 @@ class PrototypeRecorder(TrainerCallback):
 
 
 def collator():
-    return swav_multi_crop_collator(global_size=16, local_size=8, num_local_crops=2, seed=0)
+    return DataCollatorForMultiView.swav(global_size=16, local_size=8, num_local_crops=2, seed=0)
 
 
 def arguments(path, **overrides):

@@ -135,18 +135,43 @@ def byol_views(image_size: int = 224, min_scale: float = 0.08) -> list[ViewAugme
     return [ViewAugmentation(**common, blur_p=1.0, solarize_p=0.0), ViewAugmentation(**common, blur_p=0.1, solarize_p=0.2)]
 
 
+def local_crop_size(global_size: int) -> int:
+    """The multi-crop local side for a global side (DINO, SwAV: 96 for 224): 96/224 of it, rounded to a multiple of
+    8 (>= 8), so ViT patch sizes 8 and 16 tile it (224 -> 96, 32 -> 16)."""
+    return max(8, round(global_size * 96 / 224 / 8) * 8)
+
+
 def dino_views(
     global_size: int = 224,
-    local_size: int = 96,
+    local_size: int | None = None,
     num_local_crops: int = 8,
     global_scale: tuple[float, float] = (0.4, 1.0),
     local_scale: tuple[float, float] = (0.05, 0.4),
 ) -> list[ViewAugmentation]:
     """DINO multi-crop (Caron et al., 2021, main_dino.py): 2 global crops (scale (0.4, 1), blur p=1.0 then
     p=0.1 with solarisation p=0.2) and `num_local_crops` local crops (scale (0.05, 0.4), blur p=0.5), all with
-    flip, jitter (0.4, 0.4, 0.2, 0.1) p=0.8 and grayscale p=0.2; blur sigma [0.1, 2]."""
+    flip, jitter (0.4, 0.4, 0.2, 0.1) p=0.8 and grayscale p=0.2; blur sigma [0.1, 2]. `local_size` None:
+    `local_crop_size(global_size)`."""
+    local_size = local_crop_size(global_size) if local_size is None else local_size
     common = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2)
     global_1 = ViewAugmentation(size=global_size, scale=global_scale, blur_p=1.0, **common)
     global_2 = ViewAugmentation(size=global_size, scale=global_scale, blur_p=0.1, solarize_p=0.2, **common)
     local = ViewAugmentation(size=local_size, scale=local_scale, blur_p=0.5, **common)
     return [global_1, global_2] + [local] * num_local_crops
+
+
+def swav_views(
+    global_size: int = 224,
+    local_size: int | None = None,
+    num_local_crops: int = 6,
+    global_scale: tuple[float, float] = (0.14, 1.0),
+    local_scale: tuple[float, float] = (0.05, 0.14),
+) -> list[ViewAugmentation]:
+    """SwAV multi-crop (Caron et al., 2020, main_swav.py, 2x224 + 6x96): random resized crops at `global_scale` /
+    `local_scale`, flip, colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur
+    p=0.5. `local_size` None: `local_crop_size(global_size)`."""
+    local_size = local_crop_size(global_size) if local_size is None else local_size
+    common = dict(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, jitter_p=0.8, grayscale_p=0.2, blur_p=0.5)
+    global_view = ViewAugmentation(size=global_size, scale=global_scale, **common)
+    local_view = ViewAugmentation(size=local_size, scale=local_scale, **common)
+    return [global_view, global_view] + [local_view] * num_local_crops

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from hfssl.collators.padding import worker_generator
+from hfssl.augmentations.seeding import WorkerSeededGenerator
+
 
 EDA_OPERATIONS = ("synonym_replacement", "random_insertion", "random_swap", "random_deletion")
 
@@ -119,7 +120,8 @@ class EasyDataAugmentation:
         p_rd (`float`, defaults to 0.1): deletion probability of RD (EDA's default).
         operations (`tuple[str, ...]`, defaults to all four): the ops to draw from, by name (`EDA_OPERATIONS`).
         stopwords (`frozenset[str]`, defaults to empty): words SR and RI never pick.
-        seed (`int`, *optional*): seed of the generator (offset per DataLoader worker); `None` uses torch's RNG.
+        seed (`int`, *optional*): seed of the generator (`hfssl.WorkerSeededGenerator`: distinct per DataLoader
+            worker and per process); `None` seeds it from torch's global RNG at first use.
 
     Call with a string or a list of strings; returns the same shape. Inputs are never modified.
     """
@@ -132,9 +134,10 @@ class EasyDataAugmentation:
     operations: tuple[str, ...] = EDA_OPERATIONS
     stopwords: frozenset[str] = frozenset()
     seed: int | None = None
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
         unknown = [name for name in self.operations if name not in EDA_OPERATIONS]
         if unknown or not self.operations:
             raise ValueError(f"operations must be a non-empty subset of {EDA_OPERATIONS}, got {tuple(self.operations)}.")
@@ -163,15 +166,11 @@ class EasyDataAugmentation:
         return op(words, n, self.synonyms, generator, self.stopwords)
 
     def __call__(self, texts: str | Sequence[str]) -> str | list[str]:
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         if isinstance(texts, str):
             return " ".join(self.augment_words(texts.split(), generator))
         return [" ".join(self.augment_words(text.split(), generator)) for text in texts]
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
 
 
 @dataclass

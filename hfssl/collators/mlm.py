@@ -16,16 +16,25 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.collators.padding import (
     TOKEN_LEVEL_PAD_VALUES,
     TOKENIZE_FIRST,
     as_list_of_examples,
     pad_sequences,
     token_id_arrays,
-    worker_generator,
 )
 
 _SELECTIONS = ("bernoulli", "exact")
+_RETURN_TENSORS = ("pt", "np")
+
+
+def _check_return_tensors(return_tensors: str) -> str:
+    if return_tensors not in _RETURN_TENSORS:
+        raise ValueError(
+            f"return_tensors={return_tensors!r} is not supported; use 'pt' (torch tensors) or 'np' (NumPy arrays)."
+        )
+    return return_tensors
 
 
 def _find_pre_tokenizer_marker(node: Any) -> str | None:
@@ -80,15 +89,18 @@ def word_start_table(tokenizer) -> tuple[torch.Tensor, bool]:
 class DataCollatorForMaskedLM:
     """Pads token-id examples and masks them for masked language modelling (BERT, RoBERTa, SpanBERT).
 
-    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True)`, under the same
-    argument names, with more exact masking and several times its speed:
+    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, ...)`, with the same
+    arguments in the same order (`DataCollatorForMaskedLM(tokenizer, mlm=True, mlm_probability=0.15)` works)
+    and more exact masking:
 
     - never selects special tokens or padding (`special_tokens_mask` from the batch when present,
       else computed vectorised from the tokenizer's special ids);
     - random replacements are drawn only from ordinary (non-special) vocabulary ids;
     - `selection="bernoulli"` selects each token with probability `mlm_probability` (as transformers);
-      `selection="exact"` selects exactly `max(1, round(p * n))` of the `n` maskable tokens of each
-      sequence, as BERT's original `create_pretraining_data.py` (Devlin et al., 2019);
+      `selection="exact"` selects exactly `min(max_predictions_per_seq, max(1, round(p * n)))` tokens of
+      each sequence, where `n` counts all its tokens, [CLS] and [SEP] included (not padding), as
+      `num_to_predict` in BERT's original `create_pretraining_data.py` (Devlin et al., 2019); fewer only
+      when the row has fewer maskable tokens;
     - `whole_word_mask=True` selects whole words for any fast tokenizer (boundaries from the
       vocabulary's `##`/`Ġ`/`▁` markers, or from `word_ids`/`offset_mapping` columns when given) and,
       unlike transformers, keeps the 80/10/10 replacement split per selected token;
@@ -99,55 +111,71 @@ class DataCollatorForMaskedLM:
       overlapping or touching (so each span is a maximal run), and the last span of a row is cut
       short to hit the budget exactly.
 
-    Args:
+    Args (the first nine as transformers', in its order):
         tokenizer (`PreTrainedTokenizerBase`): needs a mask token, and a pad token for ragged batches.
+        mlm (`bool`, defaults to `True`): must be True. This collator only masks; for causal-LM labels
+            (`labels = input_ids`) use `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)`,
+            or pack text into blocks with `labels` and use `transformers.default_data_collator`, as
+            `recipes/pretrain_clm.py` does. `mlm=False` raises an error saying so.
+        whole_word_mask (`bool`, defaults to `False`): select whole words.
         mlm_probability (`float`, defaults to 0.15): share of tokens selected for prediction.
         mask_replace_prob (`float`, defaults to 0.8): share of selected tokens replaced by the mask token.
         random_replace_prob (`float`, defaults to 0.1): share replaced by a random ordinary token; the
             rest (0.1) stay unchanged.
+        pad_to_multiple_of (`int`, *optional*): pad the length up to a multiple of this.
+        return_tensors (`str`, defaults to `"pt"`): `"pt"` for torch tensors, `"np"` for NumPy arrays (the
+            same values, converted at the end).
+        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
+            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
         selection (`str`, defaults to `"bernoulli"`): `"bernoulli"` or `"exact"` (ignored with spans,
             which always mask an exact budget).
-        whole_word_mask (`bool`, defaults to `False`): select whole words.
+        max_predictions_per_seq (`int`, *optional*): with `selection="exact"`, the most tokens selected per
+            row (BERT's `max_predictions_per_seq`: 20 for 128-token rows, 80 for 512); no cap when unset.
         span_masking (`bool`, defaults to `False`): select geometric-length spans (SpanBERT).
         span_geometric_p (`float`, defaults to 0.2), max_span_length (`int`, defaults to 10): span law.
-        pad_to_multiple_of (`int`, *optional*): pad the length up to a multiple of this.
         max_length (`int`, *optional*): longest sequence accepted; defaults to the tokenizer's
             `model_max_length` when that is a real limit. Longer examples raise an error.
-        seed (`int`, *optional*): seed of the collator's own generator; `None` uses torch's global RNG
-            (which `Trainer` seeds and restores on resume). In DataLoader workers the stream mixes
-            `seed` with the worker's seed, which differs per worker and per epoch and is drawn from
-            torch's global RNG: seed torch (as `Trainer` does) for bitwise-reproducible runs.
 
     Returns (from `__call__`):
         dict with `input_ids` and `labels` (`torch.LongTensor` of shape (B, L), labels -100 where not
         selected), `attention_mask` and any other token-level columns padded, other numeric columns
-        stacked. `special_tokens_mask`, `word_ids` and `offset_mapping` are consumed.
+        stacked (NumPy arrays of the same shapes with `return_tensors="np"`). `special_tokens_mask`,
+        `word_ids` and `offset_mapping` are consumed.
     """
 
     tokenizer: Any
+    mlm: bool = True
+    whole_word_mask: bool = False
     mlm_probability: float = 0.15
     mask_replace_prob: float = 0.8
     random_replace_prob: float = 0.1
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+    seed: int | None = None
     selection: str = "bernoulli"
-    whole_word_mask: bool = False
+    max_predictions_per_seq: int | None = None
     span_masking: bool = False
     span_geometric_p: float = 0.2
     max_span_length: int = 10
-    pad_to_multiple_of: int | None = None
     max_length: int | None = None
-    seed: int | None = None
-    return_tensors: str = "pt"
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
+        if not self.mlm:
+            raise ValueError(
+                "DataCollatorForMaskedLM only builds masked-LM batches, got mlm=False. For causal-LM labels "
+                "(labels = input_ids, padding -100) use transformers.DataCollatorForLanguageModeling(tokenizer, "
+                "mlm=False), or pack the text into blocks with a `labels` column and use "
+                "transformers.default_data_collator, as recipes/pretrain_clm.py does."
+            )
         if self.tokenizer.mask_token is None:
             raise ValueError(
                 f"{type(self.tokenizer).__name__} has no mask token, which masked language modelling needs. "
                 "Add one with tokenizer.add_special_tokens({'mask_token': '[MASK]'}) and resize the model's "
                 "embeddings, or train a causal LM instead (recipes/pretrain_clm.py)."
             )
-        if self.return_tensors != "pt":
-            raise ValueError(f"return_tensors={self.return_tensors!r} is not supported; hfssl collators return 'pt'.")
+        _check_return_tensors(self.return_tensors)
         if not 0.0 < self.mlm_probability <= 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1], got {self.mlm_probability}.")
         for name in ("mask_replace_prob", "random_replace_prob"):
@@ -160,6 +188,15 @@ class DataCollatorForMaskedLM:
             )
         if self.selection not in _SELECTIONS:
             raise ValueError(f"selection must be one of {_SELECTIONS}, got {self.selection!r}.")
+        if self.max_predictions_per_seq is not None:
+            if self.selection != "exact" or self.span_masking:
+                raise ValueError(
+                    f"max_predictions_per_seq={self.max_predictions_per_seq} caps selection='exact' (BERT's "
+                    f"create_pretraining_data.py), got selection={self.selection!r}, span_masking={self.span_masking}. "
+                    "Set selection='exact' without span_masking, or leave max_predictions_per_seq unset."
+                )
+            if self.max_predictions_per_seq < 1:
+                raise ValueError(f"max_predictions_per_seq must be at least 1, got {self.max_predictions_per_seq}.")
         if self.span_masking:
             if not 0.0 < self.span_geometric_p <= 1.0:
                 raise ValueError(f"span_geometric_p must be in (0, 1], got {self.span_geometric_p}.")
@@ -185,14 +222,17 @@ class DataCollatorForMaskedLM:
         is_special[self._special_ids[self._special_ids < vocab_size]] = True
         self._ordinary_ids = torch.nonzero(~is_special).flatten()
         if len(self._ordinary_ids) == 0 and self.random_replace_prob > 0:
-            raise ValueError("The tokenizer has no ordinary (non-special) token to draw random replacements from.")
+            raise ValueError(
+                f"{type(self.tokenizer).__name__} has no ordinary (non-special) token to draw random replacements "
+                f"from: all {vocab_size} of its tokens are special. Use a tokenizer with a real vocabulary, or set "
+                "random_replace_prob=0.0."
+            )
         self._mask_token_id = int(self.tokenizer.mask_token_id)
         self._word_table: tuple[torch.Tensor, bool] | None = None
 
     # ------------------------------------------------------------------ collation
-    def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, torch.Tensor]:
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; hfssl collators return 'pt'.")
+    def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, Any]:
+        return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
         batch = self.pad(features)
         special_tokens_mask = batch.pop("special_tokens_mask", None)
         word_ids = batch.pop("word_ids", None)
@@ -200,6 +240,8 @@ class DataCollatorForMaskedLM:
         batch["input_ids"], batch["labels"] = self.mask_tokens(
             batch["input_ids"], special_tokens_mask, batch.get("attention_mask"), word_ids, offset_mapping
         )
+        if return_tensors == "np":
+            return {key: value.numpy() for key, value in batch.items()}
         return batch
 
     def pad(self, features: Any) -> dict[str, torch.Tensor]:
@@ -287,7 +329,7 @@ class DataCollatorForMaskedLM:
         Raises:
             ValueError: when no token of the batch can be masked (every one special or padding).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         if special_tokens_mask is None:
             special_tokens_mask = torch.isin(input_ids, self._special_ids)
         eligible = ~special_tokens_mask.bool()
@@ -306,7 +348,13 @@ class DataCollatorForMaskedLM:
         if self.span_masking:
             unit_selected = self._select_spans(is_new_unit.sum(1), input_ids.shape[1], generator)
         elif self.selection == "exact":
-            unit_selected = self._select_exact(unit_ids, is_new_unit, eligible, generator)
+            if attention_mask is not None:
+                num_tokens = attention_mask.bool().sum(1)
+            elif self.tokenizer.pad_token_id is not None:
+                num_tokens = (input_ids != self.tokenizer.pad_token_id).sum(1)
+            else:
+                num_tokens = torch.full((input_ids.shape[0],), input_ids.shape[1])
+            unit_selected = self._select_exact(unit_ids, is_new_unit, eligible, num_tokens, generator)
         else:
             unit_selected = torch.rand(input_ids.shape, generator=generator) < self.mlm_probability
         selected = unit_selected.gather(1, unit_ids.clamp(min=0)) & eligible
@@ -355,15 +403,24 @@ class DataCollatorForMaskedLM:
         return unit_ids.masked_fill(~eligible, -1), is_new_unit
 
     def _select_exact(
-        self, unit_ids: torch.Tensor, is_new_unit: torch.Tensor, eligible: torch.Tensor, generator
+        self,
+        unit_ids: torch.Tensor,
+        is_new_unit: torch.Tensor,
+        eligible: torch.Tensor,
+        num_tokens: torch.Tensor,
+        generator,
     ) -> torch.Tensor:
-        """Exactly `max(1, round(p * n))` of the n eligible tokens per row, taken as whole units in
-        random order; with words, units are added while the total stays within the budget (the first
-        is always taken)."""
+        """BERT's `num_to_predict = min(max_predictions_per_seq, max(1, round(n * p)))` tokens per row, n
+        (`num_tokens`, shape (B,)) counting the row's special tokens too, at most the row's eligible tokens,
+        taken as whole units in random order; with words, units are added while the total stays within
+        the budget (the first is always taken; BERT instead skips a word that would overshoot)."""
         batch_size, length = unit_ids.shape
         num_units = is_new_unit.sum(1)
-        budget = torch.round(eligible.sum(1) * self.mlm_probability).long().clamp(min=1)
-        budget = torch.where(eligible.any(1), budget, torch.zeros_like(budget))
+        # float64 and half-to-even, as Python's round() on BERT's float product
+        budget = torch.round(num_tokens.double() * self.mlm_probability).long().clamp(min=1)
+        if self.max_predictions_per_seq is not None:
+            budget = budget.clamp(max=self.max_predictions_per_seq)
+        budget = torch.minimum(budget, eligible.sum(1))
         scores = torch.rand((batch_size, length), generator=generator)
         scores.masked_fill_(torch.arange(length)[None, :] >= num_units[:, None], 2.0)
         order = scores.argsort(dim=1)
@@ -414,7 +471,3 @@ class DataCollatorForMaskedLM:
         delta.scatter_add_(1, (starts + span_lengths).clamp(max=length + 1), -active)
         return delta.cumsum(1)[:, :length] > 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state

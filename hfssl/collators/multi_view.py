@@ -19,14 +19,14 @@ from typing import Any
 import torch
 from torch.utils.data import get_worker_info
 
-from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import collate_columns, decode_batch
-from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_from
-from hfssl.augmentations.photometric import LUMA
-from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views
+from hfssl.augmentations.normalization import normalization_from
+from hfssl.augmentations.presets import ViewAugmentation, byol_views, dino_views, moco_v2_views, simclr_views, swav_views
 from hfssl.augmentations.seeding import WorkerSeededGenerator
+from hfssl.augmentations.transforms import check_view_settings, draw_views, finish_view
 
 logger = logging.getLogger(__name__)
+PAPER_VIEWS = ("simclr", "moco_v2", "byol", "dino", "swav")  # the presets `DataCollatorForMultiView.paper_views` builds
 
 
 @dataclass
@@ -72,22 +72,7 @@ class DataCollatorForMultiView:
     _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels={self.channels} is not supported; use 3 (RGB, default) or 1 (grayscale).")
-        if self.output_dtype not in ("float32", "uint8"):
-            raise ValueError(f"output_dtype={self.output_dtype!r} is not supported; use 'float32' or 'uint8'.")
-        if not self.views or not all(isinstance(view, ViewAugmentation) for view in self.views):
-            raise TypeError(f"views must be a non-empty list of ViewAugmentation, got {self.views!r}.")
-        if self.mean is None:
-            self.mean = IMAGENET_MEAN if self.channels == 3 else (sum(w * m for w, m in zip(LUMA, IMAGENET_MEAN)),)
-        if self.std is None:
-            self.std = IMAGENET_STD if self.channels == 3 else (sum(w * s for w, s in zip(LUMA, IMAGENET_STD)),)
-        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
-        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
-            raise ValueError(
-                f"mean={self.mean} and std={self.std} must have 1 or channels={self.channels} values; "
-                "pass per-channel statistics matching `channels`."
-            )
+        self.mean, self.std = check_view_settings(self.views, self.mean, self.std, self.channels, self.output_dtype)
         self._rng = WorkerSeededGenerator(self.seed)
         self.num_skipped = 0
 
@@ -121,28 +106,70 @@ class DataCollatorForMultiView:
 
     @classmethod
     def dino(
-        cls, global_size: int = 224, local_size: int = 96, num_local_crops: int = 8,
+        cls, global_size: int = 224, local_size: int | None = None, num_local_crops: int = 8,
         global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
         normalization_source: Any = None, **kwargs: Any,
     ) -> DataCollatorForMultiView:
         """DINO multi-crop (Caron et al., 2021): 2 global views (B, C, global_size, global_size) then
-        `num_local_crops` local views (B, C, local_size, local_size)."""
+        `num_local_crops` local views (B, C, local_size, local_size); `local_size` None: 96/224 of `global_size`
+        (`local_crop_size`)."""
         views = dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
         return cls._preset(views, normalization_source, kwargs)
 
+    @classmethod
+    def swav(
+        cls, global_size: int = 224, local_size: int | None = None, num_local_crops: int = 6,
+        global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
+        normalization_source: Any = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """SwAV multi-crop (Caron et al., 2020, 2x224 + 6x96): 2 global views then `num_local_crops` local views,
+        colour distortion of strength 1, blur p=0.5; `local_size` None: 96/224 of `global_size`."""
+        views = swav_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        return cls._preset(views, normalization_source, kwargs)
+
+    @classmethod
+    def paper_views(
+        cls, preset: str, image_size: int = 224, min_scale: float | None = None, strength: float | None = None,
+        local_size: int | None = None, num_local_crops: int | None = None, **kwargs: Any,
+    ) -> DataCollatorForMultiView:
+        """A method's paper views by preset name (`PAPER_VIEWS`, what a method model's `views_for` returns) at
+        `image_size` (the global crops' side for multi-crop), with the options a recipe exposes.
+
+        Args:
+            preset (`str`): "simclr", "moco_v2", "byol", "dino" or "swav".
+            min_scale (`float`, *optional*): crop lower scale (None: the paper's); for multi-crop, the global crops'
+                lower and the local crops' upper scale (DINO's 0.4, SwAV's 0.14).
+            strength (`float`, *optional*): SimCLR's colour-jitter strength, refused for the other presets; None: 1.0
+                with blur, or below 96 px the paper's CIFAR-10 setting (0.5, no blur; appendix B.9).
+            local_size, num_local_crops (`int`, *optional*): the local crops (None: 96/224 of `image_size`, the
+                paper's number).
+            **kwargs: to the constructor (`mean`, `std`, `seed`, ...).
+        """
+        if preset not in PAPER_VIEWS:
+            raise ValueError(f"Unknown views preset {preset!r}; choose one of {', '.join(PAPER_VIEWS)}.")
+        if strength is not None and preset != "simclr":
+            raise ValueError(
+                f"--strength {strength} is SimCLR's colour-jitter strength; the {preset} views fix their paper's colour "
+                "jitter. Drop --strength, or train --method simclr."
+            )
+        scale = {} if min_scale is None else {"min_scale": min_scale}
+        if preset == "simclr":
+            small = image_size < 96
+            strength = (0.5 if small else 1.0) if strength is None else strength
+            return cls.simclr(image_size, strength=strength, blur_p=0.0 if small else 0.5, **scale, **kwargs)
+        if preset in ("dino", "swav"):
+            lower = {"dino": 0.4, "swav": 0.14}[preset] if min_scale is None else min_scale
+            crops = {} if num_local_crops is None else {"num_local_crops": num_local_crops}
+            return getattr(cls, preset)(global_size=image_size, local_size=local_size, global_scale=(lower, 1.0),
+                                        local_scale=(0.05, lower), **crops, **kwargs)  # fmt: skip
+        return getattr(cls, preset)(image_size=image_size, **scale, **kwargs)
+
     def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""
-        images = torch.empty(crops.shape, device=crops.device)
-        if self.output_dtype == "float32" and get_worker_info() is not None and crops.device.type == "cpu":
-            # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
-            # `default_collate` does), instead of copying them there
-            images.share_memory_()
-        images = view.apply_photometric(images.copy_(crops).div_(255.0), params, inplace=True)
-        if self.output_dtype == "uint8":
-            return images.mul_(255.0).round_().to(torch.uint8)
-        mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
-        std = images.new_tensor(self.std).view(1, -1, 1, 1)
-        return images.sub_(mean).div_(std)
+        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
+        # `default_collate` does), instead of copying them there
+        share_memory = get_worker_info() is not None
+        return finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
@@ -150,23 +177,7 @@ class DataCollatorForMultiView:
         if len(kept) < len(examples):
             self.num_skipped += len(examples) - len(kept)
             logger.warning("skipped %d unreadable images in this batch (%d so far)", len(examples) - len(kept), self.num_skipped)
-        batch_size = batch_images.shape[0]
-        crops: list[torch.Tensor | None] = [None] * len(self.views)
-        all_params: list[dict[str, torch.Tensor] | None] = [None] * len(self.views)
-        # identical views (e.g. SimCLR's two) are cropped together as one (R * B) batch
-        groups: dict[ViewAugmentation, list[int]] = {}
-        for index, view in enumerate(self.views):
-            groups.setdefault(view, []).append(index)
-        for view, indices in groups.items():
-            repeats = len(indices)
-            params = view.draw_photometric(repeats * batch_size, generator)
-            view_crops = random_resized_crops(
-                batch_images, sizes, view.size, view.scale, view.ratio, view.flip_p, generator, repeats, torch.uint8
-            )
-            for position, index in enumerate(indices):
-                rows = slice(position * batch_size, (position + 1) * batch_size)
-                crops[index] = view_crops[rows]
-                all_params[index] = {key: value[rows] for key, value in params.items()}
+        crops, all_params = draw_views(batch_images, sizes, self.views, generator)
         batch = collate_columns([examples[i] for i in kept], exclude=(self.image_column,))
         batch["pixel_values"] = crops
         batch["photometric_params"] = all_params

@@ -1,4 +1,4 @@
-"""Fast padding of tokenized examples into tensors, and the worker-aware generator all collators share.
+"""Fast padding of tokenized examples into tensors.
 
 Ragged lists of Python lists are padded through numpy rather than `torch.tensor` or `tokenizer.pad`
 (see BENCHMARKS.md, `bench/mlm_collator.py`).
@@ -7,7 +7,6 @@ Ragged lists of Python lists are padded through numpy rather than `torch.tensor`
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -125,24 +124,3 @@ def pad_sequences(
             out[row, : len(value)] = value
     return torch.from_numpy(out)
 
-
-def worker_generator(seed: int | None, cache: dict[str, Any]) -> torch.Generator | None:
-    """A `torch.Generator` for a collator: `None` (global RNG) when `seed` is None, else seeded
-    with `seed` in the main process and, in a DataLoader worker, with `seed` mixed with the
-    worker's own seed (which differs per worker and per epoch and derives from the main RNG), so
-    workers never share a stream. Distributed ranks get distinct streams through `RANK`.
-
-    `cache` holds the generator and the pid it was made in (re-created after a fork).
-    """
-    if seed is None:
-        return None
-    pid = os.getpid()
-    if cache.get("pid") != pid or cache.get("generator") is None:
-        info = torch.utils.data.get_worker_info()
-        rank = int(os.environ.get("RANK", "0"))
-        stream = seed + 1_000_003 * rank
-        if info is not None:
-            stream = stream * 6_364_136_223_846_793_005 + info.seed
-        cache["generator"] = torch.Generator().manual_seed(stream % (2**63))
-        cache["pid"] = pid
-    return cache["generator"]

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hfssl.collators.padding import as_list_of_examples, worker_generator
+from hfssl.augmentations.seeding import WorkerSeededGenerator
+from hfssl.collators.padding import as_list_of_examples
 
 
 def count_token_ids(input_ids: Iterable[Sequence[int]], vocab_size: int, ignore_ids: Iterable[int] = ()) -> torch.Tensor:
@@ -58,8 +59,8 @@ class DataCollatorForSkipGram:
             default; the paper uses 1e-5 on billions of words); 0 disables subsampling.
         noise_power (`float`, defaults to 0.75): the unigram distribution is raised to this power (Mikolov et al.).
         dynamic_window (`bool`, defaults to `True`): draw each centre's window from `{1, ..., window}`.
-        seed (`int`, *optional*): seed of the collator's generator; `None` uses torch's global RNG. In DataLoader
-            workers the stream is offset by the worker's seed.
+        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
+            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
     Returns (from `__call__`):
         dict with `center_ids` (`torch.LongTensor` of shape (P,)), `context_ids` (P,) and `negative_ids` (P, K).
@@ -72,9 +73,10 @@ class DataCollatorForSkipGram:
     noise_power: float = 0.75
     dynamic_window: bool = True
     seed: int | None = None
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
         counts = torch.as_tensor(self.token_counts, dtype=torch.float64)
         if counts.ndim != 1 or len(counts) == 0 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
             raise ValueError(
@@ -137,7 +139,7 @@ class DataCollatorForSkipGram:
         Returns:
             `(center_ids, context_ids)`, each `torch.LongTensor` of shape (P,).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         keep = self.subsample(tokens)
         tokens, row_of = tokens[keep], row_of[keep]
         num_kept = len(tokens)
@@ -165,7 +167,7 @@ class DataCollatorForSkipGram:
         Returns:
             `torch.BoolTensor` of shape (N,).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         return torch.rand(tokens.shape, generator=generator) < self._keep_probability[tokens]
 
     def negatives(self, num_pairs: int) -> torch.Tensor:
@@ -174,11 +176,7 @@ class DataCollatorForSkipGram:
         Returns:
             `torch.LongTensor` of shape (P, K).
         """
-        generator = worker_generator(self.seed, self._cache)
+        generator = self._rng.get()
         uniform = torch.rand((num_pairs, self.num_negatives), generator=generator)
         return torch.searchsorted(self._noise_cdf, uniform, right=True).clamp(max=self._vocab_size - 1)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state

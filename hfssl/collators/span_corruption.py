@@ -23,17 +23,30 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.collators.padding import (
     TOKENIZE_FIRST,
     as_list_of_examples,
     pad_sequences,
     token_id_arrays,
-    worker_generator,
 )
 
 logger = logging.getLogger(__name__)
 
 _SENTINEL_PATTERN = re.compile(r"^<extra_id_(\d+)>$")
+
+
+def _span_counts(
+    lengths: torch.Tensor, noise_density: float, mean_noise_span_length: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`span_counts` for a tensor of row lengths (`torch.LongTensor` of shape (B,)), in T5's float32 arithmetic."""
+    length32 = lengths.to(torch.float32)
+    num_noise = torch.round(length32 * torch.tensor(noise_density, dtype=torch.float32)).long()
+    num_noise = torch.minimum(num_noise.clamp(min=1), lengths - 1)
+    num_spans = torch.round(num_noise.to(torch.float32) / torch.tensor(mean_noise_span_length, dtype=torch.float32))
+    num_spans = num_spans.long().clamp(min=1)
+    # Each noise span needs a non-noise span before it; only bites on rows of a few tokens or mean spans near 1.
+    return num_noise, torch.minimum(num_spans, torch.minimum(num_noise, lengths - num_noise))
 
 
 def span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
@@ -42,12 +55,13 @@ def span_counts(length: int, noise_density: float, mean_noise_span_length: float
     Returns:
         `(num_noise_tokens, num_noise_spans)`: `round(length * noise_density)` clamped to `[1, length - 1]`, and
         `round(num_noise_tokens / mean_noise_span_length)` clamped to `[1, min(num_noise_tokens, length -
-        num_noise_tokens)]` (the upper clamp, absent in T5, only matters for rows of a few tokens).
+        num_noise_tokens)]` (the upper clamp, absent in T5, only matters for rows of a few tokens or mean spans
+        near 1). Products and quotients are rounded half to even in float32, as T5's mask does with `tf.round`
+        (T5's own `compute_input_and_target_lengths` rounds in float64, which disagrees at a few lengths, e.g. 190
+        at density 0.15: 28.5 is 28 in float64 and 29 in float32; here both use the mask's arithmetic).
     """
-    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
-    # Each noise span needs a non-noise span before it; only bites on rows of a few tokens.
-    return num_noise, min(num_spans, num_noise, length - num_noise)
+    num_noise, num_spans = _span_counts(torch.tensor([length]), noise_density, mean_noise_span_length)
+    return int(num_noise[0]), int(num_spans[0])
 
 
 def compute_input_and_target_lengths(
@@ -56,7 +70,10 @@ def compute_input_and_target_lengths(
     """The raw length to pack text into so that corrupted inputs have exactly `input_length` tokens.
 
     As T5's `compute_input_and_target_lengths` (and transformers' `run_t5_mlm_flax.py`): the largest raw length N
-    whose corrupted input (non-noise tokens + one sentinel per span + EOS) fits in `input_length`.
+    whose corrupted input (non-noise tokens + one sentinel per span + EOS) fits in `input_length`, which then has
+    exactly `input_length` tokens. T5's density-0.5 adjustment (step back one raw token so that the target is no
+    longer than the input) is applied only when the input keeps `input_length` tokens: T5 applies it always, which
+    leaves the input one token short at some lengths (e.g. 9, 15, 21, ... with mean span 2).
 
     Args:
         input_length (`int`): the encoder length wanted (512 in T5).
@@ -64,20 +81,36 @@ def compute_input_and_target_lengths(
 
     Returns:
         `(raw_length, target_length)`: e.g. `(568, 114)` for `input_length=512` with T5's defaults.
+
+    Raises:
+        ValueError: when no raw length gives exactly `input_length` input tokens (only with mean spans near 1, where
+            one more raw token can add both a kept token and a sentinel).
     """
     if input_length < 3:
         raise ValueError(f"input_length must be at least 3 (one token, one sentinel, EOS), got {input_length}.")
 
-    def lengths(raw_length: int) -> tuple[int, int]:
-        num_noise, num_spans = span_counts(raw_length, noise_density, mean_noise_span_length)
-        return raw_length - num_noise + num_spans + 1, num_noise + num_spans + 1
+    # Every raw length up to one whose kept tokens alone exceed input_length; the input length never decreases
+    # as the raw length grows, so the largest raw length whose input fits is the last of a prefix.
+    raw_lengths = torch.arange(2, int((input_length + 2) / (1.0 - noise_density)) + 4)
+    num_noise, num_spans = _span_counts(raw_lengths, noise_density, mean_noise_span_length)
+    input_lengths = (raw_lengths - num_noise + num_spans + 1).tolist()
+    target_lengths = (num_noise + num_spans + 1).tolist()
 
-    raw_length = 2
-    while lengths(raw_length + 1)[0] <= input_length:
-        raw_length += 1
-    target_length = lengths(raw_length)[1]
+    def lengths(raw_length: int) -> tuple[int, int]:
+        return input_lengths[raw_length - 2], target_lengths[raw_length - 2]
+
+    raw_length = 2 + sum(length <= input_length for length in input_lengths[1:])
+    corrupted_length, target_length = lengths(raw_length)
+    if corrupted_length != input_length:
+        raise ValueError(
+            f"No raw length gives exactly {input_length} corrupted input tokens at noise_density={noise_density} and "
+            f"mean_noise_span_length={mean_noise_span_length}: {raw_length} raw tokens give {corrupted_length} and "
+            f"{raw_length + 1} give {lengths(raw_length + 1)[0]}. Choose another input_length or a longer "
+            "mean_noise_span_length."
+        )
     # T5's hack: with density 0.5 keep the target no longer than the (usually round) input length.
-    if noise_density == 0.5 and target_length > input_length:
+    stepped_back = lengths(raw_length - 1)[0] if raw_length > 2 else None
+    if noise_density == 0.5 and target_length > input_length and stepped_back == input_length:
         raw_length -= 1
         target_length = lengths(raw_length)[1]
     return raw_length, target_length
@@ -165,8 +198,8 @@ class DataCollatorForSpanCorruption:
         input_length (`int`, *optional*): when set, every corrupted input must have exactly this length (the packing
             check), else a `ValueError` names the raw length to pack to.
         pad_to_multiple_of (`int`, *optional*): pad input and target lengths up to a multiple of this.
-        seed (`int`, *optional*): seed of the collator's generator; `None` uses torch's global RNG. In DataLoader
-            workers the stream is offset by the worker's seed, so workers never share a stream.
+        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
+            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
     Returns (from `__call__`):
         dict with `input_ids` (`torch.LongTensor` of shape (B, I)), `attention_mask` (B, I), `labels`
@@ -182,9 +215,10 @@ class DataCollatorForSpanCorruption:
     pad_to_multiple_of: int | None = None
     seed: int | None = None
     return_tensors: str = "pt"
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rng: WorkerSeededGenerator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._rng = WorkerSeededGenerator(self.seed)
         if self.return_tensors != "pt":
             raise ValueError(f"return_tensors={self.return_tensors!r} is not supported; hfssl collators return 'pt'.")
         if not 0.0 < self.noise_density < 1.0:
@@ -247,10 +281,8 @@ class DataCollatorForSpanCorruption:
         Returns:
             `torch.BoolTensor` of shape (B, N): True on noise tokens (always False on padding).
         """
-        generator = worker_generator(self.seed, self._cache)
-        counts = [span_counts(int(n), self.noise_density, self.mean_noise_span_length) for n in lengths.tolist()]
-        num_noise = torch.tensor([c[0] for c in counts], dtype=torch.long)
-        num_spans = torch.tensor([c[1] for c in counts], dtype=torch.long)
+        generator = self._rng.get()
+        num_noise, num_spans = _span_counts(lengths, self.noise_density, self.mean_noise_span_length)
         max_spans = int(num_spans.max())
         if max_spans > len(self._sentinel_ids):
             raise ValueError(
@@ -304,7 +336,3 @@ class DataCollatorForSpanCorruption:
         out = out.masked_fill(column > num_kept[:, None], -100)
         return out.masked_fill(column == num_kept[:, None], self.tokenizer.eos_token_id)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state

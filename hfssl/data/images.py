@@ -232,13 +232,17 @@ class ImageDataArguments:
     `hfssl.data.text.TextDataArguments`); recipes subclass it to change a default."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path (save_to_disk folder)."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Folder of images (imagefolder)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str | None = None
-    image_size: int = 32
+    image_column: str | None = field(
+        default=None, metadata={"help": "The column holding the images (default: the first Image column)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Side of the square images the model trains on, in pixels."})
     min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop lower scale (papers: 0.08-0.2)."})
-    max_train_samples: int | None = None
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     skip_invalid_images: bool = field(
         default=False,
         metadata={"help": "Skip images that cannot be read (corrupt or truncated files, empty images) instead of "

@@ -198,14 +198,19 @@ def tokenize_and_pack(
 
     As in transformers' `run_mlm.py`/`run_clm.py`: every text is tokenized with its special tokens,
     the streams are concatenated and cut into full blocks (the remainder of each map batch is
-    dropped). Columns: `input_ids`, `attention_mask` and, if asked, `special_tokens_mask`.
+    dropped). Columns: `input_ids`, `attention_mask` and, if asked, `special_tokens_mask`. Texts longer than the
+    tokenizer's `model_max_length` are expected (they are cut into blocks), so the tokenizer's "Token indices sequence
+    length is longer than the specified maximum" warning is turned off (`verbose=False`).
     """
     if max_seq_length < 2:
         raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}.")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(
-            batch["text"], return_special_tokens_mask=return_special_tokens_mask, return_attention_mask=True
+            batch["text"],
+            return_special_tokens_mask=return_special_tokens_mask,
+            return_attention_mask=True,
+            verbose=False,
         )
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
@@ -226,14 +231,22 @@ class TextDataArguments:
     their own fields or change a default (e.g. `max_seq_length`)."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id or local path; default: built-in."})
-    dataset_config_name: str | None = None
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration name (datasets.load_dataset's second argument)."}
+    )
     train_file: str | None = field(default=None, metadata={"help": ".txt/.json/.jsonl/.csv/.parquet file."})
-    validation_file: str | None = None
-    text_column: str = "text"
-    validation_split_percentage: float = 5.0
+    validation_file: str | None = field(
+        default=None, metadata={"help": "A text file of held-out lines (default: a split of the training text)."}
+    )
+    text_column: str = field(default="text", metadata={"help": "The column holding the text."})
+    validation_split_percentage: float = field(
+        default=5.0, metadata={"help": "Percent of the training text held out when there is no validation split."}
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example (block size when packing)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
-    preprocessing_num_workers: int | None = None
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenizing (datasets.map num_proc)."}
+    )
 
     def load(self, seed: int = 42) -> DatasetDict:
         """`load_text_dataset` with these options, keeping only the first `max_train_samples` training texts."""

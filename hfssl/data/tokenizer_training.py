@@ -4,12 +4,20 @@
 - `train_unigram_tokenizer`: a SentencePiece-style Unigram tokenizer in T5's layout (`<pad>`=0, `</s>`=1, `<unk>`=2,
   EOS appended, 100 sentinel tokens `<extra_id_i>`), for span corruption.
 - `train_word_level_tokenizer`: one id per word seen at least `min_count` times, for Word2Vec.
+- `load_or_train_tokenizer`: a recipe's tokenizer: loaded, reloaded from the run being resumed, or trained once.
 
 BERT's WordPiece trainer lives in `hfssl.data.text.train_wordpiece_tokenizer`. Every function returns a fast
 tokenizer that `save_pretrained` writes and `AutoTokenizer.from_pretrained` reads back.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 from collections.abc import Iterable
 
@@ -154,3 +162,51 @@ def train_word_level_tokenizer(
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def saved_tokenizer_folder(checkpoint: str, output_dir: str) -> str | None:
+    """Where the tokenizer of a run being resumed lies: the checkpoint itself (Trainer saves its
+    `processing_class` there), else `<output_dir>/tokenizer` (saved when it was trained), else None."""
+    for folder in (checkpoint, os.path.join(output_dir, "tokenizer")):
+        if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
+            return folder
+    return None
+
+
+def load_or_train_tokenizer(source: str | None, train: Callable[[], Any], training_args: TrainingArguments):
+    """The recipe's tokenizer.
+
+    - Resuming (`training_args.resume_from_checkpoint` set): the tokenizer the run was trained with, read from the
+      checkpoint (or `<output_dir>/tokenizer`), never trained again; a `source` whose vocabulary differs from it is
+      refused (token ids would change meaning under the trained embeddings).
+    - Else `AutoTokenizer.from_pretrained(source)` when a source is given; else the main process calls `train()`
+      and saves the result to `<output_dir>/tokenizer`, and the other processes load it from there (so every
+      process of a distributed run uses the very same vocabulary).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
+    checkpoint = training_args.resume_from_checkpoint
+    with training_args.main_process_first(desc="preparing the tokenizer"):
+        if checkpoint is not None:
+            folder = saved_tokenizer_folder(checkpoint, training_args.output_dir)
+            if folder is None:
+                raise ValueError(
+                    f"Resuming from {checkpoint}, but neither it nor {tokenizer_dir} holds the tokenizer the run was "
+                    "trained with. Pass that tokenizer with --tokenizer_name."
+                )
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            if source is not None and AutoTokenizer.from_pretrained(source).get_vocab() != tokenizer.get_vocab():
+                raise ValueError(
+                    f"The tokenizer {source!r} differs from the one the resumed run was trained with ({folder}): its "
+                    "token ids would mean other tokens to the trained embeddings. Drop --tokenizer_name (the run's own "
+                    "tokenizer is used), or start a new run in another --output_dir."
+                )
+            return tokenizer
+        if source is not None:
+            return AutoTokenizer.from_pretrained(source)
+        if training_args.process_index == 0:
+            tokenizer = train()
+            tokenizer.save_pretrained(tokenizer_dir)
+            return tokenizer
+        return AutoTokenizer.from_pretrained(tokenizer_dir)

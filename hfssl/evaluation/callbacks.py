@@ -26,9 +26,11 @@ from transformers import (
     TrainingArguments,
 )
 
+from hfssl.data.images import decoded_images
 from hfssl.evaluation.features import dataset_features
-from hfssl.evaluation.knn import knn_accuracy
+from hfssl.evaluation.knn import check_neighbour_count, knn_accuracy
 from hfssl.evaluation.linear_probe import linear_probe
+from hfssl.evaluation.splits import load_evaluation_splits
 from hfssl.export import resolve_backbone
 
 
@@ -50,11 +52,14 @@ class KNNEvaluationCallback(TrainerCallback):
         query_dataset (`datasets.Dataset`): labelled rows to classify (e.g. the test split).
         eval_steps (`int`, *optional*): evaluate every this many optimizer steps instead of at the trainer's
             evaluations. Required when the trainer does not evaluate.
-        k (`int`, defaults to 200), temperature (`float`, defaults to 0.1): InstDisc's and DINO's kNN settings.
+        k (`int`, defaults to 200), temperature (`float`, defaults to 0.1): InstDisc's and DINO's kNN settings (a
+            warning when k is not below the memory size, `check_neighbour_count`).
         linear_probe (`bool`, defaults to `False`): also train a linear probe (`hfssl.evaluation.linear_probe`).
         linear_probe_kwargs (`dict`, *optional*): arguments to `linear_probe` (e.g. `{"epochs": 20}`).
-        image_size (`int`, *optional*), mean, std (sequences of `float`, *optional*): the preprocessing; the
-            backbone's `data_config` by default. Pass those the training collator uses.
+        image_size (`int`, *optional*): the side images are resized to; by default the trainer's
+            `training_image_size` (the side its collator's views have), else the backbone's `data_config`.
+        mean, std (sequences of `float`, *optional*): the normalisation; the backbone's `data_config` by default.
+            Pass those the training collator uses.
         batch_size (`int`, defaults to 512): images per forward pass of the feature extraction.
         encoder (`str`, defaults to `"backbone"`): the method model's encoder to evaluate; `"teacher_backbone"` for
             the EMA teacher of BYOL, DINO or MoCo (the encoder DINO's paper evaluates).
@@ -92,6 +97,7 @@ class KNNEvaluationCallback(TrainerCallback):
             )
         if eval_steps is not None and eval_steps < 1:
             raise ValueError(f"eval_steps={eval_steps} must be >= 1 optimizer steps, or None.")
+        check_neighbour_count(k, len(memory_dataset))
         self.trainer, self.memory_dataset, self.query_dataset = trainer, memory_dataset, query_dataset
         self.eval_steps, self.k, self.temperature = eval_steps, k, temperature
         self.linear_probe, self.linear_probe_kwargs = linear_probe, dict(linear_probe_kwargs or {})
@@ -101,7 +107,8 @@ class KNNEvaluationCallback(TrainerCallback):
     def compute_metrics(self) -> dict[str, float]:
         """The metrics of the trainer's current model (its backbone in eval mode, no gradient)."""
         model, _ = resolve_backbone(self.trainer.accelerator.unwrap_model(self.trainer.model), self.encoder)
-        options = {"image_size": self.image_size, "mean": self.mean, "std": self.std, "batch_size": self.batch_size}
+        image_size = self.image_size or getattr(self.trainer, "training_image_size", None)
+        options = {"image_size": image_size, "mean": self.mean, "std": self.std, "batch_size": self.batch_size}
         memory, memory_labels = dataset_features(model, self.memory_dataset, **options)
         queries, query_labels = dataset_features(model, self.query_dataset, **options)
         metrics = {"eval_knn/top1": knn_accuracy(memory, memory_labels, queries, query_labels, self.k, self.temperature)}
@@ -128,3 +135,39 @@ class KNNEvaluationCallback(TrainerCallback):
         computed = self.compute_metrics()
         metrics.update(computed)  # the dict Trainer's best-checkpoint selection reads
         self._log(computed, control)
+
+
+def add_knn_evaluation(trainer: Trainer, data_args: Any, encoder: str = "backbone") -> KNNEvaluationCallback | None:
+    """Add a `KNNEvaluationCallback` to an image recipe's trainer when `trainer.args.knn_eval_steps` is set
+    (`SSLTrainingArguments`: `--knn_eval_steps N --knn_k 20 --knn_temperature 0.1`), and return it; None otherwise.
+
+    The memory is the recipe's labelled training data (`data_args.load("train")`), the queries its test split, else
+    its validation split, else a held-out 20% of train (`load_evaluation_splits`, which logs the choice). Images are
+    resized to the trainer's `training_image_size`. Metrics: `"eval_knn/top1"` every `knn_eval_steps` steps.
+
+    Args:
+        trainer (`SSLTrainer`): built with the recipe's training arguments.
+        data_args (`hfssl.data.images.ImageDataArguments`): the recipe's data options.
+        encoder (`str`, defaults to `"backbone"`): `"teacher_backbone"` for an EMA teacher (the recipe's
+            `--export_encoder`).
+
+    Raises:
+        ValueError: when `knn_eval_steps` is set but the data has no "label" column.
+    """
+    steps = getattr(trainer.args, "knn_eval_steps", None)
+    if steps is None:
+        return None
+
+    def load(split: str) -> Any:
+        return decoded_images(data_args.load(split), data_args.skip_invalid_images)
+
+    memory, queries, description = load_evaluation_splits(load, seed=trainer.args.seed)
+    if "label" not in memory.column_names or "label" not in queries.column_names:
+        raise ValueError(
+            f"knn_eval_steps={steps} needs labelled images (a 'label' column, e.g. class sub-folders of --train_dir); "
+            f"the data has columns {memory.column_names}. Drop --knn_eval_steps for unlabelled data."
+        )
+    callback = KNNEvaluationCallback(trainer, memory, queries, eval_steps=steps, k=trainer.args.knn_k,
+                                     temperature=trainer.args.knn_temperature, encoder=encoder)  # fmt: skip
+    trainer.add_callback(callback)
+    return callback

@@ -153,7 +153,7 @@ def dataset_features(
     model or backbone, in eval mode, without gradient, batch by batch.
 
     `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config` (the normalisation the
-    hfssl recipes train with). Under several processes the work is split between them and every process gets all
+    hfssl recipes train with; an `SSLTrainer` sets its input size to the side it trained at). Under several processes the work is split between them and every process gets all
     the features (`extract_features`); call it on every process, or pass `shard_across_processes=False` to run it
     on one process alone.
 
@@ -190,8 +190,8 @@ def load_encoder(name_or_path: str, pretrained: bool = True) -> nn.Module:
     name, or a transformers checkpoint (folder or Hub id).
 
     The result is an hfssl `Backbone` (`(B, C, S, S) -> (B, D)`) whose `data_config` holds the input size and the
-    normalisation: the training ones when the folder records them (timm's `pretrained_cfg`, a transformers
-    `preprocessor_config.json`), otherwise the model's defaults.
+    normalisation: the training ones when the folder records them (an hfssl model's `training_image_size`, timm's
+    `pretrained_cfg`, a transformers `preprocessor_config.json`), otherwise the model's defaults.
 
     Args:
         name_or_path (`str`): the folder, timm name or Hub id.

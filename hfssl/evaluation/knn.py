@@ -4,13 +4,38 @@
 Legend: N memory (train) features, Q queries, D feature dim, C classes.
 
 Each query votes for the classes of its k most cosine-similar memory features, weighted by `exp(similarity /
-temperature)`; the defaults k=200 and temperature 0.1 are InstDisc's and DINO's (DINO reports 20 too).
+temperature)`; the default k=200 is InstDisc's (DINO reports 20 too), and temperature 0.1 is the kNN monitor of
+MoCo's reference demo (InstDisc and DINO use 0.07).
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+def check_neighbour_count(k: int, memory_size: int) -> bool:
+    """Warn (and return False) when `k >= memory_size`: k is then capped at the memory size, so every query votes
+    over the whole memory set (a similarity-weighted vote of all of it, no longer a nearest-neighbour one), as k=200
+    does over a few hundred images. Returns True when k is below the memory size.
+
+    Args:
+        k (`int`): the neighbours asked for.
+        memory_size (`int`): N, the number of memory (training) images.
+    """
+    if k < memory_size:
+        return True
+    logger.warning(
+        "kNN with k=%d neighbours over %d memory images: k >= the number of images, so every query votes over the "
+        "whole memory set and the score says little about neighbourhoods. Pass a smaller k (DINO also reports k=20; "
+        "e.g. --k 20 or knn_k=20) or use more training images.",
+        k, memory_size,
+    )  # fmt: skip
+    return False
 
 
 @torch.no_grad()

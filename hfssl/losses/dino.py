@@ -8,6 +8,9 @@ v != i, the loss is the cross-entropy between the teacher's centred, sharpened s
 student's softmax; the loss is the mean over those pairs and over the batch. Centring (subtracting an EMA of the
 teacher's mean output, all-reduced across processes) prevents one dimension from dominating; sharpening (a low
 teacher temperature) prevents the uniform collapse.
+
+The functions are pure; `DINOLoss` is the module that holds the state beside them (the centre, the step that drives
+the teacher-temperature warm-up) in buffers, advanced by an explicit `update` after each optimizer step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from hfssl.distributed import is_distributed, world_size
 
@@ -170,3 +174,114 @@ def update_center(center: torch.Tensor, teacher_output: torch.Tensor, momentum: 
         raise ValueError(f"momentum={momentum} must lie in [0, 1] (DINO uses 0.9).")
     batch_center = teacher_batch_center(teacher_output).to(center.dtype).reshape(center.shape)
     return center * momentum + batch_center * (1.0 - momentum)
+
+
+class DINOLoss(nn.Module):
+    """The DINO loss with its state: the centre (an EMA of the teacher's mean output) and the step counter that
+    drives the teacher-temperature warm-up, both buffers, so `state_dict()` and checkpoints carry them. The same
+    computation as `DINOModel` and main_dino.py's `DINOLoss`, written over this module's functions (`dino_loss`,
+    `update_center`, `teacher_temperature_schedule`).
+
+    `forward` changes nothing; call `update(teacher_logits)` once per optimizer step, after it (main_dino.py updates
+    the centre right after the loss: the next forward sees the same centre either way). With gradient accumulation,
+    pass the step's teacher outputs concatenated over the batch dimension, so the centre is that of the whole step.
+
+    Args:
+        output_dim (`int`, defaults to 65536): K, the head's output dimension (DINO's ViT default).
+        student_temperature (`float`, defaults to 0.1): tau_s.
+        teacher_temperature (`float`, defaults to 0.04): tau_t after the warm-up (paper: 0.04 -> 0.07 for long
+            ViT runs).
+        warmup_teacher_temperature (`float`, defaults to 0.04): tau_t at step 0.
+        warmup_teacher_temperature_steps (`int`, defaults to 0): the linear warm-up's length in `update` calls
+            (paper: 30 epochs).
+        center_momentum (`float`, defaults to 0.9): the centre's EMA momentum.
+
+    Shapes (legend above): `forward(student_logits_per_crop (V, B, K) or list of V (B, K),
+    teacher_logits_per_global_crop (G, B, K) or list of G (B, K))` -> scalar; `center` (1, K); `step` () long.
+    """
+
+    def __init__(
+        self,
+        output_dim: int = 65536,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.04,
+        warmup_teacher_temperature: float = 0.04,
+        warmup_teacher_temperature_steps: int = 0,
+        center_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if output_dim < 1:
+            raise ValueError(f"output_dim={output_dim} must be >= 1: pass the DINO head's output dimension K.")
+        for name, value in (("student_temperature", student_temperature), ("teacher_temperature", teacher_temperature),
+                            ("warmup_teacher_temperature", warmup_teacher_temperature)):  # fmt: skip
+            if value <= 0:
+                raise ValueError(f"{name}={value} must be > 0 (DINO: tau_s 0.1, tau_t 0.04 -> 0.07).")
+        if warmup_teacher_temperature_steps < 0:
+            raise ValueError(
+                f"warmup_teacher_temperature_steps={warmup_teacher_temperature_steps} must be >= 0 (0: no warm-up)."
+            )
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ValueError(f"center_momentum={center_momentum} must lie in [0, 1] (DINO uses 0.9).")
+        self.output_dim = output_dim
+        self.student_temperature = student_temperature
+        self.teacher_temperature = teacher_temperature
+        self.warmup_teacher_temperature = warmup_teacher_temperature
+        self.warmup_teacher_temperature_steps = warmup_teacher_temperature_steps
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, output_dim))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_dim={self.output_dim}, student_temperature={self.student_temperature}, "
+            f"teacher_temperature={self.warmup_teacher_temperature} -> {self.teacher_temperature} over "
+            f"{self.warmup_teacher_temperature_steps} steps, center_momentum={self.center_momentum}"
+        )
+
+    def current_teacher_temperature(self) -> float:
+        """tau_t at the current `step` (`teacher_temperature_schedule`)."""
+        return teacher_temperature_schedule(
+            int(self.step), self.warmup_teacher_temperature_steps, self.warmup_teacher_temperature,
+            self.teacher_temperature,
+        )  # fmt: skip
+
+    def _check_dim(self, logits: torch.Tensor, name: str) -> None:
+        if logits.shape[-1] != self.output_dim:
+            raise ValueError(
+                f"{name} has K={logits.shape[-1]} outputs but this DINOLoss was built with output_dim="
+                f"{self.output_dim}; build it with output_dim={logits.shape[-1]} (the head's output dimension)."
+            )
+
+    def forward(
+        self,
+        student_logits_per_crop: Sequence[torch.Tensor] | torch.Tensor,
+        teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor,
+    ) -> torch.Tensor:
+        """`dino_loss` with this module's centre, student temperature and current teacher temperature.
+
+        Args:
+            student_logits_per_crop (`torch.Tensor` of shape `(V, B, K)` or list of V `(B, K)`): global crops first.
+            teacher_logits_per_global_crop (`torch.Tensor` of shape `(G, B, K)` or list of G `(B, K)`).
+
+        Returns:
+            `torch.Tensor` (scalar), in nats.
+        """
+        teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
+        self._check_dim(teacher, "teacher_logits_per_global_crop")
+        return dino_loss(
+            student_logits_per_crop, teacher, self.center, self.student_temperature, self.current_teacher_temperature()
+        )
+
+    @torch.no_grad()
+    def update(self, teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor) -> None:
+        """After an optimizer step: the centre's EMA towards this step's teacher mean (all-reduced across processes,
+        `update_center`), and `step += 1` (the teacher-temperature schedule's clock).
+
+        Args:
+            teacher_logits_per_global_crop (`torch.Tensor` of shape `(G, B, K)` or list of G `(B, K)`): the step's
+                teacher outputs (those given to `forward`).
+        """
+        teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
+        self._check_dim(teacher, "teacher_logits_per_global_crop")
+        self.center.copy_(update_center(self.center, teacher, self.center_momentum))
+        self.step += 1

@@ -9,12 +9,14 @@ Each query `q_i` has the positive `k_i`. Its negatives are:
 - the M rows of `negatives` (MoCo v1/v2: the queue of past keys, 65536 in the paper).
 MoCo v2 uses temperature 0.2 and the queue only; MoCo v3 uses the batch keys only (temperature 1.0 for ResNet,
 0.2 for ViT) and multiplies the loss by `2 * temperature` (`scale_by_temperature=True`), as its reference code does.
+`InfoNCELoss` is the same loss as a module holding its settings.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hfssl.losses.negative_sampling import contrastive_loss_from_logits
 
@@ -83,3 +85,53 @@ def info_nce_loss(
     )
     loss = losses.mean()
     return loss * (2 * temperature) if scale_by_temperature else loss
+
+
+class InfoNCELoss(nn.Module):
+    """`info_nce_loss` as a module holding its settings; no state (MoCo's queue belongs to the model: pass it as
+    `negatives`).
+
+    Args:
+        temperature (`float` or `nn.Module`, defaults to 0.2): a fixed value (MoCo v2: 0.2; v3: 1.0 for ResNet, 0.2
+            for ViT), or a module returning a scalar tensor, e.g. `LearnableTemperature()`.
+        in_batch_negatives (`bool`, defaults to `False`): the other keys of the batch as negatives (MoCo v3).
+        scale_by_temperature (`bool`, defaults to `False`): multiply the loss by `2 * temperature` (MoCo v3).
+        negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see
+            `hfssl.losses.negative_sampling.contrastive_loss_from_logits`.
+
+    Shapes: `forward(query (N, D), key (N, D), negatives (M, D) = None, generator = None)` -> scalar, the mean over
+    the N queries.
+    """
+
+    def __init__(
+        self,
+        temperature: float | nn.Module = 0.2,
+        in_batch_negatives: bool = False,
+        scale_by_temperature: bool = False,
+        negative_sampling: str = "uniform",
+        hardness_beta: float = 1.0,
+        tau_plus: float = 0.1,
+        hardest_k: int | None = None,
+        num_random: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(temperature, nn.Module) and temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (MoCo v2: 0.2; MoCo v3: 1.0 or 0.2).")
+        self.temperature = temperature
+        self.in_batch_negatives, self.scale_by_temperature = in_batch_negatives, scale_by_temperature
+        self.sampling = dict(negative_sampling=negative_sampling, hardness_beta=hardness_beta, tau_plus=tau_plus,
+                             hardest_k=hardest_k, num_random=num_random)  # fmt: skip
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """See `info_nce_loss`. Returns: `torch.Tensor` (scalar)."""
+        temperature = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
+        return info_nce_loss(
+            query, key, temperature, negatives, self.in_batch_negatives, self.scale_by_temperature,
+            generator=generator, **self.sampling,
+        )  # fmt: skip

@@ -6,13 +6,15 @@ Legend: N pairs in the batch, D embedding dim, M extra negatives (a queue, or ot
 The 2N embeddings of the two views are L2-normalised; every one is an anchor whose positive is the other view of
 the same image and whose negatives are the 2N - 2 other embeddings of the batch, plus the M extra negatives if
 given. The loss is the mean over the 2N anchors. The paper's default temperature is 0.5 for batch 256 on CIFAR-10
-(0.1 with LARS at large batch on ImageNet, table 5).
+(0.1 with LARS at large batch on ImageNet, table 5). `NTXentLoss` is the same loss as a module holding its
+settings.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hfssl.losses.negative_sampling import contrastive_loss_from_logits
 
@@ -73,3 +75,45 @@ def nt_xent_loss(
         generator=generator,
     )
     return losses.mean()
+
+
+class NTXentLoss(nn.Module):
+    """`nt_xent_loss` as a module holding its settings (the temperature and the negative sampling); no state.
+
+    Args:
+        temperature (`float` or `nn.Module`, defaults to 0.5): a fixed value (SimCLR: 0.5 at batch 256, 0.1 at large
+            batch with LARS), or a module returning a scalar tensor, e.g. `LearnableTemperature()` (then a child
+            module, whose parameter the optimizer sees).
+        negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see
+            `hfssl.losses.negative_sampling.contrastive_loss_from_logits`.
+
+    Shapes: `forward(z1 (N, D), z2 (N, D), negatives (M, D) = None, generator = None)` -> scalar, the mean over the
+    2N anchors.
+    """
+
+    def __init__(
+        self,
+        temperature: float | nn.Module = 0.5,
+        negative_sampling: str = "uniform",
+        hardness_beta: float = 1.0,
+        tau_plus: float = 0.1,
+        hardest_k: int | None = None,
+        num_random: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(temperature, nn.Module) and temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (SimCLR: 0.5, or 0.1 at large batch).")
+        self.temperature = temperature
+        self.sampling = dict(negative_sampling=negative_sampling, hardness_beta=hardness_beta, tau_plus=tau_plus,
+                             hardest_k=hardest_k, num_random=num_random)  # fmt: skip
+
+    def forward(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """See `nt_xent_loss`. Returns: `torch.Tensor` (scalar)."""
+        temperature = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
+        return nt_xent_loss(z1, z2, temperature, negatives, generator=generator, **self.sampling)

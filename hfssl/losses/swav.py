@@ -6,6 +6,7 @@ Legend: V crops (the first 2 are the global ones whose codes are computed), B ba
 The codes q of a crop are an equipartitioned soft assignment of the batch to the prototypes, computed without
 gradient by a few Sinkhorn-Knopp iterations on exp(scores / epsilon) (all sums over the batch all-reduced, so the
 partition is over the global batch); every other crop v predicts them through softmax(scores_v / temperature).
+`SwAVLoss` is the module holding the temperature and the Sinkhorn settings that computes both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from hfssl.distributed import is_distributed, world_size
 from hfssl.losses.dino import _at_least_float32
@@ -101,3 +103,64 @@ def swav_loss(
         cross_entropy = -torch.einsum("gbk,vbk->gv", codes, log_probabilities) / scores.shape[1]
     pairs = ~torch.eye(num_global, num_crops, dtype=torch.bool, device=scores.device)
     return (cross_entropy * pairs).sum() / (num_global * (num_crops - 1))
+
+
+class SwAVLoss(nn.Module):
+    """SwAV's codes and swapped prediction in one module holding their settings; no state (the prototypes and the
+    queue belong to the model).
+
+    Args:
+        temperature (`float`, defaults to 0.1): of the predicted assignments (SwAV: 0.1).
+        sinkhorn_epsilon (`float`, defaults to 0.05): the codes' entropic regularisation (SwAV: 0.05).
+        sinkhorn_iterations (`int`, defaults to 3): Sinkhorn-Knopp iterations (SwAV: 3).
+        num_global_crops (`int`, defaults to 2): G, the leading crops whose codes are computed.
+
+    Shapes: `forward(scores_per_crop (V, B, K) or list of V (B, K), codes_per_global_crop (G, B, K) = None)` ->
+    scalar. Without codes, they are `sinkhorn_knopp` of the first G crops' scores (all-reduced across processes);
+    pass codes computed with a queue's scores prepended (as `SwAVModel` does) to use them instead.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        sinkhorn_epsilon: float = 0.05,
+        sinkhorn_iterations: int = 3,
+        num_global_crops: int = 2,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0 or sinkhorn_epsilon <= 0 or sinkhorn_iterations < 1 or num_global_crops < 1:
+            raise ValueError(
+                f"SwAVLoss needs temperature > 0, sinkhorn_epsilon > 0, sinkhorn_iterations >= 1 and num_global_crops "
+                f">= 1; got {temperature}, {sinkhorn_epsilon}, {sinkhorn_iterations} and {num_global_crops} (SwAV: "
+                "0.1, 0.05, 3 and 2)."
+            )
+        self.temperature, self.num_global_crops = temperature, num_global_crops
+        self.sinkhorn_epsilon, self.sinkhorn_iterations = sinkhorn_epsilon, sinkhorn_iterations
+
+    @torch.no_grad()
+    def codes(self, scores_per_crop: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """The Sinkhorn codes of the first G crops: `torch.Tensor` of shape `(G, B, K)`, no gradient."""
+        crops = list(scores_per_crop)
+        if len(crops) < self.num_global_crops:
+            raise ValueError(
+                f"SwAVLoss has num_global_crops={self.num_global_crops} but received {len(crops)} crops; pass the "
+                "global crops' scores first, or build it with a smaller num_global_crops."
+            )
+        return torch.stack([
+            sinkhorn_knopp(scores, self.sinkhorn_epsilon, self.sinkhorn_iterations)
+            for scores in crops[: self.num_global_crops]
+        ])
+
+    def forward(
+        self,
+        scores_per_crop: Sequence[torch.Tensor] | torch.Tensor,
+        codes_per_global_crop: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`swav_loss` of the crops' scores against the codes (computed by `codes` when not given).
+
+        Returns:
+            `torch.Tensor` (scalar), in nats.
+        """
+        if codes_per_global_crop is None:
+            codes_per_global_crop = self.codes(scores_per_crop)
+        return swav_loss(scores_per_crop, codes_per_global_crop, self.temperature)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
@@ -33,6 +32,7 @@ def resolve_library(name: str) -> str:
     timm's layout (a `config.json` with `architecture` and `pretrained_cfg`, as `hfssl.export.save_backbone`
     writes); other local folders and Hub ids are transformers models.
     """
+    import timm  # here, not at module level: `import hfssl` stays light
     if name.startswith(("hf-hub:", "timm/", "local-dir:")):
         return "timm"
     if os.path.isdir(name):
@@ -157,6 +157,7 @@ class Backbone(nn.Module):
         in_chans: int = 3,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        import timm  # here, not at module level: `import hfssl` stays light
         super().__init__()
         if name is None and config is None:
             raise ValueError("Backbone needs a model `name` (timm name, Hub id or folder) or a transformers `config`.")
@@ -262,6 +263,9 @@ class SSLBackboneConfig(PretrainedConfig):
         pooling (`str`, defaults to `"auto"`): see `Backbone`.
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem, no max-pool (28-64 px images).
         num_channels (`int`, defaults to 3): input channels of a timm backbone.
+        training_image_size (`int`, *optional*): not a constructor argument: the side the model trained at, written by
+            `SSLTrainer` (`hfssl.trainers.image_size.record_training_image_size`); a model built from a config that
+            has it gets it as its backbone's `data_config["input_size"]`.
     """
 
     backbone_name: str | None = "resnet18"
@@ -287,6 +291,10 @@ def backbone_from_config(config: SSLBackboneConfig) -> Backbone:
         in_chans=config.num_channels,
         model_kwargs=config.backbone_kwargs,
     )
+    training_image_size = getattr(config, "training_image_size", None)
+    if training_image_size:  # the side it trained at (hfssl.trainers.image_size.record_training_image_size)
+        channels = backbone.data_config["input_size"][0]
+        backbone.data_config = {**backbone.data_config, "input_size": (channels, training_image_size, training_image_size)}
     config.backbone_library = backbone.library
     config.backbone_pretrained = False
     if backbone.transformers_config is not None:

@@ -64,6 +64,9 @@ class BarlowTwinsConfig(SSLBackboneConfig):
 class BarlowTwinsModel(TwoViewProjectionModel):
     """Barlow Twins: a backbone and a wide projector trained by redundancy reduction."""
 
+    method_name = "Barlow Twins"
+    paper_views = "byol"
+
     config_class = BarlowTwinsConfig
     base_model_prefix = "barlow_twins"
     method = "Barlow Twins"

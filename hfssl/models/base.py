@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Any
+
 import torch
 from transformers import PreTrainedModel
 
@@ -55,6 +57,21 @@ class SSLPreTrainedModel(PreTrainedModel):
 
     main_input_name = "pixel_values"
     accepts_loss_kwargs = False
+    # What the method is trained with, for recipes and the trainers' defaults: its name in paper casing and its
+    # paper's image views (a `DataCollatorForMultiView.paper_views` preset; None: no image views, e.g. text).
+    method_name: str = "SSL"
+    paper_views: str | None = None
+
+    @classmethod
+    def views_for(cls, config: Any) -> str | None:
+        """The views preset a model of `config` trains with (`paper_views`; MoCo v3 takes BYOL's)."""
+        return cls.paper_views
+
+    @classmethod
+    def method_title(cls, config: Any) -> str:
+        """The method's name for messages and model cards, with its variant when the config has one ("MoCo v3")."""
+        variant = getattr(config, "variant", None)
+        return f"{cls.method_name} {variant}" if variant else cls.method_name
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """Keep the initialisation each submodule gave itself."""

@@ -69,14 +69,21 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
     """BYOL: an online backbone, projector and predictor, and a momentum target backbone and projector
     (`MomentumTeacher`: `teacher_backbone`, `teacher_projector`, updated by `update_after_step`)."""
 
+    method_name = "BYOL"
+    paper_views = "byol"
+
     config_class = BYOLConfig
     base_model_prefix = "byol"
 
     def __init__(self, config: BYOLConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        self.projector = MLPHead(self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim)
-        self.predictor = MLPHead(config.projection_dim, config.predictor_hidden_dim, config.projection_dim)
+        self.projector = MLPHead.byol_projector(
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim
+        )
+        self.predictor = MLPHead.byol_predictor(
+            config.projection_dim, config.predictor_hidden_dim, config.projection_dim
+        )
         self.add_teacher("backbone")
         self.add_teacher("projector")
         self.post_init()

@@ -190,6 +190,9 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
     """DINO: a student backbone + `DINOHead`, its EMA teacher (`teacher_backbone`, `teacher_head`), the centre and
     the step counter."""
 
+    method_name = "DINO"
+    paper_views = "dino"
+
     config_class = DINOConfig
     base_model_prefix = "dino"
 

@@ -2,12 +2,22 @@
 
 Legend: B batch, D input dim, H hidden dim, P output dim.
 
-- SimCLR (Chen et al. 2020, appendix B.9 and the reference code): `Linear(D, H) - BN - ReLU - Linear(H, P)`,
-  H = 2048 (the backbone width for ResNet-50), P = 128.
+- SimCLR (Chen et al. 2020, appendix B.9 and the reference code): `Linear(D, H) - BN - ReLU - Linear(H, P) - BN`,
+  H = 2048 (the backbone width for ResNet-50), P = 128; the reference's `ProjectionHead` (simclr/tf2/model.py) puts
+  a batch norm after the last linear layer too, which has no bias (as lightly's `SimCLRProjectionHead`).
 - MoCo v2 (Chen et al. 2020, "Improved Baselines"): `Linear(D, 2048) - ReLU - Linear(2048, 128)`, no batch norm.
 - MoCo v3 (Chen et al. 2021, section 4 and the reference code): projector of 3 bias-free linear layers, hidden 4096,
   output 256, BN + ReLU after the hidden layers and a BN without affine parameters after the last; predictor of 2
   layers, hidden 4096, output 256, without the last BN.
+- BYOL (Grill et al. 2020, section 3.3): projector and predictor alike, `Linear(D, 4096) - BN - ReLU - Linear(4096,
+  256)`.
+- SimSiam (Chen & He 2021, section 3): projector of 3 linear layers, hidden and output 2048, BN after every one (the
+  code's Linear layers before BN have no bias); predictor `Linear(2048, 512) - BN - ReLU - Linear(512, 2048)`.
+- SwAV (Caron et al. 2020, main_swav.py): projector `Linear(D, 2048) - BN - ReLU - Linear(2048, 128)`, the SimCLR
+  shape; its prototypes are a bias-free `nn.Linear(128, K)` kept at unit norm (`SwAVModel`).
+- DINO's head (a GELU MLP, L2 normalisation, a weight-normalised last layer) is `hfssl.models.dino.DINOHead`.
+`SimCLRModel`, `BYOLModel`, `SimSiamModel` and MoCo v3 build their heads with these class methods, so a head made
+here is the one the model trains.
 """
 
 from __future__ import annotations
@@ -25,8 +35,9 @@ class MLPHead(nn.Module):
         output_dim (`int`): P.
         num_layers (`int`, defaults to 2): number of linear layers (>= 1).
         batch_norm (`bool`, defaults to `True`): batch norm after each hidden linear layer.
-        last_batch_norm (`bool`, defaults to `False`): a batch norm without affine parameters after the last layer
-            (MoCo v3 projector).
+        last_batch_norm (`bool`, defaults to `False`): a batch norm after the last layer (whose linear layer then has
+            no bias): without affine parameters (MoCo v3 projector), or with them when `last_affine` (SimCLR).
+        last_affine (`bool`, defaults to `False`): the last batch norm's affine parameters.
         bias (`bool`, defaults to `True`): biases in the linear layers (MoCo v3 uses none).
     """
 
@@ -39,6 +50,7 @@ class MLPHead(nn.Module):
         batch_norm: bool = True,
         last_batch_norm: bool = False,
         bias: bool = True,
+        last_affine: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -49,13 +61,14 @@ class MLPHead(nn.Module):
             in_features = input_dim if index == 0 else hidden_dim
             out_features = output_dim if last else hidden_dim
             # A linear layer followed by batch norm does not need a bias.
-            layers.append(nn.Linear(in_features, out_features, bias=bias and not (batch_norm and not last)))
+            followed_by_norm = last_batch_norm if last else batch_norm
+            layers.append(nn.Linear(in_features, out_features, bias=bias and not followed_by_norm))
             if not last:
                 if batch_norm:
                     layers.append(nn.BatchNorm1d(out_features))
                 layers.append(nn.ReLU(inplace=True))
             elif last_batch_norm:
-                layers.append(nn.BatchNorm1d(out_features, affine=False))
+                layers.append(nn.BatchNorm1d(out_features, affine=last_affine))
         self.layers = nn.Sequential(*layers)
         self.input_dim, self.output_dim = input_dim, output_dim
 
@@ -64,9 +77,13 @@ class MLPHead(nn.Module):
         return self.layers(features)
 
     @classmethod
-    def simclr(cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2) -> MLPHead:
-        """SimCLR's projection head (SimCLR v2 uses `num_layers=3`)."""
-        return cls(input_dim, hidden_dim, output_dim, num_layers=num_layers, batch_norm=True)
+    def simclr(
+        cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2, last_batch_norm: bool = True
+    ) -> MLPHead:
+        """SimCLR's projection head (SimCLR v2 uses `num_layers=3`), with the reference code's batch norm after the last
+        layer (`last_batch_norm=False`: the paper's text, a biased last layer without it)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=last_batch_norm,
+                   last_affine=True)  # fmt: skip
 
     @classmethod
     def moco_v2(cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128) -> MLPHead:
@@ -82,3 +99,25 @@ class MLPHead(nn.Module):
     def moco_v3_predictor(cls, input_dim: int = 256, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
         """MoCo v3's predictor (2 layers, no last BN)."""
         return cls(input_dim, hidden_dim, output_dim, 2, batch_norm=True, last_batch_norm=False, bias=False)
+
+    @classmethod
+    def byol_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
+        """BYOL's projector (`Linear - BN - ReLU - Linear`, 4096 -> 256)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
+
+    @classmethod
+    def byol_predictor(cls, input_dim: int = 256, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
+        """BYOL's predictor, the projector's shape on the projection (256 -> 4096 -> 256)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
+
+    @classmethod
+    def simsiam_projector(
+        cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 2048, num_layers: int = 3
+    ) -> MLPHead:
+        """SimSiam's projector: BN after every layer (the last one affine-free), no biases (CIFAR: `num_layers=2`)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)
+
+    @classmethod
+    def simsiam_predictor(cls, input_dim: int = 2048, hidden_dim: int = 512, output_dim: int = 2048) -> MLPHead:
+        """SimSiam's bottleneck predictor (2048 -> 512 -> 2048)."""
+        return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)

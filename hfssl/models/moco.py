@@ -109,6 +109,14 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
     """MoCo v2 / v3: a student, its momentum teacher (`teacher_backbone`, `teacher_projector`) and (v2) a queue of
     negative keys."""
 
+    method_name = "MoCo"
+    paper_views = "moco_v2"
+
+    @classmethod
+    def views_for(cls, config: MoCoConfig) -> str:
+        """MoCo v2's views, or for v3 BYOL's asymmetric ones (MoCo v3's main_moco.py follows BYOL's)."""
+        return "byol" if config.variant == "v3" else "moco_v2"
+
     config_class = MoCoConfig
     base_model_prefix = "moco"
 

@@ -30,6 +30,8 @@ class SimCLRConfig(SSLBackboneConfig):
         projection_hidden_dim (`int`, defaults to 2048): hidden width of the projection MLP (SimCLR: 2048).
         projection_dim (`int`, defaults to 128): output dimension (SimCLR: 128).
         projection_layers (`int`, defaults to 2): linear layers in the head (SimCLR v1: 2, SimCLR v2: 3).
+        projection_last_batch_norm (`bool`, defaults to `True`): a batch norm after the head's last (bias-free) layer,
+            as SimCLR's reference code and lightly's head; False: a biased last layer without it (the paper's text).
         temperature (`float`, defaults to 0.5): SimCLR's CIFAR-10 value at batch 256 (appendix B.9).
         learnable_temperature (`bool`, defaults to `False`): learn the temperature from `temperature` (CLIP-style).
         negative_sampling (`str`, defaults to `"uniform"`): see `hfssl.losses.negative_sampling`.
@@ -43,6 +45,7 @@ class SimCLRConfig(SSLBackboneConfig):
     projection_hidden_dim: int = 2048
     projection_dim: int = 128
     projection_layers: int = 2
+    projection_last_batch_norm: bool = True
     temperature: float = 0.5
     learnable_temperature: bool = False
     negative_sampling: str = "uniform"
@@ -67,6 +70,9 @@ class SimCLRModel(SSLPreTrainedModel):
     The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.export` exports it natively.
     """
 
+    method_name = "SimCLR"
+    paper_views = "simclr"
+
     config_class = SimCLRConfig
     base_model_prefix = "simclr"
 
@@ -74,7 +80,8 @@ class SimCLRModel(SSLPreTrainedModel):
         super().__init__(config)
         self.backbone = backbone_from_config(config)
         self.projector = MLPHead.simclr(
-            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            last_batch_norm=config.projection_last_batch_norm,
         )
         self.temperature = LearnableTemperature(config.temperature) if config.learnable_temperature else None
         self.post_init()

@@ -57,22 +57,21 @@ class SimSiamConfig(SSLBackboneConfig):
 class SimSiamModel(SSLPreTrainedModel):
     """SimSiam: a backbone, a projector ending in an affine-free batch norm, and a bottleneck predictor."""
 
+    method_name = "SimSiam"
+    paper_views = "moco_v2"
+
     config_class = SimSiamConfig
     base_model_prefix = "simsiam"
 
     def __init__(self, config: SimSiamConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        self.projector = MLPHead(
-            self.backbone.feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batch_norm=True,
-            last_batch_norm=True,
-            bias=False,
+        self.projector = MLPHead.simsiam_projector(
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
         )
-        self.predictor = MLPHead(config.projection_dim, config.predictor_hidden_dim, config.projection_dim)
+        self.predictor = MLPHead.simsiam_predictor(
+            config.projection_dim, config.predictor_hidden_dim, config.projection_dim
+        )
         self.post_init()
 
     def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:

@@ -92,6 +92,9 @@ class SwAVConfig(SSLBackboneConfig):
 class SwAVModel(SSLPreTrainedModel):
     """SwAV: backbone, projection MLP, prototypes, and the optional feature queue."""
 
+    method_name = "SwAV"
+    paper_views = "swav"
+
     config_class = SwAVConfig
     base_model_prefix = "swav"
 

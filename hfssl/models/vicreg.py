@@ -71,6 +71,9 @@ class VICRegConfig(SSLBackboneConfig):
 class VICRegModel(TwoViewProjectionModel):
     """VICReg: a backbone and a wide expander trained by variance-invariance-covariance regularisation."""
 
+    method_name = "VICReg"
+    paper_views = "byol"
+
     config_class = VICRegConfig
     base_model_prefix = "vicreg"
     method = "VICReg"

@@ -61,6 +61,12 @@ class SSLTrainingArguments(TrainingArguments):
         collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
         skip_non_finite_steps (`bool`, defaults to `False`): skip (with a warning) an optimizer step whose input or loss
             is nan/inf instead of stopping with an error (`SafeTrainer`); one process only.
+        knn_eval_steps (`int`, *optional*): measure the weighted-kNN top-1 of the encoder every this many optimizer
+            steps, logged as `"eval_knn/top1"`; acted on by `hfssl.evaluation.callbacks.add_knn_evaluation(trainer,
+            data_args)`, which an image recipe calls after building the trainer (memory: the labelled train split,
+            queries: the test split, else validation, else a held-out 20%). `None` (default): no kNN during training.
+        knn_k (`int`, defaults to 200), knn_temperature (`float`, defaults to 0.1): the kNN's neighbours and vote
+            temperature (InstDisc, DINO; DINO also reports k=20, better below a few thousand training images).
 
     Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
     which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
@@ -109,9 +115,17 @@ class SSLTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "Skip a step with a nan/inf input or loss instead of stopping (one process)."}
     )
 
+    knn_eval_steps: int | None = field(
+        default=None, metadata={"help": "kNN top-1 of the encoder every N steps (labelled data with a test split)."}
+    )
+    knn_k: int = field(default=200, metadata={"help": "kNN neighbours (InstDisc, DINO: 200; DINO also 20)."})
+    knn_temperature: float = field(default=0.1, metadata={"help": "kNN vote temperature (InstDisc, DINO: 0.1)."})
+
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
             self.use_cpu = True
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns about it every epoch
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
             raise ValueError(
                 f"gradient_cache_chunk_size={self.gradient_cache_chunk_size} must be >= 1 images, or None to train "
@@ -127,6 +141,12 @@ class SSLTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"collapse_patience={self.collapse_patience} must be >= 1 and collapse_check_start="
                 f"{self.collapse_check_start} >= 0 (a step, or a fraction of the run when < 1)."
+            )
+        if self.knn_eval_steps is not None and self.knn_eval_steps < 1:
+            raise ValueError(f"knn_eval_steps={self.knn_eval_steps} must be >= 1 optimizer steps, or None (no kNN).")
+        if self.knn_k < 1 or self.knn_temperature <= 0:
+            raise ValueError(
+                f"knn_k={self.knn_k} must be >= 1 and knn_temperature={self.knn_temperature} > 0 (defaults: 200, 0.1)."
             )
         if not 0.0 <= self.lars_momentum < 1.0:
             raise ValueError(f"lars_momentum={self.lars_momentum} must lie in [0, 1).")

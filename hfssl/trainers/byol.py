@@ -3,7 +3,6 @@ backbone name (TRL-style)."""
 
 from __future__ import annotations
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.byol import BYOLModel
 from hfssl.models.simsiam import SimSiamModel
 from hfssl.trainers.ssl_trainer import SSLTrainer
@@ -17,9 +16,7 @@ class BYOLTrainer(SSLTrainer):
     (`lars=True`). Otherwise as `SSLTrainer`.
     """
 
-    method_name = "BYOL"
     model_class = BYOLModel
-    collator_preset = DataCollatorForMultiView.byol
     default_arguments = {"output_dir": "outputs/byol"}
 
 
@@ -31,7 +28,5 @@ class SimSiamTrainer(SSLTrainer):
     Otherwise as `SSLTrainer`.
     """
 
-    method_name = "SimSiam"
     model_class = SimSiamModel
-    collator_preset = DataCollatorForMultiView.moco_v2
     default_arguments = {"output_dir": "outputs/simsiam", "fixed_predictor_lr": True}

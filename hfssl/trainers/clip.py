@@ -50,7 +50,6 @@ class DualEncoderTrainer(SSLTrainer):
     batches. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "CLIP"
     model_class = DualEncoderModel
     default_arguments = {"output_dir": "outputs/dual_encoder"}
 
@@ -61,14 +60,20 @@ class DualEncoderTrainer(SSLTrainer):
             raise TypeError(f"DualEncoderTrainer needs a DualEncoderModel; got {type(model).__name__}.")
         return model
 
-    def default_data_collator(self, model: DualEncoderModel, processing_class: Any = None) -> DataCollatorForImageText:
+    collator_example = "DataCollatorForImageText(tokenizer, image_size={size})"
+
+    def default_data_collator(
+        self, model: DualEncoderModel, processing_class: Any = None, train_dataset: Any = None
+    ) -> DataCollatorForImageText:
+        """Image-caption batches with the image encoder's normalisation, at `default_view_size`."""
         if processing_class is None:
             raise ValueError(
                 "DualEncoderTrainer needs a data_collator (DataCollatorForImageText) or a processing_class (the "
                 "captions' tokenizer) to build the default one from."
             )
         data_config = model.image_encoder.data_config
-        return DataCollatorForImageText(processing_class, image_size=data_config["input_size"][-1],
+        size = self.default_view_size(data_config, train_dataset)
+        return DataCollatorForImageText(processing_class, image_size=size,
                                         mean=data_config["mean"], std=data_config["std"])  # fmt: skip
 
     @staticmethod
@@ -86,6 +91,7 @@ class DualEncoderTrainer(SSLTrainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         self._check_inputs(inputs)
+        self._record_image_size(inputs, model)
         module = self.accelerator.unwrap_model(model)
         chunks = split_image_text_batch(inputs, self.args.gradient_cache_chunk_size)
         scale = 1.0 / self.current_gradient_accumulation_steps

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
@@ -62,32 +61,17 @@ class DINOTrainingArguments(SSLTrainingArguments):
         super().__post_init__()
 
 
-def dino_local_size(global_size: int) -> int:
-    """DINO's local crop side for a global side: 96/224 of it, rounded to a multiple of 8 (>= 8), so ViT patch sizes
-    8 and 16 tile it (224 -> 96, 32 -> 16)."""
-    return max(8, round(global_size * 96 / 224 / 8) * 8)
-
-
 class DINOTrainer(SSLTrainer):
     """Train DINO (Caron et al., 2021). `model` may be a `DINOModel` or a backbone name; `args` default to
     `DINOTrainingArguments("outputs/dino")` (plain `SSLTrainingArguments` train with a constant weight decay);
     `data_collator` defaults to `DataCollatorForMultiView.dino` at the backbone's input size (2 global crops, 8 local
-    crops at `dino_local_size`), with its normalisation. Adds DINO's weight-decay schedule, the frozen last layer
+    crops at 96/224 of it), with its normalisation. Adds DINO's weight-decay schedule, the frozen last layer
     and per-parameter gradient clipping. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "DINO"
     model_class = DINOModel
     arguments_class = DINOTrainingArguments
     default_arguments = {"output_dir": "outputs/dino"}
-
-    def default_data_collator(self, model: DINOModel, processing_class: Any = None) -> DataCollatorForMultiView:
-        """DINO's multi-crop views at the backbone's input size (local crops at `dino_local_size`)."""
-        data_config = model.backbone.data_config
-        size = data_config["input_size"][-1]
-        return DataCollatorForMultiView.dino(
-            global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
-        )
 
     def __init__(self, model: DINOModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, args=args, **kwargs)

@@ -1,6 +1,8 @@
-"""The image SSL methods by name: each one's config, model, trainer and paper augmentation preset, for recipes and
-benchmarks that take `--method`; and what a `--method` recipe needs from them: the method by name, its config fields
-as `HfArgumentParser` arguments (flags, YAML keys, `--help`), the config built from them, and its views."""
+"""The image SSL methods by name, found through the Auto classes: `--method NAME` is the model whose config
+`model_type` is `hfssl_NAME` and that declares `paper_views`; its trainer is the `SSLTrainer` subclass declared for it
+(plain `SSLTrainer` when there is none). A new method is thus one model file (its config, model and Auto
+registration) and a YAML. Also what a `--method` recipe needs: its config fields as `HfArgumentParser` arguments
+(flags, YAML keys, `--help`) and the config built from them."""
 
 from __future__ import annotations
 
@@ -10,123 +12,75 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel
-from hfssl.models.byol import BYOLConfig, BYOLModel
-from hfssl.models.dino import DINOConfig, DINOModel
-from hfssl.models.moco import MoCoConfig, MoCoModel
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-from hfssl.models.simsiam import SimSiamConfig, SimSiamModel
-from hfssl.models.swav import SwAVConfig, SwAVModel
-from hfssl.models.vicreg import VICRegConfig, VICRegModel
-from hfssl.trainers.byol import BYOLTrainer, SimSiamTrainer
-from hfssl.trainers.dino import DINOTrainer, dino_local_size
-from hfssl.trainers.moco import MoCoTrainer
-from hfssl.trainers.redundancy import BarlowTwinsTrainer, VICRegTrainer
-from hfssl.trainers.simclr import SimCLRTrainer
-from hfssl.trainers.swav import SwAVTrainer, swav_multi_crop_collator
+import hfssl.models  # noqa: F401  (registers hfssl's methods with the Auto classes)
+import hfssl.trainers  # noqa: F401  (declares every method trainer, for `trainer_for`)
+from hfssl.trainers.ssl_trainer import SSLTrainer
+
+MODEL_TYPE_PREFIX = "hfssl_"
 
 
 @dataclass(frozen=True)
 class SSLMethod:
-    """One method: `name` (for model cards), its config / model / trainer classes, and `collator(config,
-    image_size=..., min_scale=..., local_size=..., num_local_crops=..., mean=..., std=..., seed=...)` building its
-    paper's views (`min_scale=None`: the paper's crop scale; SimCLR also takes `strength`)."""
+    """One method: `name` (paper casing) and its config, model and trainer classes."""
 
     name: str
     config_class: type
     model_class: type
     trainer_class: type
-    collator: Callable[..., DataCollatorForMultiView]
 
     def title(self, config: PretrainedConfig) -> str:
         """The method's name for a model card: with its variant when the config has one ("MoCo v3")."""
-        variant = getattr(config, "variant", None)
-        return f"{self.name} {variant}" if variant else self.name
+        return self.model_class.method_title(config)
 
 
-def two_views(preset: Callable[..., DataCollatorForMultiView], **fixed: Any) -> Callable[..., DataCollatorForMultiView]:
-    """A collator builder for a two-view preset; the multi-crop arguments are ignored."""
-
-    def build(config: Any, image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None,
-              **multi_crop: Any) -> DataCollatorForMultiView:  # fmt: skip
-        scale = {} if min_scale is None else {"min_scale": min_scale}  # None: the preset's paper value
-        return preset(image_size=image_size, mean=mean, std=std, seed=seed, **scale, **fixed)
-
-    return build
-
-
-def simclr_two_views(config: Any, image_size: int, strength: float | None = None, **options: Any):
-    """SimCLR's views: colour-jitter `strength` (None: 1.0) and blur p=0.5, or below 96 px the paper's CIFAR-10
-    setting (appendix B.9): strength 0.5, no blur."""
-    small = image_size < 96
-    strength = (0.5 if small else 1.0) if strength is None else strength
-    build = two_views(DataCollatorForMultiView.simclr, strength=strength, blur_p=0.0 if small else 0.5)
-    return build(config, image_size, **options)
+def trainer_for(model_class: type) -> type:
+    """The `SSLTrainer` subclass declared for `model_class` (`model_class = ...`), else `SSLTrainer` itself."""
+    pending, found = list(SSLTrainer.__subclasses__()), []
+    while pending:
+        trainer = pending.pop()
+        pending += trainer.__subclasses__()
+        if getattr(trainer, "model_class", None) is model_class:
+            found.append(trainer)
+    return min(found, key=lambda trainer: len(trainer.__mro__)) if found else SSLTrainer
 
 
-def moco_two_views(config: Any, **options: Any) -> DataCollatorForMultiView:
-    """MoCo v2's views, or for `variant="v3"` BYOL's asymmetric ones (MoCo v3's main_moco.py follows BYOL's)."""
-    preset = DataCollatorForMultiView.byol if config.variant == "v3" else DataCollatorForMultiView.moco_v2
-    return two_views(preset)(config, **options)
+def image_methods() -> dict[str, SSLMethod]:
+    """Every registered image method by name: the configs registered with `AutoConfig` under `hfssl_NAME` whose
+    `AutoModel` class declares `paper_views`."""
+    methods = {}
+    for model_type in CONFIG_MAPPING.keys():
+        if not model_type.startswith(MODEL_TYPE_PREFIX):
+            continue
+        config_class = CONFIG_MAPPING[model_type]
+        model_class = MODEL_MAPPING[config_class] if config_class in MODEL_MAPPING else None
+        if model_class is not None and getattr(model_class, "paper_views", None):
+            name = model_type.removeprefix(MODEL_TYPE_PREFIX)
+            methods[name] = SSLMethod(model_class.method_name, config_class, model_class, trainer_for(model_class))
+    return dict(sorted(methods.items()))
 
 
-def dino_crops(config: Any, image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None,
-               local_size: int | None = None, num_local_crops: int = 8, **options: Any) -> DataCollatorForMultiView:
-    """DINO's multi-crop: 2 global crops (scale (min_scale, 1); None: the paper's 0.4) and local crops (scale
-    (0.05, min_scale))."""
-    min_scale = 0.4 if min_scale is None else min_scale
-    return DataCollatorForMultiView.dino(
-        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
-        global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
-    )  # fmt: skip
+def method_named(name: str) -> SSLMethod:
+    """The image method `name` (`image_methods`), or a ValueError listing them."""
+    methods = image_methods()
+    if name not in methods:
+        raise ValueError(
+            f"--method {name!r} is not supported; choose one of {', '.join(methods)} (MoCo v2 and v3: --method moco "
+            "--variant v2 or v3)."
+        )
+    return methods[name]
 
-
-def swav_crops(config: Any, image_size: int, min_scale: float | None, mean: Any, std: Any, seed: int | None = None,
-               local_size: int | None = None, num_local_crops: int = 6, **options: Any) -> DataCollatorForMultiView:
-    """SwAV's multi-crop: 2 global crops (scale (min_scale, 1); None: the paper's 0.14) and local crops (scale
-    (0.05, min_scale))."""
-    min_scale = 0.14 if min_scale is None else min_scale
-    return swav_multi_crop_collator(
-        global_size=image_size, local_size=local_size or dino_local_size(image_size), num_local_crops=num_local_crops,
-        global_scale=(min_scale, 1.0), local_scale=(0.05, min_scale), mean=mean, std=std, seed=seed,
-    )  # fmt: skip
-
-
-METHODS: dict[str, SSLMethod] = {
-    "simclr": SSLMethod("SimCLR", SimCLRConfig, SimCLRModel, SimCLRTrainer, simclr_two_views),
-    "moco": SSLMethod("MoCo", MoCoConfig, MoCoModel, MoCoTrainer, moco_two_views),
-    "byol": SSLMethod("BYOL", BYOLConfig, BYOLModel, BYOLTrainer, two_views(DataCollatorForMultiView.byol)),
-    "simsiam": SSLMethod(
-        "SimSiam", SimSiamConfig, SimSiamModel, SimSiamTrainer, two_views(DataCollatorForMultiView.moco_v2)
-    ),
-    "barlow_twins": SSLMethod(
-        "Barlow Twins", BarlowTwinsConfig, BarlowTwinsModel, BarlowTwinsTrainer, two_views(DataCollatorForMultiView.byol)
-    ),
-    "vicreg": SSLMethod("VICReg", VICRegConfig, VICRegModel, VICRegTrainer, two_views(DataCollatorForMultiView.byol)),
-    "dino": SSLMethod("DINO", DINOConfig, DINOModel, DINOTrainer, dino_crops),
-    "swav": SSLMethod("SwAV", SwAVConfig, SwAVModel, SwAVTrainer, swav_crops),
-}
 
 # Config fields a recipe sets to one epoch of its run when left at None: the papers freeze DINO's last layer and
 # SwAV's prototypes for their first epoch (1250 and 313 steps are one ImageNet epoch at their batch sizes).
 FROZEN_FOR_THE_FIRST_EPOCH = ("freeze_last_layer_steps", "freeze_prototypes_steps")
-
-
-def method_named(name: str) -> SSLMethod:
-    """The method `name` (a key of `METHODS`), or a ValueError listing them."""
-    if name not in METHODS:
-        raise ValueError(
-            f"--method {name!r} is not supported; choose one of {', '.join(METHODS)} (MoCo v2 and v3: --method moco "
-            "--variant v2 or v3)."
-        )
-    return METHODS[name]
 
 
 def _value_types(annotation: Any) -> tuple:
@@ -202,14 +156,3 @@ def build_config(method: SSLMethod, arguments: Any, steps_per_epoch: int, **valu
         elif value is None and name in FROZEN_FOR_THE_FIRST_EPOCH:
             kwargs[name] = steps_per_epoch
     return method.config_class(**kwargs)
-
-
-def build_collator(method: SSLMethod, config: PretrainedConfig, strength: float | None = None, **options: Any):
-    """`method.collator(config, **options)`; `strength` (colour-jitter strength) is refused for methods other than
-    SimCLR, whose presets fix their jitter."""
-    if strength is not None and method.name != "SimCLR":
-        raise ValueError(
-            f"--strength {strength} is SimCLR's colour-jitter strength; {method.name} uses its paper's colour jitter. "
-            "Drop --strength, or train --method simclr."
-        )
-    return method.collator(config, strength=strength, **options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.moco import MoCoModel
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
@@ -14,7 +13,5 @@ class MoCoTrainer(SSLTrainer):
     defaults to `DataCollatorForMultiView.moco_v2` at the backbone's input size. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "MoCo"
     model_class = MoCoModel
-    collator_preset = DataCollatorForMultiView.moco_v2
     default_arguments = {"output_dir": "outputs/moco"}

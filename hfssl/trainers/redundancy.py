@@ -4,7 +4,6 @@ statistics of a large batch in the activation memory of a chunk."""
 
 from __future__ import annotations
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.barlow_twins import BarlowTwinsModel
 from hfssl.models.vicreg import VICRegModel
 from hfssl.trainers.ssl_trainer import SSLTrainer
@@ -17,9 +16,7 @@ class BarlowTwinsTrainer(SSLTrainer):
     1.5e-6, batch 2048). Otherwise as `SSLTrainer`.
     """
 
-    method_name = "Barlow Twins"
     model_class = BarlowTwinsModel
-    collator_preset = DataCollatorForMultiView.byol
     default_arguments = {"output_dir": "outputs/barlow_twins"}
 
 
@@ -29,7 +26,5 @@ class VICRegTrainer(SSLTrainer):
     `lars=True`, base lr 0.2 * batch / 256, weight decay 1e-6, batch 2048). Otherwise as `SSLTrainer`.
     """
 
-    method_name = "VICReg"
     model_class = VICRegModel
-    collator_preset = DataCollatorForMultiView.byol
     default_arguments = {"output_dir": "outputs/vicreg"}

@@ -16,7 +16,12 @@ Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
   training stops with an error naming the step and the first non-finite tensor (an input and example, a parameter,
   or the loss itself). With `args.skip_non_finite_steps=True` (`SSLTrainingArguments`) a step whose input or loss
   is non-finite is skipped instead (its gradients dropped, so the optimizer leaves the weights as they were), with a
-  warning; a non-finite parameter always stops training.
+  warning; a non-finite parameter always stops training;
+- the Hub, TRL-style: with `push_to_hub` the repository is created at init through `hfssl.export.create_hub_repo`
+  (no network or token: an error before training that says how to upload the saved folder later);
+  `create_model_card(...)` writes hfssl's card (`hfssl.export.write_model_card`) and `push_to_hub()` uploads the
+  folder holding it in one commit. Trainer's uploads per checkpoint and at each `save_model` do not happen: the
+  repository gets the folder its card describes, once.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import ModelCard
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hfssl.collators.padding import worker_generator
+from hfssl.export import create_hub_repo, push_folder_to_hub, write_model_card
 from hfssl.trainers.checkpoints import (
     STAGING_DIR,
     TRAINER_STATE_NAME,
@@ -80,10 +87,8 @@ def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
 
 def collator_generator(collator: Any) -> torch.Generator | None:
     """The `torch.Generator` a collator draws its randomness from in the main process, if it exposes one
-    (the image collators keep it in `_rng`, the text collators make it from `seed` in `_cache`; a plain `generator`
-    attribute works too). None when the collator draws from torch's global RNG (e.g. a text collator with `seed=None`)."""
-    if getattr(collator, "seed", None) is not None and isinstance(getattr(collator, "_cache", None), dict):
-        return worker_generator(collator.seed, collator._cache)
+    (hfssl's collators keep a `WorkerSeededGenerator` in `_rng`; a plain `generator` attribute works too). None when
+    the collator draws from torch's global RNG."""
     holder = getattr(collator, "_rng", None)
     if holder is not None and callable(getattr(holder, "get", None)):
         return holder.get()
@@ -117,6 +122,7 @@ class SafeTrainer(Trainer):
     the module docstring). Takes exactly Trainer's arguments."""
 
     _staging_run_dir: str | None = None
+    _card: tuple[str, dict[str, Any]] | None = None  # folder and arguments of the last `create_model_card`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -278,3 +284,56 @@ class SafeTrainer(Trainer):
     def drop_step_state(self) -> None:
         """Forget what the skipped step's forward passes recorded for after the optimizer step (nothing here;
         `SSLTrainer` drops its state updates)."""
+
+    # ---- the Hub: hfssl's card, one commit ----------------------------------------------------------------------
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Trainer's (called at init when `args.push_to_hub`): create the repository `args.hub_model_id` (default:
+        the output folder's name), through `create_hub_repo`, whose error says how to upload the folder later."""
+        if not self.is_world_process_zero():
+            return
+        args = self.args
+        self.hub_model_id = create_hub_repo(args.hub_model_id or Path(args.output_dir).absolute().name,
+                                            token if token is not None else args.hub_token,
+                                            private if private is not None else args.hub_private_repo, args.output_dir)
+        self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Nothing: no upload per checkpoint; `push_to_hub` uploads once, with the card."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's, without its upload: `push_to_hub` uploads once, with the card."""
+        super().save_model(output_dir, _internal_call=True)
+
+    def create_model_card(self, folder: str | os.PathLike | None = None, **card: Any) -> ModelCard | None:
+        """Write hfssl's model card (`hfssl.export.write_model_card`: method, data, metrics, hyperparameters, training
+        curve, usage) as `README.md` of `folder` (default `args.output_dir`), on the main process; once the Hub
+        repository exists (`args.push_to_hub`), the usage code loads from it. `push_to_hub` uploads that folder.
+
+        Args:
+            folder (*optional*): e.g. the folder `hfssl.export.save_backbone` wrote (then pass `encoder=`).
+            **card: `write_model_card`'s keyword arguments (`method`, `dataset`, `license`, `metrics`, `usage`, ...).
+        """
+        if not self.is_world_process_zero():
+            return None
+        self._card = (str(folder if folder is not None else self.args.output_dir), card)
+        return write_model_card(self._card[0], self, **{"repo_id": self.hub_model_id, **card})
+
+    def push_to_hub(self, commit_message: str = "End of training", token: str | None = None,
+                    private: bool | None = None, **card: Any) -> str | None:
+        """Upload the folder of the last `create_model_card` (default `args.output_dir`) to `args.hub_model_id` in one
+        commit (`push_folder_to_hub`; no checkpoints), its card rewritten first with `card`'s arguments and usage code
+        that loads from the repository. Save the model first (`save_model`). Call it on every process; only the main
+        one uploads.
+
+        Returns:
+            The URL of the commit on the main process, else None.
+        """
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        if not self.is_world_process_zero():
+            return None
+        folder, written = self._card or (self.args.output_dir, {})
+        self.create_model_card(folder, **{**written, **card})
+        return push_folder_to_hub(folder, self.hub_model_id, token if token is not None else self.args.hub_token,
+                                  private if private is not None else self.args.hub_private_repo, commit_message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.simclr import SimCLRModel
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
@@ -13,7 +12,5 @@ class SimCLRTrainer(SSLTrainer):
     `DataCollatorForMultiView.simclr` at the backbone's input size with its normalisation. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "SimCLR"
     model_class = SimCLRModel
-    collator_preset = DataCollatorForMultiView.simclr
     default_arguments = {"output_dir": "outputs/simclr"}

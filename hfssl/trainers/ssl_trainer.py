@@ -7,13 +7,18 @@ What it adds to Trainer, and nothing else:
   signals (`embedding/std`, the per-dimension std of the normalised embeddings, about 1/sqrt(P) when healthy, 0 when
   collapsed; `embedding/effective_rank`, RankMe) are averaged between logging steps and logged as
   `"<objective>/<quantity>"`; `CollapseGuardCallback` warns or stops when one crosses its threshold
-  (`args.collapse_*`). Batches of uint8 crops from a collator with `photometric_on_device=True` are finished on the
+  (`args.collapse_*`); `embedding/dim` (P) is logged once, at the first logging step, for the plots' reference line.
+  Batches of uint8 crops from a collator with `photometric_on_device=True` are finished on the
   training device (`finish_views`).
 - after each optimizer step, `SSLStateUpdateCallback` calls `model.update_after_step` (EMA teacher on a cosine
   momentum schedule, queue writes) with the `state_update` of the step's forward passes.
 - optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`; with `args.fixed_predictor_lr`,
   the predictor at the base learning rate throughout (SimSiam).
 - evaluation reports the SSL loss (there are no labels).
+- image size: without a `data_collator`, the views' side comes from the data (`hfssl.trainers.image_size`);
+  `trainer.training_image_size` is the side of the largest view training saw (from the collator before the first
+  step, then from the batches), also written to `model.config.training_image_size` and the backbones'
+  `data_config["input_size"]` (so checkpoints record it, and evaluation and export default to it).
 - distributed: logged metrics are averaged over processes; `args.sync_batchnorm` converts BatchNorm to SyncBatchNorm;
   momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.models.teacher.check_teacher_sharding`);
   `args.gradient_cache_chunk_size` trains with cached gradients (`hfssl.losses.grad_cache`) for models that split
@@ -28,12 +33,12 @@ resume exactly.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.distributed import (
     average_across_processes,
     average_gradients,
@@ -45,6 +50,12 @@ from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
+from hfssl.trainers.image_size import (
+    batch_image_size,
+    collator_image_size,
+    default_view_size,
+    record_training_image_size,
+)
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 
@@ -57,7 +68,7 @@ def constant_factor(step: int) -> float:
 class SSLTrainer(SafeTrainer):
     """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
 
-    A method's trainer declares `method_name`, `model_class`, `collator_preset` and its `default_arguments` (and
+    A method's trainer declares `model_class` and its `default_arguments` (and
     overrides what it adds: DINO's schedules, SwAV's frozen prototypes); the shared `__init__` builds the model from a
     backbone name, the paper's views and the arguments from those.
 
@@ -68,18 +79,24 @@ class SSLTrainer(SafeTrainer):
             (`SSLTrainingArguments("outputs/<method>")`). A plain `TrainingArguments` is accepted if
             `remove_unused_columns=False`.
         data_collator (`Callable`, *optional*): a multi-view collator returning `{"pixel_values": [view, ...], ...}`;
-            defaults to the method's paper views at the backbone's input size (`default_data_collator`).
+            defaults to the method's paper views (`default_data_collator`) at the first training image's shorter side,
+            capped at the backbone's input size (the backbone's input size when the data cannot be read; logged).
         train_dataset, eval_dataset, callbacks, **kwargs: as for `transformers.Trainer`.
+
+    Attributes:
+        training_image_size (`int` or `None`): the side in pixels of the largest view training sees: the collator's
+            (`views` sizes or `image_size`) once built, then that of the batches it trains on; None when the
+            collator does not say and no step has run. Model cards and exports read it.
+        embedding_dim (`int` or `None`): P, the dimension of the embeddings `embedding/std` is measured on.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     # What a method's trainer declares (most method trainers are only this declaration):
-    method_name: str = "SSL"  # paper casing, for messages and model cards
     model_class: type | None = None  # the method model it trains; a backbone name builds one; None: any SSL model
-    collator_preset: Callable[..., Any] | None = None  # the paper's views, e.g. DataCollatorForMultiView.simclr
     arguments_class: type = SSLTrainingArguments  # built when no `args` are given, with `default_arguments`
     default_arguments: dict[str, Any] = {"output_dir": "outputs/ssl"}
+    collator_example: str | None = None  # the collator to pass instead, with {size}; None: from the model's views
 
     def __init__(
         self,
@@ -93,7 +110,7 @@ class SSLTrainer(SafeTrainer):
     ) -> None:
         model = self.build_model(model)
         if data_collator is None:
-            data_collator = self.default_data_collator(model, kwargs.get("processing_class"))
+            data_collator = self.default_data_collator(model, kwargs.get("processing_class"), train_dataset)
         args = args if args is not None else self.arguments_class(**self.default_arguments)
         if args.remove_unused_columns:
             raise ValueError(
@@ -124,6 +141,7 @@ class SSLTrainer(SafeTrainer):
         self._state_updates: list[dict[str, torch.Tensor]] = []
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
         self.embedding_dim: int | None = None
+        self.training_image_size: int | None = collator_image_size(data_collator)
         if getattr(args, "collapse_action", "warn") != "none":
             self.add_callback(CollapseGuardCallback(self))
         self._check_distributed_setup()
@@ -147,12 +165,23 @@ class SSLTrainer(SafeTrainer):
             )
         return model
 
-    def default_data_collator(self, model: nn.Module, processing_class: Any = None) -> Any:
-        """The method's paper views (`collator_preset`) at the backbone's input size and normalisation, or None."""
-        if self.collator_preset is None:
+    def default_data_collator(self, model: nn.Module, processing_class: Any = None, train_dataset: Any = None) -> Any:
+        """The model's paper views (`model.views_for(config)`, `DataCollatorForMultiView.paper_views`) with the
+        backbone's normalisation, at `default_view_size`; None for a model without image views."""
+        views = model.views_for(model.config) if hasattr(model, "views_for") else None
+        if views is None:
             return None
         data_config = model.backbone.data_config
-        return self.collator_preset(image_size=data_config["input_size"][-1], mean=data_config["mean"], std=data_config["std"])
+        side = "global_size" if views in ("dino", "swav") else "image_size"
+        size = self.default_view_size(data_config, train_dataset, f"DataCollatorForMultiView.{views}({side}={{size}})")
+        return DataCollatorForMultiView.paper_views(views, size, mean=data_config["mean"], std=data_config["std"])
+
+    def default_view_size(self, data_config: dict[str, Any], train_dataset: Any, example: str | None = None) -> int:
+        """The default views' side: the first training image's shorter side, at most the backbone's
+        `data_config["input_size"]` side (which is used when the data cannot be read); logged with how to change it
+        (`example`, else `collator_example`: the collator to pass instead, with `{size}`)."""
+        example = example or self.collator_example or "a data_collator with image_size={size}"
+        return default_view_size(int(data_config["input_size"][-1]), train_dataset, type(self).__name__, example)
 
     def _check_distributed_setup(self) -> None:
         """Refuse, at start, the combinations whose maths would silently be wrong (see `check_teacher_sharding`)."""
@@ -193,6 +222,7 @@ class SSLTrainer(SafeTrainer):
         model.train()
         inputs = self.finish_views(self._prepare_inputs(inputs))
         self._check_inputs(inputs)
+        self._record_image_size(inputs, model)
         module = self.accelerator.unwrap_model(model)
         chunk_size = self.args.gradient_cache_chunk_size
         chunks = [list(views) for views in zip(*(view.split(chunk_size) for view in inputs["pixel_values"]))]
@@ -227,6 +257,8 @@ class SSLTrainer(SafeTrainer):
         """Views in, loss out: `model(pixel_values=[view, ...])` returns the loss and what to log."""
         inputs = self.finish_views(inputs)
         self._check_inputs(inputs)
+        if model.training:
+            self._record_image_size(inputs, model)
         outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
         self._record_outputs(outputs, "train" if model.training else "eval")
         return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -258,6 +290,17 @@ class SSLTrainer(SafeTrainer):
                 f"SSLTrainer expects batches with 'pixel_values' (a list of views); got keys {sorted(inputs)}. "
                 "Use a multi-view collator such as DataCollatorForMultiView."
             )
+
+    def _record_image_size(self, inputs: dict[str, Any], model: nn.Module) -> None:
+        """Keep the side of the largest training view in `training_image_size`, and on a change record it in the
+        model (`record_training_image_size`: its config and its backbones' `data_config`)."""
+        size = batch_image_size(inputs.get("pixel_values"))
+        if size is None:
+            return
+        self.training_image_size = size
+        module = self.accelerator.unwrap_model(model)
+        if getattr(getattr(module, "config", None), "training_image_size", None) != size:
+            record_training_image_size(module, size)
 
     def _record_outputs(self, outputs: Any, mode: str) -> None:
         """Keep the state update for after the optimizer step, and record the metrics and the collapse signal."""
@@ -296,6 +339,10 @@ class SSLTrainer(SafeTrainer):
         """Add the averages of the training metrics recorded since the last log."""
         if not any(key.startswith("eval_") for key in logs):
             logs = {**logs, **self._take_averages("train")}
+            # once per run, resumed runs included (read from the restored log history): the plots' 1/sqrt(P) line
+            logged = any("embedding/dim" in entry for entry in self.state.log_history)
+            if "embedding/std" in logs and self.embedding_dim is not None and not logged:
+                logs["embedding/dim"] = self.embedding_dim
         super().log(logs, start_time)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:

@@ -10,58 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from hfssl.augmentations.presets import ViewAugmentation
-from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.models.swav import SwAVModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback
-from hfssl.trainers.dino import dino_local_size
 from hfssl.trainers.ssl_trainer import SSLTrainer
-
-
-def swav_multi_crop_collator(
-    global_size: int = 224,
-    local_size: int = 96,
-    num_local_crops: int = 6,
-    global_scale: tuple[float, float] = (0.14, 1.0),
-    local_scale: tuple[float, float] = (0.05, 0.14),
-    **kwargs: Any,
-) -> DataCollatorForMultiView:
-    """SwAV's multi-crop (main_swav.py, 2x224 + 6x96): random resized crops at `global_scale` / `local_scale`, flip,
-    colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur p=0.5.
-    Other keyword arguments (seed, mean, std, channels, ...) go to `DataCollatorForMultiView`."""
-    common = {
-        "brightness": 0.8,
-        "contrast": 0.8,
-        "saturation": 0.8,
-        "hue": 0.2,
-        "jitter_p": 0.8,
-        "grayscale_p": 0.2,
-        "blur_p": 0.5,
-    }
-    global_view = ViewAugmentation(size=global_size, scale=global_scale, **common)
-    local_view = ViewAugmentation(size=local_size, scale=local_scale, **common)
-    return DataCollatorForMultiView(views=[global_view, global_view] + [local_view] * num_local_crops, **kwargs)
 
 
 class SwAVTrainer(SSLTrainer):
     """Train SwAV (Caron et al., 2020). `model` may be a `SwAVModel` or a backbone name; `data_collator` defaults to
-    `swav_multi_crop_collator` at the backbone's input size (SwAV trains with LARS, `lars=True`, lr 4.8 at batch
+    `DataCollatorForMultiView.swav` at the backbone's input size (SwAV trains with LARS, `lars=True`, lr 4.8 at batch
     4096, weight decay 1e-6, cosine schedule). With a queue, `ddp_broadcast_buffers` is turned off (each process keeps
     its own queue). The prototypes stay frozen for `config.freeze_prototypes_steps`. Otherwise as `SSLTrainer`.
     """
 
-    method_name = "SwAV"
     model_class = SwAVModel
     default_arguments = {"output_dir": "outputs/swav"}
-
-    def default_data_collator(self, model: SwAVModel, processing_class: Any = None) -> DataCollatorForMultiView:
-        """SwAV's multi-crop views at the backbone's input size (local crops at `dino_local_size`)."""
-        data_config = model.backbone.data_config
-        size = data_config["input_size"][-1]
-        return swav_multi_crop_collator(
-            global_size=size, local_size=dino_local_size(size), mean=data_config["mean"], std=data_config["std"]
-        )
 
     def __init__(self, model: SwAVModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
         model = self.build_model(model)
