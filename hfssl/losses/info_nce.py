@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfssl.losses.negative_sampling import contrastive_loss_from_logits
+from hfssl.losses.negative_sampling import ContrastiveLossModule, contrastive_loss_from_logits
 
 
 def info_nce_loss(
@@ -87,7 +87,7 @@ def info_nce_loss(
     return loss * (2 * temperature) if scale_by_temperature else loss
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(ContrastiveLossModule):
     """`info_nce_loss` as a module holding its settings; no state (MoCo's queue belongs to the model: pass it as
     `negatives`).
 
@@ -114,13 +114,9 @@ class InfoNCELoss(nn.Module):
         hardest_k: int | None = None,
         num_random: int = 0,
     ) -> None:
-        super().__init__()
-        if not isinstance(temperature, nn.Module) and temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0 (MoCo v2: 0.2; MoCo v3: 1.0 or 0.2).")
-        self.temperature = temperature
+        super().__init__(temperature, negative_sampling, hardness_beta, tau_plus, hardest_k, num_random,
+                         paper_temperatures="MoCo v2: 0.2; MoCo v3: 1.0 or 0.2")  # fmt: skip
         self.in_batch_negatives, self.scale_by_temperature = in_batch_negatives, scale_by_temperature
-        self.sampling = dict(negative_sampling=negative_sampling, hardness_beta=hardness_beta, tau_plus=tau_plus,
-                             hardest_k=hardest_k, num_random=num_random)  # fmt: skip
 
     def forward(
         self,
@@ -130,8 +126,7 @@ class InfoNCELoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """See `info_nce_loss`. Returns: `torch.Tensor` (scalar)."""
-        temperature = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
         return info_nce_loss(
-            query, key, temperature, negatives, self.in_batch_negatives, self.scale_by_temperature,
+            query, key, self.current_temperature(), negatives, self.in_batch_negatives, self.scale_by_temperature,
             generator=generator, **self.sampling,
         )  # fmt: skip

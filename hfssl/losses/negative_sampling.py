@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 NEGATIVE_SAMPLING_STRATEGIES = ("uniform", "debiased", "hard", "hardest", "mixed")
 
@@ -133,3 +134,30 @@ def contrastive_loss_from_logits(
     floor = num_negatives * torch.exp(-inverse_temperature - shift)
     estimate = torch.maximum(estimate, floor)
     return torch.log(positive + estimate) - (positive_logits - shift)
+
+
+class ContrastiveLossModule(nn.Module):
+    """What the contrastive loss modules (`NTXentLoss`, `InfoNCELoss`) share: a fixed temperature or a module
+    returning one (e.g. `LearnableTemperature`, then a child module whose parameter the optimizer sees), and the
+    negative-sampling options of `contrastive_loss_from_logits` (`self.sampling`)."""
+
+    def __init__(
+        self,
+        temperature: float | nn.Module,
+        negative_sampling: str = "uniform",
+        hardness_beta: float = 1.0,
+        tau_plus: float = 0.1,
+        hardest_k: int | None = None,
+        num_random: int = 0,
+        paper_temperatures: str = "",
+    ) -> None:
+        super().__init__()
+        if not isinstance(temperature, nn.Module) and temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0 ({paper_temperatures}).")
+        self.temperature = temperature
+        self.sampling = dict(negative_sampling=negative_sampling, hardness_beta=hardness_beta, tau_plus=tau_plus,
+                             hardest_k=hardest_k, num_random=num_random)  # fmt: skip
+
+    def current_temperature(self) -> torch.Tensor | float:
+        """The temperature of this call: the module's output, or the fixed value."""
+        return self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfssl.losses.negative_sampling import contrastive_loss_from_logits
+from hfssl.losses.negative_sampling import ContrastiveLossModule, contrastive_loss_from_logits
 
 
 def nt_xent_loss(
@@ -77,7 +77,7 @@ def nt_xent_loss(
     return losses.mean()
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(ContrastiveLossModule):
     """`nt_xent_loss` as a module holding its settings (the temperature and the negative sampling); no state.
 
     Args:
@@ -100,12 +100,8 @@ class NTXentLoss(nn.Module):
         hardest_k: int | None = None,
         num_random: int = 0,
     ) -> None:
-        super().__init__()
-        if not isinstance(temperature, nn.Module) and temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0 (SimCLR: 0.5, or 0.1 at large batch).")
-        self.temperature = temperature
-        self.sampling = dict(negative_sampling=negative_sampling, hardness_beta=hardness_beta, tau_plus=tau_plus,
-                             hardest_k=hardest_k, num_random=num_random)  # fmt: skip
+        super().__init__(temperature, negative_sampling, hardness_beta, tau_plus, hardest_k, num_random,
+                         paper_temperatures="SimCLR: 0.5, or 0.1 at large batch")  # fmt: skip
 
     def forward(
         self,
@@ -115,5 +111,4 @@ class NTXentLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """See `nt_xent_loss`. Returns: `torch.Tensor` (scalar)."""
-        temperature = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
-        return nt_xent_loss(z1, z2, temperature, negatives, generator=generator, **self.sampling)
+        return nt_xent_loss(z1, z2, self.current_temperature(), negatives, generator=generator, **self.sampling)
