@@ -230,7 +230,7 @@ def compare(reference: str, interrupted: str, max_steps: int) -> list[str]:
                    and p.name != "config.json" and not p.name.startswith("tokenizer") and p.name != "special_tokens_map.json")
     files = [f"{last}/{name}" for name in files]
     if (Path(reference) / "model.safetensors").exists():
-        files += ["model.safetensors", "tokenizer/tokenizer.json"]
+        files += ["model.safetensors", "tokenizer.json"]
     differing = []
     for name in files:
         a, b = Path(reference) / name, Path(interrupted) / name

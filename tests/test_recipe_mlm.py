@@ -67,6 +67,9 @@ def test_recipe_trains_saves_and_loads_with_transformers(trained):
     assert f"Model saved to {out}" in stdout
     assert "Held-out masked-token accuracy" in stdout and "most-frequent-token baseline" in stdout
     assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
+    # the trained tokenizer is in the model folder; its copy for resuming is hidden, not a second tokenizer/ folder
+    assert (out / "tokenizer.json").exists() and (out / ".tokenizer" / "tokenizer.json").exists()
+    assert not (out / "tokenizer").exists()
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_perplexity"] > 1.0
     assert "fill-mask" in (out / "README.md").read_text()

@@ -164,10 +164,14 @@ def train_word_level_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")
 
 
+TRAINED_TOKENIZER_DIR = ".tokenizer"  # in output_dir: hidden (the final model folder holds the tokenizer), not pushed
+
+
 def saved_tokenizer_folder(checkpoint: str, output_dir: str) -> str | None:
     """Where the tokenizer of a run being resumed lies: the checkpoint itself (Trainer saves its
-    `processing_class` there), else `<output_dir>/tokenizer` (saved when it was trained), else None."""
-    for folder in (checkpoint, os.path.join(output_dir, "tokenizer")):
+    `processing_class` there), else `<output_dir>/.tokenizer` (saved when it was trained; `tokenizer/` in runs
+    from before 2026-12-08), else None."""
+    for folder in (checkpoint, *(os.path.join(output_dir, name) for name in (TRAINED_TOKENIZER_DIR, "tokenizer"))):
         if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
             return folder
     return None
@@ -177,15 +181,16 @@ def load_or_train_tokenizer(source: str | None, train: Callable[[], Any], traini
     """The recipe's tokenizer.
 
     - Resuming (`training_args.resume_from_checkpoint` set): the tokenizer the run was trained with, read from the
-      checkpoint (or `<output_dir>/tokenizer`), never trained again; a `source` whose vocabulary differs from it is
+      checkpoint (or `<output_dir>/.tokenizer`), never trained again; a `source` whose vocabulary differs from it is
       refused (token ids would change meaning under the trained embeddings).
     - Else `AutoTokenizer.from_pretrained(source)` when a source is given; else the main process calls `train()`
-      and saves the result to `<output_dir>/tokenizer`, and the other processes load it from there (so every
-      process of a distributed run uses the very same vocabulary).
+      and saves the result to `<output_dir>/.tokenizer` (hidden: the final model folder holds the tokenizer too),
+      and the other processes load it from there (so every process of a distributed run uses the very same
+      vocabulary).
     """
     from transformers import AutoTokenizer
 
-    tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
+    tokenizer_dir = os.path.join(training_args.output_dir, TRAINED_TOKENIZER_DIR)
     checkpoint = training_args.resume_from_checkpoint
     with training_args.main_process_first(desc="preparing the tokenizer"):
         if checkpoint is not None:
