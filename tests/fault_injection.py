@@ -45,6 +45,25 @@ MLM_ARGS = ["--preset", "tiny", "--vocab_size", "300", "--max_seq_length", "32",
             "--save_total_limit", "2"]  # fmt: skip
 
 
+def fresh_tqdm_locks() -> None:
+    """New tqdm write locks for this forked (re)start. tqdm shares one multiprocessing lock between the forked
+    processes; a sibling SIGKILLed while it held that lock (e.g. inside `datasets`' progress bars) leaves it taken
+    forever, and this run would block on it. A restarted user run is a new process, which does not share it."""
+    import threading
+
+    import tqdm.std
+
+    tqdm.std.TqdmDefaultWriteLock.th_lock = threading.RLock()
+    tqdm.std.TqdmDefaultWriteLock.mp_lock = multiprocessing.get_context("fork").RLock()
+    classes = [tqdm.std.tqdm]
+    while classes:  # tqdm.auto's class (datasets' thread_map) keeps its own lock once it has made one
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if "_lock" in vars(cls):
+            del cls._lock
+    tqdm.std.tqdm.set_lock(tqdm.std.TqdmDefaultWriteLock())
+
+
 def train(method: str, output_dir: str, max_steps: int) -> None:
     """One (re)start of the run, as a user restarts it (its output goes to `<output_dir>.log`)."""
     log = os.open(output_dir + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -53,6 +72,7 @@ def train(method: str, output_dir: str, max_steps: int) -> None:
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: the parent counts the logged steps
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     torch.set_num_threads(1)
+    fresh_tqdm_locks()
     if method == "mlm":
         sys.path.insert(0, str(ROOT / "recipes"))
         import pretrain_mlm
