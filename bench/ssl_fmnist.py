@@ -210,7 +210,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
                  "fixed_predictor_lr": settings.get("fixed_predictor_lr", False)}
     start = time.perf_counter()
     # Calibration: time a few steps after a warm-up (the first steps are slower) to size the cosine schedules to the
-    # budget; its steps count towards the budget and the reported steps.
+    # budget; its time counts towards the budget, its steps (trained, then discarded) are not reported as training.
     calibration_steps, warmup = 20, 8
     calib_args = SSLTrainingArguments(output_dir="/tmp/hfssl_bench", max_steps=calibration_steps, per_device_train_batch_size=batch_size,
                                       report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1000,
@@ -244,7 +244,7 @@ def hfssl_run(method: str, args, train, test) -> dict:
     trainer.train()
     print(f"planned steps: {plan.totals}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
-    steps = trainer.state.global_step + calibration_steps
+    steps = trainer.state.global_step  # the calibration's steps are discarded with their weights
     accuracy = knn_of_backbone(model.backbone, train, test, args.image_size, 1, MEAN, STD)
     # BYOL, DINO, MoCo: also the EMA teacher's encoder (the one DINO's paper evaluates and releases)
     teacher = getattr(model, "teacher_backbone", None)
