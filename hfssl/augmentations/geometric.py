@@ -1,9 +1,5 @@
-"""Batched geometric ops with per-sample random parameters: random resized crop and horizontal flip.
-
-All randomness comes from an explicit `torch.Generator`. `random_resized_crops` cuts each integer box and
-resizes it as torchvision's `RandomResizedCrop(antialias=True)` does (bilinear, antialiased when shrinking),
-on the uint8 pixels. Handles images of different sizes padded into one batch and images smaller than the crop
-(upsampled).
+"""Batched geometric ops with per-sample random parameters, drawn from an explicit `torch.Generator`: random
+resized crop and horizontal flip, as torchvision's, on uint8 images of different sizes padded into one batch.
 
 Legend: B batch, C channels, H height, W width, S output side.
 """
@@ -58,9 +54,10 @@ def sample_resized_crop_boxes(
 
     # fallback: central crop with the aspect ratio clamped to `ratio`
     in_ratio = width / height
-    fb_w = torch.where(in_ratio < ratio[0], width, torch.where(in_ratio > ratio[1], torch.round(height * ratio[1]), width))
+    fb_w = torch.where(in_ratio > ratio[1], torch.round(height * ratio[1]), width)
     fb_h = torch.where(in_ratio < ratio[0], torch.round(width / ratio[0]), height)
-    fb_top, fb_left = torch.div(height - fb_h, 2, rounding_mode="floor"), torch.div(width - fb_w, 2, rounding_mode="floor")
+    fb_top = torch.div(height - fb_h, 2, rounding_mode="floor")
+    fb_left = torch.div(width - fb_w, 2, rounding_mode="floor")
 
     first = fits.int().argmax(dim=1, keepdim=True)  # index of the first attempt that fits
     any_fit = fits.any(dim=1, keepdim=True)
@@ -114,7 +111,8 @@ def random_resized_crops(
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)): uint8 or float in [0, 255], zero-padded (see `stack_padded`).
         sizes (`torch.Tensor` of shape (B, 2)): true (H, W) of each image.
-        size (`int`): output side S. scale, ratio, flip_p: as `torchvision.transforms.RandomResizedCrop`/`RandomHorizontalFlip`.
+        size (`int`): output side S.
+        scale, ratio, flip_p: as torchvision's `RandomResizedCrop` and `RandomHorizontalFlip`.
         generator (`torch.Generator`, *optional*): source of randomness.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.

@@ -1,9 +1,5 @@
-"""Batched photometric ops with per-sample parameters, on float images in [0, 1] on any device.
-
-Each op takes the batch and per-sample parameters (drawn beforehand from a `torch.Generator`, see
-`ViewAugmentation.draw_photometric`), so the same parameters can be drawn on CPU in a DataLoader worker and
-applied later on the accelerator. Formulas follow torchvision.transforms.v2 (colour jitter factors,
-luma weights, HSV hue rotation, Gaussian kernel, solarisation threshold).
+"""Batched photometric ops with per-sample parameters (drawn beforehand, `ViewAugmentation.draw_photometric`), on
+float images in [0, 1] on any device. Formulas follow torchvision.transforms.v2.
 
 Legend: B batch, C channels (1 or 3), H height, W width, K blur kernel size.
 """
@@ -54,6 +50,8 @@ def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB -> HSV -> RGB in one go: with V = max, delta = max - min and H the hue in sixths, each output channel n is
+    V - delta clamp(min(k, 4 - k), 0, 1) with k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B."""
     if images.shape[1] == 1:
         return images
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
@@ -91,12 +89,7 @@ def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
 
 
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by `shift` (B,) in [-0.5, 0.5] (as torchvision's `adjust_hue`); identity for 1 channel.
-
-    RGB -> HSV -> RGB in one go: with V = max, delta = max - min and H the hue in sixths (red wins ties, then
-    green, as in torchvision), each output channel is V - delta clamp(min(k, 4 - k), 0, 1) with
-    k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B.
-    """
+    """Rotate the hue by `shift` (B,) in [-0.5, 0.5] (as torchvision's `adjust_hue`); identity for 1 channel."""
     return _hue_(images.clone(), shift)
 
 
@@ -104,7 +97,8 @@ JITTER_OPS = (_brightness_, _contrast_, _saturation_, _hue_)  # op i of `order`,
 
 
 def color_jitter(
-    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, out: torch.Tensor | None = None
+    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """torchvision's `ColorJitter`, per sample: its own four factors, its own random order.
 
@@ -138,13 +132,6 @@ def color_jitter(
     return out
 
 
-def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Normalised 1-D Gaussian kernels: sigma (B,) -> (B, K)."""
-    offsets = torch.arange(kernel_size, dtype=sigma.dtype, device=sigma.device) - (kernel_size - 1) / 2
-    weights = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.view(-1, 1)) ** 2)
-    return weights / weights.sum(1, keepdim=True)
-
-
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per image, reflect padding (as torchvision's `gaussian_blur`).
 
@@ -162,7 +149,9 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     if kernel_size % 2 == 0 or kernel_size < 1:
         raise ValueError(f"kernel_size={kernel_size} must be a positive odd integer.")
     batch, channels, height, width = images.shape
-    kernels = gaussian_kernels(sigma.to(images.device, images.dtype), kernel_size).repeat_interleave(channels, 0)
+    offsets = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - (kernel_size - 1) / 2
+    weights = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.to(images.device, images.dtype).view(-1, 1)) ** 2)
+    kernels = (weights / weights.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (B * C, K)
     pad = kernel_size // 2
     mode = "reflect" if pad < min(height, width) else "replicate"
     flat = F.pad(images.reshape(1, batch * channels, height, width), (pad, pad, pad, pad), mode=mode)
@@ -185,7 +174,8 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
 
     Same constants as skimage.color.rgb2lab (used by the colorization papers, Zhang et al., 2016)."""
     linear = torch.where(images > 0.04045, ((images + 0.055) / 1.055) ** 2.4, images / 12.92)
-    xyz = torch.einsum("ij,bjhw->bihw", images.new_tensor(_RGB_TO_XYZ), linear) / images.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", images.new_tensor(_RGB_TO_XYZ), linear)
+    xyz = xyz / images.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
     f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     lightness = 116.0 * f[:, 1] - 16.0
     return torch.stack([lightness, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], 1)
@@ -197,4 +187,5 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     f = torch.stack([fy + lab[:, 1] / 500.0, fy, fy - lab[:, 2] / 200.0], 1)
     xyz = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / 7.787) * lab.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
     linear = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(lab.new_tensor(_RGB_TO_XYZ)), xyz).clamp(min=0.0)
-    return torch.where(linear > 0.0031308, 1.055 * linear.clamp(min=1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear).clamp(0.0, 1.0)
+    srgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp(min=1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear)
+    return srgb.clamp(0.0, 1.0)

@@ -2,9 +2,6 @@
 of the labels (1% or 10%, as in SimCLR section 6 and SimCLR v2) through `transformers.Trainer`.
 
 Legend: B batch, C channels, S image side, D feature dim, K classes.
-
-Accuracy goes through `evaluate`: `hfssl.evaluation.metrics.TopKAccuracy`, an `evaluate.Metric` that needs no Hub
-download (`evaluate.load("accuracy")` would fetch its script from the Hub, which offline machines cannot do).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hfssl.evaluation.features import feature_extractor, images_to_tensor
+from hfssl.evaluation.features import feature_extractor, images_to_tensor, preprocessing
 from hfssl.evaluation.metrics import TopKAccuracy
 
 
@@ -131,12 +128,7 @@ def fine_tune(
     if args.remove_unused_columns:
         raise ValueError("fine_tune needs TrainingArguments(remove_unused_columns=False): the collator reads 'image'.")
     backbone = feature_extractor(model)
-    data_config = getattr(backbone, "data_config", None) or {}
-    image_size = image_size if image_size is not None else int(data_config.get("input_size", (3, 224, 224))[-1])
-    mean = mean if mean is not None else data_config.get("mean")
-    std = std if std is not None else data_config.get("std")
-    if mean is None or std is None:
-        raise ValueError(f"{type(backbone).__name__} has no data_config; pass mean= and std= used in pretraining.")
+    image_size, mean, std = preprocessing(backbone, image_size, mean, std)
     subset = label_fraction_subset(train_dataset, label_fraction, seed=args.seed)
     num_classes = int(max(max(train_dataset["label"]), max(eval_dataset["label"]))) + 1
     classifier = BackboneForImageClassification(backbone, num_classes)

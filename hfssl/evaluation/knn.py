@@ -19,9 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 def check_neighbour_count(k: int, memory_size: int) -> bool:
-    """Warn (and return False) when `k >= memory_size`: k is then capped at the memory size, so every query votes
-    over the whole memory set (a similarity-weighted vote of all of it, no longer a nearest-neighbour one), as k=200
-    does over a few hundred images. Returns True when k is below the memory size.
+    """Warn and return False when `k >= memory_size` (else return True): k is then capped at the memory size, so
+    every query votes over the whole memory set, no longer a nearest-neighbour vote (k=200 over a few hundred images).
 
     Args:
         k (`int`): the neighbours asked for.
@@ -63,19 +62,17 @@ def knn_predict(
         temperature (`float`, defaults to 0.1): the vote weight is `exp(cosine / temperature)`.
         chunk_size (`int`, defaults to 128): queries per similarity block.
         memory_chunk_size (`int`, defaults to 65536): memory rows per similarity block (memory use is bounded by
-            `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults). Few queries against a wide
-            block mean fewer top-k merges, and wider blocks allow wider groups in `_block_topk`.
+            `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults).
 
     Returns:
         `torch.Tensor` of shape `(Q, C)`: the summed vote weights of each class.
     """
-    if memory_features.ndim != 2 or query_features.ndim != 2 or memory_features.shape[1] != query_features.shape[1]:
+    same_d = memory_features.ndim == query_features.ndim == 2 and memory_features.shape[1] == query_features.shape[1]
+    if not same_d or memory_labels.shape != memory_features.shape[:1]:
         raise ValueError(
-            f"knn_predict expects memory (N, D) and queries (Q, D) with the same D; got {tuple(memory_features.shape)} "
-            f"and {tuple(query_features.shape)}."
+            "knn_predict expects memory (N, D), memory_labels (N,) and queries (Q, D) with the same N and the same D; "
+            f"got {tuple(memory_features.shape)}, {tuple(memory_labels.shape)} and {tuple(query_features.shape)}."
         )
-    if memory_labels.shape != (memory_features.shape[0],):
-        raise ValueError(f"memory_labels must have shape ({memory_features.shape[0]},); got {tuple(memory_labels.shape)}.")
     if k < 1 or temperature <= 0:
         raise ValueError(f"knn_predict needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}.")
     if chunk_size < 1 or memory_chunk_size < 1:

@@ -6,7 +6,7 @@ Legend: N train features, Q test features, D feature dim, C classes, S sweep set
 Features are standardised with the train set's mean and std (as a BatchNorm without affine in front of the linear
 layer, MAE appendix A.2), then every sweep setting trains its own linear head in the same pass over the data (AdamW,
 cosine learning rate). The best setting on the validation part is retrained on the whole train set and scored on
-the test set. `evaluate`'s "accuracy" metric is a Hub download, impossible offline; accuracy is computed here.
+the test set.
 """
 
 from __future__ import annotations
@@ -69,43 +69,31 @@ def _train_heads(
     if features.device.type == "cpu" and batch_size * features.shape[1] * num_classes * len(settings) < 2**22:
         torch.set_num_threads(1)
     try:
-        return _train_heads_loop(features, labels, num_classes, settings, epochs, batch_size, seed)
+        generator = torch.Generator().manual_seed(seed)
+        heads, groups = [], []
+        for learning_rate, weight_decay in settings:
+            head = nn.Linear(features.shape[1], num_classes)
+            with torch.no_grad():
+                head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE: N(0, 0.01) init, zero bias
+                head.bias.zero_()
+            heads.append(head)
+            groups.append({"params": list(head.parameters()), "lr": learning_rate, "weight_decay": weight_decay})
+        optimizer = torch.optim.AdamW(groups)
+        total_steps = epochs * math.ceil(len(features) / batch_size)
+        cosine = lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        for _ in range(epochs):
+            order = torch.randperm(len(features), generator=generator)
+            for start in range(0, len(features), batch_size):
+                index = order[start : start + batch_size]
+                batch, targets = features[index], labels[index]
+                loss = sum(F.cross_entropy(head(batch), targets) for head in heads)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
     finally:
         torch.set_num_threads(threads)
-
-
-def _train_heads_loop(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    settings: Sequence[tuple[float, float]],
-    epochs: int,
-    batch_size: int,
-    seed: int,
-) -> list[nn.Linear]:
-    generator = torch.Generator().manual_seed(seed)
-    heads = []
-    for _ in settings:
-        head = nn.Linear(features.shape[1], num_classes)
-        with torch.no_grad():
-            head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE: N(0, 0.01) init, zero bias
-            head.bias.zero_()
-        heads.append(head)
-    groups = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd} for head, (lr, wd) in zip(heads, settings)]
-    optimizer = torch.optim.AdamW(groups)
-    steps_per_epoch = math.ceil(len(features) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
-    for _ in range(epochs):
-        order = torch.randperm(len(features), generator=generator)
-        for start in range(0, len(features), batch_size):
-            index = order[start : start + batch_size]
-            batch, targets = features[index], labels[index]
-            loss = sum(F.cross_entropy(head(batch), targets) for head in heads)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
     return heads
 
 
@@ -129,7 +117,7 @@ def linear_probe(
     """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split.
 
     Args:
-        train_features (`torch.Tensor` of shape `(N, D)`), train_labels (`torch.Tensor` of shape `(N,)`): integer labels.
+        train_features (`torch.Tensor` of shape `(N, D)`), train_labels (`torch.Tensor` of shape `(N,)`): integers.
         test_features (`torch.Tensor` of shape `(Q, D)`, *optional*), test_labels (`torch.Tensor` of shape `(Q,)`).
         learning_rates, weight_decays (sequences of `float`): the sweep (every pair is tried; AdamW).
         epochs (`int`, defaults to 100): passes over the train features (precomputed features make them cheap; MoCo v3

@@ -1,9 +1,5 @@
 """Held-out metrics for masked language modelling: masked-token accuracy, perplexity, and the
-most-frequent-token baseline they should beat.
-
-`evaluate`'s "accuracy" metric is a Hub download, which offline machines cannot make; the
-accuracy over masked positions is one line of numpy, so it is computed here.
-"""
+most-frequent-token baseline they should beat."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction
+from transformers import EvalPrediction, default_data_collator
 
 
 def most_frequent_token(input_ids: Iterable[list[int]], special_ids: Iterable[int]) -> tuple[int, float]:
@@ -43,7 +39,9 @@ def preprocess_logits_for_masked_lm(logits: torch.Tensor, labels: torch.Tensor) 
         return predictions
     selected = labels != -100
     if predictions.shape != (int(selected.sum()),):
-        raise ValueError(f"Cannot align logits of shape {tuple(logits.shape)} with labels of shape {tuple(labels.shape)}.")
+        raise ValueError(
+            f"Cannot align logits of shape {tuple(logits.shape)} with labels of shape {tuple(labels.shape)}."
+        )
     full = torch.full_like(labels, -100)
     full[selected] = predictions
     return full
@@ -87,8 +85,6 @@ def evaluate_masked_lm(trainer, eval_dataset: Dataset) -> dict[str, float]:
     """Evaluate `trainer.model` on a pre-masked dataset (see `premask_dataset`) through
     `trainer.evaluate`, so it runs distributed like any evaluation. Adds `eval_perplexity`.
     """
-    from transformers import default_data_collator
-
     training_collator = trainer.data_collator
     trainer.data_collator = default_data_collator
     try:

@@ -1,12 +1,5 @@
-"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed).
-
-- `plot_embeddings`: a 2-D t-SNE (van der Maaten & Hinton 2008, scikit-learn) of features, coloured by label, titled
-  with the model and its kNN accuracy.
-- `plot_training_curves`: train loss, eval loss, learning rate, kNN / linear-probe accuracy and the collapse signals
-  against the optimizer step, one panel each, read from `trainer.state.log_history` (or a checkpoint's
-  `trainer_state.json`); `embedding/std` with the healthy level 1/sqrt(P) of L2-normalised P-dim embeddings.
-- `plot_reconstructions`: rows of images (e.g. MAE's original, masked input, reconstruction), un-normalised, in
-  grayscale when the images are.
+"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed): a t-SNE of the
+features, the training curves and the collapse signals, and rows of images (e.g. MAE's reconstructions).
 
 Each `plot_*` writes the figure its `*_figure` function returns (which tests read: axes, labels, ticks, images).
 
@@ -48,8 +41,7 @@ def _pyplot():
 
 def plot_embeddings(features: Any, labels: Any, path: str | Path, **kwargs: Any) -> Path:
     """Write `embeddings_figure(features, labels, **kwargs)` to `path` (a PNG; folders are created) and return it."""
-    plt = _pyplot()
-    return _save(embeddings_figure(features, labels, **kwargs), plt, path)
+    return _save(embeddings_figure(features, labels, **kwargs), path)
 
 
 def embeddings_figure(
@@ -82,7 +74,7 @@ def embeddings_figure(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    features = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float32)
+    features = np.asarray(torch.as_tensor(features).detach().cpu(), dtype=np.float32)
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] < 4:
         raise ValueError(
@@ -107,10 +99,7 @@ def embeddings_figure(
         name = class_names[int(label)] if class_names is not None else str(label)
         axis.scatter(points[selected, 0], points[selected, 1], s=6, color=colours(index % colours.N), label=name)
     axis.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="label")
-    axis.set_xticks([])
-    axis.set_yticks([])
-    axis.set_xlabel("t-SNE 1")
-    axis.set_ylabel("t-SNE 2")
+    axis.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
     if title is None:
         title = f"t-SNE of {model_name}" if model_name else "t-SNE"
         title += f": {len(features)} points, {features.shape[1]}-d features"
@@ -121,10 +110,11 @@ def embeddings_figure(
     return figure
 
 
-def plot_training_curves(log_history: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, **kwargs: Any) -> Path:
+def plot_training_curves(
+    log_history: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, **kwargs: Any
+) -> Path:
     """Write `training_curves_figure(log_history, **kwargs)` to `path` (a PNG; folders are created) and return it."""
-    plt = _pyplot()
-    return _save(training_curves_figure(log_history, **kwargs), plt, path)
+    return _save(training_curves_figure(log_history, **kwargs), path)
 
 
 def training_curves_figure(
@@ -154,16 +144,12 @@ def training_curves_figure(
         state = json.loads(Path(log_history).read_text())
         log_history, train_batch_size = state["log_history"], train_batch_size or state.get("train_batch_size")
     keys = sorted({key for entry in log_history for key in entry})
-    panels: list[tuple[str, list[str]]] = [("train loss", ["loss"]), ("eval loss", ["eval_loss"]),
-                                           ("learning rate", ["learning_rate"]),
-                                           ("accuracy", [key for key in keys if key.endswith(ACCURACY_SUFFIX)])]
-    for signal in COLLAPSE_SIGNALS:  # one panel each: their scales differ
-        panels.append((signal, [key for key in keys if key.removeprefix("eval_") == signal]))
-    series = {
-        key: [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
-        for _, names in panels
-        for key in names
-    }
+    panels = [("train loss", ["loss"]), ("eval loss", ["eval_loss"]), ("learning rate", ["learning_rate"]),
+              ("accuracy", [key for key in keys if key.endswith(ACCURACY_SUFFIX)])]
+    # one panel per collapse signal: their scales differ
+    panels += [(signal, [key for key in keys if key.removeprefix("eval_") == signal]) for signal in COLLAPSE_SIGNALS]
+    series = {key: [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+              for key in keys}  # fmt: skip
     panels = [(title, [key for key in names if series.get(key)]) for title, names in panels]
     panels = [(title, names) for title, names in panels if names]
     if not any(title != "learning rate" for title, _ in panels):
@@ -198,8 +184,7 @@ def training_curves_figure(
         if panel == "learning rate":
             axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("optimizer step")
-        axis.set_ylabel(Y_LABELS[panel])
+        axis.set(xlabel="optimizer step", ylabel=Y_LABELS[panel])
         axis.set_title(title, fontsize=10)
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
@@ -236,8 +221,7 @@ def plot_reconstructions(rows: Mapping[str, torch.Tensor], mean: Sequence[float]
     """Write `reconstructions_figure(rows, mean, std, **kwargs)` to `path` (a PNG; folders are created) and return
     it. For MAE: `{"original": x, "masked input": x * (1 - mask), "reconstruction": y, "visible + reconstructed":
     x * (1 - mask) + y * mask}` with the collator's `mean` and `std`."""
-    plt = _pyplot()
-    return _save(reconstructions_figure(rows, mean, std, **kwargs), plt, path)
+    return _save(reconstructions_figure(rows, mean, std, **kwargs), path)
 
 
 def reconstructions_figure(
@@ -289,16 +273,14 @@ def reconstructions_figure(
                 axis.imshow(values[index].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             else:
                 axis.imshow(values[index].permute(1, 2, 0).numpy(), interpolation="nearest")
-            axis.set_aspect("equal")
-            axis.set_xticks([])
-            axis.set_yticks([])
+            axis.set(aspect="equal", xticks=[], yticks=[])
         row[0].set_ylabel(textwrap.fill(name, 14), rotation=0, ha="right", va="center", fontsize=9)
     return figure
 
 
-def _save(figure: Any, plt: Any, path: str | Path) -> Path:
+def _save(figure: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path

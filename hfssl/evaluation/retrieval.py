@@ -27,7 +27,7 @@ def split_into_halves(texts: Sequence[str], min_words: int = 16) -> tuple[list[s
             queries.append(" ".join(words[:middle]))
             documents.append(" ".join(words[middle:]))
     if len(queries) < 2:
-        raise ValueError(f"Need at least 2 texts of >= {min_words} words to build retrieval pairs, got {len(queries)}.")
+        raise ValueError(f"Need at least 2 texts of >= {min_words} words to make retrieval pairs, got {len(queries)}.")
     return queries, documents
 
 

@@ -5,13 +5,7 @@ Legend: N images, T texts, K classes, E templates, P embedding dim.
 
 The model is anything with `get_image_features(pixel_values) -> (N, P)` and
 `get_text_features(input_ids, attention_mask) -> (T, P)` (`DualEncoderModel`, transformers' `CLIPModel`).
-- zero-shot classification: every class name is written into every template ("a photo of a {}."); the class
-  embedding is the normalised mean of its normalised template embeddings (CLIP's prompt ensembling), and an image
-  is assigned the class of highest cosine.
-- retrieval: image -> text recall@k is the fraction of images with a matching text among their k most similar
-  texts; text -> image recall@k the fraction of texts with a matching image among their k most similar images.
-  A match is the image a text describes (`text_to_image`), or, for class-level retrieval, any item of the same
-  class (`image_labels`, `text_labels`).
+Zero-shot classification assigns each image the class whose prompt-ensembled embedding (CLIP's) is most similar.
 """
 
 from __future__ import annotations
@@ -23,10 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from hfssl.evaluation.features import images_to_tensor
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -50,7 +40,7 @@ def encode_images(
     Returns:
         `torch.Tensor` of shape `(N, P)` on CPU, L2-normalised.
     """
-    was_training, device = model.training, _device(model)
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     mean_tensor = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -63,7 +53,9 @@ def encode_images(
 
 
 @torch.no_grad()
-def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 77, batch_size: int = 256) -> torch.Tensor:
+def encode_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 77, batch_size: int = 256
+) -> torch.Tensor:
     """Normalised text embeddings.
 
     Args:
@@ -76,12 +68,12 @@ def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: i
     Returns:
         `torch.Tensor` of shape `(T, P)` on CPU, L2-normalised.
     """
-    was_training, device = model.training, _device(model)
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     embeddings = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt")  # fmt: skip
+        chunk = list(texts[start : start + batch_size])
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         features = model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         embeddings.append(features.float().cpu())
     model.train(was_training)
@@ -103,7 +95,9 @@ def zero_shot_classifier(
         `torch.Tensor` of shape `(K, P)`, L2-normalised.
     """
     if not class_names or not templates:
-        raise ValueError(f"need at least one class name and one template; got {len(class_names)} and {len(templates)}.")
+        raise ValueError(
+            f"need at least one class name and one template; got {len(class_names)} and {len(templates)}."
+        )
     bad = [template for template in templates if "{}" not in template]
     if bad:
         raise ValueError(f"every template needs a '{{}}' for the class name; these have none: {bad[:3]}.")
@@ -142,7 +136,9 @@ def zero_shot_classification(
     if len(labels) != len(images):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels; pass one label per image.")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError(f"labels must lie in [0, {len(class_names)}) to index class_names; got {labels.min()}..{labels.max()}.")
+        raise ValueError(
+            f"labels must lie in [0, {len(class_names)}) to index class_names; got {labels.min()}..{labels.max()}."
+        )
     classifier = zero_shot_classifier(model, tokenizer, class_names, templates, max_length)
     logits = encode_images(model, images, image_size, mean, std, channels, batch_size) @ classifier.T  # (N, K)
     ranked = logits.argsort(dim=1, descending=True)
@@ -160,7 +156,8 @@ def image_text_retrieval(
     text_labels: Sequence[int] | torch.Tensor | None = None,
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
-    """Recall@k in both directions, by cosine similarity.
+    """Recall@k in both directions, by cosine similarity: image -> text recall@k is the fraction of images with a
+    matching text among their k most similar texts, and text -> image the reverse.
 
     Args:
         image_embeddings (`torch.Tensor` of shape `(N, P)`), text_embeddings (`torch.Tensor` of shape `(T, P)`).
