@@ -15,9 +15,7 @@ NUM_CROP_ATTEMPTS = 10  # as torchvision.transforms.RandomResizedCrop
 
 
 def sample_resized_crop_boxes(
-    sizes: torch.Tensor,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    sizes: torch.Tensor, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw one random resized crop box per image, with torchvision's `RandomResizedCrop` algorithm.
@@ -30,7 +28,6 @@ def sample_resized_crop_boxes(
         sizes (`torch.Tensor` of shape (B, 2)): (H, W) of each image.
         scale (`tuple[float, float]`): range of the crop area as a fraction of the image area.
         ratio (`tuple[float, float]`): range of the crop aspect ratio width / height.
-        generator (`torch.Generator`, *optional*): source of randomness.
 
     Returns:
         `torch.Tensor` of shape (B, 4): boxes (x0, y0, x1, y1) in pixels, float32.
@@ -96,15 +93,8 @@ def resize_boxes_uint8(
 
 
 def random_resized_crops(
-    images: torch.Tensor,
-    sizes: torch.Tensor,
-    size: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    flip_p: float,
-    generator: torch.Generator | None = None,
-    repeats: int = 1,
-    dtype: torch.dtype = torch.float32,
+    images: torch.Tensor, sizes: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+    flip_p: float, generator: torch.Generator | None = None, repeats: int = 1, dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
 
@@ -113,7 +103,6 @@ def random_resized_crops(
         sizes (`torch.Tensor` of shape (B, 2)): true (H, W) of each image.
         size (`int`): output side S.
         scale, ratio, flip_p: as torchvision's `RandomResizedCrop` and `RandomHorizontalFlip`.
-        generator (`torch.Generator`, *optional*): source of randomness.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.
 

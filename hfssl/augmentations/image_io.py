@@ -191,10 +191,8 @@ def _open_lazily(image: Any) -> Any:
 def decode_examples(
     examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
 ) -> tuple[list[torch.Tensor], list[int]]:
-    """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read.
-
-    An image cannot be read when its data is corrupt or truncated, its kind, shape or dtype is unsupported, a float
-    tensor lies outside [0, 1], or it is empty (a side of 0 pixels).
+    """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read
+    (`to_uint8_chw` raises).
 
     Args:
         examples (`list[dict]`): the batch as the DataLoader hands it to a collator.

@@ -149,11 +149,8 @@ def local_crop_size(global_size: int) -> int:
 
 
 def dino_views(
-    global_size: int = 224,
-    local_size: int | None = None,
-    num_local_crops: int = 8,
-    global_scale: tuple[float, float] = (0.4, 1.0),
-    local_scale: tuple[float, float] = (0.05, 0.4),
+    global_size: int = 224, local_size: int | None = None, num_local_crops: int = 8,
+    global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
 ) -> list[ViewAugmentation]:
     """DINO multi-crop (Caron et al., 2021, main_dino.py): 2 global crops (scale (0.4, 1), blur p=1.0 then
     p=0.1 with solarisation p=0.2) and `num_local_crops` local crops (scale (0.05, 0.4), blur p=0.5), all with
@@ -168,11 +165,8 @@ def dino_views(
 
 
 def swav_views(
-    global_size: int = 224,
-    local_size: int | None = None,
-    num_local_crops: int = 6,
-    global_scale: tuple[float, float] = (0.14, 1.0),
-    local_scale: tuple[float, float] = (0.05, 0.14),
+    global_size: int = 224, local_size: int | None = None, num_local_crops: int = 6,
+    global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
 ) -> list[ViewAugmentation]:
     """SwAV multi-crop (Caron et al., 2020, main_swav.py, 2x224 + 6x96): random resized crops at `global_scale` /
     `local_scale`, flip, colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur

@@ -50,11 +50,9 @@ def synonym_replacement(
     words: Sequence[str], n: int, synonyms: Mapping[str, Sequence[str]], generator: torch.Generator | None = None,
     stopwords: frozenset[str] | set[str] = frozenset(),
 ) -> list[str]:
-    """Replace up to `n` distinct words that have synonyms (and are not stopwords) by a random synonym (EDA's SR).
-
-    Every occurrence of a chosen word is replaced by the same synonym, as in EDA's reference code. Lookups use the
-    lowercased word. Returns a new list.
-    """
+    """Replace up to `n` distinct words that have synonyms (and are not stopwords) by a random synonym (EDA's SR):
+    every occurrence of a chosen word by the same synonym, as EDA's reference code does. Lookups use the lowercased
+    word. Returns a new list."""
     out = list(words)
     candidates = sorted({w for w in out if w.lower() not in stopwords and synonyms.get(w.lower())})
     order = torch.randperm(len(candidates), generator=generator).tolist()
@@ -73,9 +71,7 @@ def random_insertion(
     stopwords: frozenset[str] | set[str] = frozenset(),
 ) -> list[str]:
     """Insert a random synonym of a random word (one with synonyms) at a random position, `n` times (EDA's RI).
-
-    Returns a new list (unchanged when no word has a synonym).
-    """
+    Returns a new list (unchanged when no word has a synonym)."""
     out = list(words)
     for _ in range(n):
         candidates = [w for w in out if w.lower() not in stopwords and synonyms.get(w.lower())]

@@ -120,9 +120,7 @@ def finish_view(
     images = view.apply_photometric(images.copy_(crops).div_(255.0), params, inplace=True)
     if output_dtype == "uint8":
         return images.mul_(255.0).round_().to(torch.uint8)
-    mean_tensor = images.new_tensor(mean).view(1, -1, 1, 1)
-    std_tensor = images.new_tensor(std).view(1, -1, 1, 1)
-    return images.sub_(mean_tensor).div_(std_tensor)
+    return images.sub_(images.new_tensor(mean).view(1, -1, 1, 1)).div_(images.new_tensor(std).view(1, -1, 1, 1))
 
 
 class MultiViewTransform:
@@ -148,14 +146,9 @@ class MultiViewTransform:
     """
 
     def __init__(
-        self,
-        views: list[ViewAugmentation],
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        seed: int | None = None,
-        channels: int = 3,
-        output_dtype: str = "float32",
-        image_column: str = "image",
+        self, views: list[ViewAugmentation], mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None, seed: int | None = None, channels: int = 3,
+        output_dtype: str = "float32", image_column: str = "image",
     ) -> None:
         self.views = list(views) if isinstance(views, (list, tuple)) else views
         self.mean, self.std = check_view_settings(self.views, mean, std, channels, output_dtype)

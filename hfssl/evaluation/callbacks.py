@@ -12,13 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import (
-    Trainer,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-)
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hfssl.data.images import decoded_images
 from hfssl.evaluation.features import dataset_features
@@ -57,20 +51,10 @@ class KNNEvaluationCallback(TrainerCallback):
     """
 
     def __init__(
-        self,
-        trainer: Trainer,
-        memory_dataset: Any,
-        query_dataset: Any,
-        eval_steps: int | None = None,
-        k: int = 200,
-        temperature: float = 0.1,
-        linear_probe: bool = False,
-        linear_probe_kwargs: dict[str, Any] | None = None,
-        image_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        batch_size: int = 512,
-        encoder: str = "backbone",
+        self, trainer: Trainer, memory_dataset: Any, query_dataset: Any, eval_steps: int | None = None, k: int = 200,
+        temperature: float = 0.1, linear_probe: bool = False, linear_probe_kwargs: dict[str, Any] | None = None,
+        image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+        batch_size: int = 512, encoder: str = "backbone",
     ) -> None:
         resolve_backbone(trainer.model, encoder)  # a bad encoder raises here, not at the first evaluation
         for name, dataset in (("memory_dataset", memory_dataset), ("query_dataset", query_dataset)):

@@ -44,14 +44,8 @@ def _resized(arrays: np.ndarray, image_size: int, channels: int) -> torch.Tensor
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module,
-    images: Sequence | Dataset,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    batch_size: int = 512,
-    device: str | torch.device | None = None,
+    backbone: nn.Module, images: Sequence | Dataset, image_size: int, mean: Sequence[float], std: Sequence[float],
+    channels: int = 3, batch_size: int = 512, device: str | torch.device | None = None,
     shard_across_processes: bool = True,
 ) -> torch.Tensor:
     """Features of every image under the backbone in eval mode.
@@ -101,21 +95,12 @@ def extract_features(
 
 
 def knn_evaluate(
-    backbone: nn.Module,
-    memory_dataset,
-    query_dataset,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    k: int = 200,
-    temperature: float = 0.1,
-    shard_across_processes: bool = True,
+    backbone: nn.Module, memory_dataset, query_dataset, image_size: int, mean: Sequence[float], std: Sequence[float],
+    channels: int = 3, k: int = 200, temperature: float = 0.1, shard_across_processes: bool = True,
 ) -> float:
     """Weighted-kNN top-1 (`hfssl.evaluation.knn`) of a backbone: `memory_dataset` (e.g. the train split) labels
     `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. Under several
-    processes call it on every process (the feature extraction is split between them, see `extract_features`), or
-    pass `shard_across_processes=False` to run it on one."""
+    processes, a collective as `extract_features` is."""
     options = dict(channels=channels, shard_across_processes=shard_across_processes)
     memory = extract_features(backbone, memory_dataset, image_size, mean, std, **options)
     queries = extract_features(backbone, query_dataset, image_size, mean, std, **options)
@@ -150,20 +135,12 @@ def preprocessing(
 
 
 def dataset_features(
-    model: nn.Module,
-    dataset,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    batch_size: int = 512,
-    shard_across_processes: bool = True,
+    model: nn.Module, dataset, image_size: int | None = None, mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None, batch_size: int = 512, shard_across_processes: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features (N, D) and labels (N,) of a `datasets.Dataset` with "image" (and "label") columns under any hfssl
-    model or backbone, in eval mode, without gradient, batch by batch.
-
-    `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config` (`preprocessing`).
-    Under several processes the work is split between them and every process gets all the features
-    (`extract_features`); call it on every process, or pass `shard_across_processes=False` to run it on one alone.
+    model or backbone, in eval mode, without gradient, batch by batch (a collective under several processes, as
+    `extract_features` is). `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config`.
 
     Returns:
         `(torch.Tensor of shape (N, D), torch.Tensor of shape (N,) or None)` on CPU; labels are None without a
@@ -176,10 +153,8 @@ def dataset_features(
         )
     encoder = feature_extractor(model)
     image_size, mean, std = preprocessing(encoder, image_size, mean, std)
-    features = extract_features(
-        encoder, dataset, image_size, mean, std, len(mean), batch_size,
-        shard_across_processes=shard_across_processes,
-    )  # fmt: skip
+    features = extract_features(encoder, dataset, image_size, mean, std, len(mean), batch_size,
+                                shard_across_processes=shard_across_processes)  # fmt: skip
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None
     return features, labels
 

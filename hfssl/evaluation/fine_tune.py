@@ -24,12 +24,8 @@ from hfssl.evaluation.metrics import TopKAccuracy
 
 def label_fraction_subset(dataset: Any, fraction: float, seed: int = 0) -> Any:
     """A class-balanced subset holding `fraction` of the examples of each class (at least one), drawn with a seeded
-    permutation, in the dataset's order (SimCLR's 1% and 10% ImageNet subsets are class-balanced too).
-
-    Args:
-        dataset (`datasets.Dataset`): with a "label" column.
-        fraction (`float`): in (0, 1].
-        seed (`int`, defaults to 0).
+    permutation, in the dataset's order (SimCLR's 1% and 10% ImageNet subsets are class-balanced too). `dataset` is a
+    `datasets.Dataset` with a "label" column; `fraction` lies in (0, 1].
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction={fraction} must lie in (0, 1], e.g. 0.01 or 0.1 for 1% or 10% of the labels.")
@@ -102,14 +98,8 @@ def classification_accuracy(prediction: EvalPrediction) -> dict[str, float]:
 
 
 def fine_tune(
-    model: nn.Module,
-    train_dataset: Any,
-    eval_dataset: Any,
-    args: TrainingArguments,
-    label_fraction: float = 0.1,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    model: nn.Module, train_dataset: Any, eval_dataset: Any, args: TrainingArguments, label_fraction: float = 0.1,
+    image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> tuple[dict[str, float], Trainer]:
     """Fine-tune the backbone of `model` with a new linear classifier on `label_fraction` of `train_dataset`'s labels
     (class-balanced, seeded by `args.seed`) and evaluate top-1 on `eval_dataset`.
@@ -132,13 +122,8 @@ def fine_tune(
     subset = label_fraction_subset(train_dataset, label_fraction, seed=args.seed)
     num_classes = int(max(max(train_dataset["label"]), max(eval_dataset["label"]))) + 1
     classifier = BackboneForImageClassification(backbone, num_classes)
-    trainer = Trainer(
-        model=classifier,
-        args=args,
-        train_dataset=subset,
-        eval_dataset=eval_dataset,
-        data_collator=DataCollatorForImageClassification(image_size, mean, std),
-        compute_metrics=classification_accuracy,
-    )
+    collator = DataCollatorForImageClassification(image_size, mean, std)
+    trainer = Trainer(model=classifier, args=args, train_dataset=subset, eval_dataset=eval_dataset,
+                      data_collator=collator, compute_metrics=classification_accuracy)  # fmt: skip
     trainer.train()
     return trainer.evaluate(), trainer

@@ -21,10 +21,6 @@ logger = logging.getLogger(__name__)
 def check_neighbour_count(k: int, memory_size: int) -> bool:
     """Warn and return False when `k >= memory_size` (else return True): k is then capped at the memory size, so
     every query votes over the whole memory set, no longer a nearest-neighbour vote (k=200 over a few hundred images).
-
-    Args:
-        k (`int`): the neighbours asked for.
-        memory_size (`int`): N, the number of memory (training) images.
     """
     if k < memory_size:
         return True
@@ -39,13 +35,8 @@ def check_neighbour_count(k: int, memory_size: int) -> bool:
 
 @torch.no_grad()
 def knn_predict(
-    memory_features: torch.Tensor,
-    memory_labels: torch.Tensor,
-    query_features: torch.Tensor,
-    num_classes: int | None = None,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 128,
+    memory_features: torch.Tensor, memory_labels: torch.Tensor, query_features: torch.Tensor,
+    num_classes: int | None = None, k: int = 200, temperature: float = 0.1, chunk_size: int = 128,
     memory_chunk_size: int = 65536,
 ) -> torch.Tensor:
     """Class scores of weighted kNN with cosine similarity, vectorised over chunks of queries.
@@ -133,13 +124,8 @@ def _block_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def knn_accuracy(
-    memory_features: torch.Tensor,
-    memory_labels: torch.Tensor,
-    query_features: torch.Tensor,
-    query_labels: torch.Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 128,
+    memory_features: torch.Tensor, memory_labels: torch.Tensor, query_features: torch.Tensor,
+    query_labels: torch.Tensor, k: int = 200, temperature: float = 0.1, chunk_size: int = 128,
     memory_chunk_size: int = 65536,
 ) -> float:
     """Top-1 accuracy (in [0, 1]) of `knn_predict` on labelled queries (Q,)."""

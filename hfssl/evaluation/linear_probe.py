@@ -41,25 +41,21 @@ class LinearProbeResult:
 
 
 class Standardize(nn.Module):
-    """`(x - mean) / std` with fixed statistics (D,), as a module so the probe is one `nn.Sequential`."""
+    """`(x - mean) / std` with the fixed statistics (D,) of the features (N, D) it is built from, as a module so the
+    probe is one `nn.Sequential`."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, features: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.register_buffer("mean", features.mean(dim=0))
+        self.register_buffer("std", features.std(dim=0).clamp_min(1e-6))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.std
 
 
 def _train_heads(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    settings: Sequence[tuple[float, float]],
-    epochs: int,
-    batch_size: int,
-    seed: int,
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: Sequence[tuple[float, float]],
+    epochs: int, batch_size: int, seed: int,
 ) -> list[nn.Linear]:
     """One linear head per (learning rate, weight decay) setting, trained together on standardised features (N, D).
 
@@ -103,16 +99,10 @@ def _accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> 
 
 
 def linear_probe(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor | None = None,
-    test_labels: torch.Tensor | None = None,
-    learning_rates: Sequence[float] = (1e-3, 1e-2, 1e-1),
-    weight_decays: Sequence[float] = (0.0, 1e-4),
-    epochs: int = 100,
-    batch_size: int = 256,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None, learning_rates: Sequence[float] = (1e-3, 1e-2, 1e-1),
+    weight_decays: Sequence[float] = (0.0, 1e-4), epochs: int = 100, batch_size: int = 256,
+    validation_fraction: float = 0.1, seed: int = 0,
 ) -> LinearProbeResult:
     """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split.
 
@@ -122,7 +112,6 @@ def linear_probe(
         learning_rates, weight_decays (sequences of `float`): the sweep (every pair is tried; AdamW).
         epochs (`int`, defaults to 100): passes over the train features (precomputed features make them cheap; MoCo v3
             and DINO train their linear heads for 90-100 epochs).
-        batch_size (`int`, defaults to 256).
         validation_fraction (`float`, defaults to 0.1): part of the train set held out to choose the setting; 0 skips
             the sweep selection (the first setting is used) and needs a single setting.
         seed (`int`, defaults to 0): the split, the initialisation and the batch order.
@@ -155,12 +144,12 @@ def linear_probe(
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
         held_out = max(1, round(len(features) * validation_fraction))
         fit, check = order[held_out:], order[:held_out]
-        standardize = _standardizer(features[fit])
+        standardize = Standardize(features[fit])
         heads = _train_heads(standardize(features[fit]), labels[fit], num_classes, settings, epochs, batch_size, seed)
         for setting, head in zip(settings, heads):
             validation_accuracy[setting] = _accuracy(head, standardize(features[check]), labels[check])
         best = max(settings, key=lambda setting: validation_accuracy[setting])  # ties: the first listed
-    standardize = _standardizer(features)
+    standardize = Standardize(features)
     (head,) = _train_heads(standardize(features), labels, num_classes, [best], epochs, batch_size, seed)
     classifier = nn.Sequential(standardize, head)
     if test_features is not None:
@@ -168,7 +157,3 @@ def linear_probe(
     else:
         accuracy = validation_accuracy.get(best, _accuracy(classifier, features, labels))
     return LinearProbeResult(accuracy, best[0], best[1], validation_accuracy, classifier)
-
-
-def _standardizer(features: torch.Tensor) -> Standardize:
-    return Standardize(features.mean(dim=0), features.std(dim=0).clamp_min(1e-6))

@@ -45,16 +45,9 @@ def plot_embeddings(features: Any, labels: Any, path: str | Path, **kwargs: Any)
 
 
 def embeddings_figure(
-    features: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray | Sequence[int],
-    class_names: Sequence[str] | None = None,
-    max_points: int = 2000,
-    perplexity: float = 30.0,
-    seed: int = 0,
-    title: str | None = None,
-    model_name: str | None = None,
-    knn_top1: float | None = None,
-    k: int | None = None,
+    features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | Sequence[int],
+    class_names: Sequence[str] | None = None, max_points: int = 2000, perplexity: float = 30.0, seed: int = 0,
+    title: str | None = None, model_name: str | None = None, knn_top1: float | None = None, k: int | None = None,
 ) -> Any:
     """A t-SNE map of the features, one colour per label.
 
@@ -81,9 +74,8 @@ def embeddings_figure(
             f"plot_embeddings expects features (N, D) and labels (N,) with N >= 4; got {features.shape} and "
             f"{labels.shape}."
         )
-    rng = np.random.default_rng(seed)
     if len(features) > max_points:
-        keep = np.sort(rng.choice(len(features), max_points, replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(len(features), max_points, replace=False))
         features, labels = features[keep], labels[keep]
     perplexity = min(perplexity, (len(features) - 1) / 3)
     # One OpenMP thread: after torch has run, its idle OpenMP workers keep spinning on the cores and starve the
@@ -118,8 +110,7 @@ def plot_training_curves(
 
 
 def training_curves_figure(
-    log_history: Sequence[Mapping[str, Any]] | str | Path,
-    embedding_dim: int | None = None,
+    log_history: Sequence[Mapping[str, Any]] | str | Path, embedding_dim: int | None = None,
     train_batch_size: int | None = None,
 ) -> Any:
     """Panels against the optimizer step (integer ticks), each with a y label, those without data left out:
@@ -201,9 +192,6 @@ def unnormalize(pixel_values: torch.Tensor, mean: Sequence[float], std: Sequence
 
     Returns:
         `torch.Tensor` of shape `(N, C, H, W)` on CPU, float32 in [0, 1].
-
-    Raises:
-        ValueError: when `mean` or `std` has neither 1 nor C values.
     """
     channels = pixel_values.shape[1]
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
@@ -225,10 +213,7 @@ def plot_reconstructions(rows: Mapping[str, torch.Tensor], mean: Sequence[float]
 
 
 def reconstructions_figure(
-    rows: Mapping[str, torch.Tensor],
-    mean: Sequence[float],
-    std: Sequence[float],
-    grayscale: bool | None = None,
+    rows: Mapping[str, torch.Tensor], mean: Sequence[float], std: Sequence[float], grayscale: bool | None = None
 ) -> Any:
     """A grid of images: one row per entry of `rows` (named on the left), one column per image, each image
     un-normalised (`unnormalize`) and shown pixel for pixel square (aspect 1).

@@ -33,11 +33,8 @@ def split_into_halves(texts: Sequence[str], min_words: int = 16) -> tuple[list[s
 
 @torch.no_grad()
 def pair_retrieval_scores(
-    encode: Callable[[list[str]], torch.Tensor],
-    queries: Sequence[str],
-    documents: Sequence[str],
-    ks: Sequence[int] = (1, 5),
-    batch_size: int = 128,
+    encode: Callable[[list[str]], torch.Tensor], queries: Sequence[str], documents: Sequence[str],
+    ks: Sequence[int] = (1, 5), batch_size: int = 128,
 ) -> dict[str, float]:
     """Recall@k and MRR of retrieving `documents[i]` for `queries[i]` among all documents.
 
@@ -46,7 +43,7 @@ def pair_retrieval_scores(
         queries, documents (`Sequence[str]`): aligned pairs.
 
     Returns:
-        dict with `recall@k` for each k and `mrr`.
+        `dict` with `recall@k` for each k and `mrr`.
     """
     if len(queries) != len(documents):
         raise ValueError(f"Got {len(queries)} queries but {len(documents)} documents; they must be aligned pairs.")

@@ -18,11 +18,8 @@ HELD_OUT_SPLITS = ("test", "validation")
 
 
 def load_evaluation_splits(
-    load: Callable[[str], Dataset],
-    train_split: str = "train",
-    eval_split: str | None = None,
-    held_out_fraction: float = 0.2,
-    seed: int = 0,
+    load: Callable[[str], Dataset], train_split: str = "train", eval_split: str | None = None,
+    held_out_fraction: float = 0.2, seed: int = 0,
 ) -> tuple[Dataset, Dataset, str]:
     """The (train, eval) datasets of an evaluation and a description of the eval split.
 

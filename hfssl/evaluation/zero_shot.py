@@ -5,7 +5,6 @@ Legend: N images, T texts, K classes, E templates, P embedding dim.
 
 The model is anything with `get_image_features(pixel_values) -> (N, P)` and
 `get_text_features(input_ids, attention_mask) -> (T, P)` (`DualEncoderModel`, transformers' `CLIPModel`).
-Zero-shot classification assigns each image the class whose prompt-ensembled embedding (CLIP's) is most similar.
 """
 
 from __future__ import annotations
@@ -21,12 +20,7 @@ from hfssl.evaluation.features import images_to_tensor
 
 @torch.no_grad()
 def encode_images(
-    model: Any,
-    images: Sequence,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
+    model: Any, images: Sequence, image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
     batch_size: int = 256,
 ) -> torch.Tensor:
     """Normalised image embeddings, images resized to `image_size` without augmentation.
@@ -107,18 +101,9 @@ def zero_shot_classifier(
 
 
 def zero_shot_classification(
-    model: Any,
-    tokenizer: Any,
-    images: Sequence,
-    labels: Sequence[int] | torch.Tensor,
-    class_names: Sequence[str],
-    templates: Sequence[str],
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    max_length: int = 77,
-    batch_size: int = 256,
+    model: Any, tokenizer: Any, images: Sequence, labels: Sequence[int] | torch.Tensor, class_names: Sequence[str],
+    templates: Sequence[str], image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
+    max_length: int = 77, batch_size: int = 256,
 ) -> dict[str, float]:
     """Zero-shot top-1 (and top-5 with at least 6 classes) accuracy of a dual encoder on labelled images.
 
@@ -149,11 +134,9 @@ def zero_shot_classification(
 
 
 def image_text_retrieval(
-    image_embeddings: torch.Tensor,
-    text_embeddings: torch.Tensor,
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
     text_to_image: Sequence[int] | torch.Tensor | None = None,
-    image_labels: Sequence[int] | torch.Tensor | None = None,
-    text_labels: Sequence[int] | torch.Tensor | None = None,
+    image_labels: Sequence[int] | torch.Tensor | None = None, text_labels: Sequence[int] | torch.Tensor | None = None,
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
     """Recall@k in both directions, by cosine similarity: image -> text recall@k is the fraction of images with a
