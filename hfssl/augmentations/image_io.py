@@ -46,17 +46,11 @@ def _sixteen_bit_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths.
-
-    The rule for each mode:
-    - "L", "RGB": as they are. "1", "LA": to "L"; every other mode (RGBA, P, CMYK, ...): to "RGB".
-    - 16-bit "I;16", "I;16B", "I;16L", "I;16N" (e.g. 16-bit PNG and TIFF): `_sixteen_bit_to_uint8`, as torchvision's
-      `ToDtype(torch.uint8, scale=True)` for uint16; 12-bit data (values up to 4095) thus decodes almost black.
-    - 32-bit "I": values within [0, 255] are kept; within [0, 65535], read as 16-bit data (the rule above: older
-      Pillow opens 16-bit PNGs as "I"); anything else is stretched from [min, max] to [0, 255].
-    - float "F": within [0, 1], scaled by 255; within [0, 255], kept (rounded); anything else is stretched from
-      [min, max] to [0, 255].
-    """
+    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths: "L" and "RGB" as
+    they are; "1" and "LA" to "L"; 16-bit modes (16-bit PNG, TIFF) by `_sixteen_bit_to_uint8`, as torchvision's
+    `ToDtype(torch.uint8, scale=True)` for uint16; "I" kept within [0, 255] and read as 16-bit within [0, 65535]
+    (older Pillow opens 16-bit PNGs as "I"); "F" scaled by 255 within [0, 1] and kept (rounded) within [0, 255];
+    other "I" and "F" stretched from [min, max] to [0, 255]; every other mode (RGBA, P, CMYK, ...) to "RGB"."""
     mode = image.mode
     if mode in ("L", "RGB"):
         return np.array(image)
@@ -106,10 +100,8 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
         image = _dict_to_pil(image)
     if isinstance(image, Image.Image):
         image.load()  # surfaces truncated / corrupt files here
-        array = _pil_to_array(image)
-        array = array[..., None] if array.ndim == 2 else array
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    elif isinstance(image, np.ndarray):
+        image = _pil_to_array(image)  # uint8 (H, W) or (H, W, 3)
+    if isinstance(image, np.ndarray):
         array = image[..., None] if image.ndim == 2 else image
         if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or array.dtype != np.uint8:
             raise TypeError(
@@ -275,11 +267,8 @@ def decode_batch(
 def collate_columns(examples: list[dict], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Batch the non-image columns: numbers and same-shape arrays become tensors, anything else a list.
 
-    A `label` column is renamed `labels`, as transformers' collators do, unless `labels` already exists.
-
-    Args:
-        examples (`list[dict]`): the examples kept in the batch.
-        exclude (`tuple[str, ...]`): columns to leave out (the image column).
+    A `label` column is renamed `labels`, as transformers' collators do, unless `labels` already exists. `exclude`
+    names the columns to leave out (the image column).
 
     Returns:
         `dict` mapping column name to a tensor of shape (B, ...) or a list of length B.

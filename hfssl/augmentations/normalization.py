@@ -9,16 +9,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalization_from(source: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return (mean, std) from an hfssl backbone or method model, a timm model, a timm data config, or a Hugging Face
-    image processor.
+    """Return (mean, std), each a tuple of floats, one per channel.
 
     Args:
         source: an hfssl `Backbone` (or any object whose `data_config` dict has `mean`/`std`), an hfssl method model
             (`SimCLRModel`, ...: its `backbone`), a timm model (`timm.data.resolve_model_data_config` is used), a dict
             with `mean`/`std` (a timm data config), or an object with `image_mean`/`image_std` (an HF image processor).
-
-    Returns:
-        `tuple` (mean, std), each a tuple of floats, one per channel.
 
     Raises:
         TypeError: when `source` carries no normalisation.

@@ -24,8 +24,7 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return _luma(images).expand_as(images)
 
 
-# The jitter ops work in place, on a tensor the caller owns (`color_jitter` gathers each group into a new one);
-# the public `adjust_*` functions run them on a copy.
+# The jitter ops work in place, on a tensor the caller owns; the public `adjust_*` functions run them on a copy.
 
 
 def _brightness_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -33,7 +32,6 @@ def _brightness_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _contrast_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the mean luma: factor * images + (1 - factor) * mean, clamped."""
     means = images.mean(dim=(2, 3))
     if images.shape[1] == 3:  # the mean luma
         means = (means * means.new_tensor(LUMA)).sum(1, keepdim=True)
@@ -42,7 +40,6 @@ def _contrast_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the luma: gray + factor * (images - gray), clamped."""
     if images.shape[1] == 1:
         return images
     factor = factor.to(images.dtype).view(-1, 1, 1, 1)
@@ -79,12 +76,12 @@ def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
 
 
 def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the mean luma of each image by `factor` (B,)."""
+    """Blend with the mean luma of each image by `factor` (B,): factor * images + (1 - factor) * mean, clamped."""
     return _contrast_(images.clone(), factor)
 
 
 def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the grayscale image by `factor` (B,); identity for 1-channel images."""
+    """Blend with the luma by `factor` (B,): gray + factor * (images - gray), clamped; identity for 1 channel."""
     return _saturation_(images.clone(), factor)
 
 

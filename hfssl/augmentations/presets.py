@@ -1,9 +1,6 @@
-"""One view's augmentation recipe (`ViewAugmentation`) and the papers' presets built from it.
-
-A view is: random resized crop -> horizontal flip (geometric, done on the uint8 batch) -> colour
-jitter -> grayscale -> Gaussian blur -> solarisation (photometric, on floats in [0, 1]). The
-photometric parameters are drawn separately (`draw_photometric`) so they can be applied later, e.g. on an
-accelerator (`apply_photometric`).
+"""One view's augmentation recipe (`ViewAugmentation`) and the papers' presets built from it. A view is: random
+resized crop -> horizontal flip (on the uint8 batch) -> colour jitter -> grayscale -> Gaussian blur -> solarisation
+(photometric, on floats in [0, 1], drawn by `draw_photometric` and applied later, e.g. on an accelerator).
 
 Legend: B batch, C channels, S crop side.
 """

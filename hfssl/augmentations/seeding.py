@@ -21,9 +21,6 @@ class WorkerSeededGenerator:
     - Distributed ranks (`RANK`) get distinct streams, so the k-th image on each rank is not augmented alike.
 
     Pickling keeps only `seed` (DataLoader workers receive a copy and build their own generator).
-
-    Args:
-        seed (`int`, *optional*): base seed.
     """
 
     def __init__(self, seed: int | None = None) -> None:

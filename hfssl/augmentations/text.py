@@ -157,7 +157,7 @@ class Seq2SeqTranslator:
 
     Args:
         model (`PreTrainedModel`): e.g. `AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")`.
-        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        tokenizer (`PreTrainedTokenizerBase`).
         prefix (`str`, defaults to `""`): prepended to every text (T5 wants `"translate English to German: "`).
         max_length (`int`, defaults to 256): inputs are truncated to this many tokens.
 

@@ -2,11 +2,6 @@
 two halves of view making that they and `DataCollatorForMultiView` share: `draw_views` crops a uint8 batch and draws
 the photometric parameters of every view, `finish_view` applies them and normalises.
 
-Use a transform where the augmentation belongs to the dataset rather than to the batch: a torchvision dataset
-(`transform=SimCLRTransform()`), `datasets.Dataset.with_transform(transform.transform_batch)`, or any `Dataset` fed
-to a plain `DataLoader`, whose `default_collate` then stacks the views into the collator's layout: a list of V
-tensors (B, C, S_v, S_v).
-
 The presets take the knob names of `DataCollatorForMultiView`'s presets and the papers' defaults; each says which
 lightly argument each name stands for (docs/vision.md lists them all).
 

@@ -14,10 +14,8 @@ from transformers import EvalPrediction, default_data_collator
 
 
 def most_frequent_token(input_ids: Iterable[list[int]], special_ids: Iterable[int]) -> tuple[int, float]:
-    """The most frequent non-special token of a tokenized corpus, and its share of the tokens.
-
-    Predicting it everywhere is the baseline a masked LM has to beat.
-    """
+    """The most frequent non-special token of a tokenized corpus, and its share of the tokens: predicting it
+    everywhere is the baseline a masked LM has to beat."""
     counts = np.bincount(np.fromiter((i for row in input_ids for i in row), dtype=np.int64))
     special = [i for i in special_ids if i < len(counts)]
     counts[special] = 0
@@ -67,11 +65,8 @@ def masked_lm_metrics(baseline_token_id: int | None = None) -> Callable[[EvalPre
 
 def premask_dataset(dataset: Dataset, collator, seed: int = 0, batch_size: int = 256) -> Dataset:
     """Mask a tokenized dataset once, with a seeded copy of `collator`, so that every evaluation of
-    every run scores the same positions. Rows must already be equal-length blocks (packed text).
-
-    Returns:
-        `datasets.Dataset` with `input_ids`, `attention_mask` and `labels`, ready for
-        `transformers.default_data_collator`.
+    every run scores the same positions. Rows must already be equal-length blocks (packed text). Returns a
+    `datasets.Dataset` with `input_ids`, `attention_mask` and `labels`, for `transformers.default_data_collator`.
     """
     fixed = dataclasses.replace(collator, seed=seed)
 

@@ -53,9 +53,7 @@ def encode_texts(
     """Normalised text embeddings.
 
     Args:
-        model: has `get_text_features`.
-        tokenizer: a transformers tokenizer.
-        texts (sequence of `str`): T texts.
+        model: has `get_text_features`; tokenizer: its transformers tokenizer.
         max_length (`int`, defaults to 77): truncation, as in training.
         batch_size (`int`, defaults to 256): texts per forward pass.
 
