@@ -21,9 +21,7 @@ from PIL import Image
 
 # Float tensors may overshoot [0, 1] by rounding error: up to half a uint8 step, they round to 0 or 255 anyway.
 FLOAT_TOLERANCE = 0.5 / 255.0
-ALLOWED_INPUTS = (
-    "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a torch tensor (C, H, W) or a dict with 'bytes'/'path'"
-)
+ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a tensor (C, H, W) or a datasets Image dict"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 TWELVE_BIT_MAX = 4095  # a 16-bit image whose values all lie in [1, 4095] looks like 12-bit data (medical, microscopy)
 logger = logging.getLogger(__name__)
@@ -184,7 +182,7 @@ def decode_examples(
     examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
 ) -> tuple[list[torch.Tensor], list[int]]:
     """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read
-    (`to_uint8_chw` raises).
+    (`to_uint8_chw` or PIL raises).
 
     Args:
         examples (`list[dict]`): the batch as the DataLoader hands it to a collator.

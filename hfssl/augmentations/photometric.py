@@ -24,7 +24,8 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return _luma(images).expand_as(images)
 
 
-# The jitter ops work in place, on a tensor the caller owns; the public `adjust_*` functions run them on a copy.
+# The jitter ops work in place, on a tensor the caller owns (`color_jitter` gathers each group into a new one);
+# the public `adjust_*` functions run them on a copy.
 
 
 def _brightness_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -47,8 +48,7 @@ def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """RGB -> HSV -> RGB in one go: with V = max, delta = max - min and H the hue in sixths, each output channel n is
-    V - delta clamp(min(k, 4 - k), 0, 1) with k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B."""
+    """RGB -> HSV -> RGB in one go: with V = max and delta = max - min, output channel n is V - delta * ramp_n."""
     if images.shape[1] == 1:
         return images
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
@@ -61,9 +61,9 @@ def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     not_red, not_green = (maxc - red).sign_(), (maxc - green).sign_()
     hue = torch.lerp((blue - red).add_(safe, alpha=2.0), (red - green).add_(safe, alpha=4.0), not_green)
     hue = torch.lerp(green - blue, hue, not_red).div_(safe)
-    # channel n's ramp clamp(min(k, 4 - k), 0, 1), k = (n + H + 6 shift) mod 6, is clamp(2 - d, 0, 1) with d the
-    # distance on the hue circle (length 6) from H to the centre c = 2 - n - 6 shift; with c reduced into [-1, 5) per
-    # sample, e = |H - c| lies in [0, 6] and d = 3 - |e - 3|
+    # ramp_n = clamp(min(k, 4 - k), 0, 1), k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B, is clamp(2 - d,
+    # 0, 1) with d the distance on the hue circle (length 6) from H to the centre c = 2 - n - 6 shift; with c reduced
+    # into [-1, 5) per sample, e = |H - c| lies in [0, 6] and d = 3 - |e - 3|
     centres = images.new_tensor([-3.0, -1.0, 1.0]) - 6.0 * shift.to(images.dtype).view(-1, 1)  # (B, 3)
     centres = centres.add_(1.0).remainder_(6.0).sub_(1.0)
     ramp = (hue - centres.view(-1, 3, 1, 1)).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)

@@ -14,18 +14,12 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations import presets
 from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import to_uint8_chw
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
 from hfssl.augmentations.photometric import LUMA
-from hfssl.augmentations.presets import (
-    ViewAugmentation,
-    byol_views,
-    dino_views,
-    moco_v2_views,
-    simclr_views,
-    swav_views,
-)
+from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
 OUTPUT_DTYPES = ("float32", "uint8")
@@ -188,21 +182,21 @@ class SimCLRTransform(MultiViewTransform):
         self, image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08,
         **kwargs: Any,
     ) -> None:
-        super().__init__(simclr_views(image_size, strength, blur_p, min_scale), **kwargs)
+        super().__init__(presets.simclr_views(image_size, strength, blur_p, min_scale), **kwargs)
 
 
 class MoCoV2Transform(MultiViewTransform):
     """MoCo v2's two views (`moco_v2_views`). lightly: `input_size` -> `image_size`."""
 
     def __init__(self, image_size: int = 224, min_scale: float = 0.2, **kwargs: Any) -> None:
-        super().__init__(moco_v2_views(image_size, min_scale), **kwargs)
+        super().__init__(presets.moco_v2_views(image_size, min_scale), **kwargs)
 
 
 class BYOLTransform(MultiViewTransform):
     """BYOL's two asymmetric views (`byol_views`). lightly: `input_size` -> `image_size` (one for both views)."""
 
     def __init__(self, image_size: int = 224, min_scale: float = 0.08, **kwargs: Any) -> None:
-        super().__init__(byol_views(image_size, min_scale), **kwargs)
+        super().__init__(presets.byol_views(image_size, min_scale), **kwargs)
 
 
 class DINOTransform(MultiViewTransform):
@@ -215,7 +209,8 @@ class DINOTransform(MultiViewTransform):
         global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
         **kwargs: Any,
     ) -> None:
-        super().__init__(dino_views(global_size, local_size, num_local_crops, global_scale, local_scale), **kwargs)
+        views = presets.dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        super().__init__(views, **kwargs)
 
 
 class SwAVTransform(MultiViewTransform):
@@ -228,5 +223,6 @@ class SwAVTransform(MultiViewTransform):
         global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
         **kwargs: Any,
     ) -> None:
-        super().__init__(swav_views(global_size, local_size, num_local_crops, global_scale, local_scale), **kwargs)
+        views = presets.swav_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        super().__init__(views, **kwargs)
 

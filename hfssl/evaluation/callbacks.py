@@ -1,10 +1,7 @@
 """`Trainer` callbacks that measure the representation while it is pretrained: weighted kNN (and optionally a linear
-probe) on labelled data, logged like any metric and usable for best-checkpoint selection.
-
-`Trainer.evaluate` (transformers 5.24) hands its metrics dict to the callbacks' `on_evaluate` before
-`_determine_best_metric` reads `metrics["eval_" + metric_for_best_model]` from it, so a value written there is what
-`metric_for_best_model="knn/top1"` and `load_best_model_at_end=True` see. The collapse signal (`"embedding/std"`,
-SimSiam section 4.1) is logged by `SSLTrainer` itself.
+probe) on labelled data, logged like any metric and usable for best-checkpoint selection: `Trainer.evaluate` hands
+its metrics dict to the callbacks' `on_evaluate` before `_determine_best_metric` reads it (transformers 5.24). The
+collapse signal (`"embedding/std"`, SimSiam section 4.1) is logged by `SSLTrainer` itself.
 """
 
 from __future__ import annotations

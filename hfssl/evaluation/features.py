@@ -48,7 +48,7 @@ def extract_features(
     channels: int = 3, batch_size: int = 512, device: str | torch.device | None = None,
     shard_across_processes: bool = True,
 ) -> torch.Tensor:
-    """Features of every image under the backbone in eval mode.
+    """Features (N, D), on CPU, of every image under the backbone in eval mode.
 
     Under several processes (`torchrun`, `accelerate launch`), each process embeds a contiguous 1/W of the images
     and the shards are all-gathered, so every process returns all N features for 1/W of the work. Every process
@@ -65,9 +65,6 @@ def extract_features(
         device (*optional*): where to run; the backbone's device by default.
         shard_across_processes (`bool`, defaults to `True`): split the work over the processes (see above); `False`
             embeds every image on this process alone (e.g. when only the main process evaluates).
-
-    Returns:
-        `torch.Tensor` of shape `(N, D)` on CPU.
     """
     device = device or next(backbone.parameters()).device
     total, first, last = len(images), 0, len(images)
@@ -99,8 +96,8 @@ def knn_evaluate(
     channels: int = 3, k: int = 200, temperature: float = 0.1, shard_across_processes: bool = True,
 ) -> float:
     """Weighted-kNN top-1 (`hfssl.evaluation.knn`) of a backbone: `memory_dataset` (e.g. the train split) labels
-    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. Under several
-    processes, a collective as `extract_features` is."""
+    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. A collective
+    under several processes, as `extract_features` is."""
     options = dict(channels=channels, shard_across_processes=shard_across_processes)
     memory = extract_features(backbone, memory_dataset, image_size, mean, std, **options)
     queries = extract_features(backbone, query_dataset, image_size, mean, std, **options)
@@ -117,7 +114,7 @@ def feature_extractor(model: nn.Module) -> nn.Module:
     return backbone if isinstance(backbone, nn.Module) else model
 
 
-def preprocessing(
+def resolve_preprocessing(
     encoder: nn.Module, image_size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> tuple[int, Sequence[float], Sequence[float]]:
     """`image_size`, `mean` and `std`, those given or else the encoder's `data_config` (the normalisation the hfssl
@@ -152,7 +149,7 @@ def dataset_features(
             "hfssl.data.images.load_image_dataset, which renames the image column to 'image'."
         )
     encoder = feature_extractor(model)
-    image_size, mean, std = preprocessing(encoder, image_size, mean, std)
+    image_size, mean, std = resolve_preprocessing(encoder, image_size, mean, std)
     features = extract_features(encoder, dataset, image_size, mean, std, len(mean), batch_size,
                                 shard_across_processes=shard_across_processes)  # fmt: skip
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None

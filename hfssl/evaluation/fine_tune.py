@@ -18,7 +18,7 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hfssl.evaluation.features import feature_extractor, images_to_tensor, preprocessing
+from hfssl.evaluation.features import feature_extractor, images_to_tensor, resolve_preprocessing
 from hfssl.evaluation.metrics import TopKAccuracy
 
 
@@ -102,7 +102,8 @@ def fine_tune(
     image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> tuple[dict[str, float], Trainer]:
     """Fine-tune the backbone of `model` with a new linear classifier on `label_fraction` of `train_dataset`'s labels
-    (class-balanced, seeded by `args.seed`) and evaluate top-1 on `eval_dataset`.
+    (class-balanced, seeded by `args.seed`); return the metrics of `trainer.evaluate()` on `eval_dataset` (top-1 as
+    `"eval_accuracy"`, in [0, 1]) and the trainer.
 
     Args:
         model (`nn.Module`): an hfssl method model (its `backbone` is used) or a backbone; left unchanged.
@@ -111,14 +112,11 @@ def fine_tune(
         label_fraction (`float`, defaults to 0.1): 0.01 and 0.1 are SimCLR's settings.
         image_size (`int`, *optional*), mean, std (sequences of `float`, *optional*): the preprocessing; the
             backbone's `data_config` by default.
-
-    Returns:
-        The metrics of `trainer.evaluate()` (with `"eval_accuracy"`, in [0, 1]) and the trainer.
     """
     if args.remove_unused_columns:
         raise ValueError("fine_tune needs TrainingArguments(remove_unused_columns=False): the collator reads 'image'.")
     backbone = feature_extractor(model)
-    image_size, mean, std = preprocessing(backbone, image_size, mean, std)
+    image_size, mean, std = resolve_preprocessing(backbone, image_size, mean, std)
     subset = label_fraction_subset(train_dataset, label_fraction, seed=args.seed)
     num_classes = int(max(max(train_dataset["label"]), max(eval_dataset["label"]))) + 1
     classifier = BackboneForImageClassification(backbone, num_classes)

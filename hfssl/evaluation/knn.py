@@ -39,7 +39,8 @@ def knn_predict(
     num_classes: int | None = None, k: int = 200, temperature: float = 0.1, chunk_size: int = 128,
     memory_chunk_size: int = 65536,
 ) -> torch.Tensor:
-    """Class scores of weighted kNN with cosine similarity, vectorised over chunks of queries.
+    """Class scores (Q, C), the summed vote weights of each class, of weighted kNN with cosine similarity, vectorised
+    over chunks of queries.
 
     Exact: each (query chunk, memory chunk) similarity block keeps its own top k (found through the maxima of groups
     of columns, see `_block_topk`), and the top k of those candidates is the top k over the whole memory.
@@ -54,9 +55,6 @@ def knn_predict(
         chunk_size (`int`, defaults to 128): queries per similarity block.
         memory_chunk_size (`int`, defaults to 65536): memory rows per similarity block (memory use is bounded by
             `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults).
-
-    Returns:
-        `torch.Tensor` of shape `(Q, C)`: the summed vote weights of each class.
     """
     same_d = memory_features.ndim == query_features.ndim == 2 and memory_features.shape[1] == query_features.shape[1]
     if not same_d or memory_labels.shape != memory_features.shape[:1]:

@@ -104,7 +104,8 @@ def linear_probe(
     weight_decays: Sequence[float] = (0.0, 1e-4), epochs: int = 100, batch_size: int = 256,
     validation_fraction: float = 0.1, seed: int = 0,
 ) -> LinearProbeResult:
-    """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split.
+    """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split;
+    return a `LinearProbeResult` with the test (or validation) top-1 and a classifier taking raw features.
 
     Args:
         train_features (`torch.Tensor` of shape `(N, D)`), train_labels (`torch.Tensor` of shape `(N,)`): integers.
@@ -115,9 +116,6 @@ def linear_probe(
         validation_fraction (`float`, defaults to 0.1): part of the train set held out to choose the setting; 0 skips
             the sweep selection (the first setting is used) and needs a single setting.
         seed (`int`, defaults to 0): the split, the initialisation and the batch order.
-
-    Returns:
-        `LinearProbeResult` with the test (or validation) top-1 and a classifier taking raw features.
     """
     if train_features.ndim != 2 or train_labels.shape != (train_features.shape[0],):
         raise ValueError(

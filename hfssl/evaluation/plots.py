@@ -1,5 +1,5 @@
-"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed): a t-SNE of the
-features, the training curves and the collapse signals, and rows of images (e.g. MAE's reconstructions).
+"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed): a t-SNE (van der Maaten
+& Hinton 2008) of the features, the training curves and collapse signals, and rows of images (e.g. MAE's outputs).
 
 Each `plot_*` writes the figure its `*_figure` function returns (which tests read: axes, labels, ticks, images).
 
@@ -20,14 +20,9 @@ import torch
 
 COLLAPSE_SIGNALS = ("embedding/std", "embedding/effective_rank")
 ACCURACY_SUFFIX = "/top1"
-Y_LABELS = {
-    "train loss": "loss (per-batch mean)",
-    "eval loss": "loss (mean over the eval set)",
-    "learning rate": "learning rate",
-    "accuracy": "top-1 accuracy",
-    "embedding/std": "per-dimension std",
-    "embedding/effective_rank": "effective rank (RankMe)",
-}
+Y_LABELS = {"train loss": "loss (per-batch mean)", "eval loss": "loss (mean over the eval set)",
+            "learning rate": "learning rate", "accuracy": "top-1 accuracy", "embedding/std": "per-dimension std",
+            "embedding/effective_rank": "effective rank (RankMe)"}  # fmt: skip
 
 
 def _pyplot():
@@ -49,7 +44,7 @@ def embeddings_figure(
     class_names: Sequence[str] | None = None, max_points: int = 2000, perplexity: float = 30.0, seed: int = 0,
     title: str | None = None, model_name: str | None = None, knn_top1: float | None = None, k: int | None = None,
 ) -> Any:
-    """A t-SNE map of the features, one colour per label.
+    """A t-SNE map of the features, one colour per label: a `matplotlib.figure.Figure` with one axes.
 
     Args:
         features (`torch.Tensor` or `np.ndarray` of shape `(N, D)`), labels (of shape `(N,)`): integer labels.
@@ -60,9 +55,6 @@ def embeddings_figure(
         title (`str`, *optional*): replaces the default title, which names `model_name`, the points and
             dimensions, and `knn_top1` (with `k`) when given.
         model_name (`str`, *optional*), knn_top1 (`float` in [0, 1], *optional*), k (`int`, *optional*): for the title.
-
-    Returns:
-        The `matplotlib.figure.Figure` (one axes).
     """
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
@@ -113,20 +105,17 @@ def training_curves_figure(
     log_history: Sequence[Mapping[str, Any]] | str | Path, embedding_dim: int | None = None,
     train_batch_size: int | None = None,
 ) -> Any:
-    """Panels against the optimizer step (integer ticks), each with a y label, those without data left out:
-    "train loss" (`loss`), "eval loss" (`eval_loss`, its own axes: a mean over the eval set, not over one training
-    batch), "learning rate", "accuracy" (`"*/top1"` metrics, e.g. `"eval_knn/top1"`), "embedding/std" (with a
-    dashed line at the healthy 1/sqrt(P) of L2-normalised P-dim embeddings when P is known) and
-    "embedding/effective_rank".
+    """A `matplotlib.figure.Figure` of panels against the optimizer step (integer ticks), up to 3 a row, each with a
+    y label, those without data left out: "train loss" (`loss`), "eval loss" (`eval_loss`, its own axes: a mean over
+    the eval set, not over one training batch), "learning rate", "accuracy" (`"*/top1"` metrics, e.g.
+    `"eval_knn/top1"`), "embedding/std" (with a dashed line at the healthy 1/sqrt(P) of L2-normalised P-dim
+    embeddings when P is known) and "embedding/effective_rank".
 
     Args:
         log_history (sequence of `dict`, or a path): `trainer.state.log_history`, or a checkpoint's
             `trainer_state.json` (whose `train_batch_size` then labels the train loss).
         embedding_dim (`int`, *optional*): P; by default the `"embedding/dim"` an `SSLTrainer` logs once.
         train_batch_size (`int`, *optional*): the per-device batch size, shown in the train-loss title.
-
-    Returns:
-        The `matplotlib.figure.Figure`, up to 3 panels a row.
 
     Raises:
         ValueError: when no entry has a step and one of those quantities.
@@ -184,14 +173,11 @@ def training_curves_figure(
 
 
 def unnormalize(pixel_values: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo a per-channel normalisation: `pixel_values * std + mean`, clamped to [0, 1].
+    """Undo a per-channel normalisation: `pixel_values * std + mean`, clamped to [0, 1], float32 on CPU.
 
     Args:
         pixel_values (`torch.Tensor` of shape `(N, C, H, W)`): normalised images.
         mean, std (sequence of `float`): one value per channel (C of them), or one value for all channels.
-
-    Returns:
-        `torch.Tensor` of shape `(N, C, H, W)` on CPU, float32 in [0, 1].
     """
     channels = pixel_values.shape[1]
     if len(mean) not in (1, channels) or len(std) not in (1, channels):

@@ -41,9 +41,6 @@ def pair_retrieval_scores(
     Args:
         encode (`Callable`): maps a list of strings to embeddings of shape (n, D).
         queries, documents (`Sequence[str]`): aligned pairs.
-
-    Returns:
-        `dict` with `recall@k` for each k and `mrr`.
     """
     if len(queries) != len(documents):
         raise ValueError(f"Got {len(queries)} queries but {len(documents)} documents; they must be aligned pairs.")

@@ -23,16 +23,13 @@ def encode_images(
     model: Any, images: Sequence, image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Normalised image embeddings, images resized to `image_size` without augmentation.
+    """L2-normalised image embeddings (N, P) on CPU, images resized to `image_size` without augmentation.
 
     Args:
         model: has `get_image_features`.
         images (sequence of PIL images or uint8 arrays): e.g. `dataset["image"]`.
         image_size (`int`), mean, std (sequence of `float`), channels (`int`): the training preprocessing.
         batch_size (`int`, defaults to 256): images per forward pass.
-
-    Returns:
-        `torch.Tensor` of shape `(N, P)` on CPU, L2-normalised.
     """
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
@@ -50,15 +47,12 @@ def encode_images(
 def encode_texts(
     model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 77, batch_size: int = 256
 ) -> torch.Tensor:
-    """Normalised text embeddings.
+    """L2-normalised text embeddings (T, P) on CPU.
 
     Args:
         model: has `get_text_features`; tokenizer: its transformers tokenizer.
         max_length (`int`, defaults to 77): truncation, as in training.
         batch_size (`int`, defaults to 256): texts per forward pass.
-
-    Returns:
-        `torch.Tensor` of shape `(T, P)` on CPU, L2-normalised.
     """
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
@@ -76,15 +70,12 @@ def encode_texts(
 def zero_shot_classifier(
     model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], max_length: int = 77
 ) -> torch.Tensor:
-    """Class embeddings from prompts: for each class, the normalised mean of its normalised template embeddings.
+    """Class embeddings (K, P) from prompts: for each class, the normalised mean of its normalised template embeddings.
 
     Args:
         model, tokenizer: see `encode_texts`.
         class_names (sequence of `str`): K class names, in label order.
         templates (sequence of `str`): E templates with one `{}` for the class name, e.g. `"a photo of a {}."`.
-
-    Returns:
-        `torch.Tensor` of shape `(K, P)`, L2-normalised.
     """
     if not class_names or not templates:
         raise ValueError(
@@ -103,7 +94,8 @@ def zero_shot_classification(
     templates: Sequence[str], image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
     max_length: int = 77, batch_size: int = 256,
 ) -> dict[str, float]:
-    """Zero-shot top-1 (and top-5 with at least 6 classes) accuracy of a dual encoder on labelled images.
+    """Zero-shot `{"top1": ...}` (and `"top5"` with at least 6 classes) accuracy in [0, 1] of a dual encoder on
+    labelled images.
 
     Args:
         model, tokenizer: see `encode_images` and `encode_texts`.
@@ -111,9 +103,6 @@ def zero_shot_classification(
         class_names (sequence of `str`), templates (sequence of `str`): see `zero_shot_classifier`.
         image_size, mean, std, channels: the training preprocessing.
         max_length, batch_size: see `encode_texts`.
-
-    Returns:
-        `dict` with `"top1"` (and `"top5"`), fractions in [0, 1].
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(labels) != len(images):
