@@ -1,9 +1,5 @@
-"""Batched geometric ops with per-sample random parameters: random resized crop and horizontal flip.
-
-All randomness comes from an explicit `torch.Generator`. `random_resized_crops` cuts each integer box and
-resizes it as torchvision's `RandomResizedCrop(antialias=True)` does (bilinear, antialiased when shrinking),
-on the uint8 pixels. Handles images of different sizes padded into one batch and images smaller than the crop
-(upsampled).
+"""Batched geometric ops with per-sample random parameters, drawn from an explicit `torch.Generator`: random
+resized crop and horizontal flip, as torchvision's, on uint8 images of different sizes padded into one batch.
 
 Legend: B batch, C channels, H height, W width, S output side.
 """
@@ -19,12 +15,11 @@ NUM_CROP_ATTEMPTS = 10  # as torchvision.transforms.RandomResizedCrop
 
 
 def sample_resized_crop_boxes(
-    sizes: torch.Tensor,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    sizes: torch.Tensor, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw one random resized crop box per image, with torchvision's `RandomResizedCrop` algorithm.
+    """Draw one random resized crop box (x0, y0, x1, y1) per image, in pixels (B, 4) float32, with torchvision's
+    `RandomResizedCrop` algorithm.
 
     For each image, 10 candidate boxes with area fraction ~ U(scale) and log aspect ratio ~ U(log ratio)
     are drawn; the first that fits is kept, otherwise the central crop with the aspect ratio clamped
@@ -34,10 +29,6 @@ def sample_resized_crop_boxes(
         sizes (`torch.Tensor` of shape (B, 2)): (H, W) of each image.
         scale (`tuple[float, float]`): range of the crop area as a fraction of the image area.
         ratio (`tuple[float, float]`): range of the crop aspect ratio width / height.
-        generator (`torch.Generator`, *optional*): source of randomness.
-
-    Returns:
-        `torch.Tensor` of shape (B, 4): boxes (x0, y0, x1, y1) in pixels, float32.
     """
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"scale={scale} is invalid; expected 0 < scale[0] <= scale[1] <= 1, e.g. (0.08, 1.0).")
@@ -58,9 +49,10 @@ def sample_resized_crop_boxes(
 
     # fallback: central crop with the aspect ratio clamped to `ratio`
     in_ratio = width / height
-    fb_w = torch.where(in_ratio < ratio[0], width, torch.where(in_ratio > ratio[1], torch.round(height * ratio[1]), width))
+    fb_w = torch.where(in_ratio > ratio[1], torch.round(height * ratio[1]), width)
     fb_h = torch.where(in_ratio < ratio[0], torch.round(width / ratio[0]), height)
-    fb_top, fb_left = torch.div(height - fb_h, 2, rounding_mode="floor"), torch.div(width - fb_w, 2, rounding_mode="floor")
+    fb_top = torch.div(height - fb_h, 2, rounding_mode="floor")
+    fb_left = torch.div(width - fb_w, 2, rounding_mode="floor")
 
     first = fits.int().argmax(dim=1, keepdim=True)  # index of the first attempt that fits
     any_fit = fits.any(dim=1, keepdim=True)
@@ -73,7 +65,8 @@ def sample_resized_crop_boxes(
 def resize_boxes_uint8(
     images: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cut integer boxes out of uint8 images and resize each to `size` (bilinear, antialiased when shrinking).
+    """Cut integer boxes out of uint8 images and resize each to `size` (bilinear, antialiased when shrinking): a
+    contiguous uint8 (N, C, S, S).
 
     Same result as torchvision's `resized_crop(image, top, left, h, w, size, antialias=True)` on each box (then
     `hflip` where `flip`): `F.interpolate` on the uint8 box, with no float copy of the batch.
@@ -84,9 +77,6 @@ def resize_boxes_uint8(
         size (`int`): output side S.
         image_index (`torch.Tensor` of shape (N,)): which image each box cuts.
         flip (`torch.Tensor` of shape (N,), *optional*): bool, flip these crops horizontally.
-
-    Returns:
-        `torch.Tensor` of shape (N, C, S, S), uint8, contiguous.
     """
     source = images.contiguous(memory_format=torch.channels_last)  # the layout torch's uint8 resize kernel is made for
     flips = [False] * boxes.shape[0] if flip is None else flip.tolist()
@@ -99,33 +89,23 @@ def resize_boxes_uint8(
 
 
 def random_resized_crops(
-    images: torch.Tensor,
-    sizes: torch.Tensor,
-    size: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    flip_p: float,
-    generator: torch.Generator | None = None,
-    repeats: int = 1,
-    dtype: torch.dtype = torch.float32,
+    images: torch.Tensor, sizes: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+    flip_p: float, generator: torch.Generator | None = None, repeats: int = 1, dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid.
+    """`repeats` independent random resized crops (+ flips) of every image, rounded to the uint8 grid: (R * B, C, S, S)
+    of `dtype`, holding integer values in [0, 255].
 
     Args:
         images (`torch.Tensor` of shape (B, C, H, W)): uint8 or float in [0, 255], zero-padded (see `stack_padded`).
         sizes (`torch.Tensor` of shape (B, 2)): true (H, W) of each image.
-        size (`int`): output side S. scale, ratio, flip_p: as `torchvision.transforms.RandomResizedCrop`/`RandomHorizontalFlip`.
-        generator (`torch.Generator`, *optional*): source of randomness.
+        size (`int`): output side S.
+        scale, ratio, flip_p: as torchvision's `RandomResizedCrop` and `RandomHorizontalFlip`.
         repeats (`int`): crops per image R; crop r of image b is row r * B + b.
         dtype (`torch.dtype`): float32 (default) or uint8 for the result.
-
-    Returns:
-        `torch.Tensor` of shape (R * B, C, S, S), `dtype`, holding integer values in [0, 255].
     """
     batch = images.shape[0]
     boxes = sample_resized_crop_boxes(sizes.repeat(repeats, 1), scale, ratio, generator)
     flip = torch.rand(repeats * batch, generator=generator) < flip_p
     if images.dtype != torch.uint8:
         images = images.round().clamp_(0, 255).to(torch.uint8)
-    crops = resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats), flip)
-    return crops.to(dtype)
+    return resize_boxes_uint8(images, boxes, size, torch.arange(batch).repeat(repeats), flip).to(dtype)

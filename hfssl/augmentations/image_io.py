@@ -21,7 +21,7 @@ from PIL import Image
 
 # Float tensors may overshoot [0, 1] by rounding error: up to half a uint8 step, they round to 0 or 255 anyway.
 FLOAT_TOLERANCE = 0.5 / 255.0
-ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a torch tensor (C, H, W) or a dict with 'bytes'/'path'"
+ALLOWED_INPUTS = "a PIL image, a uint8 numpy array (H, W) or (H, W, C), a tensor (C, H, W) or a datasets Image dict"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 TWELVE_BIT_MAX = 4095  # a 16-bit image whose values all lie in [1, 4095] looks like 12-bit data (medical, microscopy)
 logger = logging.getLogger(__name__)
@@ -44,19 +44,11 @@ def _sixteen_bit_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths.
-
-    The rule for each mode:
-    - "L", "RGB": as they are. "1", "LA": to "L"; every other mode (RGBA, P, CMYK, ...): to "RGB".
-    - 16-bit "I;16", "I;16B", "I;16L", "I;16N" (e.g. 16-bit PNG and TIFF): by the full 16-bit range, round(value /
-      257), as torchvision's `ToDtype(torch.uint8, scale=True)` does for uint16 (65535 -> 255). Data that uses only
-      12 bits (values up to 4095) therefore decodes almost black: a warning says so once per process; rescale such
-      data to 16 bits first (`value << 4`).
-    - 32-bit "I": values within [0, 255] are kept; within [0, 65535], read as 16-bit data (the rule above: older
-      Pillow opens 16-bit PNGs as "I"); anything else is stretched from [min, max] to [0, 255].
-    - float "F": within [0, 1], scaled by 255; within [0, 255], kept (rounded); anything else is stretched from
-      [min, max] to [0, 255].
-    """
+    """Decode a PIL image into a uint8 array (H, W) or (H, W, 3) without losing high bit depths: "L" and "RGB" as
+    they are; "1" and "LA" to "L"; 16-bit modes (16-bit PNG, TIFF) by `_sixteen_bit_to_uint8`, as torchvision's
+    `ToDtype(torch.uint8, scale=True)` for uint16; "I" kept within [0, 255] and read as 16-bit within [0, 65535]
+    (older Pillow opens 16-bit PNGs as "I"); "F" scaled by 255 within [0, 1] and kept (rounded) within [0, 255];
+    other "I" and "F" stretched from [min, max] to [0, 255]; every other mode (RGBA, P, CMYK, ...) to "RGB"."""
     mode = image.mode
     if mode in ("L", "RGB"):
         return np.array(image)
@@ -86,12 +78,7 @@ def _dict_to_pil(example: dict) -> Image.Image:
 
 
 def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
-    """Decode one image into a uint8 tensor.
-
-    High bit depths are mapped by the full range of their mode: 16-bit PIL images ("I;16", "I;16B", ...) by
-    round(value / 257), so 65535 -> 255, as torchvision's `ToDtype(torch.uint8, scale=True)`. 12-bit data stored in
-    16 bits (values up to 4095) thus decodes almost black, and a warning (once per process) says to rescale it by
-    16 first. "I" and "F" images are read by their value range (see `_pil_to_array`).
+    """Decode one image into a uint8 tensor; PIL images of high bit depth by the range of their mode (`_pil_to_array`).
 
     Args:
         image: one image in any accepted form (see the module docstring).
@@ -111,23 +98,21 @@ def to_uint8_chw(image: Any, channels: int = 3) -> torch.Tensor:
         image = _dict_to_pil(image)
     if isinstance(image, Image.Image):
         image.load()  # surfaces truncated / corrupt files here
-        array = _pil_to_array(image)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    elif isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
-            tensor = torch.from_numpy(np.array(image[..., :3], copy=True)).permute(2, 0, 1)
-        elif image.ndim == 2:
-            tensor = torch.from_numpy(np.array(image, copy=True)).unsqueeze(0)
-        else:
-            raise TypeError(f"numpy image of shape {image.shape} is not supported; use (H, W) or (H, W, C) with C in 1, 3, 4.")
-        if tensor.dtype != torch.uint8:
-            raise TypeError(f"numpy image of dtype {image.dtype} is not supported; convert it to uint8 (0-255) first.")
+        image = _pil_to_array(image)  # uint8 (H, W) or (H, W, 3)
+    if isinstance(image, np.ndarray):
+        array = image[..., None] if image.ndim == 2 else image
+        if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or array.dtype != np.uint8:
+            raise TypeError(
+                f"numpy image of shape {image.shape} and dtype {image.dtype} is not supported; use a uint8 (0-255) "
+                "array (H, W) or (H, W, C) with C in 1, 3, 4."
+            )
+        tensor = torch.from_numpy(np.array(array[..., :3], copy=True)).permute(2, 0, 1)
     elif isinstance(image, torch.Tensor):
-        if image.ndim == 2:
-            image = image.unsqueeze(0)
+        image = image.unsqueeze(0) if image.ndim == 2 else image
         if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-            raise TypeError(f"tensor image of shape {tuple(image.shape)} is not supported; use (C, H, W) with C in 1, 3, 4.")
+            raise TypeError(
+                f"tensor image of shape {tuple(image.shape)} is not supported; use (C, H, W) with C in 1, 3, 4."
+            )
         image = image[:3]
         if image.dtype == torch.uint8:
             tensor = image.clone()
@@ -196,10 +181,8 @@ def _open_lazily(image: Any) -> Any:
 def decode_examples(
     examples: list[dict], image_column: str, channels: int, skip_invalid: bool = False
 ) -> tuple[list[torch.Tensor], list[int]]:
-    """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read.
-
-    An image cannot be read when its data is corrupt or truncated, its kind, shape or dtype is unsupported, a float
-    tensor lies outside [0, 1], or it is empty (a side of 0 pixels).
+    """Decode the image of every example, naming the example index (and the file, when known) when one cannot be read
+    (`to_uint8_chw` or PIL raises).
 
     Args:
         examples (`list[dict]`): the batch as the DataLoader hands it to a collator.
@@ -257,39 +240,33 @@ def decode_batch(
     """
     given = [example.get(image_column) if isinstance(example, dict) else None for example in examples]
     pil_images = [_open_lazily(image) for image in given]  # `datasets` Image dicts (decode=False) opened, not decoded
-    allowed_modes = ("RGB", "L") if channels == 3 else ("L",)
-    fast = channels in (1, 3) and bool(pil_images) and all(
-        isinstance(image, Image.Image) and image.mode in allowed_modes and image.size == pil_images[0].size for image in pil_images
-    ) and min(pil_images[0].size) > 0
-    if fast:
-        width, height = pil_images[0].size
-        array = np.empty((len(examples), height, width, channels), dtype=np.uint8)
-        try:
-            for index, image in enumerate(pil_images):
-                pixels = np.asarray(image)  # decodes (and raises for a truncated file)
-                array[index] = pixels[..., None] if pixels.ndim == 2 else pixels
-        except (OSError, ValueError, SyntaxError):
-            fast = False  # decode again one by one, to name the example (or skip it)
-    if not fast:  # close the files opened here; decode_examples opens them again, one by one
-        for image, opened in zip(given, pil_images):
-            if isinstance(image, dict) and opened is not None:
-                opened.close()
-    if fast:
-        sizes = torch.tensor([[float(height), float(width)]]).expand(len(examples), 2).contiguous()
-        return torch.from_numpy(array).permute(0, 3, 1, 2), sizes, list(range(len(examples)))
+    modes = ("RGB", "L") if channels == 3 else ("L",)
+    size = pil_images[0].size if pil_images and isinstance(pil_images[0], Image.Image) else (0, 0)
+    if channels in (1, 3) and min(size) > 0:
+        if all(isinstance(image, Image.Image) and image.mode in modes and image.size == size for image in pil_images):
+            width, height = size
+            array = np.empty((len(examples), height, width, channels), dtype=np.uint8)
+            try:
+                for index, image in enumerate(pil_images):
+                    pixels = np.asarray(image)  # decodes (and raises for a truncated file)
+                    array[index] = pixels[..., None] if pixels.ndim == 2 else pixels
+            except (OSError, ValueError, SyntaxError):
+                pass  # decode again one by one, to name the example (or skip it)
+            else:
+                sizes = torch.tensor([[float(height), float(width)]]).expand(len(examples), 2).contiguous()
+                return torch.from_numpy(array).permute(0, 3, 1, 2), sizes, list(range(len(examples)))
+    for image, opened in zip(given, pil_images):  # close the files opened here; decode_examples opens them again
+        if isinstance(image, dict) and opened is not None:
+            opened.close()
     images, kept = decode_examples(examples, image_column, channels, skip_invalid)
-    batch, sizes = stack_padded(images)
-    return batch, sizes, kept
+    return (*stack_padded(images), kept)
 
 
 def collate_columns(examples: list[dict], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Batch the non-image columns: numbers and same-shape arrays become tensors, anything else a list.
 
-    A `label` column is renamed `labels`, as transformers' collators do, unless `labels` already exists.
-
-    Args:
-        examples (`list[dict]`): the examples kept in the batch.
-        exclude (`tuple[str, ...]`): columns to leave out (the image column).
+    A `label` column is renamed `labels`, as transformers' collators do, unless `labels` already exists. `exclude`
+    names the columns to leave out (the image column).
 
     Returns:
         `dict` mapping column name to a tensor of shape (B, ...) or a list of length B.

@@ -1,9 +1,5 @@
-"""Batched photometric ops with per-sample parameters, on float images in [0, 1] on any device.
-
-Each op takes the batch and per-sample parameters (drawn beforehand from a `torch.Generator`, see
-`ViewAugmentation.draw_photometric`), so the same parameters can be drawn on CPU in a DataLoader worker and
-applied later on the accelerator. Formulas follow torchvision.transforms.v2 (colour jitter factors,
-luma weights, HSV hue rotation, Gaussian kernel, solarisation threshold).
+"""Batched photometric ops with per-sample parameters (drawn beforehand, `ViewAugmentation.draw_photometric`), on
+float images in [0, 1] on any device. Formulas follow torchvision.transforms.v2.
 
 Legend: B batch, C channels (1 or 3), H height, W width, K blur kernel size.
 """
@@ -37,7 +33,6 @@ def _brightness_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _contrast_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the mean luma: factor * images + (1 - factor) * mean, clamped."""
     means = images.mean(dim=(2, 3))
     if images.shape[1] == 3:  # the mean luma
         means = (means * means.new_tensor(LUMA)).sum(1, keepdim=True)
@@ -46,7 +41,6 @@ def _contrast_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the luma: gray + factor * (images - gray), clamped."""
     if images.shape[1] == 1:
         return images
     factor = factor.to(images.dtype).view(-1, 1, 1, 1)
@@ -54,6 +48,7 @@ def _saturation_(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB -> HSV -> RGB in one go: with V = max and delta = max - min, output channel n is V - delta * ramp_n."""
     if images.shape[1] == 1:
         return images
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
@@ -66,9 +61,9 @@ def _hue_(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     not_red, not_green = (maxc - red).sign_(), (maxc - green).sign_()
     hue = torch.lerp((blue - red).add_(safe, alpha=2.0), (red - green).add_(safe, alpha=4.0), not_green)
     hue = torch.lerp(green - blue, hue, not_red).div_(safe)
-    # channel n's ramp clamp(min(k, 4 - k), 0, 1), k = (n + H + 6 shift) mod 6, is clamp(2 - d, 0, 1) with d the
-    # distance on the hue circle (length 6) from H to the centre c = 2 - n - 6 shift; with c reduced into [-1, 5) per
-    # sample, e = |H - c| lies in [0, 6] and d = 3 - |e - 3|
+    # ramp_n = clamp(min(k, 4 - k), 0, 1), k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B, is clamp(2 - d,
+    # 0, 1) with d the distance on the hue circle (length 6) from H to the centre c = 2 - n - 6 shift; with c reduced
+    # into [-1, 5) per sample, e = |H - c| lies in [0, 6] and d = 3 - |e - 3|
     centres = images.new_tensor([-3.0, -1.0, 1.0]) - 6.0 * shift.to(images.dtype).view(-1, 1)  # (B, 3)
     centres = centres.add_(1.0).remainder_(6.0).sub_(1.0)
     ramp = (hue - centres.view(-1, 3, 1, 1)).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
@@ -81,22 +76,17 @@ def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
 
 
 def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the mean luma of each image by `factor` (B,)."""
+    """Blend with the mean luma of each image by `factor` (B,): factor * images + (1 - factor) * mean, clamped."""
     return _contrast_(images.clone(), factor)
 
 
 def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the grayscale image by `factor` (B,); identity for 1-channel images."""
+    """Blend with the luma by `factor` (B,): gray + factor * (images - gray), clamped; identity for 1 channel."""
     return _saturation_(images.clone(), factor)
 
 
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by `shift` (B,) in [-0.5, 0.5] (as torchvision's `adjust_hue`); identity for 1 channel.
-
-    RGB -> HSV -> RGB in one go: with V = max, delta = max - min and H the hue in sixths (red wins ties, then
-    green, as in torchvision), each output channel is V - delta clamp(min(k, 4 - k), 0, 1) with
-    k = (n + H + 6 shift) mod 6 and n = 5, 3, 1 for R, G, B.
-    """
+    """Rotate the hue by `shift` (B,) in [-0.5, 0.5] (as torchvision's `adjust_hue`); identity for 1 channel."""
     return _hue_(images.clone(), shift)
 
 
@@ -104,7 +94,8 @@ JITTER_OPS = (_brightness_, _contrast_, _saturation_, _hue_)  # op i of `order`,
 
 
 def color_jitter(
-    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, out: torch.Tensor | None = None
+    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """torchvision's `ColorJitter`, per sample: its own four factors, its own random order.
 
@@ -138,13 +129,6 @@ def color_jitter(
     return out
 
 
-def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Normalised 1-D Gaussian kernels: sigma (B,) -> (B, K)."""
-    offsets = torch.arange(kernel_size, dtype=sigma.dtype, device=sigma.device) - (kernel_size - 1) / 2
-    weights = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.view(-1, 1)) ** 2)
-    return weights / weights.sum(1, keepdim=True)
-
-
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per image, reflect padding (as torchvision's `gaussian_blur`).
 
@@ -162,7 +146,9 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     if kernel_size % 2 == 0 or kernel_size < 1:
         raise ValueError(f"kernel_size={kernel_size} must be a positive odd integer.")
     batch, channels, height, width = images.shape
-    kernels = gaussian_kernels(sigma.to(images.device, images.dtype), kernel_size).repeat_interleave(channels, 0)
+    offsets = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - (kernel_size - 1) / 2
+    weights = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.to(images.device, images.dtype).view(-1, 1)) ** 2)
+    kernels = (weights / weights.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (B * C, K)
     pad = kernel_size // 2
     mode = "reflect" if pad < min(height, width) else "replicate"
     flat = F.pad(images.reshape(1, batch * channels, height, width), (pad, pad, pad, pad), mode=mode)
@@ -185,7 +171,8 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
 
     Same constants as skimage.color.rgb2lab (used by the colorization papers, Zhang et al., 2016)."""
     linear = torch.where(images > 0.04045, ((images + 0.055) / 1.055) ** 2.4, images / 12.92)
-    xyz = torch.einsum("ij,bjhw->bihw", images.new_tensor(_RGB_TO_XYZ), linear) / images.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", images.new_tensor(_RGB_TO_XYZ), linear)
+    xyz = xyz / images.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
     f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     lightness = 116.0 * f[:, 1] - 16.0
     return torch.stack([lightness, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], 1)
@@ -197,4 +184,5 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     f = torch.stack([fy + lab[:, 1] / 500.0, fy, fy - lab[:, 2] / 200.0], 1)
     xyz = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / 7.787) * lab.new_tensor(_WHITE_D65).view(1, 3, 1, 1)
     linear = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(lab.new_tensor(_RGB_TO_XYZ)), xyz).clamp(min=0.0)
-    return torch.where(linear > 0.0031308, 1.055 * linear.clamp(min=1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear).clamp(0.0, 1.0)
+    srgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp(min=1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear)
+    return srgb.clamp(0.0, 1.0)

@@ -1,9 +1,6 @@
-"""One view's augmentation recipe (`ViewAugmentation`) and the papers' presets built from it.
-
-A view is: random resized crop -> horizontal flip (geometric, done on the uint8 batch) -> colour
-jitter -> grayscale -> Gaussian blur -> solarisation (photometric, on floats in [0, 1]). The
-photometric parameters are drawn separately (`draw_photometric`) so they can be applied later, e.g. on an
-accelerator (`apply_photometric`).
+"""One view's augmentation recipe (`ViewAugmentation`) and the papers' presets built from it. A view is: random
+resized crop -> horizontal flip (on the uint8 batch) -> colour jitter -> grayscale -> Gaussian blur -> solarisation
+(photometric, on floats in [0, 1], drawn by `draw_photometric` and applied later, e.g. on an accelerator).
 
 Legend: B batch, C channels, S crop side.
 """
@@ -78,8 +75,9 @@ class ViewAugmentation:
             `blur` (B,) bool, `sigma` (B,), `solarize` (B,) bool.
         """
         rand = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
-        low = torch.tensor([max(0.0, 1 - self.brightness), max(0.0, 1 - self.contrast), max(0.0, 1 - self.saturation), -self.hue])
-        high = torch.tensor([1 + self.brightness, 1 + self.contrast, 1 + self.saturation, self.hue])
+        spreads = (self.brightness, self.contrast, self.saturation)
+        low = torch.tensor([max(0.0, 1 - spread) for spread in spreads] + [-self.hue])
+        high = torch.tensor([1 + spread for spread in spreads] + [self.hue])
         return {
             "jitter": rand(batch_size) < self.jitter_p,
             "factors": low + (high - low) * rand(batch_size, 4),
@@ -110,7 +108,9 @@ class ViewAugmentation:
         return images
 
 
-def simclr_views(image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08) -> list[ViewAugmentation]:
+def simclr_views(
+    image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08
+) -> list[ViewAugmentation]:
     """SimCLR (Chen et al., 2020, Appendix A): crop (0.08, 1), flip, jitter (0.8s, 0.8s, 0.8s, 0.2s) with
     p=0.8, grayscale p=0.2, blur p=0.5 with kernel 10% of the side and sigma in [0.1, 2]. Two identical views.
     For CIFAR-sized images the paper uses s=0.5 and no blur (`blur_p=0`)."""
@@ -124,15 +124,19 @@ def simclr_views(image_size: int = 224, strength: float = 1.0, blur_p: float = 0
 def moco_v2_views(image_size: int = 224, min_scale: float = 0.2) -> list[ViewAugmentation]:
     """MoCo v2 (Chen et al., 2020, "Improved baselines"): crop (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
     grayscale p=0.2, blur sigma [0.1, 2] p=0.5, flip. Two identical views."""
-    view = ViewAugmentation(size=image_size, scale=(min_scale, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_p=0.5)
+    view = ViewAugmentation(
+        size=image_size, scale=(min_scale, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_p=0.5
+    )
     return [view, view]
 
 
 def byol_views(image_size: int = 224, min_scale: float = 0.08) -> list[ViewAugmentation]:
     """BYOL (Grill et al., 2020, Table 6): crop (0.08, 1), flip, jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale
     p=0.2; asymmetric: blur p=1.0 / 0.1 and solarisation p=0.0 / 0.2 for view 1 / view 2."""
-    common = dict(size=image_size, scale=(min_scale, 1.0), brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2)
-    return [ViewAugmentation(**common, blur_p=1.0, solarize_p=0.0), ViewAugmentation(**common, blur_p=0.1, solarize_p=0.2)]
+    common = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2)
+    view_1 = ViewAugmentation(size=image_size, scale=(min_scale, 1.0), blur_p=1.0, solarize_p=0.0, **common)
+    view_2 = ViewAugmentation(size=image_size, scale=(min_scale, 1.0), blur_p=0.1, solarize_p=0.2, **common)
+    return [view_1, view_2]
 
 
 def local_crop_size(global_size: int) -> int:
@@ -142,11 +146,8 @@ def local_crop_size(global_size: int) -> int:
 
 
 def dino_views(
-    global_size: int = 224,
-    local_size: int | None = None,
-    num_local_crops: int = 8,
-    global_scale: tuple[float, float] = (0.4, 1.0),
-    local_scale: tuple[float, float] = (0.05, 0.4),
+    global_size: int = 224, local_size: int | None = None, num_local_crops: int = 8,
+    global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
 ) -> list[ViewAugmentation]:
     """DINO multi-crop (Caron et al., 2021, main_dino.py): 2 global crops (scale (0.4, 1), blur p=1.0 then
     p=0.1 with solarisation p=0.2) and `num_local_crops` local crops (scale (0.05, 0.4), blur p=0.5), all with
@@ -161,11 +162,8 @@ def dino_views(
 
 
 def swav_views(
-    global_size: int = 224,
-    local_size: int | None = None,
-    num_local_crops: int = 6,
-    global_scale: tuple[float, float] = (0.14, 1.0),
-    local_scale: tuple[float, float] = (0.05, 0.14),
+    global_size: int = 224, local_size: int | None = None, num_local_crops: int = 6,
+    global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
 ) -> list[ViewAugmentation]:
     """SwAV multi-crop (Caron et al., 2020, main_swav.py, 2x224 + 6x96): random resized crops at `global_scale` /
     `local_scale`, flip, colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur

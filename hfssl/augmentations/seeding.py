@@ -21,9 +21,6 @@ class WorkerSeededGenerator:
     - Distributed ranks (`RANK`) get distinct streams, so the k-th image on each rank is not augmented alike.
 
     Pickling keeps only `seed` (DataLoader workers receive a copy and build their own generator).
-
-    Args:
-        seed (`int`, *optional*): base seed.
     """
 
     def __init__(self, seed: int | None = None) -> None:
@@ -50,6 +47,5 @@ class WorkerSeededGenerator:
             base = (base + rank * 1_000_000_007) % (2**63 - 1)
             if info is not None:
                 base = (base * _MIX + info.seed * 1_000_003 + info.id) % (2**63 - 1)
-            self._generator = torch.Generator().manual_seed(base)
-            self._key = key
+            self._generator, self._key = torch.Generator().manual_seed(base), key
         return self._generator

@@ -1,15 +1,9 @@
 """Text augmentations for contrastive text methods: EDA's four word-level ops and a back-translation hook.
 
-EDA is "Easy Data Augmentation" (Wei and Zou, 2019, "EDA: Easy Data Augmentation Techniques for Boosting
-Performance on Text Classification Tasks", EMNLP): synonym replacement (SR), random insertion (RI), random swap
-(RS) and random deletion (RD), with `n = max(1, int(alpha * num_words))` changes per sentence and the paper's
-`alpha = 0.1` for all four. Synonyms come from a table the user supplies (no WordNet download): a mapping from a
-word to its synonyms. Words are whitespace-separated tokens; the ops take and return lists of words and draw every
-random choice from the `torch.Generator` they are given, so a collator can apply them reproducibly per worker.
-
-Back-translation (Sennrich et al., 2016; Xie et al., 2020, UDA) paraphrases by translating to a pivot language and
-back with any translation callables: `Seq2SeqTranslator` around a transformers seq2seq model (transformers 5 removed
-the `translation` pipeline), a `text-generation` pipeline with a prompt, or any function of a list of texts.
+The EDA ops (Wei and Zou, 2019, "EDA: Easy Data Augmentation Techniques for Boosting Performance on Text
+Classification Tasks", EMNLP) take and return lists of whitespace-separated words and draw every random choice from
+the `torch.Generator` they are given, so a collator can apply them reproducibly per worker. Synonyms come from a
+table the user supplies (no WordNet download).
 """
 
 from __future__ import annotations
@@ -22,7 +16,6 @@ import torch
 
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
-
 EDA_OPERATIONS = ("synonym_replacement", "random_insertion", "random_swap", "random_deletion")
 
 
@@ -31,16 +24,8 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
 
 
 def random_deletion(words: Sequence[str], p: float, generator: torch.Generator | None = None) -> list[str]:
-    """Delete each word with probability `p`; if every word goes, keep one at random (EDA's RD).
-
-    Args:
-        words (sequence of `str`): the sentence as words.
-        p (`float`): deletion probability (EDA: 0.1).
-        generator (`torch.Generator`, *optional*): the source of randomness.
-
-    Returns:
-        `list[str]`: a new list; `words` is not modified.
-    """
+    """Delete each word with probability `p` (EDA: 0.1); if every word goes, keep one at random (EDA's RD). Returns
+    a new list."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"Deletion probability p must be in [0, 1], got {p}.")
     if len(words) <= 1:
@@ -62,17 +47,12 @@ def random_swap(words: Sequence[str], n: int, generator: torch.Generator | None 
 
 
 def synonym_replacement(
-    words: Sequence[str],
-    n: int,
-    synonyms: Mapping[str, Sequence[str]],
-    generator: torch.Generator | None = None,
+    words: Sequence[str], n: int, synonyms: Mapping[str, Sequence[str]], generator: torch.Generator | None = None,
     stopwords: frozenset[str] | set[str] = frozenset(),
 ) -> list[str]:
-    """Replace up to `n` distinct words that have synonyms (and are not stopwords) by a random synonym (EDA's SR).
-
-    Every occurrence of a chosen word is replaced by the same synonym, as in EDA's reference code. Lookups use the
-    lowercased word. Returns a new list.
-    """
+    """Replace up to `n` distinct words that have synonyms (and are not stopwords) by a random synonym (EDA's SR):
+    every occurrence of a chosen word by the same synonym, as EDA's reference code does. Lookups use the lowercased
+    word. Returns a new list."""
     out = list(words)
     candidates = sorted({w for w in out if w.lower() not in stopwords and synonyms.get(w.lower())})
     order = torch.randperm(len(candidates), generator=generator).tolist()
@@ -87,16 +67,11 @@ def synonym_replacement(
 
 
 def random_insertion(
-    words: Sequence[str],
-    n: int,
-    synonyms: Mapping[str, Sequence[str]],
-    generator: torch.Generator | None = None,
+    words: Sequence[str], n: int, synonyms: Mapping[str, Sequence[str]], generator: torch.Generator | None = None,
     stopwords: frozenset[str] | set[str] = frozenset(),
 ) -> list[str]:
     """Insert a random synonym of a random word (one with synonyms) at a random position, `n` times (EDA's RI).
-
-    Returns a new list (unchanged when no word has a synonym).
-    """
+    Returns a new list (unchanged when no word has a synonym)."""
     out = list(words)
     for _ in range(n):
         candidates = [w for w in out if w.lower() not in stopwords and synonyms.get(w.lower())]
@@ -116,7 +91,7 @@ class EasyDataAugmentation:
         synonyms (`Mapping[str, Sequence[str]]`, defaults to `{}`): lowercase word -> synonyms. Without it, SR and RI
             are skipped (only swap and deletion are drawn).
         alpha_sr (`float`, defaults to 0.1), alpha_ri (`float`, defaults to 0.1), alpha_rs (`float`, defaults to
-            0.1): share of words changed by SR, RI and RS (EDA's defaults).
+            0.1): share of words changed by SR, RI and RS, `n = max(1, int(alpha * num_words))` (EDA's defaults).
         p_rd (`float`, defaults to 0.1): deletion probability of RD (EDA's default).
         operations (`tuple[str, ...]`, defaults to all four): the ops to draw from, by name (`EDA_OPERATIONS`).
         stopwords (`frozenset[str]`, defaults to empty): words SR and RI never pick.
@@ -140,7 +115,9 @@ class EasyDataAugmentation:
         self._rng = WorkerSeededGenerator(self.seed)
         unknown = [name for name in self.operations if name not in EDA_OPERATIONS]
         if unknown or not self.operations:
-            raise ValueError(f"operations must be a non-empty subset of {EDA_OPERATIONS}, got {tuple(self.operations)}.")
+            raise ValueError(
+                f"operations must be a non-empty subset of {EDA_OPERATIONS}, got {tuple(self.operations)}."
+            )
         for name in ("alpha_sr", "alpha_ri", "alpha_rs", "p_rd"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
@@ -172,7 +149,6 @@ class EasyDataAugmentation:
         return [" ".join(self.augment_words(text.split(), generator)) for text in texts]
 
 
-
 @dataclass
 class Seq2SeqTranslator:
     """A translation callable from any transformers sequence-to-sequence model (Marian `opus-mt-*`, T5, NLLB, ...).
@@ -181,7 +157,7 @@ class Seq2SeqTranslator:
 
     Args:
         model (`PreTrainedModel`): e.g. `AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")`.
-        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        tokenizer (`PreTrainedTokenizerBase`).
         prefix (`str`, defaults to `""`): prepended to every text (T5 wants `"translate English to German: "`).
         max_length (`int`, defaults to 256): inputs are truncated to this many tokens.
 
@@ -247,7 +223,7 @@ class BackTranslation:
     def __post_init__(self) -> None:
         if not callable(self.forward) or not callable(self.backward):
             raise TypeError(
-                f"forward and backward must be callables such as hfssl's Seq2SeqTranslator or a transformers pipeline, "
+                "forward and backward must be callables such as hfssl's Seq2SeqTranslator or a transformers pipeline, "
                 f"got {type(self.forward).__name__} and {type(self.backward).__name__}."
             )
         for name in ("forward_prompt", "backward_prompt"):

@@ -1,34 +1,9 @@
 """Per-image multi-view transforms (`MultiViewTransform` and the papers' presets) for any Dataset pipeline, and the
-two halves of view making that they and `DataCollatorForMultiView` share.
+two halves of view making that they and `DataCollatorForMultiView` share: `draw_views` crops a uint8 batch and draws
+the photometric parameters of every view, `finish_view` applies them and normalises.
 
-A view is made in two halves (see `hfssl.augmentations.presets`): `draw_views` crops a uint8 batch and draws the
-photometric parameters of every view; `finish_view` applies them and normalises. The collator runs both on a batch;
-`MultiViewTransform` runs the very same two functions on a batch of one image, so `transform(image)` is the
-collator's output for `[{"image": image}]` drawn from the same generator state (tested bit for bit).
-
-Use a transform where the augmentation belongs to the dataset rather than to the batch: a torchvision dataset
-(`transform=SimCLRTransform()`), `datasets.Dataset.with_transform(transform.transform_batch)`, or any `Dataset` fed
-to a plain `DataLoader`, whose `default_collate` then stacks the views into the collator's layout: a list of V
-tensors (B, C, S_v, S_v).
-
-lightly's transforms (`SimCLRTransform(input_size=..., cj_strength=..., gaussian_blur=...)`) name the knobs after
-torchvision; hfssl's presets keep hfssl's names, the ones of `DataCollatorForMultiView`'s presets, so one knob has
-one name across the collator, the transforms and the recipes. The mapping (lightly -> hfssl):
-
-| lightly | hfssl |
-|---|---|
-| `input_size` | `image_size` (SimCLR, MoCo v2, BYOL) |
-| `cj_strength` | `strength` (SimCLR) |
-| `gaussian_blur` | `blur_p` (SimCLR) |
-| `min_scale` | `min_scale` |
-| `global_crop_size`, `local_crop_size` | `global_size`, `local_size` (DINO, SwAV) |
-| `global_crop_scale`, `local_crop_scale` | `global_scale`, `local_scale` (DINO, SwAV) |
-| `n_local_views` | `num_local_crops` (DINO, SwAV) |
-| `normalize={"mean": ..., "std": ...}` | `mean=..., std=...` |
-| any other knob (`cj_prob`, `hf_prob`, ...) | a `ViewAugmentation` field, through `MultiViewTransform(views)` |
-
-The presets' defaults are the papers', as the collator's are (lightly's differ in places, e.g. DINO with 6 local
-crops instead of the paper's 8). lightly's vertical flips and rotations have no counterpart.
+The presets take the knob names of `DataCollatorForMultiView`'s presets and the papers' defaults; each says which
+lightly argument each name stands for (docs/vision.md lists them all).
 
 Legend: B batch, C channels, H height, W width, S view side, V views.
 """
@@ -39,18 +14,12 @@ from typing import Any
 
 import torch
 
+from hfssl.augmentations import presets
 from hfssl.augmentations.geometric import random_resized_crops
 from hfssl.augmentations.image_io import to_uint8_chw
 from hfssl.augmentations.normalization import IMAGENET_MEAN, IMAGENET_STD
 from hfssl.augmentations.photometric import LUMA
-from hfssl.augmentations.presets import (
-    ViewAugmentation,
-    byol_views,
-    dino_views,
-    moco_v2_views,
-    simclr_views,
-    swav_views,
-)
+from hfssl.augmentations.presets import ViewAugmentation
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 
 OUTPUT_DTYPES = ("float32", "uint8")
@@ -140,9 +109,7 @@ def finish_view(
     images = view.apply_photometric(images.copy_(crops).div_(255.0), params, inplace=True)
     if output_dtype == "uint8":
         return images.mul_(255.0).round_().to(torch.uint8)
-    mean_tensor = images.new_tensor(mean).view(1, -1, 1, 1)
-    std_tensor = images.new_tensor(std).view(1, -1, 1, 1)
-    return images.sub_(mean_tensor).div_(std_tensor)
+    return images.sub_(images.new_tensor(mean).view(1, -1, 1, 1)).div_(images.new_tensor(std).view(1, -1, 1, 1))
 
 
 class MultiViewTransform:
@@ -150,11 +117,8 @@ class MultiViewTransform:
 
     The same ops, order of random draws and normalisation as `DataCollatorForMultiView` on a batch of one image:
     `MultiViewTransform(views, seed=s)(image)[v]` equals `DataCollatorForMultiView(views, seed=s)([{"image":
-    image}])["pixel_values"][v][0]`. (Over N images the transform draws image by image and the collator view by
-    view for the whole batch, so the two give different but identically distributed views.)
-
-    Seeding: a `WorkerSeededGenerator`, so with `seed` set the main process repeats exactly, and each DataLoader
-    worker draws its own stream (from `seed`, the worker id and the DataLoader's base seed).
+    image}])["pixel_values"][v][0]` (over N images the two draw in different orders). Seeding: a
+    `WorkerSeededGenerator`, so each DataLoader worker draws its own stream.
 
     Args:
         views (`list[ViewAugmentation]`): one entry per view, in output order (see `hfssl.augmentations.presets`).
@@ -171,14 +135,9 @@ class MultiViewTransform:
     """
 
     def __init__(
-        self,
-        views: list[ViewAugmentation],
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        seed: int | None = None,
-        channels: int = 3,
-        output_dtype: str = "float32",
-        image_column: str = "image",
+        self, views: list[ViewAugmentation], mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None, seed: int | None = None, channels: int = 3,
+        output_dtype: str = "float32", image_column: str = "image",
     ) -> None:
         self.views = list(views) if isinstance(views, (list, tuple)) else views
         self.mean, self.std = check_view_settings(self.views, mean, std, channels, output_dtype)
@@ -187,10 +146,8 @@ class MultiViewTransform:
         self._rng = WorkerSeededGenerator(seed)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(views={len(self.views)}, sizes={[view.size for view in self.views]}, "
-            f"seed={self.seed})"
-        )
+        sizes = [view.size for view in self.views]
+        return f"{type(self).__name__}(views={len(self.views)}, sizes={sizes}, seed={self.seed})"
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
         pixels = to_uint8_chw(image, self.channels).unsqueeze(0)  # (1, C, H, W)
@@ -205,14 +162,7 @@ class MultiViewTransform:
         """For `datasets.Dataset.with_transform(transform.transform_batch)`: the `image_column` of a batch of
         examples replaced by `pixel_values` (each a list of V views); `label` renamed `labels` (as the collator
         does); every other column passed through. A DataLoader's `default_collate` then gives `pixel_values` as V
-        tensors (B, C, S_v, S_v), what the method models take.
-
-        Args:
-            examples (`dict[str, list]`): the columnar batch `datasets` hands to a transform.
-
-        Returns:
-            `dict[str, list]`.
-        """
+        tensors (B, C, S_v, S_v), what the method models take."""
         if self.image_column not in examples:
             raise KeyError(
                 f"the batch has no column {self.image_column!r} (columns: {sorted(examples)}); pass "
@@ -224,56 +174,48 @@ class MultiViewTransform:
 
 
 class SimCLRTransform(MultiViewTransform):
-    """SimCLR's two views (Chen et al., 2020, appendix A; `simclr_views`): crop (0.08, 1), flip, colour jitter of
-    strength s (0.8s, 0.8s, 0.8s, 0.2s) p=0.8, grayscale p=0.2, blur p=0.5 (the paper drops blur on CIFAR:
-    `blur_p=0`). lightly: `input_size` -> `image_size`, `cj_strength` -> `strength`, `gaussian_blur` -> `blur_p`.
-    Other keyword arguments (`mean`, `std`, `seed`, ...) go to `MultiViewTransform`."""
+    """SimCLR's two views (`simclr_views`; the paper drops blur on CIFAR: `blur_p=0`). lightly: `input_size` ->
+    `image_size`, `cj_strength` -> `strength`, `gaussian_blur` -> `blur_p`. Other keyword arguments (`mean`, `std`,
+    `seed`, ...) go to `MultiViewTransform`, as for every preset."""
 
     def __init__(
         self, image_size: int = 224, strength: float = 1.0, blur_p: float = 0.5, min_scale: float = 0.08,
         **kwargs: Any,
     ) -> None:
-        super().__init__(simclr_views(image_size, strength, blur_p, min_scale), **kwargs)
+        super().__init__(presets.simclr_views(image_size, strength, blur_p, min_scale), **kwargs)
 
 
 class MoCoV2Transform(MultiViewTransform):
-    """MoCo v2's two views (Chen et al., 2020, "Improved baselines"; `moco_v2_views`): crop (0.2, 1), jitter (0.4,
-    0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, blur p=0.5, flip. lightly: `input_size` -> `image_size`."""
+    """MoCo v2's two views (`moco_v2_views`). lightly: `input_size` -> `image_size`."""
 
     def __init__(self, image_size: int = 224, min_scale: float = 0.2, **kwargs: Any) -> None:
-        super().__init__(moco_v2_views(image_size, min_scale), **kwargs)
+        super().__init__(presets.moco_v2_views(image_size, min_scale), **kwargs)
 
 
 class BYOLTransform(MultiViewTransform):
-    """BYOL's two asymmetric views (Grill et al., 2020, table 6; `byol_views`): crop (0.08, 1), flip, jitter (0.4,
-    0.4, 0.2, 0.1) p=0.8, grayscale p=0.2; blur p=1.0 / 0.1 and solarisation p=0 / 0.2 for view 1 / view 2.
-    lightly (which takes one argument set per view): `input_size` -> `image_size`."""
+    """BYOL's two asymmetric views (`byol_views`). lightly: `input_size` -> `image_size` (one for both views)."""
 
     def __init__(self, image_size: int = 224, min_scale: float = 0.08, **kwargs: Any) -> None:
-        super().__init__(byol_views(image_size, min_scale), **kwargs)
+        super().__init__(presets.byol_views(image_size, min_scale), **kwargs)
 
 
 class DINOTransform(MultiViewTransform):
-    """DINO's multi-crop (Caron et al., 2021, main_dino.py; `dino_views`): 2 global views (S = `global_size`,
-    scale (0.4, 1); blur p=1.0, then blur p=0.1 + solarisation p=0.2) then `num_local_crops` local views (S =
-    `local_size`, scale (0.05, 0.4), blur p=0.5); jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, flip.
-    `local_size` None: 96/224 of `global_size`. lightly: `global_crop_size` -> `global_size`, `local_crop_size` ->
-    `local_size`, `global_crop_scale` / `local_crop_scale` -> `global_scale` / `local_scale`, `n_local_views` ->
-    `num_local_crops` (lightly's default 6; the paper's, here, 8)."""
+    """DINO's multi-crop (`dino_views`): 2 global views then `num_local_crops` local ones. lightly:
+    `global_crop_size` / `local_crop_size` -> `global_size` / `local_size`, `global_crop_scale` / `local_crop_scale`
+    -> `global_scale` / `local_scale`, `n_local_views` -> `num_local_crops` (lightly's default 6; the paper's, 8)."""
 
     def __init__(
         self, global_size: int = 224, local_size: int | None = None, num_local_crops: int = 8,
         global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
         **kwargs: Any,
     ) -> None:
-        super().__init__(dino_views(global_size, local_size, num_local_crops, global_scale, local_scale), **kwargs)
+        views = presets.dino_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        super().__init__(views, **kwargs)
 
 
 class SwAVTransform(MultiViewTransform):
-    """SwAV's multi-crop (Caron et al., 2020, main_swav.py, 2x224 + 6x96; `swav_views`): 2 global views (scale
-    (0.14, 1)) then `num_local_crops` local views (scale (0.05, 0.14)); flip, colour distortion of strength 1
-    (jitter (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale p=0.2), blur p=0.5. `local_size` None: 96/224 of `global_size`.
-    lightly: `crop_sizes=(g, l)` -> `global_size`, `local_size`; `crop_counts=(2, n)` -> `num_local_crops=n`;
+    """SwAV's multi-crop (`swav_views`): 2 global views then `num_local_crops` local ones. lightly:
+    `crop_sizes=(g, l)` -> `global_size`, `local_size`; `crop_counts=(2, n)` -> `num_local_crops=n`;
     `crop_min_scales` / `crop_max_scales` -> `global_scale`, `local_scale`."""
 
     def __init__(
@@ -281,5 +223,6 @@ class SwAVTransform(MultiViewTransform):
         global_scale: tuple[float, float] = (0.14, 1.0), local_scale: tuple[float, float] = (0.05, 0.14),
         **kwargs: Any,
     ) -> None:
-        super().__init__(swav_views(global_size, local_size, num_local_crops, global_scale, local_scale), **kwargs)
+        views = presets.swav_views(global_size, local_size, num_local_crops, global_scale, local_scale)
+        super().__init__(views, **kwargs)
 

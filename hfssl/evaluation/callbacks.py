@@ -1,16 +1,7 @@
 """`Trainer` callbacks that measure the representation while it is pretrained: weighted kNN (and optionally a linear
-probe) on labelled data, logged like any metric and usable for best-checkpoint selection.
-
-How transformers 5.24 picks the best checkpoint (`Trainer._maybe_log_save_evaluate`): when `control.should_evaluate`
-is set (by `eval_strategy`), it calls `metrics = self.evaluate()` and then `_determine_best_metric(metrics)`, which
-reads `metrics["eval_" + metric_for_best_model]` (the prefix is added when missing). `evaluate` passes that same
-dict to the callbacks' `on_evaluate` before returning it, so a value this callback writes into it there is what
-`metric_for_best_model="knn/top1"` and `load_best_model_at_end=True` see. Values are then logged with
-`trainer.log`, which appends them to `trainer.state.log_history` and hands them to every `report_to` integration
-(TensorBoard, trackio, W&B).
-
-The collapse signal of the core (`"embedding/std"`, the per-dimension std of the normalised embeddings, SimSiam
-section 4.1) is already logged by `SSLTrainer` at every logging step; nothing is needed here for it.
+probe) on labelled data, logged like any metric and usable for best-checkpoint selection: `Trainer.evaluate` hands
+its metrics dict to the callbacks' `on_evaluate` before `_determine_best_metric` reads it (transformers 5.24). The
+collapse signal (`"embedding/std"`, SimSiam section 4.1) is logged by `SSLTrainer` itself.
 """
 
 from __future__ import annotations
@@ -18,13 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import (
-    Trainer,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-)
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hfssl.data.images import decoded_images
 from hfssl.evaluation.features import dataset_features
@@ -36,17 +21,14 @@ from hfssl.export import resolve_backbone
 
 class KNNEvaluationCallback(TrainerCallback):
     """Weighted-kNN top-1 (and optionally linear-probe top-1) of the model's backbone (or EMA teacher) during
-    pretraining.
+    pretraining: `"eval_knn/top1"` and, with `linear_probe=True`, `"eval_linear_probe/top1"`.
 
-    Metrics: `"eval_knn/top1"` and, with `linear_probe=True`, `"eval_linear_probe/top1"`.
-
-    When the trainer evaluates (`eval_strategy="steps"` or `"epoch"`, with an `eval_dataset`) and `eval_steps` is not
-    given here, the metrics are computed at each evaluation and added to its metrics, so
-    `metric_for_best_model="knn/top1"` (with `greater_is_better=True`) selects checkpoints on them. Otherwise they are
-    computed every `eval_steps` optimizer steps and logged.
+    Without `eval_steps`, they are computed at each of the trainer's evaluations (`eval_strategy="steps"` or
+    `"epoch"`, with an `eval_dataset`) and added to its metrics, so `metric_for_best_model="knn/top1"` (with
+    `greater_is_better=True`) selects checkpoints on them; with `eval_steps`, every `eval_steps` optimizer steps.
 
     Args:
-        trainer (`transformers.Trainer`): the trainer (an `SSLTrainer`) whose model is evaluated and whose `log` is used.
+        trainer (`transformers.Trainer`): the `SSLTrainer` whose model is evaluated and whose `log` is used.
         memory_dataset (`datasets.Dataset`): labelled "image"/"label" rows forming the kNN memory and the probe's
             train set (e.g. the train split).
         query_dataset (`datasets.Dataset`): labelled rows to classify (e.g. the test split).
@@ -66,28 +48,19 @@ class KNNEvaluationCallback(TrainerCallback):
     """
 
     def __init__(
-        self,
-        trainer: Trainer,
-        memory_dataset: Any,
-        query_dataset: Any,
-        eval_steps: int | None = None,
-        k: int = 200,
-        temperature: float = 0.1,
-        linear_probe: bool = False,
-        linear_probe_kwargs: dict[str, Any] | None = None,
-        image_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        batch_size: int = 512,
-        encoder: str = "backbone",
+        self, trainer: Trainer, memory_dataset: Any, query_dataset: Any, eval_steps: int | None = None, k: int = 200,
+        temperature: float = 0.1, linear_probe: bool = False, linear_probe_kwargs: dict[str, Any] | None = None,
+        image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+        batch_size: int = 512, encoder: str = "backbone",
     ) -> None:
-        resolve_backbone(trainer.model, encoder)  # a TypeError naming the model's encoders now, not at the first evaluation
+        resolve_backbone(trainer.model, encoder)  # a bad encoder raises here, not at the first evaluation
         for name, dataset in (("memory_dataset", memory_dataset), ("query_dataset", query_dataset)):
             columns = getattr(dataset, "column_names", None)
             if columns is None or "image" not in columns or "label" not in columns:
                 raise ValueError(
                     f"KNNEvaluationCallback needs {name} as a datasets.Dataset with 'image' and 'label' columns; got "
-                    f"{type(dataset).__name__} with columns {columns}. Load it with hfssl.data.images.load_image_dataset."
+                    f"{type(dataset).__name__} with columns {columns}. Load it with "
+                    "hfssl.data.images.load_image_dataset."
                 )
         evaluates = str(getattr(trainer.args.eval_strategy, "value", trainer.args.eval_strategy)) != "no"
         if eval_steps is None and not evaluates:
@@ -111,7 +84,8 @@ class KNNEvaluationCallback(TrainerCallback):
         options = {"image_size": image_size, "mean": self.mean, "std": self.std, "batch_size": self.batch_size}
         memory, memory_labels = dataset_features(model, self.memory_dataset, **options)
         queries, query_labels = dataset_features(model, self.query_dataset, **options)
-        metrics = {"eval_knn/top1": knn_accuracy(memory, memory_labels, queries, query_labels, self.k, self.temperature)}
+        top1 = knn_accuracy(memory, memory_labels, queries, query_labels, self.k, self.temperature)
+        metrics = {"eval_knn/top1": top1}
         if self.linear_probe:
             probe = linear_probe(memory, memory_labels, queries, query_labels, **self.linear_probe_kwargs)
             metrics["eval_linear_probe/top1"] = probe.accuracy
@@ -128,7 +102,7 @@ class KNNEvaluationCallback(TrainerCallback):
             self._log(self.compute_metrics(), control)
 
     def on_evaluate(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: dict[str, float], **kwargs
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: dict, **kwargs
     ) -> None:
         if self.eval_steps is not None:
             return

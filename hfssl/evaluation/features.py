@@ -5,7 +5,9 @@ Legend: N images, C channels, S image side, D feature dim.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from datasets import Dataset
 from torch import nn
 
 from hfssl.distributed import gather_no_grad, is_distributed, rank, world_size
+from hfssl.evaluation.knn import knn_accuracy
 
 
 def images_to_tensor(images: Sequence, image_size: int, channels: int = 3) -> torch.Tensor:
@@ -34,30 +37,18 @@ def _resized(arrays: np.ndarray, image_size: int, channels: int) -> torch.Tensor
     if batch.shape[1] == 1 and channels == 3:
         batch = batch.expand(-1, 3, -1, -1)
     if batch.shape[-1] != image_size or batch.shape[-2] != image_size:
-        batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        size = (image_size, image_size)
+        batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
     return batch
-
-
-def _image_slice(images: Sequence | Dataset, start: int, stop: int) -> Sequence:
-    """`images[start:stop]`; for a `datasets.Dataset`, its "image" column decoded for those rows only."""
-    if isinstance(images, Dataset):
-        return images[start:stop]["image"]
-    return images[start:stop]
 
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module,
-    images: Sequence | Dataset,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    batch_size: int = 512,
-    device: str | torch.device | None = None,
+    backbone: nn.Module, images: Sequence | Dataset, image_size: int, mean: Sequence[float], std: Sequence[float],
+    channels: int = 3, batch_size: int = 512, device: str | torch.device | None = None,
     shard_across_processes: bool = True,
 ) -> torch.Tensor:
-    """Features of every image under the backbone in eval mode.
+    """Features (N, D), on CPU, of every image under the backbone in eval mode.
 
     Under several processes (`torchrun`, `accelerate launch`), each process embeds a contiguous 1/W of the images
     and the shards are all-gathered, so every process returns all N features for 1/W of the work. Every process
@@ -74,9 +65,6 @@ def extract_features(
         device (*optional*): where to run; the backbone's device by default.
         shard_across_processes (`bool`, defaults to `True`): split the work over the processes (see above); `False`
             embeds every image on this process alone (e.g. when only the main process evaluates).
-
-    Returns:
-        `torch.Tensor` of shape `(N, D)` on CPU.
     """
     device = device or next(backbone.parameters()).device
     total, first, last = len(images), 0, len(images)
@@ -90,40 +78,26 @@ def extract_features(
     std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     features = []
     for start in range(first, last, batch_size):
-        batch = images_to_tensor(_image_slice(images, start, min(start + batch_size, last)), image_size, channels)
+        rows = images[start : min(start + batch_size, last)]
+        batch = images_to_tensor(rows["image"] if isinstance(images, Dataset) else rows, image_size, channels)
         batch = (batch - mean_tensor) / std_tensor
         features.append(backbone(batch.to(device)).float())
     backbone.train(was_training)
     if shards == 1:
         return torch.cat(features).cpu()
     # Every shard padded to the same length for the all-gather, then trimmed back to N rows in image order.
-    with torch.no_grad():
-        dim = torch.tensor([features[0].shape[1] if features else -1], device=device)
-        dim = int(gather_no_grad(dim).max())
+    dim = int(gather_no_grad(torch.tensor([features[0].shape[1] if features else -1], device=device)).max())
     local = torch.cat(features) if features else torch.empty(0, dim, device=device)
-    padded = torch.zeros(per_process, dim, device=device, dtype=local.dtype)
-    padded[: local.shape[0]] = local
-    return gather_no_grad(padded)[:total].cpu()
+    return gather_no_grad(F.pad(local, (0, 0, 0, per_process - local.shape[0])))[:total].cpu()
 
 
 def knn_evaluate(
-    backbone: nn.Module,
-    memory_dataset,
-    query_dataset,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    k: int = 200,
-    temperature: float = 0.1,
-    shard_across_processes: bool = True,
+    backbone: nn.Module, memory_dataset, query_dataset, image_size: int, mean: Sequence[float], std: Sequence[float],
+    channels: int = 3, k: int = 200, temperature: float = 0.1, shard_across_processes: bool = True,
 ) -> float:
     """Weighted-kNN top-1 (`hfssl.evaluation.knn`) of a backbone: `memory_dataset` (e.g. the train split) labels
-    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. Under several
-    processes call it on every process (the feature extraction is split between them, see `extract_features`), or
-    pass `shard_across_processes=False` to run it on one."""
-    from hfssl.evaluation.knn import knn_accuracy
-
+    `query_dataset` (the test split). Both are `datasets.Dataset`s with "image" and "label" columns. A collective
+    under several processes, as `extract_features` is."""
     options = dict(channels=channels, shard_across_processes=shard_across_processes)
     memory = extract_features(backbone, memory_dataset, image_size, mean, std, **options)
     queries = extract_features(backbone, query_dataset, image_size, mean, std, **options)
@@ -140,22 +114,30 @@ def feature_extractor(model: nn.Module) -> nn.Module:
     return backbone if isinstance(backbone, nn.Module) else model
 
 
+def resolve_preprocessing(
+    encoder: nn.Module, image_size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[int, Sequence[float], Sequence[float]]:
+    """`image_size`, `mean` and `std`, those given or else the encoder's `data_config` (the normalisation the hfssl
+    recipes train with; an `SSLTrainer` sets its input size to the side it trained at)."""
+    data_config = getattr(encoder, "data_config", None) or {}
+    image_size = image_size if image_size is not None else int((data_config.get("input_size") or (3, 224, 224))[-1])
+    mean = mean if mean is not None else data_config.get("mean")
+    std = std if std is not None else data_config.get("std")
+    if mean is None or std is None:
+        raise ValueError(
+            f"{type(encoder).__name__} has no data_config with the normalisation; pass mean= and std= (one value per "
+            "input channel, those used in training)."
+        )
+    return image_size, mean, std
+
+
 def dataset_features(
-    model: nn.Module,
-    dataset,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    batch_size: int = 512,
-    shard_across_processes: bool = True,
+    model: nn.Module, dataset, image_size: int | None = None, mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None, batch_size: int = 512, shard_across_processes: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features (N, D) and labels (N,) of a `datasets.Dataset` with "image" (and "label") columns under any hfssl
-    model or backbone, in eval mode, without gradient, batch by batch.
-
-    `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config` (the normalisation the
-    hfssl recipes train with; an `SSLTrainer` sets its input size to the side it trained at). Under several processes the work is split between them and every process gets all
-    the features (`extract_features`); call it on every process, or pass `shard_across_processes=False` to run it
-    on one process alone.
+    model or backbone, in eval mode, without gradient, batch by batch (a collective under several processes, as
+    `extract_features` is). `image_size`, `mean`, `std` and the channel count default to the backbone's `data_config`.
 
     Returns:
         `(torch.Tensor of shape (N, D), torch.Tensor of shape (N,) or None)` on CPU; labels are None without a
@@ -167,19 +149,9 @@ def dataset_features(
             "hfssl.data.images.load_image_dataset, which renames the image column to 'image'."
         )
     encoder = feature_extractor(model)
-    data_config = getattr(encoder, "data_config", None) or {}
-    image_size = image_size if image_size is not None else int((data_config.get("input_size") or (3, 224, 224))[-1])
-    mean = mean if mean is not None else data_config.get("mean")
-    std = std if std is not None else data_config.get("std")
-    if mean is None or std is None:
-        raise ValueError(
-            f"{type(encoder).__name__} has no data_config with the normalisation; pass mean= and std= (one value per "
-            "input channel, those used in training)."
-        )
-    features = extract_features(
-        encoder, dataset, image_size, mean, std, len(mean), batch_size,
-        shard_across_processes=shard_across_processes,
-    )  # fmt: skip
+    image_size, mean, std = resolve_preprocessing(encoder, image_size, mean, std)
+    features = extract_features(encoder, dataset, image_size, mean, std, len(mean), batch_size,
+                                shard_across_processes=shard_across_processes)  # fmt: skip
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None
     return features, labels
 
@@ -195,24 +167,20 @@ def load_encoder(name_or_path: str, pretrained: bool = True) -> nn.Module:
 
     Args:
         name_or_path (`str`): the folder, timm name or Hub id.
-        pretrained (`bool`, defaults to `True`): load the weights of a timm name or transformers id (timm names offline:
-            pass `False` for random weights). Folders always load their weights.
+        pretrained (`bool`, defaults to `True`): load the weights of a timm name or transformers id (timm names
+            offline: pass `False` for random weights). Folders always load their weights.
     """
-    import json
-    import os
-
     from hfssl.models.backbone import Backbone
 
-    config_file = os.path.join(name_or_path, "config.json")
-    if not os.path.isdir(name_or_path):
+    folder = Path(name_or_path)
+    if not folder.is_dir():
         return Backbone(name_or_path, pretrained=pretrained)
-    if not os.path.exists(config_file):
+    if not (folder / "config.json").exists():
         raise ValueError(
             f"{name_or_path} is a folder without config.json; pass a folder written by save_pretrained, "
             "hfssl.export.save_backbone or timm's save_for_hf, a timm model name, or a Hub id."
         )
-    with open(config_file) as handle:
-        config = json.load(handle)
+    config = json.loads((folder / "config.json").read_text())
     if str(config.get("model_type", "")).startswith("hfssl_"):
         from transformers import AutoModel
 
@@ -222,10 +190,8 @@ def load_encoder(name_or_path: str, pretrained: bool = True) -> nn.Module:
     if "architecture" in config:  # timm's Hub layout
         return Backbone(f"local-dir:{name_or_path}", library="timm", pretrained=True)
     backbone = Backbone(name_or_path, library="transformers", pretrained=True)
-    processor_file = os.path.join(name_or_path, "preprocessor_config.json")
-    if os.path.exists(processor_file):
-        with open(processor_file) as handle:
-            processor = json.load(handle)
+    if (folder / "preprocessor_config.json").exists():
+        processor = json.loads((folder / "preprocessor_config.json").read_text())
         size = processor.get("size") or {}
         side = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
         channels, default_side = backbone.data_config["input_size"][0], backbone.data_config["input_size"][-1]

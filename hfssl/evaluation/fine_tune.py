@@ -2,9 +2,6 @@
 of the labels (1% or 10%, as in SimCLR section 6 and SimCLR v2) through `transformers.Trainer`.
 
 Legend: B batch, C channels, S image side, D feature dim, K classes.
-
-Accuracy goes through `evaluate`: `hfssl.evaluation.metrics.TopKAccuracy`, an `evaluate.Metric` that needs no Hub
-download (`evaluate.load("accuracy")` would fetch its script from the Hub, which offline machines cannot do).
 """
 
 from __future__ import annotations
@@ -21,18 +18,14 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hfssl.evaluation.features import feature_extractor, images_to_tensor
+from hfssl.evaluation.features import feature_extractor, images_to_tensor, resolve_preprocessing
 from hfssl.evaluation.metrics import TopKAccuracy
 
 
 def label_fraction_subset(dataset: Any, fraction: float, seed: int = 0) -> Any:
     """A class-balanced subset holding `fraction` of the examples of each class (at least one), drawn with a seeded
-    permutation, in the dataset's order (SimCLR's 1% and 10% ImageNet subsets are class-balanced too).
-
-    Args:
-        dataset (`datasets.Dataset`): with a "label" column.
-        fraction (`float`): in (0, 1].
-        seed (`int`, defaults to 0).
+    permutation, in the dataset's order (SimCLR's 1% and 10% ImageNet subsets are class-balanced too). `dataset` is a
+    `datasets.Dataset` with a "label" column; `fraction` lies in (0, 1].
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction={fraction} must lie in (0, 1], e.g. 0.01 or 0.1 for 1% or 10% of the labels.")
@@ -105,17 +98,12 @@ def classification_accuracy(prediction: EvalPrediction) -> dict[str, float]:
 
 
 def fine_tune(
-    model: nn.Module,
-    train_dataset: Any,
-    eval_dataset: Any,
-    args: TrainingArguments,
-    label_fraction: float = 0.1,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    model: nn.Module, train_dataset: Any, eval_dataset: Any, args: TrainingArguments, label_fraction: float = 0.1,
+    image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> tuple[dict[str, float], Trainer]:
     """Fine-tune the backbone of `model` with a new linear classifier on `label_fraction` of `train_dataset`'s labels
-    (class-balanced, seeded by `args.seed`) and evaluate top-1 on `eval_dataset`.
+    (class-balanced, seeded by `args.seed`); return the metrics of `trainer.evaluate()` on `eval_dataset` (top-1 as
+    `"eval_accuracy"`, in [0, 1]) and the trainer.
 
     Args:
         model (`nn.Module`): an hfssl method model (its `backbone` is used) or a backbone; left unchanged.
@@ -124,29 +112,16 @@ def fine_tune(
         label_fraction (`float`, defaults to 0.1): 0.01 and 0.1 are SimCLR's settings.
         image_size (`int`, *optional*), mean, std (sequences of `float`, *optional*): the preprocessing; the
             backbone's `data_config` by default.
-
-    Returns:
-        The metrics of `trainer.evaluate()` (with `"eval_accuracy"`, in [0, 1]) and the trainer.
     """
     if args.remove_unused_columns:
         raise ValueError("fine_tune needs TrainingArguments(remove_unused_columns=False): the collator reads 'image'.")
     backbone = feature_extractor(model)
-    data_config = getattr(backbone, "data_config", None) or {}
-    image_size = image_size if image_size is not None else int(data_config.get("input_size", (3, 224, 224))[-1])
-    mean = mean if mean is not None else data_config.get("mean")
-    std = std if std is not None else data_config.get("std")
-    if mean is None or std is None:
-        raise ValueError(f"{type(backbone).__name__} has no data_config; pass mean= and std= used in pretraining.")
+    image_size, mean, std = resolve_preprocessing(backbone, image_size, mean, std)
     subset = label_fraction_subset(train_dataset, label_fraction, seed=args.seed)
     num_classes = int(max(max(train_dataset["label"]), max(eval_dataset["label"]))) + 1
     classifier = BackboneForImageClassification(backbone, num_classes)
-    trainer = Trainer(
-        model=classifier,
-        args=args,
-        train_dataset=subset,
-        eval_dataset=eval_dataset,
-        data_collator=DataCollatorForImageClassification(image_size, mean, std),
-        compute_metrics=classification_accuracy,
-    )
+    collator = DataCollatorForImageClassification(image_size, mean, std)
+    trainer = Trainer(model=classifier, args=args, train_dataset=subset, eval_dataset=eval_dataset,
+                      data_collator=collator, compute_metrics=classification_accuracy)  # fmt: skip
     trainer.train()
     return trainer.evaluate(), trainer

@@ -19,13 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 def check_neighbour_count(k: int, memory_size: int) -> bool:
-    """Warn (and return False) when `k >= memory_size`: k is then capped at the memory size, so every query votes
-    over the whole memory set (a similarity-weighted vote of all of it, no longer a nearest-neighbour one), as k=200
-    does over a few hundred images. Returns True when k is below the memory size.
-
-    Args:
-        k (`int`): the neighbours asked for.
-        memory_size (`int`): N, the number of memory (training) images.
+    """Warn and return False when `k >= memory_size` (else return True): k is then capped at the memory size, so
+    every query votes over the whole memory set, no longer a nearest-neighbour vote (k=200 over a few hundred images).
     """
     if k < memory_size:
         return True
@@ -40,16 +35,12 @@ def check_neighbour_count(k: int, memory_size: int) -> bool:
 
 @torch.no_grad()
 def knn_predict(
-    memory_features: torch.Tensor,
-    memory_labels: torch.Tensor,
-    query_features: torch.Tensor,
-    num_classes: int | None = None,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 128,
+    memory_features: torch.Tensor, memory_labels: torch.Tensor, query_features: torch.Tensor,
+    num_classes: int | None = None, k: int = 200, temperature: float = 0.1, chunk_size: int = 128,
     memory_chunk_size: int = 65536,
 ) -> torch.Tensor:
-    """Class scores of weighted kNN with cosine similarity, vectorised over chunks of queries.
+    """Class scores (Q, C), the summed vote weights of each class, of weighted kNN with cosine similarity, vectorised
+    over chunks of queries.
 
     Exact: each (query chunk, memory chunk) similarity block keeps its own top k (found through the maxima of groups
     of columns, see `_block_topk`), and the top k of those candidates is the top k over the whole memory.
@@ -63,19 +54,14 @@ def knn_predict(
         temperature (`float`, defaults to 0.1): the vote weight is `exp(cosine / temperature)`.
         chunk_size (`int`, defaults to 128): queries per similarity block.
         memory_chunk_size (`int`, defaults to 65536): memory rows per similarity block (memory use is bounded by
-            `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults). Few queries against a wide
-            block mean fewer top-k merges, and wider blocks allow wider groups in `_block_topk`.
-
-    Returns:
-        `torch.Tensor` of shape `(Q, C)`: the summed vote weights of each class.
+            `chunk_size * memory_chunk_size` similarities, 32 MB at the defaults).
     """
-    if memory_features.ndim != 2 or query_features.ndim != 2 or memory_features.shape[1] != query_features.shape[1]:
+    same_d = memory_features.ndim == query_features.ndim == 2 and memory_features.shape[1] == query_features.shape[1]
+    if not same_d or memory_labels.shape != memory_features.shape[:1]:
         raise ValueError(
-            f"knn_predict expects memory (N, D) and queries (Q, D) with the same D; got {tuple(memory_features.shape)} "
-            f"and {tuple(query_features.shape)}."
+            "knn_predict expects memory (N, D), memory_labels (N,) and queries (Q, D) with the same N and the same D; "
+            f"got {tuple(memory_features.shape)}, {tuple(memory_labels.shape)} and {tuple(query_features.shape)}."
         )
-    if memory_labels.shape != (memory_features.shape[0],):
-        raise ValueError(f"memory_labels must have shape ({memory_features.shape[0]},); got {tuple(memory_labels.shape)}.")
     if k < 1 or temperature <= 0:
         raise ValueError(f"knn_predict needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}.")
     if chunk_size < 1 or memory_chunk_size < 1:
@@ -136,13 +122,8 @@ def _block_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def knn_accuracy(
-    memory_features: torch.Tensor,
-    memory_labels: torch.Tensor,
-    query_features: torch.Tensor,
-    query_labels: torch.Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 128,
+    memory_features: torch.Tensor, memory_labels: torch.Tensor, query_features: torch.Tensor,
+    query_labels: torch.Tensor, k: int = 200, temperature: float = 0.1, chunk_size: int = 128,
     memory_chunk_size: int = 65536,
 ) -> float:
     """Top-1 accuracy (in [0, 1]) of `knn_predict` on labelled queries (Q,)."""

@@ -6,7 +6,7 @@ Legend: N train features, Q test features, D feature dim, C classes, S sweep set
 Features are standardised with the train set's mean and std (as a BatchNorm without affine in front of the linear
 layer, MAE appendix A.2), then every sweep setting trains its own linear head in the same pass over the data (AdamW,
 cosine learning rate). The best setting on the validation part is retrained on the whole train set and scored on
-the test set. `evaluate`'s "accuracy" metric is a Hub download, impossible offline; accuracy is computed here.
+the test set.
 """
 
 from __future__ import annotations
@@ -41,25 +41,21 @@ class LinearProbeResult:
 
 
 class Standardize(nn.Module):
-    """`(x - mean) / std` with fixed statistics (D,), as a module so the probe is one `nn.Sequential`."""
+    """`(x - mean) / std` with the fixed statistics (D,) of the features (N, D) it is built from, as a module so the
+    probe is one `nn.Sequential`."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, features: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.register_buffer("mean", features.mean(dim=0))
+        self.register_buffer("std", features.std(dim=0).clamp_min(1e-6))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.std
 
 
 def _train_heads(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    settings: Sequence[tuple[float, float]],
-    epochs: int,
-    batch_size: int,
-    seed: int,
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: Sequence[tuple[float, float]],
+    epochs: int, batch_size: int, seed: int,
 ) -> list[nn.Linear]:
     """One linear head per (learning rate, weight decay) setting, trained together on standardised features (N, D).
 
@@ -69,43 +65,31 @@ def _train_heads(
     if features.device.type == "cpu" and batch_size * features.shape[1] * num_classes * len(settings) < 2**22:
         torch.set_num_threads(1)
     try:
-        return _train_heads_loop(features, labels, num_classes, settings, epochs, batch_size, seed)
+        generator = torch.Generator().manual_seed(seed)
+        heads, groups = [], []
+        for learning_rate, weight_decay in settings:
+            head = nn.Linear(features.shape[1], num_classes)
+            with torch.no_grad():
+                head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE: N(0, 0.01) init, zero bias
+                head.bias.zero_()
+            heads.append(head)
+            groups.append({"params": list(head.parameters()), "lr": learning_rate, "weight_decay": weight_decay})
+        optimizer = torch.optim.AdamW(groups)
+        total_steps = epochs * math.ceil(len(features) / batch_size)
+        cosine = lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        for _ in range(epochs):
+            order = torch.randperm(len(features), generator=generator)
+            for start in range(0, len(features), batch_size):
+                index = order[start : start + batch_size]
+                batch, targets = features[index], labels[index]
+                loss = sum(F.cross_entropy(head(batch), targets) for head in heads)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
     finally:
         torch.set_num_threads(threads)
-
-
-def _train_heads_loop(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    settings: Sequence[tuple[float, float]],
-    epochs: int,
-    batch_size: int,
-    seed: int,
-) -> list[nn.Linear]:
-    generator = torch.Generator().manual_seed(seed)
-    heads = []
-    for _ in settings:
-        head = nn.Linear(features.shape[1], num_classes)
-        with torch.no_grad():
-            head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE: N(0, 0.01) init, zero bias
-            head.bias.zero_()
-        heads.append(head)
-    groups = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd} for head, (lr, wd) in zip(heads, settings)]
-    optimizer = torch.optim.AdamW(groups)
-    steps_per_epoch = math.ceil(len(features) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
-    for _ in range(epochs):
-        order = torch.randperm(len(features), generator=generator)
-        for start in range(0, len(features), batch_size):
-            index = order[start : start + batch_size]
-            batch, targets = features[index], labels[index]
-            loss = sum(F.cross_entropy(head(batch), targets) for head in heads)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
     return heads
 
 
@@ -115,32 +99,23 @@ def _accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> 
 
 
 def linear_probe(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor | None = None,
-    test_labels: torch.Tensor | None = None,
-    learning_rates: Sequence[float] = (1e-3, 1e-2, 1e-1),
-    weight_decays: Sequence[float] = (0.0, 1e-4),
-    epochs: int = 100,
-    batch_size: int = 256,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None, learning_rates: Sequence[float] = (1e-3, 1e-2, 1e-1),
+    weight_decays: Sequence[float] = (0.0, 1e-4), epochs: int = 100, batch_size: int = 256,
+    validation_fraction: float = 0.1, seed: int = 0,
 ) -> LinearProbeResult:
-    """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split.
+    """Train a linear classifier on frozen features, choosing learning rate and weight decay on a validation split;
+    return a `LinearProbeResult` with the test (or validation) top-1 and a classifier taking raw features.
 
     Args:
-        train_features (`torch.Tensor` of shape `(N, D)`), train_labels (`torch.Tensor` of shape `(N,)`): integer labels.
+        train_features (`torch.Tensor` of shape `(N, D)`), train_labels (`torch.Tensor` of shape `(N,)`): integers.
         test_features (`torch.Tensor` of shape `(Q, D)`, *optional*), test_labels (`torch.Tensor` of shape `(Q,)`).
         learning_rates, weight_decays (sequences of `float`): the sweep (every pair is tried; AdamW).
         epochs (`int`, defaults to 100): passes over the train features (precomputed features make them cheap; MoCo v3
             and DINO train their linear heads for 90-100 epochs).
-        batch_size (`int`, defaults to 256).
         validation_fraction (`float`, defaults to 0.1): part of the train set held out to choose the setting; 0 skips
             the sweep selection (the first setting is used) and needs a single setting.
         seed (`int`, defaults to 0): the split, the initialisation and the batch order.
-
-    Returns:
-        `LinearProbeResult` with the test (or validation) top-1 and a classifier taking raw features.
     """
     if train_features.ndim != 2 or train_labels.shape != (train_features.shape[0],):
         raise ValueError(
@@ -167,12 +142,12 @@ def linear_probe(
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
         held_out = max(1, round(len(features) * validation_fraction))
         fit, check = order[held_out:], order[:held_out]
-        standardize = _standardizer(features[fit])
+        standardize = Standardize(features[fit])
         heads = _train_heads(standardize(features[fit]), labels[fit], num_classes, settings, epochs, batch_size, seed)
         for setting, head in zip(settings, heads):
             validation_accuracy[setting] = _accuracy(head, standardize(features[check]), labels[check])
         best = max(settings, key=lambda setting: validation_accuracy[setting])  # ties: the first listed
-    standardize = _standardizer(features)
+    standardize = Standardize(features)
     (head,) = _train_heads(standardize(features), labels, num_classes, [best], epochs, batch_size, seed)
     classifier = nn.Sequential(standardize, head)
     if test_features is not None:
@@ -180,7 +155,3 @@ def linear_probe(
     else:
         accuracy = validation_accuracy.get(best, _accuracy(classifier, features, labels))
     return LinearProbeResult(accuracy, best[0], best[1], validation_accuracy, classifier)
-
-
-def _standardizer(features: torch.Tensor) -> Standardize:
-    return Standardize(features.mean(dim=0), features.std(dim=0).clamp_min(1e-6))

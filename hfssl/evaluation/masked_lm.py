@@ -1,9 +1,5 @@
 """Held-out metrics for masked language modelling: masked-token accuracy, perplexity, and the
-most-frequent-token baseline they should beat.
-
-`evaluate`'s "accuracy" metric is a Hub download, which offline machines cannot make; the
-accuracy over masked positions is one line of numpy, so it is computed here.
-"""
+most-frequent-token baseline they should beat."""
 
 from __future__ import annotations
 
@@ -14,14 +10,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction
+from transformers import EvalPrediction, default_data_collator
 
 
 def most_frequent_token(input_ids: Iterable[list[int]], special_ids: Iterable[int]) -> tuple[int, float]:
-    """The most frequent non-special token of a tokenized corpus, and its share of the tokens.
-
-    Predicting it everywhere is the baseline a masked LM has to beat.
-    """
+    """The most frequent non-special token of a tokenized corpus, and its share of the tokens: predicting it
+    everywhere is the baseline a masked LM has to beat."""
     counts = np.bincount(np.fromiter((i for row in input_ids for i in row), dtype=np.int64))
     special = [i for i in special_ids if i < len(counts)]
     counts[special] = 0
@@ -43,7 +37,9 @@ def preprocess_logits_for_masked_lm(logits: torch.Tensor, labels: torch.Tensor) 
         return predictions
     selected = labels != -100
     if predictions.shape != (int(selected.sum()),):
-        raise ValueError(f"Cannot align logits of shape {tuple(logits.shape)} with labels of shape {tuple(labels.shape)}.")
+        raise ValueError(
+            f"Cannot align logits of shape {tuple(logits.shape)} with labels of shape {tuple(labels.shape)}."
+        )
     full = torch.full_like(labels, -100)
     full[selected] = predictions
     return full
@@ -69,11 +65,8 @@ def masked_lm_metrics(baseline_token_id: int | None = None) -> Callable[[EvalPre
 
 def premask_dataset(dataset: Dataset, collator, seed: int = 0, batch_size: int = 256) -> Dataset:
     """Mask a tokenized dataset once, with a seeded copy of `collator`, so that every evaluation of
-    every run scores the same positions. Rows must already be equal-length blocks (packed text).
-
-    Returns:
-        `datasets.Dataset` with `input_ids`, `attention_mask` and `labels`, ready for
-        `transformers.default_data_collator`.
+    every run scores the same positions. Rows must already be equal-length blocks (packed text). Returns a
+    `datasets.Dataset` with `input_ids`, `attention_mask` and `labels`, for `transformers.default_data_collator`.
     """
     fixed = dataclasses.replace(collator, seed=seed)
 
@@ -87,8 +80,6 @@ def evaluate_masked_lm(trainer, eval_dataset: Dataset) -> dict[str, float]:
     """Evaluate `trainer.model` on a pre-masked dataset (see `premask_dataset`) through
     `trainer.evaluate`, so it runs distributed like any evaluation. Adds `eval_perplexity`.
     """
-    from transformers import default_data_collator
-
     training_collator = trainer.data_collator
     trainer.data_collator = default_data_collator
     try:

@@ -1,8 +1,5 @@
-"""Classification metrics as `evaluate` modules that need no Hub download.
-
-`evaluate.load("accuracy")` fetches the metric script from the Hugging Face Hub, which offline machines (and CI
-here) cannot do. `TopKAccuracy` is an `evaluate.Metric` defined in Python: it has the same `compute` /
-`add_batch` interface, combines with `evaluate.combine`, and takes logits so it also gives top-k accuracy.
+"""Classification metrics as `evaluate` modules defined in Python, since `evaluate.load("accuracy")` fetches its
+script from the Hub, which offline machines (and CI here) cannot do.
 
 Legend: N examples, K classes.
 """

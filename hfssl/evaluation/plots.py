@@ -1,12 +1,5 @@
-"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed).
-
-- `plot_embeddings`: a 2-D t-SNE (van der Maaten & Hinton 2008, scikit-learn) of features, coloured by label, titled
-  with the model and its kNN accuracy.
-- `plot_training_curves`: train loss, eval loss, learning rate, kNN / linear-probe accuracy and the collapse signals
-  against the optimizer step, one panel each, read from `trainer.state.log_history` (or a checkpoint's
-  `trainer_state.json`); `embedding/std` with the healthy level 1/sqrt(P) of L2-normalised P-dim embeddings.
-- `plot_reconstructions`: rows of images (e.g. MAE's original, masked input, reconstruction), un-normalised, in
-  grayscale when the images are.
+"""Pictures of a pretraining run, as PNG files (matplotlib's Agg backend: no display needed): a t-SNE (van der Maaten
+& Hinton 2008) of the features, the training curves and collapse signals, and rows of images (e.g. MAE's outputs).
 
 Each `plot_*` writes the figure its `*_figure` function returns (which tests read: axes, labels, ticks, images).
 
@@ -27,14 +20,9 @@ import torch
 
 COLLAPSE_SIGNALS = ("embedding/std", "embedding/effective_rank")
 ACCURACY_SUFFIX = "/top1"
-Y_LABELS = {
-    "train loss": "loss (per-batch mean)",
-    "eval loss": "loss (mean over the eval set)",
-    "learning rate": "learning rate",
-    "accuracy": "top-1 accuracy",
-    "embedding/std": "per-dimension std",
-    "embedding/effective_rank": "effective rank (RankMe)",
-}
+Y_LABELS = {"train loss": "loss (per-batch mean)", "eval loss": "loss (mean over the eval set)",
+            "learning rate": "learning rate", "accuracy": "top-1 accuracy", "embedding/std": "per-dimension std",
+            "embedding/effective_rank": "effective rank (RankMe)"}  # fmt: skip
 
 
 def _pyplot():
@@ -48,23 +36,15 @@ def _pyplot():
 
 def plot_embeddings(features: Any, labels: Any, path: str | Path, **kwargs: Any) -> Path:
     """Write `embeddings_figure(features, labels, **kwargs)` to `path` (a PNG; folders are created) and return it."""
-    plt = _pyplot()
-    return _save(embeddings_figure(features, labels, **kwargs), plt, path)
+    return _save(embeddings_figure(features, labels, **kwargs), path)
 
 
 def embeddings_figure(
-    features: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray | Sequence[int],
-    class_names: Sequence[str] | None = None,
-    max_points: int = 2000,
-    perplexity: float = 30.0,
-    seed: int = 0,
-    title: str | None = None,
-    model_name: str | None = None,
-    knn_top1: float | None = None,
-    k: int | None = None,
+    features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | Sequence[int],
+    class_names: Sequence[str] | None = None, max_points: int = 2000, perplexity: float = 30.0, seed: int = 0,
+    title: str | None = None, model_name: str | None = None, knn_top1: float | None = None, k: int | None = None,
 ) -> Any:
-    """A t-SNE map of the features, one colour per label.
+    """A t-SNE map of the features, one colour per label: a `matplotlib.figure.Figure` with one axes.
 
     Args:
         features (`torch.Tensor` or `np.ndarray` of shape `(N, D)`), labels (of shape `(N,)`): integer labels.
@@ -75,23 +55,19 @@ def embeddings_figure(
         title (`str`, *optional*): replaces the default title, which names `model_name`, the points and
             dimensions, and `knn_top1` (with `k`) when given.
         model_name (`str`, *optional*), knn_top1 (`float` in [0, 1], *optional*), k (`int`, *optional*): for the title.
-
-    Returns:
-        The `matplotlib.figure.Figure` (one axes).
     """
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    features = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float32)
+    features = np.asarray(torch.as_tensor(features).detach().cpu(), dtype=np.float32)
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] < 4:
         raise ValueError(
             f"plot_embeddings expects features (N, D) and labels (N,) with N >= 4; got {features.shape} and "
             f"{labels.shape}."
         )
-    rng = np.random.default_rng(seed)
     if len(features) > max_points:
-        keep = np.sort(rng.choice(len(features), max_points, replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(len(features), max_points, replace=False))
         features, labels = features[keep], labels[keep]
     perplexity = min(perplexity, (len(features) - 1) / 3)
     # One OpenMP thread: after torch has run, its idle OpenMP workers keep spinning on the cores and starve the
@@ -107,10 +83,7 @@ def embeddings_figure(
         name = class_names[int(label)] if class_names is not None else str(label)
         axis.scatter(points[selected, 0], points[selected, 1], s=6, color=colours(index % colours.N), label=name)
     axis.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="label")
-    axis.set_xticks([])
-    axis.set_yticks([])
-    axis.set_xlabel("t-SNE 1")
-    axis.set_ylabel("t-SNE 2")
+    axis.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
     if title is None:
         title = f"t-SNE of {model_name}" if model_name else "t-SNE"
         title += f": {len(features)} points, {features.shape[1]}-d features"
@@ -121,31 +94,28 @@ def embeddings_figure(
     return figure
 
 
-def plot_training_curves(log_history: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, **kwargs: Any) -> Path:
+def plot_training_curves(
+    log_history: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, **kwargs: Any
+) -> Path:
     """Write `training_curves_figure(log_history, **kwargs)` to `path` (a PNG; folders are created) and return it."""
-    plt = _pyplot()
-    return _save(training_curves_figure(log_history, **kwargs), plt, path)
+    return _save(training_curves_figure(log_history, **kwargs), path)
 
 
 def training_curves_figure(
-    log_history: Sequence[Mapping[str, Any]] | str | Path,
-    embedding_dim: int | None = None,
+    log_history: Sequence[Mapping[str, Any]] | str | Path, embedding_dim: int | None = None,
     train_batch_size: int | None = None,
 ) -> Any:
-    """Panels against the optimizer step (integer ticks), each with a y label, those without data left out:
-    "train loss" (`loss`), "eval loss" (`eval_loss`, its own axes: a mean over the eval set, not over one training
-    batch), "learning rate", "accuracy" (`"*/top1"` metrics, e.g. `"eval_knn/top1"`), "embedding/std" (with a
-    dashed line at the healthy 1/sqrt(P) of L2-normalised P-dim embeddings when P is known) and
-    "embedding/effective_rank".
+    """A `matplotlib.figure.Figure` of panels against the optimizer step (integer ticks), up to 3 a row, each with a
+    y label, those without data left out: "train loss" (`loss`), "eval loss" (`eval_loss`, its own axes: a mean over
+    the eval set, not over one training batch), "learning rate", "accuracy" (`"*/top1"` metrics, e.g.
+    `"eval_knn/top1"`), "embedding/std" (with a dashed line at the healthy 1/sqrt(P) of L2-normalised P-dim
+    embeddings when P is known) and "embedding/effective_rank".
 
     Args:
         log_history (sequence of `dict`, or a path): `trainer.state.log_history`, or a checkpoint's
             `trainer_state.json` (whose `train_batch_size` then labels the train loss).
         embedding_dim (`int`, *optional*): P; by default the `"embedding/dim"` an `SSLTrainer` logs once.
         train_batch_size (`int`, *optional*): the per-device batch size, shown in the train-loss title.
-
-    Returns:
-        The `matplotlib.figure.Figure`, up to 3 panels a row.
 
     Raises:
         ValueError: when no entry has a step and one of those quantities.
@@ -154,16 +124,12 @@ def training_curves_figure(
         state = json.loads(Path(log_history).read_text())
         log_history, train_batch_size = state["log_history"], train_batch_size or state.get("train_batch_size")
     keys = sorted({key for entry in log_history for key in entry})
-    panels: list[tuple[str, list[str]]] = [("train loss", ["loss"]), ("eval loss", ["eval_loss"]),
-                                           ("learning rate", ["learning_rate"]),
-                                           ("accuracy", [key for key in keys if key.endswith(ACCURACY_SUFFIX)])]
-    for signal in COLLAPSE_SIGNALS:  # one panel each: their scales differ
-        panels.append((signal, [key for key in keys if key.removeprefix("eval_") == signal]))
-    series = {
-        key: [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
-        for _, names in panels
-        for key in names
-    }
+    panels = [("train loss", ["loss"]), ("eval loss", ["eval_loss"]), ("learning rate", ["learning_rate"]),
+              ("accuracy", [key for key in keys if key.endswith(ACCURACY_SUFFIX)])]
+    # one panel per collapse signal: their scales differ
+    panels += [(signal, [key for key in keys if key.removeprefix("eval_") == signal]) for signal in COLLAPSE_SIGNALS]
+    series = {key: [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+              for key in keys}  # fmt: skip
     panels = [(title, [key for key in names if series.get(key)]) for title, names in panels]
     panels = [(title, names) for title, names in panels if names]
     if not any(title != "learning rate" for title, _ in panels):
@@ -198,8 +164,7 @@ def training_curves_figure(
         if panel == "learning rate":
             axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("optimizer step")
-        axis.set_ylabel(Y_LABELS[panel])
+        axis.set(xlabel="optimizer step", ylabel=Y_LABELS[panel])
         axis.set_title(title, fontsize=10)
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
@@ -208,17 +173,11 @@ def training_curves_figure(
 
 
 def unnormalize(pixel_values: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo a per-channel normalisation: `pixel_values * std + mean`, clamped to [0, 1].
+    """Undo a per-channel normalisation: `pixel_values * std + mean`, clamped to [0, 1], float32 on CPU.
 
     Args:
         pixel_values (`torch.Tensor` of shape `(N, C, H, W)`): normalised images.
         mean, std (sequence of `float`): one value per channel (C of them), or one value for all channels.
-
-    Returns:
-        `torch.Tensor` of shape `(N, C, H, W)` on CPU, float32 in [0, 1].
-
-    Raises:
-        ValueError: when `mean` or `std` has neither 1 nor C values.
     """
     channels = pixel_values.shape[1]
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
@@ -236,15 +195,11 @@ def plot_reconstructions(rows: Mapping[str, torch.Tensor], mean: Sequence[float]
     """Write `reconstructions_figure(rows, mean, std, **kwargs)` to `path` (a PNG; folders are created) and return
     it. For MAE: `{"original": x, "masked input": x * (1 - mask), "reconstruction": y, "visible + reconstructed":
     x * (1 - mask) + y * mask}` with the collator's `mean` and `std`."""
-    plt = _pyplot()
-    return _save(reconstructions_figure(rows, mean, std, **kwargs), plt, path)
+    return _save(reconstructions_figure(rows, mean, std, **kwargs), path)
 
 
 def reconstructions_figure(
-    rows: Mapping[str, torch.Tensor],
-    mean: Sequence[float],
-    std: Sequence[float],
-    grayscale: bool | None = None,
+    rows: Mapping[str, torch.Tensor], mean: Sequence[float], std: Sequence[float], grayscale: bool | None = None
 ) -> Any:
     """A grid of images: one row per entry of `rows` (named on the left), one column per image, each image
     un-normalised (`unnormalize`) and shown pixel for pixel square (aspect 1).
@@ -289,16 +244,14 @@ def reconstructions_figure(
                 axis.imshow(values[index].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             else:
                 axis.imshow(values[index].permute(1, 2, 0).numpy(), interpolation="nearest")
-            axis.set_aspect("equal")
-            axis.set_xticks([])
-            axis.set_yticks([])
+            axis.set(aspect="equal", xticks=[], yticks=[])
         row[0].set_ylabel(textwrap.fill(name, 14), rotation=0, ha="right", va="center", fontsize=9)
     return figure
 
 
-def _save(figure: Any, plt: Any, path: str | Path) -> Path:
+def _save(figure: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path

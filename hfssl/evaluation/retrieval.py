@@ -27,26 +27,20 @@ def split_into_halves(texts: Sequence[str], min_words: int = 16) -> tuple[list[s
             queries.append(" ".join(words[:middle]))
             documents.append(" ".join(words[middle:]))
     if len(queries) < 2:
-        raise ValueError(f"Need at least 2 texts of >= {min_words} words to build retrieval pairs, got {len(queries)}.")
+        raise ValueError(f"Need at least 2 texts of >= {min_words} words to make retrieval pairs, got {len(queries)}.")
     return queries, documents
 
 
 @torch.no_grad()
 def pair_retrieval_scores(
-    encode: Callable[[list[str]], torch.Tensor],
-    queries: Sequence[str],
-    documents: Sequence[str],
-    ks: Sequence[int] = (1, 5),
-    batch_size: int = 128,
+    encode: Callable[[list[str]], torch.Tensor], queries: Sequence[str], documents: Sequence[str],
+    ks: Sequence[int] = (1, 5), batch_size: int = 128,
 ) -> dict[str, float]:
     """Recall@k and MRR of retrieving `documents[i]` for `queries[i]` among all documents.
 
     Args:
         encode (`Callable`): maps a list of strings to embeddings of shape (n, D).
         queries, documents (`Sequence[str]`): aligned pairs.
-
-    Returns:
-        dict with `recall@k` for each k and `mrr`.
     """
     if len(queries) != len(documents):
         raise ValueError(f"Got {len(queries)} queries but {len(documents)} documents; they must be aligned pairs.")

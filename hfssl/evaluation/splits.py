@@ -17,17 +17,9 @@ logger = logging.getLogger(__name__)
 HELD_OUT_SPLITS = ("test", "validation")
 
 
-def _is_missing_split(error: ValueError) -> bool:
-    """Whether a loader's ValueError says the split does not exist (hfssl's loaders and `datasets` name the split)."""
-    return "split" in str(error).lower()
-
-
 def load_evaluation_splits(
-    load: Callable[[str], Dataset],
-    train_split: str = "train",
-    eval_split: str | None = None,
-    held_out_fraction: float = 0.2,
-    seed: int = 0,
+    load: Callable[[str], Dataset], train_split: str = "train", eval_split: str | None = None,
+    held_out_fraction: float = 0.2, seed: int = 0,
 ) -> tuple[Dataset, Dataset, str]:
     """The (train, eval) datasets of an evaluation and a description of the eval split.
 
@@ -47,7 +39,8 @@ def load_evaluation_splits(
         `"20% of 'train' held out (seed 0): the data has no test or validation split"`.
 
     Raises:
-        ValueError: when `eval_split` is given and missing (the loader's error), or `held_out_fraction` is not in (0, 1).
+        ValueError: when `eval_split` is given and missing (the loader's error), or `held_out_fraction` is not in
+            (0, 1).
     """
     train = load(train_split)
     if eval_split is not None:
@@ -56,7 +49,7 @@ def load_evaluation_splits(
         try:
             return train, load(name), name
         except ValueError as error:
-            if not _is_missing_split(error):
+            if "split" not in str(error).lower():  # not a missing split (hfssl's loaders and `datasets` name it)
                 raise
     if not 0.0 < held_out_fraction < 1.0:
         raise ValueError(f"held_out_fraction={held_out_fraction} must lie in (0, 1), e.g. 0.2.")

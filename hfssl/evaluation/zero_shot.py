@@ -5,13 +5,6 @@ Legend: N images, T texts, K classes, E templates, P embedding dim.
 
 The model is anything with `get_image_features(pixel_values) -> (N, P)` and
 `get_text_features(input_ids, attention_mask) -> (T, P)` (`DualEncoderModel`, transformers' `CLIPModel`).
-- zero-shot classification: every class name is written into every template ("a photo of a {}."); the class
-  embedding is the normalised mean of its normalised template embeddings (CLIP's prompt ensembling), and an image
-  is assigned the class of highest cosine.
-- retrieval: image -> text recall@k is the fraction of images with a matching text among their k most similar
-  texts; text -> image recall@k the fraction of texts with a matching image among their k most similar images.
-  A match is the image a text describes (`text_to_image`), or, for class-level retrieval, any item of the same
-  class (`image_labels`, `text_labels`).
 """
 
 from __future__ import annotations
@@ -25,32 +18,20 @@ import torch.nn.functional as F
 from hfssl.evaluation.features import images_to_tensor
 
 
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def encode_images(
-    model: Any,
-    images: Sequence,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
+    model: Any, images: Sequence, image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Normalised image embeddings, images resized to `image_size` without augmentation.
+    """L2-normalised image embeddings (N, P) on CPU, images resized to `image_size` without augmentation.
 
     Args:
         model: has `get_image_features`.
         images (sequence of PIL images or uint8 arrays): e.g. `dataset["image"]`.
         image_size (`int`), mean, std (sequence of `float`), channels (`int`): the training preprocessing.
         batch_size (`int`, defaults to 256): images per forward pass.
-
-    Returns:
-        `torch.Tensor` of shape `(N, P)` on CPU, L2-normalised.
     """
-    was_training, device = model.training, _device(model)
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     mean_tensor = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -63,25 +44,22 @@ def encode_images(
 
 
 @torch.no_grad()
-def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 77, batch_size: int = 256) -> torch.Tensor:
-    """Normalised text embeddings.
+def encode_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 77, batch_size: int = 256
+) -> torch.Tensor:
+    """L2-normalised text embeddings (T, P) on CPU.
 
     Args:
-        model: has `get_text_features`.
-        tokenizer: a transformers tokenizer.
-        texts (sequence of `str`): T texts.
+        model: has `get_text_features`; tokenizer: its transformers tokenizer.
         max_length (`int`, defaults to 77): truncation, as in training.
         batch_size (`int`, defaults to 256): texts per forward pass.
-
-    Returns:
-        `torch.Tensor` of shape `(T, P)` on CPU, L2-normalised.
     """
-    was_training, device = model.training, _device(model)
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     embeddings = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt")  # fmt: skip
+        chunk = list(texts[start : start + batch_size])
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         features = model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         embeddings.append(features.float().cpu())
     model.train(was_training)
@@ -92,18 +70,17 @@ def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: i
 def zero_shot_classifier(
     model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str], max_length: int = 77
 ) -> torch.Tensor:
-    """Class embeddings from prompts: for each class, the normalised mean of its normalised template embeddings.
+    """Class embeddings (K, P) from prompts: for each class, the normalised mean of its normalised template embeddings.
 
     Args:
         model, tokenizer: see `encode_texts`.
         class_names (sequence of `str`): K class names, in label order.
         templates (sequence of `str`): E templates with one `{}` for the class name, e.g. `"a photo of a {}."`.
-
-    Returns:
-        `torch.Tensor` of shape `(K, P)`, L2-normalised.
     """
     if not class_names or not templates:
-        raise ValueError(f"need at least one class name and one template; got {len(class_names)} and {len(templates)}.")
+        raise ValueError(
+            f"need at least one class name and one template; got {len(class_names)} and {len(templates)}."
+        )
     bad = [template for template in templates if "{}" not in template]
     if bad:
         raise ValueError(f"every template needs a '{{}}' for the class name; these have none: {bad[:3]}.")
@@ -113,20 +90,12 @@ def zero_shot_classifier(
 
 
 def zero_shot_classification(
-    model: Any,
-    tokenizer: Any,
-    images: Sequence,
-    labels: Sequence[int] | torch.Tensor,
-    class_names: Sequence[str],
-    templates: Sequence[str],
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int = 3,
-    max_length: int = 77,
-    batch_size: int = 256,
+    model: Any, tokenizer: Any, images: Sequence, labels: Sequence[int] | torch.Tensor, class_names: Sequence[str],
+    templates: Sequence[str], image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
+    max_length: int = 77, batch_size: int = 256,
 ) -> dict[str, float]:
-    """Zero-shot top-1 (and top-5 with at least 6 classes) accuracy of a dual encoder on labelled images.
+    """Zero-shot `{"top1": ...}` (and `"top5"` with at least 6 classes) accuracy in [0, 1] of a dual encoder on
+    labelled images.
 
     Args:
         model, tokenizer: see `encode_images` and `encode_texts`.
@@ -134,15 +103,14 @@ def zero_shot_classification(
         class_names (sequence of `str`), templates (sequence of `str`): see `zero_shot_classifier`.
         image_size, mean, std, channels: the training preprocessing.
         max_length, batch_size: see `encode_texts`.
-
-    Returns:
-        `dict` with `"top1"` (and `"top5"`), fractions in [0, 1].
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(labels) != len(images):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels; pass one label per image.")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError(f"labels must lie in [0, {len(class_names)}) to index class_names; got {labels.min()}..{labels.max()}.")
+        raise ValueError(
+            f"labels must lie in [0, {len(class_names)}) to index class_names; got {labels.min()}..{labels.max()}."
+        )
     classifier = zero_shot_classifier(model, tokenizer, class_names, templates, max_length)
     logits = encode_images(model, images, image_size, mean, std, channels, batch_size) @ classifier.T  # (N, K)
     ranked = logits.argsort(dim=1, descending=True)
@@ -153,14 +121,13 @@ def zero_shot_classification(
 
 
 def image_text_retrieval(
-    image_embeddings: torch.Tensor,
-    text_embeddings: torch.Tensor,
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
     text_to_image: Sequence[int] | torch.Tensor | None = None,
-    image_labels: Sequence[int] | torch.Tensor | None = None,
-    text_labels: Sequence[int] | torch.Tensor | None = None,
+    image_labels: Sequence[int] | torch.Tensor | None = None, text_labels: Sequence[int] | torch.Tensor | None = None,
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
-    """Recall@k in both directions, by cosine similarity.
+    """Recall@k in both directions, by cosine similarity: image -> text recall@k is the fraction of images with a
+    matching text among their k most similar texts, and text -> image the reverse.
 
     Args:
         image_embeddings (`torch.Tensor` of shape `(N, P)`), text_embeddings (`torch.Tensor` of shape `(T, P)`).
