@@ -28,12 +28,7 @@ from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.image_text import CAPTION_TEMPLATES, CLASS_NAMES, load_image_text_pairs
 from hfssl.data.text import train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.evaluation.zero_shot import (
-    encode_images,
-    encode_texts,
-    image_text_retrieval,
-    zero_shot_classification,
-)
+from hfssl.evaluation.zero_shot import encode_images, encode_texts, image_text_retrieval, zero_shot_classification
 from hfssl.export import native_export_problem, save_towers
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
 from hfssl.cli import parse_recipe_arguments

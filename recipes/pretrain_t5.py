@@ -12,18 +12,13 @@ compute_input_and_target_lengths). It prints the held-out target-token accuracy 
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    T5Config,
-    TrainingArguments,
-)
+from transformers import AutoModelForSeq2SeqLM, T5Config, TrainingArguments
 
 from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
-from hfssl.data.tokenizer_training import train_unigram_tokenizer
+from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_unigram_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
     evaluate_masked_lm,
@@ -31,8 +26,7 @@ from hfssl.evaluation.masked_lm import (
     premask_dataset,
     preprocess_logits_for_masked_lm,
 )
-from hfssl.cli import TextModelArguments, parse_recipe_arguments
-from hfssl.data.tokenizer_training import load_or_train_tokenizer
+from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -116,21 +110,14 @@ def main() -> None:
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = evaluate_masked_lm(trainer, eval_blocks)
     metrics["train_loss"] = train_result.training_loss
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", metrics)
-    trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    trainer.create_model_card(
-        method="T5 span corruption", pipeline_tag="text2text-generation", metrics=metrics,
-        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+    save_text_model(
+        trainer, data_args, metrics, method="T5 span corruption", pipeline_tag="text2text-generation",
         hyperparameters={"input_length": data_args.max_seq_length, "noise_density": data_args.noise_density,
                          "mean_noise_span_length": data_args.mean_noise_span_length},
         usage='from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
               'model = AutoModelForSeq2SeqLM.from_pretrained("{path}")\ntokenizer = AutoTokenizer.from_pretrained("{path}")',
     )
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
     if trainer.is_world_process_zero():
-        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out target-token accuracy: {metrics['eval_masked_accuracy']:.4f}, "
               f"perplexity {metrics['eval_perplexity']:.1f}")
 

@@ -22,11 +22,10 @@ from transformers import TrainingArguments
 
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import TextDataArguments
-from hfssl.data.tokenizer_training import train_word_level_tokenizer
+from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_word_level_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.cli import parse_recipe_arguments
-from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
