@@ -51,14 +51,10 @@ image_embeddings = model.get_image_features(torch.randn(1, 3, {size}, {size}))  
 @dataclass
 class ModelArguments:
     image_backbone: str | None = field(default=None, metadata={"help": "timm name, Hub id or folder; else a ViT."})
-    image_pretrained: bool = field(
-        default=False, metadata={"help": "Start the image tower from the backbone's pretrained weights."}
-    )
+    image_pretrained: bool = field(default=False, metadata={"help": "Start the image tower from pretrained weights."})
     small_image_stem: bool = field(default=False, metadata={"help": "3x3 stem for timm ResNets on small images."})
     text_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained text encoder; else BERT."})
-    preset: str = field(
-        default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."}
-    )
+    preset: str = field(default="tiny", metadata={"help": f"Size of the towers from scratch: {', '.join(PRESETS)}."})
     text_pooling: str = field(default="cls", metadata={"help": "cls, mean or last."})
     projection_dim: int = field(default=64, metadata={"help": "Shared embedding dim (CLIP ViT-B: 512)."})
     loss: str = field(default="clip", metadata={"help": "clip (symmetric InfoNCE) or siglip (sigmoid)."})
@@ -73,9 +69,7 @@ class DataArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/parquet of (image path, caption)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str = field(
-        default="image", metadata={"help": "The column holding the images (default: the first Image column)."}
-    )
+    image_column: str = field(default="image", metadata={"help": "The column holding the images."})
     caption_column: str = field(default="caption", metadata={"help": "A caption or a list of captions per image."})
     captions_per_image: int = field(
         default=1, metadata={"help": "Captions drawn per image in a batch (K > 1: multi-positive loss)."}

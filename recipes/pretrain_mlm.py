@@ -21,12 +21,8 @@ from hfssl import DataCollatorForMaskedLM
 from hfssl.data.text import TextDataArguments, tokenize_and_pack, train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
-    evaluate_masked_lm,
-    masked_lm_metrics,
-    most_frequent_token,
-    premask_dataset,
-    preprocess_logits_for_masked_lm,
-)
+    evaluate_masked_lm, masked_lm_metrics, most_frequent_token, premask_dataset, preprocess_logits_for_masked_lm,
+)  # fmt: skip
 from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
@@ -50,9 +46,7 @@ class ModelArguments(TextModelArguments):
 
 @dataclass
 class DataArguments(TextDataArguments):
-    mlm_probability: float = field(
-        default=0.15, metadata={"help": "Fraction of tokens selected for prediction (BERT: 0.15)."}
-    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens to predict (BERT: 0.15)."})
     selection: str = field(default="bernoulli", metadata={"help": "bernoulli or exact."})
     whole_word_mask: bool = field(default=False, metadata={"help": "Mask whole words (all pieces of a word together)."})
     span_masking: bool = field(

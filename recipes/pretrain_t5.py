@@ -21,11 +21,8 @@ from hfssl.data.text import TextDataArguments, tokenize_and_pack
 from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_unigram_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
-    evaluate_masked_lm,
-    masked_lm_metrics,
-    premask_dataset,
-    preprocess_logits_for_masked_lm,
-)
+    evaluate_masked_lm, masked_lm_metrics, premask_dataset, preprocess_logits_for_masked_lm,
+)  # fmt: skip
 from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.trainers.safe_trainer import SafeTrainer
 
