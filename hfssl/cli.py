@@ -155,12 +155,9 @@ def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | 
     parser = build_parser(dataclass_types, full_help=full_help)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     known = {item.name for dtype in dataclass_types for item in dataclasses.fields(dtype) if item.init}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"{path} sets {', '.join(unknown)}, which this recipe does not take; remove or rename them "
-            "(`--help` lists its arguments)."
-        )
+    if unknown := sorted(set(values) - known):
+        raise ValueError(f"{path} sets {', '.join(unknown)}, which this recipe does not take; remove or rename them "
+                         "(`--help` lists its arguments).")
     parser.set_defaults(**values)  # string values are converted by each argument's type, like flags
     parsed = parser.parse_args_into_dataclasses(args=flags)
     for arguments in parsed:

@@ -7,8 +7,7 @@
   with `architecture`, `model_args` and a `pretrained_cfg` holding the training resolution and normalisation;
   `model.safetensors`): `timm.create_model("hf-hub:<repo>", pretrained=True)` (or `"local-dir:<folder>"`) loads
   it, `num_classes=N` adds a fresh classifier for fine-tuning, and transformers' `AutoModel` reads it too (through
-  its timm wrapper). A timm model changed after `timm.create_model` (hfssl's `small_image_stem=True`: timm's
-  ResNet has no 3x3 stride-1 stem option) cannot be rebuilt by timm, and is refused with a message saying so.
+  its timm wrapper); a model timm cannot rebuild is refused (`native_export_problem`).
 - Given an SSL method model (`SimCLRModel`, `MoCoModel`, ...), the full model (backbone, heads, teacher, queue) goes
   to the `ssl_model/` subfolder as well: `AutoModel.from_pretrained(path, subfolder="ssl_model")`, after
   `import hfssl` (this one needs hfssl), continues pretraining from the same folder or Hub repo.
@@ -168,17 +167,10 @@ def image_processor_for(backbone: Backbone, image_size: int | None = None, mean:
     return cls(**kwargs)
 
 
-def save_backbone(
-    model: nn.Module,
-    save_directory: str | Path,
-    *,
-    encoder: str = "backbone",
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    processor: Any = None,
-    ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
-) -> Path:
+def save_backbone(model: nn.Module, save_directory: str | Path, *, encoder: str = "backbone",
+                  image_size: int | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, processor: Any = None,
+                  ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER) -> Path:
     """Write the encoder of `model` in its native format (see the module docstring) into `save_directory`.
 
     Args:
@@ -221,14 +213,9 @@ def save_backbone(
     return folder
 
 
-def save_towers(
-    model: nn.Module,
-    save_directory: str | os.PathLike,
-    tokenizer: Any = None,
-    image_size: int | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> dict[str, Path]:
+def save_towers(model: nn.Module, save_directory: str | os.PathLike, tokenizer: Any = None,
+                image_size: int | None = None, mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None) -> dict[str, Path]:
     """Export a `DualEncoderModel` (CLIP / SigLIP) under `save_directory`: the image tower in `image_encoder/`
     (`save_backbone`) and the text tower with `tokenizer` in `text_encoder/` (`AutoModel`, `AutoTokenizer`), both
     loading without hfssl, and the full model with `tokenizer` in the folder itself (`AutoModel` after `import hfssl`),
@@ -427,7 +414,10 @@ def push_backbone_to_hub(model: nn.Module, repo_id: str, *, model_card: ModelCar
 
 # ---- the model card -----------------------------------------------------------------------------------------------
 
-_TEMPLATE = """---
+_TEMPLATE = """{% macro table(header, rows) %}| {{ header | join(" | ") }} |
+|{% for _ in header %}---|{% endfor %}
+{% for row in rows %}| {{ row | join(" | ") }} |
+{% endfor %}{% endmacro %}---
 {{ card_data }}
 ---
 
@@ -437,28 +427,19 @@ _TEMPLATE = """---
 
 ## Evaluation
 
-{% if metrics %}| metric | value |
-|---|---|
-{% for name, value in metrics.items() %}| {{ name }} | {{ value }} |
-{% endfor %}{% else %}No labelled evaluation was run.
+{% if metrics %}{{ table(["metric", "value"], metrics.items()) }}{% else %}No labelled evaluation was run.
 {% endif %}
 ## Training
 
 {{ steps }} optimizer steps in {{ runtime }} on {{ hardware }}. Final training loss: {{ final_loss }}{% if mean_loss %}
 (mean over the run: {{ mean_loss }}){% endif %}.
 
-| hyperparameter | value |
-|---|---|
-{% for name, value in hyperparameters.items() %}| {{ name }} | {{ value }} |
-{% endfor %}
+{{ table(["hyperparameter", "value"], hyperparameters.items()) }}
 ### Training curve
 
 {{ curve_summary }}
 {% if curve_rows %}
-| {{ curve_columns | join(" | ") }} |
-|{% for _ in curve_columns %}---|{% endfor %}
-{% for row in curve_rows %}| {{ row | join(" | ") }} |
-{% endfor %}{% endif %}
+{{ table(curve_columns, curve_rows) }}{% endif %}
 ## Usage
 {% if location_note %}
 {{ location_note }}
@@ -471,10 +452,7 @@ _TEMPLATE = """---
 {% endfor %}{% if files %}
 ## Files
 
-| path | content |
-|---|---|
-{% for path, content in files %}| {{ path }} | {{ content }} |
-{% endfor %}{% endif %}"""
+{{ table(["path", "content"], files) }}{% endif %}"""
 
 
 def _format(value: Any) -> Any:
@@ -629,32 +607,18 @@ def _data_description(dataset: str | None) -> str:
     return f"the local data `{Path(dataset).name}`" if os.path.exists(dataset) else dataset
 
 
-def write_model_card(
-    folder: str | os.PathLike,
-    trainer: Any,
-    *,
-    method: str | None = None,
-    dataset: str | None = None,
-    repo_id: str | None = None,
-    license: str = "other",
-    metrics: Mapping[str, Any] | None = None,
-    hyperparameters: Mapping[str, Any] | None = None,
-    usage: str | None = None,
-    architecture: str | None = None,
-    pipeline_tag: str | None = None,
-    encoder: str | None = None,
-    image_size: int | None = None,
-    ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
-    datasets: list[str] | None = None,
-    tags: list[str] | None = None,
-) -> ModelCard:
+def write_model_card(folder: str | os.PathLike, trainer: Any, *, method: str | None = None, dataset: str | None = None,
+                     repo_id: str | None = None, license: str = "other", metrics: Mapping[str, Any] | None = None,
+                     hyperparameters: Mapping[str, Any] | None = None, usage: str | None = None,
+                     architecture: str | None = None, pipeline_tag: str | None = None, encoder: str | None = None,
+                     image_size: int | None = None, ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
+                     datasets: list[str] | None = None, tags: list[str] | None = None) -> ModelCard:
     """Write the model card (`README.md` with Hub metadata) of what `trainer` trained into `folder`, and return it.
 
-    Two cases share one template: with `encoder`, the folder holds an encoder exported by `save_backbone` (the card
-    describes it from the backbone: library, architecture, input and feature sizes, the method config's
-    hyperparameters, usage with timm or transformers alone and of the full model in `ssl_model/`); without, a plain
-    transformers model (architecture, `usage` given by the caller). Both: metrics (without Trainer's speed figures),
-    the training arguments, steps, hardware, final loss and a summary and table of the logged training curve.
+    With `encoder`, the card describes an encoder exported by `save_backbone` from the backbone itself (library,
+    architecture, sizes, the method config's hyperparameters, usage with timm or transformers alone and of the full
+    model); without, a plain transformers model. Both: metrics (without Trainer's speed figures), the training
+    arguments, steps, hardware, final loss and the logged training curve.
 
     Args:
         folder (`str` or `os.PathLike`): where `README.md` goes (the folder that is uploaded).

@@ -91,14 +91,9 @@ def main() -> None:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = model_args.build_model(AutoModelForCausalLM, tokenizer, preset)
 
-    trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
-        eval_dataset=blocks["validation"],
-        data_collator=default_data_collator,
-        processing_class=tokenizer,
-    )
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=blocks["train"],
+                          eval_dataset=blocks["validation"], data_collator=default_data_collator,
+                          processing_class=tokenizer)
     logger.info("%d training blocks of %d tokens, %d held-out blocks, model of %.1fM parameters",
                 len(blocks["train"]), data_args.max_seq_length, len(blocks["validation"]), model.num_parameters() / 1e6)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -107,13 +107,9 @@ def main() -> None:
     baseline_id, _ = most_frequent_token(blocks["train"]["input_ids"], tokenizer.all_special_ids)
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
     trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
+        model=model, args=training_args, train_dataset=blocks["train"], data_collator=collator,
         eval_dataset=eval_blocks if training_args.eval_strategy == "no" else blocks["validation"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=masked_lm_metrics(baseline_id),
+        processing_class=tokenizer, compute_metrics=masked_lm_metrics(baseline_id),
         preprocess_logits_for_metrics=preprocess_logits_for_masked_lm,
     )
     logger.info("%d training blocks of %d tokens, %d held-out blocks, model of %.1fM parameters",

@@ -92,13 +92,9 @@ def main() -> None:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
     trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
+        model=model, args=training_args, train_dataset=blocks["train"], data_collator=collator,
         eval_dataset=eval_blocks if training_args.eval_strategy == "no" else blocks["validation"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=masked_lm_metrics(),
+        processing_class=tokenizer, compute_metrics=masked_lm_metrics(),
         preprocess_logits_for_metrics=preprocess_logits_for_masked_lm,
     )
     logger.info("%d training blocks of %d raw tokens (inputs %d, targets %d), %d held-out, model of %.1fM parameters",
