@@ -11,7 +11,7 @@ BYOL, SimSiam, DINO, SwAV, Barlow Twins, VICReg.
 --method picks the model, its trainer (schedules, teacher updates, prototype or last-layer freezing) and its paper's
 augmentation preset at --image_size (crop scales unless --min_scale is given; DINO / SwAV add local crops). Every
 field of the method's config (`SimCLRConfig`, `MoCoConfig`, ...) is a flag and a YAML key, at the paper's default.
-recipes/configs/ hold each paper's training settings (simclr.yaml, moco_v3.yaml, ...). Without a file: a short run of
+recipes/configs/ holds each paper's training settings (simclr.yaml, moco_v3.yaml, ...). Without a file: a short run of
 `PretrainingArguments` below (AdamW 1e-3), or for DINO of `DINOTrainingArguments`' main_dino.py settings (AdamW 5e-4,
 weight decay 0.04 -> 0.4, clipping 3.0). Collapse signals are logged at each logging step (`--collapse_action stop`
 ends a collapsed run).
