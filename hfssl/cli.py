@@ -237,8 +237,7 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
                 print(f"knn_top1={accuracy:.4f}")
     if not trainer.is_world_process_zero():
         return evaluation
-    problem = native_export_problem(backbone)
-    if problem:
+    if problem := native_export_problem(backbone):
         logger.warning("No native encoder export: %s", problem)
         return evaluation
     export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), encoder=encoder, image_size=data_args.image_size)

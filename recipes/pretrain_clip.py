@@ -154,8 +154,7 @@ def main() -> None:
         print(f"{name}: {value:.4f}")
 
     export_dir = os.path.join(training_args.output_dir, "export")
-    problem = native_export_problem(model.image_encoder)
-    if problem:
+    if problem := native_export_problem(model.image_encoder):
         logger.warning("Only the full model is exported: %s", problem)
         model.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)
