@@ -25,9 +25,21 @@ TOKEN_LEVEL_PAD_VALUES = {
 }
 
 
+TOKENIZE_FIRST = "tokenize the text first, e.g. dataset.map(lambda batch: tokenizer(batch['text']), batched=True)"
+_TENSOR_TYPES = {"pt": "'pt' (torch tensors)", "np": "'np' (NumPy arrays)"}
+
+
+def check_return_tensors(return_tensors: str, allowed: tuple[str, ...] = ("pt",)) -> str:
+    """Return `return_tensors` if it is one of `allowed`, else raise naming the allowed values."""
+    if return_tensors not in allowed:
+        choices = " or ".join(_TENSOR_TYPES[name] for name in allowed)
+        raise ValueError(f"return_tensors={return_tensors!r} is not supported; use {choices}.")
+    return return_tensors
+
+
 def as_list_of_examples(features: Any) -> list[Mapping[str, Any]]:
     """Accept a list of dicts, a list of token-id sequences, or a batch dict of columns (as
-    `datasets.map(batched=True)` passes) and return a list of dicts."""
+    `datasets.map(batched=True)` passes) and return a list of dicts, each with an `input_ids` column."""
     if isinstance(features, Mapping):
         columns = list(features)
         if not columns:
@@ -37,10 +49,11 @@ def as_list_of_examples(features: Any) -> list[Mapping[str, Any]]:
         raise ValueError(f"Expected a non-empty list of examples, got {type(features).__name__} of length 0.")
     if not isinstance(features[0], Mapping):
         features = [{"input_ids": example} for example in features]
+    if any("input_ids" not in example for example in features):
+        raise ValueError(
+            f"Every example needs an 'input_ids' column; got columns {list(features[0])}: {TOKENIZE_FIRST}."
+        )
     return list(features)
-
-
-TOKENIZE_FIRST = "tokenize the text first, e.g. dataset.map(lambda batch: tokenizer(batch['text']), batched=True)"
 
 
 def token_id_arrays(values: Sequence[Any], column: str = "input_ids") -> list[np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hfssl.augmentations.seeding import WorkerSeededGenerator
-from hfssl.collators.padding import as_list_of_examples
+from hfssl.collators.padding import as_list_of_examples, check_return_tensors
 
 
 def count_token_ids(input_ids: Iterable[Sequence[int]], vocab_size: int, ignore_ids: Iterable[int] = ()) -> torch.Tensor:
@@ -112,11 +112,8 @@ class DataCollatorForSkipGram:
         return self._keep_probability
 
     def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, torch.Tensor]:
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; hfssl collators return 'pt'.")
+        check_return_tensors(return_tensors or "pt")
         examples = as_list_of_examples(features)
-        if any("input_ids" not in example for example in examples):
-            raise ValueError(f"Every example needs an 'input_ids' column; got columns {list(examples[0])}.")
         rows = [np.asarray(example["input_ids"], dtype=np.int64).reshape(-1) for example in examples]
         lengths = torch.tensor([len(row) for row in rows])
         tokens = torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, dtype=torch.long)
