@@ -1,10 +1,7 @@
-"""Masked language modelling collator: a faster, more exact drop-in for transformers'
-`DataCollatorForLanguageModeling(mlm=True)`.
+"""Masked language modelling collator, vectorised over the batch, all randomness from one `torch.Generator`.
 
 Legend: B batch size, L padded sequence length, U units that can be selected per row (tokens, or
 words with whole-word masking), M the largest number of spans in a row.
-
-Everything is vectorised over the batch; all randomness comes from one `torch.Generator`.
 """
 
 from __future__ import annotations
@@ -60,12 +57,10 @@ def word_start_table(tokenizer) -> tuple[torch.Tensor, bool]:
     model = state.get("model", {})
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     tokens = [token if isinstance(token, str) else "" for token in tokens]
-    if model.get("end_of_word_suffix"):
-        suffix = model["end_of_word_suffix"]
+    if suffix := model.get("end_of_word_suffix"):
         return torch.tensor([token.endswith(suffix) for token in tokens], dtype=torch.bool), True
-    prefix = model.get("continuing_subword_prefix")
-    if model.get("type") == "WordPiece" or prefix:
-        prefix = prefix or "##"
+    if model.get("type") == "WordPiece" or model.get("continuing_subword_prefix"):
+        prefix = model.get("continuing_subword_prefix") or "##"
         return torch.tensor([not token.startswith(prefix) for token in tokens], dtype=torch.bool), False
     marker = _find_pre_tokenizer_marker(state.get("pre_tokenizer"))
     if marker is not None:
@@ -268,19 +263,15 @@ class DataCollatorForMaskedLM:
                         f"Column {key!r} cannot be made into a tensor ({error}); remove it before collating "
                         "(Trainer does this with remove_unused_columns=True)."
                     ) from error
-        if "attention_mask" not in batch and "attention_mask" in getattr(
-            self.tokenizer, "model_input_names", ["attention_mask"]
-        ):
+        input_names = getattr(self.tokenizer, "model_input_names", ["attention_mask"])
+        if "attention_mask" not in batch and "attention_mask" in input_names:
             real = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
             batch["attention_mask"] = (real.flip(1) if side == "left" else real).long()
         return batch
 
     def mask_tokens(
-        self,
-        input_ids: torch.Tensor,
-        special_tokens_mask: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        word_ids: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, word_ids: torch.Tensor | None = None,
         offset_mapping: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Select and replace tokens. Does not modify `input_ids`.
@@ -340,10 +331,7 @@ class DataCollatorForMaskedLM:
         return masked, labels
 
     def _units(
-        self,
-        input_ids: torch.Tensor,
-        eligible: torch.Tensor,
-        word_ids: torch.Tensor | None,
+        self, input_ids: torch.Tensor, eligible: torch.Tensor, word_ids: torch.Tensor | None,
         offset_mapping: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Number the selectable units (tokens or words) of each row: `unit_ids` (B, L) is the unit
@@ -370,12 +358,8 @@ class DataCollatorForMaskedLM:
         return unit_ids.masked_fill(~eligible, -1), is_new_unit
 
     def _select_exact(
-        self,
-        unit_ids: torch.Tensor,
-        is_new_unit: torch.Tensor,
-        eligible: torch.Tensor,
-        num_tokens: torch.Tensor,
-        generator,
+        self, unit_ids: torch.Tensor, is_new_unit: torch.Tensor, eligible: torch.Tensor, num_tokens: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         """BERT's `num_to_predict` tokens per row (n = `num_tokens`, shape (B,)), taken as whole units in random
         order; with words, units are added while the total stays within the budget (the first is always taken;

@@ -291,9 +291,7 @@ class DataCollatorForSpanCorruption:
             with -100.
         """
         real = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
-        inputs = self._filter(input_ids, noise_mask, real)
-        labels = self._filter(input_ids, ~noise_mask & real, real)
-        return inputs, labels
+        return self._filter(input_ids, noise_mask, real), self._filter(input_ids, ~noise_mask & real, real)
 
     def _filter(self, input_ids: torch.Tensor, drop: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Replace each run of `drop` tokens by the next sentinel, keep the other real tokens, append EOS."""
@@ -308,9 +306,7 @@ class DataCollatorForSpanCorruption:
         width = int(num_kept.max()) + 1
         if self.pad_to_multiple_of:
             width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        compact = values.gather(1, order[:, : min(width, values.shape[1])])
-        out = torch.full((values.shape[0], width), -100, dtype=torch.long)
-        out[:, : compact.shape[1]] = compact
+        out = torch.nn.functional.pad(values.gather(1, order), (0, max(width - values.shape[1], 0)))[:, :width]
         column = torch.arange(width)[None, :]
         out = out.masked_fill(column > num_kept[:, None], -100)
         return out.masked_fill(column == num_kept[:, None], self.tokenizer.eos_token_id)
