@@ -1,11 +1,9 @@
 """`DataCollatorForImageText`: (image, captions) examples -> one view per image and K sampled captions, tokenized.
 
-Legend: B images, K captions per image, C channels, S view side, L tokens.
-
 CLIP trains on one random crop of each image and, where an image has several captions (COCO: 5), one caption drawn
-at random each time the image is seen. This collator draws both from one seeded `torch.Generator` (distinct per
-DataLoader worker and per process): first the captions, then the image view through a
-`DataCollatorForMultiView` (a paper preset's view, or by default a plain square resize-crop of the whole image).
+at random each time the image is seen; both are drawn from one seeded `torch.Generator`, the captions first.
+
+Legend: B images, K captions per image, C channels, S view side, L tokens.
 """
 
 from __future__ import annotations

@@ -136,8 +136,7 @@ def simmim_mask(
         `torch.Tensor` of shape (B, (image_size / patch_size)^2): bool, True = masked.
     """
     cells_side, num_masked = _simmim_cells(image_size, patch_size, mask_patch_size, mask_ratio)
-    num_cells = cells_side**2
-    _, cells, _ = random_patch_mask(batch_size, num_cells, num_masked, generator)
+    _, cells, _ = random_patch_mask(batch_size, cells_side**2, num_masked, generator)
     scale = mask_patch_size // patch_size
     cells = cells.view(batch_size, cells_side, cells_side)
     return cells.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)

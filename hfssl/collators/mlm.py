@@ -76,38 +76,36 @@ def word_start_table(tokenizer) -> tuple[torch.Tensor, bool]:
 class DataCollatorForMaskedLM:
     """Pads token-id examples and masks them for masked language modelling (BERT, RoBERTa, SpanBERT).
 
-    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, ...)`, with the same
-    arguments in the same order, and more exact masking:
-
-    - never selects special tokens or padding (`special_tokens_mask` from the batch when present, else the
-      tokenizer's special ids); random replacements are drawn only from ordinary (non-special) ids;
-    - `selection="exact"` selects exactly `min(max_predictions_per_seq, max(1, round(p * n)))` tokens of each
-      sequence, `n` counting all its tokens, [CLS] and [SEP] included (not padding), as `num_to_predict` in BERT's
-      `create_pretraining_data.py` (Devlin et al., 2019); fewer only when the row has fewer maskable tokens;
-    - `whole_word_mask=True` works with any fast tokenizer (boundaries from the vocabulary's `##`/`Ġ`/`▁` markers,
-      or from `word_ids`/`offset_mapping` columns) and, unlike transformers, keeps the 80/10/10 split per token;
-    - `span_masking=True` masks spans of geometric length (SpanBERT, Joshi et al., 2020), counting words when
-      `whole_word_mask=True`, tokens otherwise: exactly `max(1, round(p * U))` units per row, in spans placed
-      uniformly at random without overlapping or touching (each a maximal run), the last cut short to the budget.
+    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, ...)`, with the same arguments
+    in the same order, that never selects special tokens or padding (`special_tokens_mask` from the batch when
+    present, else the tokenizer's special ids) and draws random replacements only from ordinary (non-special) ids.
 
     Args (the first nine as transformers', in its order):
         tokenizer (`PreTrainedTokenizerBase`): needs a mask token, and a pad token for ragged batches.
         mlm (`bool`, defaults to `True`): must be True; this collator only masks (`mlm=False` raises an error naming
-            the causal-LM alternatives, e.g. `transformers.default_data_collator` on packed blocks).
-        whole_word_mask (`bool`, defaults to `False`): select whole words.
+            the causal-LM alternatives).
+        whole_word_mask (`bool`, defaults to `False`): select whole words, with any fast tokenizer (boundaries from
+            the vocabulary's `##`/`Ġ`/`▁` markers, or from `word_ids`/`offset_mapping` columns); unlike transformers,
+            the 80/10/10 split stays per selected token.
         mlm_probability (`float`, defaults to 0.15): share of tokens selected for prediction.
         mask_replace_prob (`float`, defaults to 0.8): share of selected tokens replaced by the mask token.
         random_replace_prob (`float`, defaults to 0.1): share replaced by a random ordinary token; the
             rest (0.1) stay unchanged.
         pad_to_multiple_of (`int`, *optional*): pad the length up to a multiple of this.
         return_tensors (`str`, defaults to `"pt"`): `"pt"` for torch tensors, `"np"` for NumPy arrays.
-        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
-            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
-        selection (`str`, defaults to `"bernoulli"`): `"bernoulli"` (each token with probability `mlm_probability`,
-            as transformers) or `"exact"`; ignored with spans, which always mask an exact budget.
+        seed (`int`, *optional*): seed of the collator's `hfssl.WorkerSeededGenerator` (distinct per DataLoader
+            worker and per process); `None` seeds it from torch's global RNG at first use.
+        selection (`str`, defaults to `"bernoulli"`): `"bernoulli"` selects each token with probability
+            `mlm_probability` (as transformers); `"exact"` selects exactly
+            `min(max_predictions_per_seq, max(1, round(p * n)))` tokens per row, `n` counting all its tokens, [CLS]
+            and [SEP] included, as `num_to_predict` in BERT's `create_pretraining_data.py` (Devlin et al., 2019);
+            fewer only when the row has fewer maskable tokens.
         max_predictions_per_seq (`int`, *optional*): with `selection="exact"`, the most tokens selected per
-            row (BERT's `max_predictions_per_seq`: 20 for 128-token rows, 80 for 512); no cap when unset.
-        span_masking (`bool`, defaults to `False`): select geometric-length spans (SpanBERT).
+            row (BERT's: 20 for 128-token rows, 80 for 512); no cap when unset.
+        span_masking (`bool`, defaults to `False`): mask spans of geometric length (SpanBERT, Joshi et al., 2020),
+            counting words with `whole_word_mask`, tokens otherwise: exactly `max(1, round(p * U))` units per row
+            (whatever `selection`), in spans placed uniformly at random without overlapping or touching (each a
+            maximal run), the last cut short to the budget.
         span_geometric_p (`float`, defaults to 0.2), max_span_length (`int`, defaults to 10): span law.
         max_length (`int`, *optional*): longest sequence accepted; defaults to the tokenizer's
             `model_max_length` when that is a real limit. Longer examples raise an error.

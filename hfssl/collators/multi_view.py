@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.utils.data import get_worker_info
 
 from hfssl.augmentations.image_io import collate_columns, decode_batch
@@ -160,13 +159,6 @@ class DataCollatorForMultiView:
                                         local_scale=(0.05, lower), **crops, **kwargs)  # fmt: skip
         return getattr(cls, preset)(image_size=image_size, **scale, **kwargs)
 
-    def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""
-        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
-        # `default_collate` does), instead of copying them there
-        share_memory = get_worker_info() is not None
-        return finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
-
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
         batch_images, sizes, kept = decode_batch(examples, self.image_column, self.channels, self.skip_invalid_images)
@@ -192,8 +184,11 @@ class DataCollatorForMultiView:
         if "photometric_params" not in batch:
             raise ValueError("the batch has no 'photometric_params'; build the collator with photometric_on_device=True.")
         finished = {key: value for key, value in batch.items() if key not in ("photometric_params", "pixel_values")}
+        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
+        # `default_collate` does), instead of copying them there
+        share_memory = get_worker_info() is not None
         finished["pixel_values"] = [
-            self._finish(crops, view, params)
+            finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
             for crops, view, params in zip(batch["pixel_values"], self.views, batch["photometric_params"])
         ]
         return finished

@@ -49,18 +49,11 @@ def as_list_of_examples(features: Any) -> list[Mapping[str, Any]]:
 
 
 def token_id_arrays(values: Sequence[Any]) -> list[np.ndarray]:
-    """Each example's token ids as a flat integer numpy array, refusing text and non-integer ids (which
-    `pad_sequences` would fail on with an unrelated message, or silently truncate).
-
-    Args:
-        values (`Sequence`): one entry per example: a list, numpy array or tensor of token ids.
-
-    Returns:
-        `list` of `np.ndarray` of shape (L_i,), of an integer dtype (an empty entry gives an empty int64 array).
+    """Each example's token ids (a list, numpy array or tensor) as a flat integer `np.ndarray` of shape (L_i,).
 
     Raises:
-        ValueError: naming the example, for text (a string or strings), float or other non-integer ids, and
-            nested sequences.
+        ValueError: naming the example, for text (a string or strings), float or other non-integer ids, and nested
+            sequences, which `pad_sequences` would fail on with an unrelated message, or silently truncate.
     """
     arrays = []
     for index, value in enumerate(values):

@@ -116,7 +116,7 @@ class DataCollatorForSkipGram:
         examples = as_list_of_examples(features)
         rows = [np.asarray(example["input_ids"], dtype=np.int64).reshape(-1) for example in examples]
         lengths = torch.tensor([len(row) for row in rows])
-        tokens = torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, dtype=torch.long)
+        tokens = torch.from_numpy(np.concatenate(rows))
         if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= self._vocab_size):
             raise ValueError(
                 f"input_ids must lie in [0, {self._vocab_size}) (the length of token_counts), got values in "
@@ -136,12 +136,11 @@ class DataCollatorForSkipGram:
         Returns:
             `(center_ids, context_ids)`, each `torch.LongTensor` of shape (P,).
         """
-        generator = self._rng.get()
         keep = self.subsample(tokens)
         tokens, row_of = tokens[keep], row_of[keep]
         num_kept = len(tokens)
         if self.dynamic_window:
-            reach = torch.randint(1, self.window + 1, (num_kept,), generator=generator)
+            reach = torch.randint(1, self.window + 1, (num_kept,), generator=self._rng.get())
         else:
             reach = torch.full((num_kept,), self.window)
         positions = torch.arange(num_kept)
@@ -156,24 +155,13 @@ class DataCollatorForSkipGram:
         return torch.cat(centers), torch.cat(contexts)
 
     def subsample(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Which occurrences survive: out-of-vocabulary ids never, others with `keep_probability`.
-
-        Args:
-            tokens (`torch.LongTensor` of shape (N,)): token ids.
-
-        Returns:
-            `torch.BoolTensor` of shape (N,).
-        """
-        generator = self._rng.get()
-        return torch.rand(tokens.shape, generator=generator) < self._keep_probability[tokens]
+        """Which occurrences of `tokens` (`torch.LongTensor` of shape (N,)) survive, as a `torch.BoolTensor` of shape
+        (N,): out-of-vocabulary ids never, others with `keep_probability`."""
+        return torch.rand(tokens.shape, generator=self._rng.get()) < self._keep_probability[tokens]
 
     def negatives(self, num_pairs: int) -> torch.Tensor:
-        """Draw `num_negatives` ids per pair from the unigram^`noise_power` distribution.
-
-        Returns:
-            `torch.LongTensor` of shape (P, K).
-        """
-        generator = self._rng.get()
-        uniform = torch.rand((num_pairs, self.num_negatives), generator=generator)
+        """Draw `num_negatives` ids per pair from the unigram^`noise_power` distribution (`torch.LongTensor` of shape
+        (P, K))."""
+        uniform = torch.rand((num_pairs, self.num_negatives), generator=self._rng.get())
         return torch.searchsorted(self._noise_cdf, uniform, right=True).clamp(max=self._vocab_size - 1)
 

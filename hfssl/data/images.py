@@ -251,14 +251,8 @@ class ImageDataArguments:
                                   self.dataset_config_name, self.image_column, max_samples, decode)  # fmt: skip
 
     def configure_collator(self, collator: Any) -> Any:
-        """Give an hfssl image collator the options these arguments hold (`skip_invalid_images`), and return it.
-
-        Args:
-            collator: a `DataCollatorForMultiView`, `DataCollatorForMaskedImageModeling` or pretext collator.
-
-        Raises:
-            TypeError: for a collator without a `skip_invalid_images` option.
-        """
+        """Give an hfssl image collator (`DataCollatorForMultiView`, `DataCollatorForMaskedImageModeling`, a pretext
+        collator) these arguments' `skip_invalid_images`, and return it; `TypeError` for a collator without it."""
         if not hasattr(collator, "skip_invalid_images"):
             raise TypeError(
                 f"{type(collator).__name__} has no skip_invalid_images option; configure_collator takes an hfssl image "

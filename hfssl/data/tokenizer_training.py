@@ -15,7 +15,6 @@ def train_byte_level_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000,
     """Train a GPT-2-style byte-level BPE tokenizer (Radford et al., 2019) on `texts`.
 
     Args:
-        texts (iterable of `str`): the training text.
         vocab_size (`int`, defaults to 8000): the vocabulary size, including the 256 byte tokens and
             `<|endoftext|>`.
         model_max_length (`int`, defaults to 1024): GPT-2's context length.
@@ -44,7 +43,6 @@ def train_unigram_tokenizer(
     """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`.
 
     Args:
-        texts (iterable of `str`): the training text.
         vocab_size (`int`, defaults to 8000): the size of the learned vocabulary, before the sentinels.
         extra_ids (`int`, defaults to 100): the number of sentinel tokens `<extra_id_i>` (T5 uses 100).
         model_max_length (`int`, defaults to 512): T5's input length.
@@ -116,7 +114,6 @@ def train_word_level_tokenizer(
     words map to `[UNK]`, which the skip-gram collator drops as Word2Vec drops out-of-vocabulary words.
 
     Args:
-        texts (iterable of `str`): the training text.
         min_count (`int`, defaults to 5): Word2Vec's and gensim's default minimum count.
         lowercase (`bool`, defaults to `True`): lowercase before splitting.
         max_vocab_size (`int`, *optional*): keep at most this many words (the most frequent).
