@@ -390,8 +390,7 @@ class DataCollatorForMaskedLM:
         choosing k distinct slots c_1 < ... < c_k in [0, R + k): span i starts at c_i + sum_{j<i} l_j.
         """
         batch_size = num_units.shape[0]
-        budget = torch.round(num_units * self.mlm_probability).long().clamp(min=1)
-        budget = torch.where(num_units > 0, budget, torch.zeros_like(budget))
+        budget = torch.round(num_units * self.mlm_probability).long().clamp(min=1).masked_fill(num_units == 0, 0)
         max_spans = max(int(budget.max()), 1)
         uniform = torch.rand((batch_size, max_spans), generator=generator).clamp_min(1e-12)
         if self.span_geometric_p >= 1.0:
@@ -400,8 +399,7 @@ class DataCollatorForMaskedLM:
             span_lengths = (torch.log(uniform) / math.log1p(-self.span_geometric_p)).floor().long() + 1
         span_lengths = span_lengths.clamp(max=self.max_span_length)
         ends = span_lengths.cumsum(1)
-        num_spans = (ends < budget[:, None]).sum(1) + 1
-        num_spans = torch.where(budget > 0, num_spans, torch.zeros_like(num_spans))
+        num_spans = ((ends < budget[:, None]).sum(1) + 1).masked_fill(budget == 0, 0)
         starts_before = ends - span_lengths  # exclusive cumulative sum
         column = torch.arange(max_spans)[None, :]
         span_lengths = torch.where(column < num_spans[:, None] - 1, span_lengths, budget[:, None] - starts_before)

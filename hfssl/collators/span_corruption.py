@@ -28,20 +28,11 @@ logger = logging.getLogger(__name__)
 _SENTINEL_PATTERN = re.compile(r"^<extra_id_(\d+)>$")
 
 
-def _span_counts(
-    lengths: torch.Tensor, noise_density: float, mean_noise_span_length: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`span_counts` for a tensor of row lengths (`torch.LongTensor` of shape (B,)), in T5's float32 arithmetic."""
-    length32 = lengths.to(torch.float32)
-    num_noise = torch.round(length32 * torch.tensor(noise_density, dtype=torch.float32)).long()
-    num_noise = torch.minimum(num_noise.clamp(min=1), lengths - 1)
-    num_spans = torch.round(num_noise.to(torch.float32) / torch.tensor(mean_noise_span_length, dtype=torch.float32))
-    num_spans = num_spans.long().clamp(min=1)
-    return num_noise, torch.minimum(num_spans, torch.minimum(num_noise, lengths - num_noise))
-
-
-def span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
-    """Noise tokens and noise spans of a row of `length` tokens, as T5's `random_spans_noise_mask`.
+def span_counts(
+    length: int | torch.Tensor, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int] | tuple[torch.Tensor, torch.Tensor]:
+    """Noise tokens and noise spans of a row of `length` tokens, as T5's `random_spans_noise_mask` (two tensors of
+    shape (B,) for a `torch.LongTensor` of row lengths of shape (B,)).
 
     Returns:
         `(num_noise_tokens, num_noise_spans)`: `round(length * noise_density)` clamped to `[1, length - 1]`, and
@@ -51,8 +42,12 @@ def span_counts(length: int, noise_density: float, mean_noise_span_length: float
         (`tf.round`); T5's `compute_input_and_target_lengths` rounds in float64, which disagrees at a few lengths
         (190 at density 0.15: 28.5 is 28 in float64, 29 in float32); here both use the mask's arithmetic.
     """
-    num_noise, num_spans = _span_counts(torch.tensor([length]), noise_density, mean_noise_span_length)
-    return int(num_noise[0]), int(num_spans[0])
+    lengths = torch.as_tensor(length)
+    num_noise = torch.round(lengths.to(torch.float32) * torch.tensor(noise_density, dtype=torch.float32)).long()
+    num_noise = torch.minimum(num_noise.clamp(min=1), lengths - 1)
+    num_spans = torch.round(num_noise.to(torch.float32) / torch.tensor(mean_noise_span_length, dtype=torch.float32))
+    num_spans = torch.minimum(num_spans.long().clamp(min=1), torch.minimum(num_noise, lengths - num_noise))
+    return (num_noise, num_spans) if isinstance(length, torch.Tensor) else (int(num_noise), int(num_spans))
 
 
 def compute_input_and_target_lengths(
@@ -83,7 +78,7 @@ def compute_input_and_target_lengths(
     # Every raw length from 2 (at index 0) up to one whose kept tokens alone exceed input_length; the input length
     # never decreases as the raw length grows, so the largest raw length whose input fits is the last of a prefix.
     raw_lengths = torch.arange(2, int((input_length + 2) / (1.0 - noise_density)) + 4)
-    num_noise, num_spans = _span_counts(raw_lengths, noise_density, mean_noise_span_length)
+    num_noise, num_spans = span_counts(raw_lengths, noise_density, mean_noise_span_length)
     input_lengths = (raw_lengths - num_noise + num_spans + 1).tolist()
     target_lengths = (num_noise + num_spans + 1).tolist()
     index = sum(length <= input_length for length in input_lengths[1:])
@@ -261,7 +256,7 @@ class DataCollatorForSpanCorruption:
             `torch.BoolTensor` of shape (B, N): True on noise tokens (always False on padding).
         """
         generator = self._rng.get()
-        num_noise, num_spans = _span_counts(lengths, self.noise_density, self.mean_noise_span_length)
+        num_noise, num_spans = span_counts(lengths, self.noise_density, self.mean_noise_span_length)
         max_spans = int(num_spans.max())
         if max_spans > len(self._sentinel_ids):
             raise ValueError(

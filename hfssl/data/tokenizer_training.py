@@ -40,7 +40,8 @@ def train_byte_level_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000,
 def train_unigram_tokenizer(
     texts: Iterable[str], vocab_size: int = 8000, extra_ids: int = 100, model_max_length: int = 512
 ):
-    """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`.
+    """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`, the same in every process
+    (`canonical_unigram_vocab`).
 
     Args:
         vocab_size (`int`, defaults to 8000): the size of the learned vocabulary, before the sentinels.
@@ -50,10 +51,6 @@ def train_unigram_tokenizer(
     Returns:
         `transformers.T5Tokenizer` (a fast tokenizer): `<pad>`=0, `</s>`=1 appended to every text, `<unk>`=2, and
         `extra_ids` sentinels, so `len(tokenizer) == vocab_size + extra_ids`.
-
-    The result is put in a canonical form (`canonical_unigram_vocab`), so the same texts give the same tokenizer in
-    every process: `tokenizers`' trainer sums its EM statistics and orders the required characters in hash-map
-    order, which is seeded anew in each process.
     """
     import json
 
