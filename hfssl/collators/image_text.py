@@ -124,7 +124,5 @@ class DataCollatorForImageText:
             )
         batch["pixel_values"] = batch["pixel_values"][0]
         tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        batch["input_ids"] = tokens["input_ids"]
-        batch["attention_mask"] = tokens["attention_mask"]
-        batch["captions"] = captions
+        batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], captions=captions)
         return batch

@@ -1,17 +1,11 @@
 """Word2Vec's skip-gram with negative sampling as a collator: tokenized text in, (centre, context, negatives) out.
 
+As Mikolov et al., 2013 ("Distributed Representations of Words and Phrases and their Compositionality", NeurIPS) and
+the reference `word2vec.c`, vectorised over the batch: tokens of count 0 (out of vocabulary, `[UNK]`, padding) are
+dropped, frequent words subsampled (`keep_probability`), each surviving centre paired with the surviving words of its
+example within its window, and each pair given `num_negatives` words drawn from the unigram distribution to the 3/4.
+
 Legend: M kept tokens in the batch, W window, P (centre, context) pairs, K negatives per pair, V vocabulary.
-
-Everything follows Mikolov et al., 2013 ("Distributed Representations of Words and Phrases and their
-Compositionality", NeurIPS) and the reference `word2vec.c`, vectorised over the whole batch:
-
-1. tokens with count 0 (out of vocabulary, `[UNK]`, padding) are dropped;
-2. frequent words are subsampled: a word of count `c` out of `T` kept tokens survives with probability
-   `min(1, (sqrt(c / (t T)) + 1) * t T / c)` with threshold `t = subsample_threshold` (word2vec.c's formula, also
-   gensim's);
-3. each surviving centre gets a window `b` uniform in `{1, ..., window}` (the dynamic window, which weights close
-   contexts more) and pairs with the surviving words within `b` positions in the same example;
-4. each pair gets `num_negatives` words drawn from the unigram distribution raised to `noise_power` (3/4).
 """
 
 from __future__ import annotations
@@ -58,7 +52,8 @@ class DataCollatorForSkipGram:
         subsample_threshold (`float`, defaults to 1e-3): `t` of the subsampling of frequent words (word2vec.c's
             default; the paper uses 1e-5 on billions of words); 0 disables subsampling.
         noise_power (`float`, defaults to 0.75): the unigram distribution is raised to this power (Mikolov et al.).
-        dynamic_window (`bool`, defaults to `True`): draw each centre's window from `{1, ..., window}`.
+        dynamic_window (`bool`, defaults to `True`): draw each centre's window from `{1, ..., window}` (which weights
+            close contexts more).
         seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
             DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
@@ -108,7 +103,9 @@ class DataCollatorForSkipGram:
 
     @property
     def keep_probability(self) -> torch.Tensor:
-        """`torch.Tensor` of shape (V,): the probability that subsampling keeps an occurrence of each id."""
+        """`torch.Tensor` of shape (V,): the probability that subsampling keeps an occurrence of each id, for a count
+        `c` of `T` kept tokens `min(1, (sqrt(c / (t T)) + 1) * t T / c)` with `t = subsample_threshold` (word2vec.c's
+        formula, also gensim's)."""
         return self._keep_probability
 
     def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, torch.Tensor]:

@@ -151,9 +151,8 @@ def load_image_dataset(
     if dataset_name is not None and train_dir is not None:
         raise ValueError(f"got both dataset_name={dataset_name!r} and train_dir={train_dir!r}; pass only one.")
     if dataset_name is not None:
-        if os.path.isdir(dataset_name) and any(
-            os.path.exists(os.path.join(dataset_name, name)) for name in ("dataset_info.json", "dataset_dict.json", "state.json")
-        ):
+        saved = ("dataset_info.json", "dataset_dict.json", "state.json")
+        if os.path.isdir(dataset_name) and any(os.path.exists(os.path.join(dataset_name, name)) for name in saved):
             dataset = load_from_disk(dataset_name)
             if isinstance(dataset, DatasetDict):
                 if split not in dataset:
