@@ -6,10 +6,6 @@ One backbone and projector embed both views; the loss (`hfssl.losses.barlow_twin
 the batch-standardised projections towards the identity, over the global batch of all processes. Paper defaults
 (section 4, "Implementation details"): projector of 3 bias-free linear layers of 8192 units, BN and ReLU after the
 first two; lambda = 5e-3 (the official code: 0.0051).
-
-`embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size`: the loss's
-statistics then come from the whole batch while the activations are those of a chunk (the projector's batch norms
-see a chunk).
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ class BarlowTwinsConfig(SSLBackboneConfig):
         lambda_offdiag (`float`, defaults to 5e-3): weight of the off-diagonal (redundancy) term.
         eps (`float`, defaults to 1e-5): the epsilon of the batch standardisation.
         gather_distributed (`bool`, defaults to `True`): statistics over the global batch of all processes.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_barlow_twins"
@@ -69,15 +64,13 @@ class BarlowTwinsModel(TwoViewProjectionModel):
 
     config_class = BarlowTwinsConfig
     base_model_prefix = "barlow_twins"
-    method = "Barlow Twins"
-    preset = "byol"
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """The Barlow Twins loss of the projections, with the statistics of the global batch.
 
         Args:
             projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+            targets (`None`): unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and metrics `barlow/on_diagonal`,

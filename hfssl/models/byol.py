@@ -3,12 +3,9 @@
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
 
 An online network (backbone, projector, predictor) predicts the projection that a target network, an exponential
-moving average of the online backbone and projector, gives to the other view; there are no negatives. The loss is
-the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views (eq. 2-3). Paper defaults (section 3.3
-and appendix A): projector and predictor `Linear(4096) - BN - ReLU - Linear(256)`, target momentum 0.996 rising to
-1 on a cosine schedule, applied after every optimizer step (`update_after_step`, driven by
-`SSLStateUpdateCallback`). The target weights are parameters without gradient, so `save_pretrained` and Trainer
-checkpoints carry them.
+moving average of the online backbone and projector updated after every optimizer step, gives to the other view;
+there are no negatives. The loss is the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views
+(eq. 2-3).
 
 Both views go through each network in one pass of 2B images (the batch norms see both views; the paper's code
 normalises each view separately). The loss is per sample, so gradient accumulation is exact and this model has no
@@ -39,7 +36,6 @@ class BYOLConfig(SSLBackboneConfig):
         momentum (`float`, defaults to 0.996): the target EMA momentum at the first step (tau_base).
         momentum_final (`float`, defaults to 1.0): the momentum at the last step, reached on a cosine schedule.
             `SSLTrainingArguments.teacher_momentum(_final)` override both.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_byol"
@@ -78,12 +74,9 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
     def __init__(self, config: BYOLConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        self.projector = MLPHead.byol_projector(
-            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim
-        )
-        self.predictor = MLPHead.byol_predictor(
-            config.projection_dim, config.predictor_hidden_dim, config.projection_dim
-        )
+        dim = config.projection_dim
+        self.projector = MLPHead.byol_projector(self.backbone.feature_dim, config.projection_hidden_dim, dim)
+        self.predictor = MLPHead.byol_predictor(dim, config.predictor_hidden_dim, dim)
         self.add_teacher("backbone")
         self.add_teacher("projector")
         self.post_init()

@@ -4,16 +4,11 @@ embedding space, trained with CLIP's symmetric contrastive loss or SigLIP's sigm
 
 Legend: B images, K captions per image, L tokens, D_i / D_t tower widths, P projection dim.
 
-- image tower: an hfssl `Backbone` (timm or transformers; built offline from a name with `pretrained=False` or a
-  transformers config), pooled to (B, D_i);
-- text tower: any transformers `AutoModel` (from a config, or a name / folder), pooled to (B, D_t) by the first
-  token (`"cls"`, BERT), the mean over real tokens (`"mean"`) or the last real token (`"last"`, CLIP's EOT for
-  causal encoders);
-- projections: bias-free linear maps to P (CLIP);
-- logit scale learnt as its log from `log(1 / 0.07)`, clamped at `log(100)` in the forward pass (CLIP clips the
-  parameter; the clamp also stops its gradient there); SigLIP learns `t' = log 10` and a bias `b = -10`.
-With K captions per image (`input_ids` of K * B rows, image-major), the loss is the mean of the K losses between the
-images and their j-th captions.
+The image tower is an hfssl `Backbone` pooled to (B, D_i), the text tower any transformers `AutoModel` pooled to
+(B, D_t), the projections bias-free linear maps to P (CLIP). The logit scale is learnt as its log and clamped in the
+forward pass (CLIP clips the parameter; the clamp also stops its gradient there). With K captions per image
+(`input_ids` of K * B rows, image-major), the loss is the mean of the K losses between the images and their j-th
+captions.
 """
 
 from __future__ import annotations
@@ -34,7 +29,7 @@ from hfssl.losses.clip import (
     siglip_loss,
 )
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
 from hfssl.models.outputs import SSLModelOutput
 
 LOSSES = ("clip", "siglip")
@@ -60,7 +55,6 @@ class DualEncoderConfig(SSLBackboneConfig):
         logit_bias_init (`float`, defaults to -10): SigLIP's initial bias (unused by the CLIP loss).
         learnable_logit_scale (`bool`, defaults to `True`): learn the scale (and SigLIP's bias), or keep them fixed.
         gather_distributed (`bool`, defaults to `True`): contrast against the other processes' pairs too.
-        (The image tower settings are those of `SSLBackboneConfig`: `backbone_name`, `backbone_model_config`, ...)
     """
 
     model_type = "hfssl_dual_encoder"
@@ -87,11 +81,7 @@ class DualEncoderConfig(SSLBackboneConfig):
             )
         if self.projection_dim < 1:
             raise ValueError(f"projection_dim={self.projection_dim} must be a positive embedding dimension (CLIP: 512).")
-        if self.text_model_config is not None and "model_type" not in self.text_model_config:
-            raise ValueError(
-                "text_model_config must be a transformers config dict with a 'model_type' (config.to_dict()); got keys "
-                f"{sorted(self.text_model_config)[:8]}."
-            )
+        check_config_dict("text_model_config", self.text_model_config)
         if self.logit_scale_init is None:
             self.logit_scale_init = CLIP_LOGIT_SCALE_INIT if self.loss == "clip" else SIGLIP_LOGIT_SCALE_INIT
         super().__post_init__(**kwargs)
@@ -99,19 +89,12 @@ class DualEncoderConfig(SSLBackboneConfig):
 
 def text_encoder_from_config(config: DualEncoderConfig) -> PreTrainedModel:
     """Build the text tower a config describes, then record its config so `from_pretrained` rebuilds it offline."""
-    if config.text_model_config is not None:
-        text_config = dict(config.text_model_config)
-        encoder = AutoModel.from_config(AutoConfig.for_model(text_config.pop("model_type"), **text_config))
-    elif config.text_model_name is not None:
-        if config.text_pretrained:
-            encoder = AutoModel.from_pretrained(config.text_model_name)
-        else:
-            encoder = AutoModel.from_config(AutoConfig.from_pretrained(config.text_model_name))
-    else:
+    if config.text_model_config is None and config.text_model_name is None:
         raise ValueError(
             "DualEncoderConfig needs a text tower: pass text_model_config (e.g. BertConfig(...).to_dict()) or "
             "text_model_name (a Hub id or folder, with text_pretrained=True to load its weights)."
         )
+    encoder = transformers_model(config.text_model_name, config.text_model_config, config.text_pretrained)
     config.text_model_config = encoder.config.to_dict()
     config.text_pretrained = False
     return encoder

@@ -5,19 +5,15 @@ Legend: G global crops (2), V crops (G global then the local ones), B batch, D f
 N bottleneck dim, K output dim.
 
 Self-distillation without labels: a student (backbone + `DINOHead`) sees every crop, a teacher (an EMA of the
-student, momentum 0.996 -> 1 on a cosine schedule) sees the two global crops, and the student's softmax on each crop
-is pulled towards the teacher's centred, sharpened softmax on the other global crop(s) (`hfssl.losses.dino`).
+student) sees the two global crops, and the student's softmax on each crop is pulled towards the teacher's centred,
+sharpened softmax on the other global crop(s) (`hfssl.losses.dino`).
 
-State, all in parameters and persistent buffers so `save_pretrained` and Trainer checkpoints resume exactly:
-- the teacher's weights;
-- `center` (1, K): the EMA of the teacher's mean output (momentum 0.9);
-- `step`: optimizer steps done, from which the teacher temperature's warm-up is computed.
-Nothing changes in `forward`: the teacher EMA, the centre EMA and `step` advance in `update_after_step`, which
-`SSLTrainer` calls once per optimizer step (`SSLStateUpdateCallback`) with the `state_update` of each of the step's
-micro-batches. The centre update uses the mean of their (all-reduced) batch centres, i.e. the centre of the whole
-optimizer step's global batch, so gradient accumulation matches one large batch and evaluation leaves the centre
-alone. The reference updates the centre right after the loss, before the optimizer step: the next forward sees the
-same centre either way.
+The state (the teacher's weights, the centre `center` (1, K) and the optimizer step count `step`, from which the
+teacher temperature's warm-up is computed) lives in parameters and persistent buffers, so checkpoints resume exactly,
+and advances in `update_after_step`, never in `forward`. The centre moves towards the mean of the step's
+micro-batch centres, i.e. the centre of the optimizer step's global batch, so gradient accumulation matches one large
+batch and evaluation leaves it alone. The reference updates the centre right after the loss, before the optimizer
+step: the next forward sees the same centre either way.
 """
 
 from __future__ import annotations
@@ -150,7 +146,6 @@ class DINOConfig(SSLBackboneConfig):
         freeze_last_layer_steps (`int`, *optional*): optimizer steps during which `DINOTrainer` applies no update
             to the head's last layer; `None` (default) is the first epoch of the run, as the paper's
             `--freeze_last_layer 1` (1250 steps on ImageNet at batch 1024); 0 disables it.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_dino"
@@ -225,13 +220,8 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: teacher EMA (`MomentumTeacher`), centre EMA, `step += 1`.
-
-        Args:
-            momentum (`float`, *optional*): this step's teacher momentum; `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's micro-batches, each holding
-                `"center"` (K,), the all-reduced teacher mean of that micro-batch.
-        """
+        """`MomentumTeacher.update_after_step` (the teacher EMA), then the centre EMA towards the mean of the step's
+        `state_update["center"]` (K,) (each the all-reduced teacher mean of a micro-batch), then `step += 1`."""
         super().update_after_step(momentum, state_updates)
         if state_updates:
             batch_center = torch.stack([update["center"] for update in state_updates]).mean(dim=0)

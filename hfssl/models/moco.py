@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel
 from hfssl.distributed import gather_no_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import validate_negative_sampling
-from hfssl.models.base import SSLPreTrainedModel, check_views
+from hfssl.models.base import SSLPreTrainedModel, check_views, negative_sampling_options
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config, grouped_batch_norm
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
@@ -57,7 +57,6 @@ class MoCoConfig(SSLBackboneConfig):
             G devices of B / G images would), and the teacher sees the batch in a random order, so a query and its
             positive key are normalised with different batch statistics and cannot be matched through them (the
             shortcut shuffle BN removes; the reference CIFAR demo's `SplitBatchNorm` plus shuffling). 1: off.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_moco"
@@ -99,9 +98,7 @@ class MoCoConfig(SSLBackboneConfig):
             raise ValueError(f"queue_size={self.queue_size} must be >= 0 (0 disables the queue).")
         if self.queue_size == 0 and self.variant == "v2":
             raise ValueError("MoCo v2 takes its negatives from the queue: set queue_size > 0 (paper: 65536).")
-        validate_negative_sampling(
-            self.negative_sampling, self.hardness_beta, self.tau_plus, self.hardest_k, self.num_random
-        )
+        validate_negative_sampling(*negative_sampling_options(self).values())
         super().__post_init__(**kwargs)
 
 
@@ -161,13 +158,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: EMA of the teacher (`MomentumTeacher`), then the new
-        keys into the queue.
-
-        Args:
-            momentum (`float`, *optional*): this step's EMA momentum; `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's forward passes (one per micro-batch).
-        """
+        """`MomentumTeacher.update_after_step` (the teacher EMA), then each micro-batch's `state_update["keys"]` into
+        the queue."""
         super().update_after_step(momentum, state_updates)
         if self.queue is not None:
             for update in state_updates:
@@ -189,7 +181,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
             `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
         """
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
-        queries = self.projector(self._split_forward(self.backbone, torch.cat([view1, view2]) if self.config.symmetric else view1))
+        images = torch.cat([view1, view2]) if self.config.symmetric else view1
+        queries = self.projector(self._split_forward(self.backbone, images))
         if self.predictor is not None:
             queries = self.predictor(queries)
         return queries.unflatten(0, (-1, view1.shape[0]))
@@ -230,29 +223,17 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
         """
         config = self.config
         gather = config.gather_distributed and is_distributed()
+        v3 = config.variant == "v3"
+        options = dict(negative_sampling_options(config), in_batch_negatives=v3, scale_by_temperature=v3)
         losses = []
         for query, key in zip(queries, keys):
             negatives = self.queue
-            if config.variant == "v3" and gather:
+            if v3 and gather:
                 others = other_processes(gather_no_grad(key), key.shape[0])
                 negatives = others if negatives is None else torch.cat([others, negatives])
-            losses.append(
-                info_nce_loss(
-                    query,
-                    key,
-                    config.temperature,
-                    negatives=negatives,
-                    in_batch_negatives=config.variant == "v3",
-                    scale_by_temperature=config.variant == "v3",
-                    negative_sampling=config.negative_sampling,
-                    hardness_beta=config.hardness_beta,
-                    tau_plus=config.tau_plus,
-                    hardest_k=config.hardest_k,
-                    num_random=config.num_random,
-                )
-            )
+            losses.append(info_nce_loss(query, key, config.temperature, negatives=negatives, **options))
         # v3 sums the two directions (reference code); v2 averages them when symmetric.
-        loss = sum(losses) if config.variant == "v3" else sum(losses) / len(losses)
+        loss = sum(losses) if v3 else sum(losses) / len(losses)
         metrics = {
             "contrastive/temperature": torch.tensor(float(config.temperature)),
             "contrastive/positive_cosine": F.cosine_similarity(queries[0], keys[0], dim=1).mean().detach(),
@@ -262,19 +243,6 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
         return SSLModelOutput(
             loss=loss, embeddings=queries[0].detach(), metrics=metrics, state_update={"keys": keys_for_queue}
         )
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """InfoNCE of student queries against teacher keys: `loss_from_embeddings(embed(...), embed_targets(...))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
-            `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values), self.embed_targets(pixel_values))
 
 
 AutoConfig.register(MoCoConfig.model_type, MoCoConfig, exist_ok=True)

@@ -11,6 +11,7 @@ import inspect
 import torch
 
 from hfssl.models.backbone import Backbone
+from hfssl.models.base import describe
 
 
 def check_crops(pixel_values: list[torch.Tensor] | torch.Tensor, min_crops: int, method: str) -> list[torch.Tensor]:
@@ -25,15 +26,9 @@ def check_crops(pixel_values: list[torch.Tensor] | torch.Tensor, min_crops: int,
     if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
         pixel_values = list(pixel_values.unbind(0))
     if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) < min_crops:
-        if isinstance(pixel_values, torch.Tensor):
-            received = f"a tensor of shape {tuple(pixel_values.shape)}"
-        elif isinstance(pixel_values, (list, tuple)):
-            received = f"{type(pixel_values).__name__} of length {len(pixel_values)}"
-        else:
-            received = type(pixel_values).__name__
         raise ValueError(
             f"{method} expects pixel_values as a list of at least {min_crops} crops of shape (B, C, S, S), the global "
-            f"crops first; received {received}. Use DataCollatorForMultiView.dino(...)."
+            f"crops first; received {describe(pixel_values)}. Use DataCollatorForMultiView.dino(...)."
         )
     if any(not isinstance(crop, torch.Tensor) or crop.ndim != 4 for crop in pixel_values):
         raise ValueError(f"{method} expects every crop of shape (B, C, S, S).")

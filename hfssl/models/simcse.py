@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
-from hfssl.models.base import SSLPreTrainedModel
+from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
 from hfssl.models.outputs import SSLModelOutput
 
 
@@ -41,11 +41,7 @@ class SimCSEConfig(PretrainedConfig):
     def __post_init__(self, **kwargs) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (SimCSE uses 0.05).")
-        if self.encoder_config is not None and "model_type" not in self.encoder_config:
-            raise ValueError(
-                "encoder_config must be a transformers config dict with a 'model_type' (config.to_dict()), got keys "
-                f"{sorted(self.encoder_config)[:8]}."
-            )
+        check_config_dict("encoder_config", self.encoder_config)
         super().__post_init__(**kwargs)
 
 
@@ -62,12 +58,10 @@ class SimCSEModel(SSLPreTrainedModel):
             raise ValueError(
                 "SimCSEConfig.encoder_config is required; build the model with SimCSEModel.from_encoder(encoder)."
             )
-        encoder_config = dict(config.encoder_config)
-        encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
-        self.encoder = AutoModel.from_config(encoder_config)
+        self.encoder = transformers_model(None, config.encoder_config, pretrained=False)
         if getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # BERT's pooler is unused; unused parameters upset DistributedDataParallel
-        hidden = encoder_config.hidden_size
+        hidden = self.encoder.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
         self.post_init()
 

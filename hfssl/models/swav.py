@@ -9,15 +9,11 @@ Linear`, L2 normalisation) and scored against K learnt, unit-norm prototypes. Th
 equipartitioned assignment of the batch to the prototypes (Sinkhorn-Knopp, no gradient, all-reduced across
 processes, `hfssl.losses.swav`); every other crop predicts them (`swav_loss`).
 
-State, in parameters and persistent buffers (so Trainer checkpoints resume exactly), updated after each optimizer
-step in `update_after_step`, never in `forward`:
-- the prototypes are renormalised to unit norm (the reference does it before each forward: the same sequence);
-- `step` counts the optimizer steps (the queue starts at `queue_start_step`);
-- `queue` (G, Q, P): with `queue_length > 0`, the projections of the last global crops of this process, newest
-  first; once full, its scores join the batch's in Sinkhorn (SwAV's small-batch setting: Q = 3840 from epoch 15).
-  Like the reference's, the queue is per process: under DDP, `SwAVTrainer` sets `ddp_broadcast_buffers=False`
-  so rank 0's queue is not copied over the others.
-`SwAVTrainer` applies no update to the prototypes during the first `freeze_prototypes_steps` optimizer steps.
+The state lives in parameters and persistent buffers (so Trainer checkpoints resume exactly) and changes in
+`update_after_step`, never in `forward`: the prototypes are renormalised to unit norm (the reference does it before
+each forward: the same sequence), `step` counts the optimizer steps, and the optional `queue` (G, Q, P) holds the
+projections of the last global crops, newest first; once full, its scores join the batch's in Sinkhorn. Like the
+reference's, the queue is per process: under DDP, `SwAVTrainer` sets `ddp_broadcast_buffers=False`.
 """
 
 from __future__ import annotations
@@ -59,7 +55,6 @@ class SwAVConfig(SSLBackboneConfig):
             `queue_length / world_size`; paper, batch 256: 3840); 0 disables the queue.
         queue_start_step (`int`, defaults to 0): the optimizer step from which projections enter the queue (paper:
             epoch 15).
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_swav"
@@ -135,12 +130,9 @@ class SwAVModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: prototypes back to unit norm, queue writes, `step += 1`.
-
-        Args:
-            momentum (`float`, *optional*): unused (SwAV has no teacher).
-            state_updates (`list` of `dict`): the step's micro-batch updates, each holding `"projections"` (G, B, P).
-        """
+        """Called by `SSLTrainer` after each optimizer step: prototypes back to unit norm, each micro-batch's
+        `state_update["projections"]` (G, B, P) into the queue (from `queue_start_step` on), `step += 1`; `momentum`
+        is unused (no teacher)."""
         self.normalize_prototypes()
         if self.queue is not None and int(self.step) >= self.config.queue_start_step:
             for update in state_updates:

@@ -1,22 +1,12 @@
 """The momentum teacher: an exponential moving average (EMA) of the student, shared by every method that has one
-(BYOL, MoCo v2 / v3, DINO; the teacher methods to come, iBOT, DINOv2 and distillation, build on it too).
+(BYOL, MoCo v2 / v3, DINO), its `cosine_schedule` and `check_teacher_sharding`.
 
 Legend: m the momentum, s a student parameter, t its teacher copy.
 
-`MomentumTeacher` is a mixin for a method model (`SSLPreTrainedModel` subclass, listed first among the bases):
-- `add_teacher("backbone")` registers `teacher_backbone`, a frozen deep copy of `self.backbone`, on the model itself,
-  so its parameters keep the names `teacher_backbone.*` in `state_dict`, `save_pretrained` / `from_pretrained` and
-  Trainer checkpoints, and the optimiser (which takes the parameters that require a gradient) never sees them, also
-  after `from_pretrained`, which the mixin extends to freeze the teachers again;
-- `student_teacher_pairs()`: the (student, teacher) parameter pairs, in the order the teachers were added;
-- `momentum_update(momentum)`: `t <- m * t + (1 - m) * s` for every pair, in one fused `torch._foreach_lerp_`;
-- `update_after_step(momentum, state_updates)`: what `SSLStateUpdateCallback` calls after each optimizer step; a model
-  with more state (MoCo's queue, DINO's centre) extends it and calls `super().update_after_step(...)` first.
-Only parameters are averaged: buffers (BatchNorm running statistics) are the teacher's own, computed on the batches
-it sees, as in the MoCo and DINO reference code (`zip(student.parameters(), teacher.parameters())`).
-
-The momentum follows `cosine_schedule` over the optimizer steps (BYOL section 3.3, DINO's `momentum_schedule`), and
-`check_teacher_sharding` refuses the distributed setups under which the EMA would read parameter shards.
+The teacher modules live on the model itself (`teacher_backbone`, ...), so `state_dict`, `save_pretrained` and Trainer
+checkpoints carry them under those names, and without gradient, so the optimiser never sees them. Only parameters
+are averaged: buffers (BatchNorm running statistics) are the teacher's own, computed on the batches it sees, as in
+the MoCo and DINO reference code (`zip(student.parameters(), teacher.parameters())`).
 """
 
 from __future__ import annotations
@@ -39,11 +29,12 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
 
 
 class MomentumTeacher:
-    """Mixin giving a method model an EMA teacher of some of its modules (see the module docstring).
+    """Mixin giving a method model an EMA teacher of some of its modules.
 
     Use it as `class BYOLModel(MomentumTeacher, SSLPreTrainedModel)`, call `add_teacher(name)` in `__init__` once the
     student module `name` exists (before `post_init`), and give the config a `momentum` (the default of
-    `momentum_update`) and `momentum_final` (read by `SSLStateUpdateCallback` for the cosine schedule).
+    `momentum_update`) and `momentum_final` (read by `SSLStateUpdateCallback` for the cosine schedule). A model with
+    more state (MoCo's queue, DINO's centre) extends `update_after_step`, calling `super().update_after_step` first.
 
     Attributes:
         teacher_module_names (`tuple` of `(str, str)`): the (student, teacher) module names, in the order added.
@@ -97,12 +88,12 @@ class MomentumTeacher:
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: the teacher EMA (`momentum_update`).
+        """Called by `SSLTrainer` after each optimizer step (`SSLStateUpdateCallback`): the teacher EMA.
 
         Args:
             momentum (`float`, *optional*): this step's momentum (cosine schedule); `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's forward passes, for the subclasses
-                that keep other state; unused here.
+            state_updates (`list` of `dict`): the `state_update` of the step's micro-batches, for the subclasses that
+                keep other state.
         """
         self.momentum_update(momentum)
 

@@ -18,12 +18,9 @@ class TwoViewProjectionModel(SSLPreTrainedModel):
     """Backbone + projector (`MLPHead`, batch norm, no biases: Barlow Twins' and VICReg's) over two views.
 
     `embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size` (the
-    projector's batch norms then see a chunk, the loss the whole batch). Subclasses set `method` (for error
-    messages), `preset` (the `DataCollatorForMultiView` preset to suggest) and `loss_from_embeddings`.
+    projector's batch norms then see a chunk, the loss the whole batch). Subclasses set `method_name`, `paper_views`
+    and `loss_from_embeddings`.
     """
-
-    method = "two-view model"
-    preset = "byol"
 
     def __init__(self, config: SSLBackboneConfig) -> None:
         super().__init__(config)
@@ -47,21 +44,9 @@ class TwoViewProjectionModel(SSLPreTrainedModel):
         Returns:
             `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
         """
-        view1, view2 = check_views(pixel_values, 2, self.method, preset=self.preset)
+        view1, view2 = check_views(pixel_values, 2, self.method_name, preset=self.paper_views)
         return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """The method's loss of `embed`'s output (2, B, P); `targets` is unused (no teacher)."""
         raise NotImplementedError(f"{type(self).__name__} must define loss_from_embeddings.")
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """`loss_from_embeddings(embed(pixel_values))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput`, see `loss_from_embeddings`.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values))

@@ -7,9 +7,6 @@ One backbone and expander embed both views; the loss (`hfssl.losses.vicreg`) mak
 agree (invariance), keeps every dimension's std above 1 (variance) and decorrelates the dimensions (covariance),
 over the global batch of all processes. Paper defaults (section 4.1 and appendix C): expander of 3 linear layers of
 8192 units, BN and ReLU after the first two, the last without bias; lambda = mu = 25, nu = 1.
-
-`embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size` (the
-expander's batch norms then see a chunk, the loss the whole batch).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ class VICRegConfig(SSLBackboneConfig):
         eps (`float`, defaults to 1e-4): added to the variance before its square root.
         gamma (`float`, defaults to 1.0): the target std of every dimension.
         gather_distributed (`bool`, defaults to `True`): statistics over the global batch of all processes.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_vicreg"
@@ -76,15 +72,13 @@ class VICRegModel(TwoViewProjectionModel):
 
     config_class = VICRegConfig
     base_model_prefix = "vicreg"
-    method = "VICReg"
-    preset = "byol"
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """The VICReg loss of the embeddings, with the statistics of the global batch.
 
         Args:
             embeddings (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+            targets (`None`): unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and the unweighted terms as metrics
