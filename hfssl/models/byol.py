@@ -82,28 +82,16 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
         self.post_init()
 
     def online(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The online projections and predictions of both views, in one pass.
-
-        Args:
-            view1, view2 (`torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `(projections, predictions)`, each a `torch.Tensor` of shape `(2, B, P)` (views 1, 2).
-        """
+        """The online projections and predictions of the two views (B, C, H, W), in one pass: `(projections,
+        predictions)`, each a `torch.Tensor` of shape `(2, B, P)` (views 1, 2)."""
         projections = self.projector(self.backbone(torch.cat([view1, view2])))
         predictions = self.predictor(projections)
         return projections.unflatten(0, (2, -1)), predictions.unflatten(0, (2, -1))
 
     @torch.no_grad()
     def targets(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        """The target network's projections, without gradient, in the order the predictions pair with them.
-
-        Args:
-            view1, view2 (`torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the targets of views 2, 1.
-        """
+        """The target network's projections of the two views (B, C, H, W), without gradient, in the order the
+        predictions pair with them: `torch.Tensor` of shape `(2, B, P)`, the targets of views 2, 1."""
         return self.teacher_projector(self.teacher_backbone(torch.cat([view2, view1]))).unflatten(0, (2, -1))
 
     def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
@@ -30,7 +29,7 @@ from hfssl.losses.clip import (
 )
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
-from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.outputs import SSLModelOutput, pair_cosine_metrics
 
 LOSSES = ("clip", "siglip")
 TEXT_POOLINGS = ("cls", "mean", "last")
@@ -215,16 +214,9 @@ class DualEncoderModel(SSLPreTrainedModel):
             losses = [clip_loss(images, texts, scale, gather) for texts in captions]
         else:
             losses = [siglip_loss(images, texts, scale, self.logit_bias, gather) for texts in captions]
-        with torch.no_grad():
-            cosine = F.normalize(images, dim=1) @ F.normalize(captions[0], dim=1).T
-            off_diagonal = ~torch.eye(cosine.shape[0], dtype=torch.bool, device=cosine.device)
-            metrics = {
-                "contrastive/logit_scale": scale.detach(),
-                "contrastive/positive_cosine": cosine.diagonal().mean(),
-                "contrastive/negative_cosine": cosine[off_diagonal].mean() if cosine.shape[0] > 1 else cosine.new_zeros(()),
-            }
-            if self.logit_bias is not None:
-                metrics["contrastive/logit_bias"] = self.logit_bias.detach()
+        metrics = {"contrastive/logit_scale": scale.detach(), **pair_cosine_metrics(images, captions[0])}
+        if self.logit_bias is not None:
+            metrics["contrastive/logit_bias"] = self.logit_bias.detach()
         return SSLModelOutput(loss=torch.stack(losses).mean(), embeddings=images.detach(), metrics=metrics)
 
     def forward(

@@ -26,19 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from hfssl.losses.dino import (
-    dino_loss,
-    teacher_batch_center,
-    teacher_probabilities,
-    teacher_temperature_schedule,
-)
+from hfssl.losses.dino import dino_loss, teacher_batch_center, teacher_probabilities, teacher_temperature_schedule
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.multi_crop import (
-    check_crops,
-    interpolate_transformers_positions,
-    multi_crop_features,
-)
+from hfssl.models.multi_crop import check_crops, interpolate_transformers_positions, multi_crop_features
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.teacher import MomentumTeacher
 
@@ -196,14 +187,9 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
         self.backbone = backbone_from_config(config)
         interpolate_transformers_positions(self.backbone)
         self.head = DINOHead(
-            self.backbone.feature_dim,
-            config.out_dim,
-            config.head_hidden_dim,
-            config.head_bottleneck_dim,
-            config.head_layers,
-            config.head_batch_norm,
-            config.norm_last_layer,
-        )
+            self.backbone.feature_dim, config.out_dim, config.head_hidden_dim, config.head_bottleneck_dim,
+            config.head_layers, config.head_batch_norm, config.norm_last_layer,
+        )  # fmt: skip
         self.add_teacher("backbone")
         self.add_teacher("head")
         self.register_buffer("center", torch.zeros(1, config.out_dim))

@@ -4,14 +4,10 @@ and MoCo v3 (Chen et al. 2021, "An Empirical Study of Training Self-Supervised V
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim, Q queue size.
 
 A student (backbone + projector, + predictor in v3) embeds the queries; a momentum teacher, an exponential moving
-average of the student updated after every optimizer step (`update_after_step`), embeds the keys without
-gradient.
-- v2: asymmetric InfoNCE of view-1 queries against view-2 keys, the negatives being a FIFO queue of past keys
-  (Q = 65536, temperature 0.2, momentum 0.999 constant).
-- v3: symmetric, a predictor on the student, no queue; the negatives are the other keys of the (global) batch
-  (temperature 1.0 for ResNet, loss scaled by 2 * temperature, momentum 0.99 -> 1 on a cosine schedule).
-The teacher weights, the queue and its pointer are parameters / persistent buffers, so `save_pretrained` and
-Trainer checkpoints carry them.
+average of the student updated after every optimizer step (`update_after_step`), embeds the keys without gradient.
+v2 is an asymmetric InfoNCE of view-1 queries against view-2 keys, the negatives a FIFO queue of past keys; v3 is
+symmetric, with no queue: the negatives are the other keys of the (global) batch, the loss scaled by 2 * temperature.
+The teacher weights and the queue are parameters and persistent buffers, so checkpoints carry them.
 """
 
 from __future__ import annotations
@@ -52,11 +48,10 @@ class MoCoConfig(SSLBackboneConfig):
         symmetric (`bool`, *optional*): the loss of both (query, key) view orders (v3) or one (v2).
         negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see `hfssl.losses.negative_sampling`.
         gather_distributed (`bool`, defaults to `True`): gather keys across processes (v3 negatives, v2 queue).
-        batch_norm_splits (`int`, defaults to 1): shuffle BN (He et al. 2020, Sec. 3.3) inside each process. With
-            G > 1, while training, both backbones compute their BatchNorm statistics over G groups of each batch (as
-            G devices of B / G images would), and the teacher sees the batch in a random order, so a query and its
-            positive key are normalised with different batch statistics and cannot be matched through them (the
-            shortcut shuffle BN removes; the reference CIFAR demo's `SplitBatchNorm` plus shuffling). 1: off.
+        batch_norm_splits (`int`, defaults to 1): shuffle BN (He et al. 2020, Sec. 3.3) inside each process: with
+            G > 1, while training, both backbones compute their BatchNorm statistics over G groups of each batch, the
+            teacher's in a random order, so a query and its key are not normalised together (the reference CIFAR
+            demo's `SplitBatchNorm` plus shuffling). 1: off.
     """
 
     model_type = "hfssl_moco"
@@ -120,20 +115,15 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
     def __init__(self, config: MoCoConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        dim = self.backbone.feature_dim
+        dim = config.projection_dim
+        sizes = (self.backbone.feature_dim, config.projection_hidden_dim, dim, config.projection_layers)
         if config.variant == "v3":
-            self.projector = MLPHead.moco_v3_projector(
-                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
-            )
+            self.projector = MLPHead.moco_v3_projector(*sizes)
         else:
-            self.projector = MLPHead(
-                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers, batch_norm=False
-            )
+            self.projector = MLPHead(*sizes, batch_norm=False)
         self.predictor = None
         if config.predictor_hidden_dim:
-            self.predictor = MLPHead.moco_v3_predictor(
-                config.projection_dim, config.predictor_hidden_dim, config.projection_dim
-            )
+            self.predictor = MLPHead.moco_v3_predictor(dim, config.predictor_hidden_dim, dim)
         self.add_teacher("backbone")
         self.add_teacher("projector")
         if config.queue_size:

@@ -17,10 +17,11 @@ from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.negative_sampling import validate_negative_sampling
 from hfssl.losses.nt_xent import nt_xent_loss
 from hfssl.losses.temperature import LearnableTemperature
-from hfssl.models.base import SSLPreTrainedModel, check_views, negative_sampling_options
+from hfssl.models.base import SSLPreTrainedModel, negative_sampling_options
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.two_view import TwoViewProjectionModel
 
 
 class SimCLRConfig(SSLBackboneConfig):
@@ -87,17 +88,7 @@ class SimCLRModel(SSLPreTrainedModel):
         """The learnt temperature (a tensor with gradient) or the fixed one."""
         return self.temperature() if self.temperature is not None else self.config.temperature
 
-    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The projections of both views, in one pass of 2B images (batch norm sees both views).
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
-        """
-        view1, view2 = check_views(pixel_values, 2, "SimCLR")
-        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+    embed = TwoViewProjectionModel.embed  # both views in one pass of 2B images: batch norm sees both
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
         """NT-Xent of the projections, against the other processes' projections too when training distributed

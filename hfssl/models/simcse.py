@@ -12,14 +12,13 @@ state without the MLP.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
-from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.outputs import SSLModelOutput, pair_cosine_metrics
 
 
 class SimCSEConfig(PretrainedConfig):
@@ -136,12 +135,7 @@ class SimCSEModel(SSLPreTrainedModel):
         if hard_negatives is not None:
             negatives = hard_negatives if negatives is None else torch.cat([negatives, hard_negatives])
         loss = info_nce_loss(z1, z2, self.config.temperature, negatives=negatives, in_batch_negatives=True)
-        with torch.no_grad():
-            cosine = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
-            off_diagonal = ~torch.eye(batch_size, dtype=torch.bool, device=cosine.device)
-            metrics = {"contrastive/positive_cosine": cosine.diagonal().mean(),
-                       "contrastive/negative_cosine": cosine[off_diagonal].mean()}
-        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)
+        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=pair_cosine_metrics(z1, z2))
 
 
 AutoConfig.register("hfssl_simcse", SimCSEConfig)

@@ -29,11 +29,7 @@ from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel
 from hfssl.models.heads import MLPHead
-from hfssl.models.multi_crop import (
-    check_crops,
-    interpolate_transformers_positions,
-    multi_crop_features,
-)
+from hfssl.models.multi_crop import check_crops, interpolate_transformers_positions, multi_crop_features
 from hfssl.models.outputs import SSLModelOutput
 
 NUM_GLOBAL_CROPS = 2  # the crops whose codes are computed (main_swav.py's crops_for_assign = [0, 1])
