@@ -161,9 +161,7 @@ class Backbone(nn.Module):
             raise ValueError("Backbone needs a model `name` (timm name, Hub id or folder) or a transformers `config`.")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLINGS}.")
-        if config is not None:
-            library = "transformers"
-        library = library or resolve_library(name)
+        library = "transformers" if config is not None else library or resolve_library(name)
         if library not in LIBRARIES:
             raise ValueError(f"library={library!r} is not supported; choose one of {LIBRARIES}.")
         self.name, self.library, self.pooling = name, library, pooling
@@ -207,14 +205,7 @@ class Backbone(nn.Module):
         return self.model.config if self.library == "transformers" else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Pooled features.
-
-        Args:
-            pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): normalised images.
-
-        Returns:
-            `torch.Tensor` of shape `(B, D)`.
-        """
+        """Pooled features `(B, D)` of normalised images `pixel_values` (`torch.Tensor` of shape `(B, C, H, W)`)."""
         if self.library == "timm":
             return self.model(pixel_values)
         outputs = self.model(pixel_values=pixel_values)
@@ -264,19 +255,13 @@ def backbone_from_config(config: SSLBackboneConfig) -> Backbone:
     """Build the `Backbone` a method config describes, then record what `from_pretrained` needs to rebuild it
     offline (the transformers config, `backbone_pretrained=False`)."""
     backbone = Backbone(
-        name=config.backbone_name,
-        library=config.backbone_library,
-        pretrained=config.backbone_pretrained,
-        config=config.backbone_model_config,
-        pooling=config.pooling,
-        small_image_stem=config.small_image_stem,
-        in_chans=config.num_channels,
-        model_kwargs=config.backbone_kwargs,
-    )
-    training_image_size = getattr(config, "training_image_size", None)
-    if training_image_size:  # the side it trained at (hfssl.trainers.image_size.record_training_image_size)
-        channels = backbone.data_config["input_size"][0]
-        backbone.data_config["input_size"] = (channels, training_image_size, training_image_size)
+        name=config.backbone_name, library=config.backbone_library, pretrained=config.backbone_pretrained,
+        config=config.backbone_model_config, pooling=config.pooling, small_image_stem=config.small_image_stem,
+        in_chans=config.num_channels, model_kwargs=config.backbone_kwargs,
+    )  # fmt: skip
+    side = getattr(config, "training_image_size", None)  # hfssl.trainers.image_size.record_training_image_size
+    if side:
+        backbone.data_config["input_size"] = (backbone.data_config["input_size"][0], side, side)
     config.backbone_library = backbone.library
     config.backbone_pretrained = False
     if backbone.transformers_config is not None:

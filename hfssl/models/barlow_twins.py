@@ -50,7 +50,7 @@ class BarlowTwinsConfig(SSLBackboneConfig):
             projection_layers=self.projection_layers,
         )
         if self.lambda_offdiag < 0:
-            raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, official code: 0.0051).")
+            raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, code: 0.0051).")
         if self.eps <= 0:
             raise ValueError(f"eps={self.eps} must be > 0 (BatchNorm's 1e-5).")
         super().__post_init__(**kwargs)
@@ -66,11 +66,8 @@ class BarlowTwinsModel(TwoViewProjectionModel):
     base_model_prefix = "barlow_twins"
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The Barlow Twins loss of the projections, with the statistics of the global batch.
-
-        Args:
-            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher).
+        """The Barlow Twins loss of `embed`'s `projections` (2, B, P), with the statistics of the global batch;
+        `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and metrics `barlow/on_diagonal`,

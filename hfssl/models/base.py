@@ -1,5 +1,5 @@
 """`SSLPreTrainedModel`: what every hfssl method model (`SimCLRModel`, `MoCoModel`, ...) shares with transformers, and
-the input and configuration checks the methods share (`check_views`, `check_positive`)."""
+the input and configuration checks and builders the methods share."""
 
 from __future__ import annotations
 
@@ -67,8 +67,7 @@ def transformers_model(
     """A transformers `AutoModel` built from `config` (a config, or its `to_dict()` form) when given, else from `name`
     (a Hub id or folder): with its weights when `pretrained`, else freshly initialised."""
     if isinstance(config, dict):
-        config = dict(config)
-        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        config = AutoConfig.for_model(**config)  # its "model_type" picks the config class
     if config is not None:
         return AutoModel.from_config(config, **kwargs)
     if pretrained:

@@ -94,7 +94,9 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
         predictions pair with them: `torch.Tensor` of shape `(2, B, P)`, the targets of views 2, 1."""
         return self.teacher_projector(self.teacher_backbone(torch.cat([view2, view1]))).unflatten(0, (2, -1))
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """BYOL's symmetric loss `byol_loss(q1, z'2) + byol_loss(q2, z'1)`.
 
         Args:

@@ -28,7 +28,7 @@ from hfssl.losses.clip import (
     siglip_loss,
 )
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
+from hfssl.models.base import SSLPreTrainedModel, check_config_dict, describe, transformers_model
 from hfssl.models.outputs import SSLModelOutput, pair_cosine_metrics
 
 LOSSES = ("clip", "siglip")
@@ -36,7 +36,7 @@ TEXT_POOLINGS = ("cls", "mean", "last")
 
 
 class DualEncoderConfig(SSLBackboneConfig):
-    """Configuration of `DualEncoderModel`: image tower (the `SSLBackboneConfig` fields), text tower, projections, loss.
+    """Configuration of `DualEncoderModel`: image tower (`SSLBackboneConfig`'s fields), text tower, projections, loss.
 
     Args:
         text_model_config (`dict`, *optional*): the text encoder's transformers config in `to_dict()` form (e.g. a
@@ -75,11 +75,11 @@ class DualEncoderConfig(SSLBackboneConfig):
             raise ValueError(f"loss={self.loss!r} is not supported; choose one of {LOSSES} (CLIP or SigLIP).")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(
-                f"text_pooling={self.text_pooling!r} is not supported; choose one of {TEXT_POOLINGS} ('cls' for BERT-like "
-                "encoders, 'last' for causal ones)."
+                f"text_pooling={self.text_pooling!r} is not supported; choose one of {TEXT_POOLINGS} ('cls' for "
+                "BERT-like encoders, 'last' for causal ones)."
             )
         if self.projection_dim < 1:
-            raise ValueError(f"projection_dim={self.projection_dim} must be a positive embedding dimension (CLIP: 512).")
+            raise ValueError(f"projection_dim={self.projection_dim} must be a positive dimension (CLIP: 512).")
         check_config_dict("text_model_config", self.text_model_config)
         if self.logit_scale_init is None:
             self.logit_scale_init = CLIP_LOGIT_SCALE_INIT if self.loss == "clip" else SIGLIP_LOGIT_SCALE_INIT
@@ -103,8 +103,8 @@ class DualEncoderModel(SSLPreTrainedModel):
     """CLIP-style image and text towers with projections and a learnt logit scale (see the module docstring).
 
     `get_image_features` / `get_text_features` give the projected embeddings (as transformers' `CLIPModel`);
-    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `hfssl.export.save_towers` exports
-    each tower in its own library's format.
+    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `hfssl.export.save_towers`
+    exports each tower in its own library's format.
     """
 
     config_class = DualEncoderConfig
@@ -117,9 +117,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         pooler = getattr(self.text_encoder, "pooler", None)
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)  # unused: frozen, so every trainable parameter gets a gradient (DDP)
-        text_width = self.text_encoder.config.hidden_size
         self.image_projection = nn.Linear(self.image_encoder.feature_dim, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(text_width, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_encoder.config.hidden_size, config.projection_dim, bias=False)
         learnable = config.learnable_logit_scale
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)), requires_grad=learnable)
         self.logit_bias = None
@@ -132,18 +131,11 @@ class DualEncoderModel(SSLPreTrainedModel):
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected image embeddings (not normalised).
-
-        Args:
-            pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): normalised images.
-
-        Returns:
-            `torch.Tensor` of shape `(B, P)`.
-        """
+        """Projected image embeddings `(B, P)`, not normalised, of images `pixel_values` (`torch.Tensor` of shape
+        `(B, C, H, W)`)."""
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            received = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise ValueError(
-                f"DualEncoderModel expects pixel_values of shape (B, C, H, W); received {received}. Use "
+                f"DualEncoderModel expects pixel_values of shape (B, C, H, W); received {describe(pixel_values)}. Use "
                 "DataCollatorForImageText, whose image views are single tensors."
             )
         return self.image_projection(self.image_encoder(pixel_values))
@@ -151,14 +143,11 @@ class DualEncoderModel(SSLPreTrainedModel):
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor:
-        """Projected text embeddings (not normalised), pooled as `config.text_pooling` says.
+        """Projected text embeddings `(B, P)`, not normalised, pooled as `config.text_pooling` says.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(B, L)`), attention_mask (`torch.LongTensor` of shape `(B, L)`,
                 *optional*): a padded batch of captions; other keyword arguments go to the text encoder.
-
-        Returns:
-            `torch.Tensor` of shape `(B, P)`.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -188,8 +177,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         batch_size, input_ids = images.shape[0], batch["input_ids"]
         if input_ids.ndim != 2 or input_ids.shape[0] % batch_size != 0:
             raise ValueError(
-                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions of shape "
-                "(K * B, L), image-major (row i * K + j is caption j of image i), as DataCollatorForImageText does."
+                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions of "
+                "shape (K * B, L), image-major (row i * K + j: caption j of image i), as DataCollatorForImageText does."
             )
         extra = {key: batch[key] for key in ("token_type_ids",) if batch.get(key) is not None}
         texts = self.get_text_features(input_ids, batch.get("attention_mask"), **extra)
@@ -197,11 +186,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         return torch.cat([images.unsqueeze(0), texts])
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The contrastive loss of `embed`'s output, with the other processes' pairs when training distributed.
-
-        Args:
-            embeddings (`torch.Tensor` of shape `(1 + K, B, P)`): images, then the K sets of captions.
-            targets (`None`): unused; kept for the cached-gradient protocol of `SSLTrainer`.
+        """The contrastive loss of `embed`'s `embeddings` (1 + K, B, P) (images, then the K sets of captions), with the
+        other processes' pairs when training distributed; `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss` (the mean over the K caption sets), `embeddings` (B, P) of the images and
@@ -235,9 +221,6 @@ class DualEncoderModel(SSLPreTrainedModel):
             input_ids, attention_mask, token_type_ids (`torch.LongTensor` of shape `(K * B, L)`): the captions,
                 image-major.
             labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (class labels passed through by collators).
-
-        Returns:
-            `SSLModelOutput` (see `loss_from_embeddings`).
         """
         batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
                  "token_type_ids": token_type_ids}  # fmt: skip

@@ -41,8 +41,7 @@ class WeightNormalizedLinear(nn.Module):
     `nn.utils.weight_norm(nn.Linear(N, K, bias=False))` computes): `W = g * V / ||V||_row`.
 
     Written out rather than through `torch.nn.utils.parametrizations` so the state dict holds plain tensors
-    (`weight` is V; `magnitude` is g, absent when fixed to 1), which safetensors, `from_pretrained` and Trainer
-    checkpoints read back as they are.
+    (`weight` is V; `magnitude` is g, absent when fixed to 1), which checkpoints read back as they are.
 
     Args:
         input_dim (`int`): N.
@@ -214,7 +213,9 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
             self.center.lerp_(batch_center.to(self.center).view_as(self.center), 1.0 - self.config.center_momentum)
         self.step += 1
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """The DINO loss of the student on every crop against the teacher on the global crops.
 
         Args:

@@ -62,11 +62,16 @@ class MLPHead(nn.Module):
 
     @classmethod
     def simclr(
-        cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2, last_batch_norm: bool = True
+        cls,
+        input_dim: int,
+        hidden_dim: int = 2048,
+        output_dim: int = 128,
+        num_layers: int = 2,
+        last_batch_norm: bool = True,
     ) -> MLPHead:
-        """SimCLR's projection head (Chen et al. 2020, appendix B.9; v2: `num_layers=3`), `Linear - BN - ReLU - Linear`,
-        with the reference code's batch norm after the bias-free last layer (simclr/tf2/model.py, as lightly's);
-        `last_batch_norm=False`: the paper's text, a biased last layer without it."""
+        """SimCLR's projection head (Chen et al. 2020, appendix B.9; v2: `num_layers=3`), `Linear - BN - ReLU -
+        Linear`, with the reference code's batch norm after the bias-free last layer (simclr/tf2/model.py, as
+        lightly's); `last_batch_norm=False`: the paper's text, a biased last layer without it."""
         return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=last_batch_norm,
                    last_affine=True)  # fmt: skip
 
@@ -76,7 +81,9 @@ class MLPHead(nn.Module):
         return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=False)
 
     @classmethod
-    def moco_v3_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 3) -> MLPHead:
+    def moco_v3_projector(
+        cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 3
+    ) -> MLPHead:
         """MoCo v3's projector (Chen et al. 2021, section 4; 3 layers for ResNet): bias-free, BN everywhere, the last
         one affine-free."""
         return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)

@@ -88,7 +88,7 @@ class MoCoConfig(SSLBackboneConfig):
                 "(MoCo v2: 0.999, v3: 0.99 -> 1.0)."
             )
         if self.batch_norm_splits < 1:
-            raise ValueError(f"batch_norm_splits={self.batch_norm_splits} must be >= 1 (1 turns shuffle BN off, e.g. 8).")
+            raise ValueError(f"batch_norm_splits={self.batch_norm_splits} must be >= 1 (1: shuffle BN off; e.g. 8).")
         if self.queue_size < 0:
             raise ValueError(f"queue_size={self.queue_size} must be >= 0 (0 disables the queue).")
         if self.queue_size == 0 and self.variant == "v2":
@@ -135,11 +135,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write keys into the queue in FIFO order (oldest entries overwritten first), wrapping around.
-
-        Args:
-            keys (`torch.Tensor` of shape `(n, P)`): normalised keys; only the last Q are kept if n > Q.
-        """
+        """Write normalised `keys` (n, P) into the queue in FIFO order (oldest entries overwritten first), wrapping
+        around; only the last Q are kept if n > Q."""
         size = self.queue.shape[0]
         keys = keys[-size:]
         positions = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % size
@@ -162,14 +159,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
             return backbone(images)
 
     def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The student's queries: both views (v3, symmetric) or view 1 (v2), in one pass.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
-        """
+        """The student's queries `(V, B, P)` of the two views (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`), in
+        one pass: V = 2 when symmetric (views 1, 2), else 1 (view 1)."""
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         images = torch.cat([view1, view2]) if self.config.symmetric else view1
         queries = self.projector(self._split_forward(self.backbone, images))
@@ -179,14 +170,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def embed_targets(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The teacher's normalised keys, without gradient: the positive of each query of `embed`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(V, B, P)`: keys of views 2, 1 (symmetric) or of view 2.
-        """
+        """The teacher's normalised keys `(V, B, P)` of the two views, without gradient, the positive of each query of
+        `embed`: the keys of views 2, 1 (symmetric) or of view 2."""
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         teacher_views = torch.cat([view2, view1]) if self.config.symmetric else view2
         if self.config.batch_norm_splits > 1 and self.teacher_backbone.training:  # shuffle BN: groups of random images
@@ -200,12 +185,9 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
     def loss_from_embeddings(self, queries: torch.Tensor, keys: torch.Tensor) -> SSLModelOutput:
         """InfoNCE of the queries against their keys, the queue (v2) and the other keys of the global batch (v3).
 
-        The keys of every process are gathered (they carry no gradient), so each query meets the same negatives as
-        in one process holding the global batch; the gathered keys, view by view in rank order, go to the queue.
-
-        Args:
-            queries (`torch.Tensor` of shape `(V, B, P)`): the output of `embed`.
-            keys (`torch.Tensor` of shape `(V, B, P)`): the output of `embed_targets`.
+        The `keys` (V, B, P) of `embed_targets` of every process are gathered (they carry no gradient), so each of the
+        `queries` (V, B, P) of `embed` meets the same negatives as in one process holding the global batch; the
+        gathered keys, view by view in rank order, go to the queue.
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics

@@ -15,14 +15,8 @@ from hfssl.models.base import describe
 
 
 def check_crops(pixel_values: list[torch.Tensor] | torch.Tensor, min_crops: int, method: str) -> list[torch.Tensor]:
-    """Return the crops as a list of V >= `min_crops` tensors (B, C, S_v, S_v) sharing B and C, or raise a ValueError.
-
-    Args:
-        pixel_values (`list` of `torch.Tensor` of shape `(B, C, S_v, S_v)`, or `torch.Tensor` of shape
-            `(V, B, C, S, S)`): the crops, the global ones first.
-        min_crops (`int`): the fewest crops the method needs.
-        method (`str`): the method's name, for the message.
-    """
+    """Return the crops, the global ones first (a list of V >= `min_crops` tensors (B, C, S_v, S_v) sharing B and C,
+    or a tensor (V, B, C, S, S)), as a list, or raise a ValueError naming `method`."""
     if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
         pixel_values = list(pixel_values.unbind(0))
     if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) < min_crops:
@@ -59,15 +53,8 @@ def interpolate_transformers_positions(backbone: Backbone) -> None:
 
 
 def multi_crop_features(backbone: Backbone, crops: list[torch.Tensor]) -> torch.Tensor:
-    """Features of every crop, with one backbone pass per run of consecutive crops of one resolution.
-
-    Args:
-        backbone (`Backbone`): the feature extractor.
-        crops (`list` of V `torch.Tensor` of shape `(B, C, S_v, S_v)`): the crops, grouped by resolution.
-
-    Returns:
-        `torch.Tensor` of shape `(V * B, D)`: crop 0's rows first, then crop 1's, and so on.
-    """
+    """Features `(V * B, D)` of every crop (crop 0's rows first, then crop 1's, ...), with one `backbone` pass per
+    run of consecutive `crops` (`list` of V `torch.Tensor` of shape `(B, C, S_v, S_v)`) of one resolution."""
     groups: list[list[torch.Tensor]] = []
     for crop in crops:
         if groups and groups[-1][0].shape[-2:] == crop.shape[-2:]:

@@ -45,7 +45,9 @@ def spatial_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.T
     if side * side != tokens.shape[1]:
         tokens, side = tokens[:, 1:], math.isqrt(tokens.shape[1] - 1)
     if side * side != tokens.shape[1]:
-        raise ValueError(f"cannot arrange {output.shape[1]} tokens on a square grid; pass a backbone returning (B, D, h, w).")
+        raise ValueError(
+            f"cannot arrange {output.shape[1]} tokens on a square grid; pass a backbone returning (B, D, h, w)."
+        )
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
@@ -80,11 +82,16 @@ class JigsawHead(nn.Module):
         hidden_size (`int`): width of the MLP's hidden layer (the paper: 4096; small default here).
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_tiles: int = 9, num_permutations: int = 100, hidden_size: int = 512) -> None:
+    def __init__(
+        self, backbone: nn.Module, num_features: int, num_tiles: int = 9, num_permutations: int = 100,
+        hidden_size: int = 512,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.backbone = backbone
         self.classifier = nn.Sequential(
-            nn.Linear(num_tiles * num_features, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, num_permutations)
+            nn.Linear(num_tiles * num_features, hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_size, num_permutations),
         )
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
@@ -114,6 +121,7 @@ class ColorizationHead(nn.Module):
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
         """pixel_values (B, C, S, S), labels (B, out_channels, S, S) -> loss (MSE), logits (B, out_channels, S, S)."""
         features = spatial_features(self.backbone, pixel_values)
-        logits = F.interpolate(self.projection(features), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        size = pixel_values.shape[-2:]
+        logits = F.interpolate(self.projection(features), size=size, mode="bilinear", align_corners=False)
         loss = F.mse_loss(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)

@@ -57,7 +57,7 @@ class SimCLRConfig(SSLBackboneConfig):
 
     def __post_init__(self, **kwargs) -> None:
         if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCLR uses 0.5 at batch 256, 0.1 with LARS).")
+            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCLR: 0.5 at batch 256, 0.1 with LARS).")
         validate_negative_sampling(*negative_sampling_options(self).values())
         super().__post_init__(**kwargs)
 
@@ -91,12 +91,9 @@ class SimCLRModel(SSLPreTrainedModel):
     embed = TwoViewProjectionModel.embed  # both views in one pass of 2B images: batch norm sees both
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """NT-Xent of the projections, against the other processes' projections too when training distributed
-        (gathered with gradient, so each process's gradient is its share of the global-batch gradient).
-
-        Args:
-            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher).
+        """NT-Xent of `embed`'s `projections` (2, B, P), against the other processes' projections too when training
+        distributed (gathered with gradient, so each process's gradient is its share of the global-batch gradient);
+        `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics

@@ -1,4 +1,5 @@
-"""SimCSE, unsupervised and supervised (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP).
+"""SimCSE, unsupervised and supervised (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence
+Embeddings", EMNLP).
 
 Legend: B batch of sentences, L tokens, H hidden size.
 
@@ -74,11 +75,8 @@ class SimCSEModel(SSLPreTrainedModel):
         return model
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Sentence embeddings: the [CLS] state, without the training MLP (the paper's unsupervised evaluation).
-
-        Returns:
-            `torch.Tensor` of shape (B, H).
-        """
+        """Sentence embeddings `(B, H)`: the [CLS] state, without the training MLP (the paper's unsupervised
+        evaluation)."""
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state[:, 0]
 
     def forward(
@@ -111,7 +109,7 @@ class SimCSEModel(SSLPreTrainedModel):
             `contrastive/positive_cosine`, `contrastive/negative_cosine`.
         """
         if input_ids.ndim != 2 or input_ids.shape[0] < 2:
-            raise ValueError(f"SimCSE needs input_ids of shape (B, L) with B >= 2 sentences, got {tuple(input_ids.shape)}.")
+            raise ValueError(f"SimCSE needs input_ids (B, L) of B >= 2 sentences, got shape {tuple(input_ids.shape)}.")
         if negative_input_ids is not None and positive_input_ids is None:
             raise ValueError("negative_input_ids (hard negatives) need positive_input_ids: pass (sentence, positive, "
                              "negative) triplets, or only sentences for unsupervised SimCSE.")

@@ -68,7 +68,9 @@ class SimSiamModel(SSLPreTrainedModel):
         self.predictor = MLPHead.simsiam_predictor(dim, config.predictor_hidden_dim, dim)
         self.post_init()
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """SimSiam's symmetric loss `(simsiam_loss(p1, z2) + simsiam_loss(p2, z1)) / 2`, both views in one pass.
 
         Args:

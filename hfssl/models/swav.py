@@ -114,11 +114,8 @@ class SwAVModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def enqueue(self, projections: torch.Tensor) -> None:
-        """Push the global crops' projections at the front of the queue, dropping the oldest rows.
-
-        Args:
-            projections (`torch.Tensor` of shape `(G, B, P)`): normalised projections of the global crops.
-        """
+        """Push the global crops' normalised `projections` (G, B, P) at the front of the queue, dropping the oldest
+        rows."""
         rows = min(projections.shape[1], self.queue.shape[1])
         self.queue.copy_(
             torch.cat([projections[:, :rows].to(self.queue), self.queue[:, : self.queue.shape[1] - rows]], 1)
@@ -135,7 +132,9 @@ class SwAVModel(SSLPreTrainedModel):
                 self.enqueue(update["projections"])
         self.step += 1
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """The swapped-prediction loss of every crop against the Sinkhorn codes of the global crops.
 
         Args:
@@ -175,11 +174,9 @@ class SwAVModel(SSLPreTrainedModel):
                 "collapse/uniform_loss_gap": (uniform_loss - loss.detach()) / max(uniform_loss, 1e-12),
             }
             global_projections = projections[: NUM_GLOBAL_CROPS * batch_size].detach()
+        state_update = {"projections": global_projections.unflatten(0, (NUM_GLOBAL_CROPS, batch_size))}
         return SSLModelOutput(
-            loss=loss,
-            embeddings=global_projections[:batch_size],
-            metrics=metrics,
-            state_update={"projections": global_projections.unflatten(0, (NUM_GLOBAL_CROPS, batch_size))},
+            loss=loss, embeddings=global_projections[:batch_size], metrics=metrics, state_update=state_update
         )
 
 

@@ -43,14 +43,8 @@ class MomentumTeacher:
     teacher_module_names: tuple[tuple[str, str], ...] = ()
 
     def add_teacher(self, student_name: str) -> nn.Module:
-        """Register `teacher_<student_name>`, a copy of the student module without gradient, and pair the two.
-
-        Args:
-            student_name (`str`): the attribute name of the student module (`"backbone"`, `"projector"`, `"head"`).
-
-        Returns:
-            `torch.nn.Module`: the teacher module, also set as the attribute `teacher_<student_name>`.
-        """
+        """Register and return `teacher_<student_name>`, a copy without gradient of the student module
+        `student_name` (`"backbone"`, `"projector"`, `"head"`), and pair the two."""
         teacher_name = f"teacher_{student_name}"
         teacher = copy.deepcopy(getattr(self, student_name)).requires_grad_(False)
         setattr(self, teacher_name, teacher)
@@ -99,21 +93,17 @@ class MomentumTeacher:
 
 
 def check_teacher_sharding(model: nn.Module, distributed_type: str, zero_stage: int | None = None) -> None:
-    """Refuse sharded parameters (FSDP, DeepSpeed ZeRO-3) for a model with a momentum teacher.
+    """Raise a ValueError for sharded parameters (FSDP, DeepSpeed ZeRO-3) and a model with a momentum teacher.
 
-    The teacher EMA (`teacher <- m * teacher + (1 - m) * student`, after the optimizer step) reads every student
-    parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an empty placeholder) of them, so the
-    update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages 1-2 keep full parameters on
-    every process and are supported.
+    The teacher EMA reads every student parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an
+    empty placeholder) of them, so the update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages
+    1-2 keep full parameters on every process and are supported.
 
     Args:
         model (`torch.nn.Module`): the (unwrapped) method model; it has a momentum teacher when it defines
             `student_teacher_pairs` or `momentum_update` (every `MomentumTeacher` does).
         distributed_type (`str`): accelerate's `DistributedType` value (`"FSDP"`, `"DEEPSPEED"`, `"MULTI_GPU"`...).
         zero_stage (`int`, *optional*): the DeepSpeed ZeRO stage when `distributed_type` is `"DEEPSPEED"`.
-
-    Raises:
-        `ValueError`: for FSDP, or DeepSpeed with ZeRO stage 3, and a model with a momentum teacher.
     """
     if not (hasattr(model, "student_teacher_pairs") or hasattr(model, "momentum_update")):
         return

@@ -26,24 +26,14 @@ class TwoViewProjectionModel(SSLPreTrainedModel):
         super().__init__(config)
         self.backbone = backbone_from_config(config)
         self.projector = MLPHead(
-            self.backbone.feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batch_norm=True,
-            bias=False,
-        )
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            batch_norm=True, bias=False,
+        )  # fmt: skip
         self.post_init()
 
     def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The projections of both views, in one pass of 2B images.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
-        """
+        """The projections `(2, B, P)` of the two views (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`), view 1
+        then view 2, in one pass of 2B images."""
         view1, view2 = check_views(pixel_values, 2, self.method_name, preset=self.paper_views)
         return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
 

@@ -74,11 +74,8 @@ class VICRegModel(TwoViewProjectionModel):
     base_model_prefix = "vicreg"
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The VICReg loss of the embeddings, with the statistics of the global batch.
-
-        Args:
-            embeddings (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher).
+        """The VICReg loss of `embed`'s `embeddings` (2, B, P), with the statistics of the global batch; `targets` is
+        unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and the unweighted terms as metrics

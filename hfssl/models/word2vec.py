@@ -114,15 +114,12 @@ class Word2VecModel(PreTrainedModel):
     def forward(
         self, center_ids: torch.Tensor, context_ids: torch.Tensor, negative_ids: torch.Tensor, **kwargs
     ) -> Word2VecOutput:
-        """Negative-sampling loss of a batch of pairs.
+        """Negative-sampling loss of a batch of pairs, as a `Word2VecOutput`.
 
         Args:
             center_ids (`torch.LongTensor` of shape (P,)), context_ids (`torch.LongTensor` of shape (P,)): the pairs.
             negative_ids (`torch.LongTensor` of shape (P, K)): noise words; a negative equal to its pair's context is
                 ignored (as word2vec.c and gensim skip it).
-
-        Returns:
-            `Word2VecOutput` with the summed loss and the logits.
         """
         if center_ids.shape != context_ids.shape or negative_ids.shape[:1] != center_ids.shape:
             raise ValueError(
@@ -138,17 +135,17 @@ class Word2VecModel(PreTrainedModel):
         return Word2VecOutput(loss=loss, positive_logits=positive_logits, negative_logits=negative_logits)
 
     def word_vectors(self, normalize: bool = True) -> torch.Tensor:
-        """The input vectors (word2vec's `syn0`), L2-normalised by default.
-
-        Returns:
-            `torch.Tensor` of shape (V, D).
-        """
+        """The input vectors (word2vec's `syn0`) `(V, D)`, L2-normalised by default."""
         vectors = self.input_embeddings.weight.detach()
         return F.normalize(vectors, dim=1) if normalize else vectors
 
     @torch.no_grad()
     def most_similar(
-        self, queries: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None, allowed: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        exclude: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine nearest neighbours.
 
