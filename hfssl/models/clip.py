@@ -177,8 +177,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         batch_size, input_ids = images.shape[0], batch["input_ids"]
         if input_ids.ndim != 2 or input_ids.shape[0] % batch_size != 0:
             raise ValueError(
-                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions of "
-                "shape (K * B, L), image-major (row i * K + j: caption j of image i), as DataCollatorForImageText does."
+                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions "
+                "(K * B, L), image-major (row i * K + j: caption j of image i), as DataCollatorForImageText does."
             )
         extra = {key: batch[key] for key in ("token_type_ids",) if batch.get(key) is not None}
         texts = self.get_text_features(input_ids, batch.get("attention_mask"), **extra)
