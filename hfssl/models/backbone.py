@@ -78,11 +78,8 @@ def grouped_batch_norm(module: nn.Module, groups: int) -> Iterator[None]:
     separately, each with its own statistics, as G devices each holding B / G of the batch would ("ghost" BN; MoCo's
     shuffle BN in one process). Only the normalisation is split: the other layers still see the whole batch. The
     layers' own forward runs on each group (so `BatchNormAct2d`'s activation and running statistics behave as usual:
-    updated once per group). Backward passes need no context.
-
-    Args:
-        module (`nn.Module`): e.g. a `Backbone`.
-        groups (`int`): G >= 1; 1 changes nothing. A batch of B < G samples makes B groups of one.
+    updated once per group). Backward passes need no context. `groups` = 1 changes nothing; a batch of B < G samples
+    makes B groups of one.
     """
     patched = []
     if groups > 1:

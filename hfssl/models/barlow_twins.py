@@ -3,9 +3,7 @@
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
 
 One backbone and projector embed both views; the loss (`hfssl.losses.barlow_twins`) drives the cross-correlation of
-the batch-standardised projections towards the identity, over the global batch of all processes. Paper defaults
-(section 4, "Implementation details"): projector of 3 bias-free linear layers of 8192 units, BN and ReLU after the
-first two; lambda = 5e-3 (the official code: 0.0051).
+the batch-standardised projections towards the identity, over the global batch of all processes.
 """
 
 from __future__ import annotations

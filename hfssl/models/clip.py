@@ -164,15 +164,9 @@ class DualEncoderModel(SSLPreTrainedModel):
         return self.text_projection(pooled)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Image and caption embeddings stacked, the split `SSLTrainer`'s cached-gradient step needs.
-
-        Args:
-            batch (`dict`): `pixel_values` (B, C, H, W), `input_ids` and `attention_mask` (K * B, L), row i * K + j
-                holding caption j of image i.
-
-        Returns:
-            `torch.Tensor` of shape `(1 + K, B, P)`: the images, then each set of j-th captions.
-        """
+        """The embeddings `(1 + K, B, P)` of the images, then of each set of j-th captions, of a `batch` of
+        `pixel_values` (B, C, H, W), `input_ids` and `attention_mask` (K * B, L), row i * K + j holding caption j of
+        image i: the split `SSLTrainer`'s cached-gradient step needs."""
         images = self.get_image_features(batch["pixel_values"])
         batch_size, input_ids = images.shape[0], batch["input_ids"]
         if input_ids.ndim != 2 or input_ids.shape[0] % batch_size != 0:

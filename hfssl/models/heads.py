@@ -6,6 +6,8 @@ Legend: B batch, D input dim, H hidden dim, P output dim.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -40,12 +42,10 @@ class MLPHead(nn.Module):
         if num_layers < 1:
             raise ValueError(f"MLPHead needs num_layers >= 1, got {num_layers}.")
         layers: list[nn.Module] = []
-        for index in range(num_layers):
+        widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        for index, (in_features, out_features) in enumerate(itertools.pairwise(widths)):
             last = index == num_layers - 1
-            in_features = input_dim if index == 0 else hidden_dim
-            out_features = output_dim if last else hidden_dim
-            # A linear layer followed by batch norm does not need a bias.
-            followed_by_norm = last_batch_norm if last else batch_norm
+            followed_by_norm = last_batch_norm if last else batch_norm  # a linear layer before BN needs no bias
             layers.append(nn.Linear(in_features, out_features, bias=bias and not followed_by_norm))
             if not last:
                 if batch_norm:

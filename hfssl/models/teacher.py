@@ -71,11 +71,8 @@ class MomentumTeacher:
 
     @torch.no_grad()
     def momentum_update(self, momentum: float | None = None) -> None:
-        """`teacher <- momentum * teacher + (1 - momentum) * student` for every parameter pair (BYOL eq. 1), in place.
-
-        Args:
-            momentum (`float`, *optional*): m in [0, 1] (1 leaves the teacher as it is); `None` uses `config.momentum`.
-        """
+        """`teacher <- momentum * teacher + (1 - momentum) * student` for every parameter pair (BYOL eq. 1), in place;
+        `momentum` in [0, 1] (1 leaves the teacher as it is), `None` uses `config.momentum`."""
         momentum = self.config.momentum if momentum is None else momentum
         students, teachers = zip(*self.student_teacher_pairs())
         torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)

@@ -5,8 +5,7 @@ Legend: B batch, C channels, H and W image size, D feature dim, P expander dim.
 
 One backbone and expander embed both views; the loss (`hfssl.losses.vicreg`) makes the two embeddings of an image
 agree (invariance), keeps every dimension's std above 1 (variance) and decorrelates the dimensions (covariance),
-over the global batch of all processes. Paper defaults (section 4.1 and appendix C): expander of 3 linear layers of
-8192 units, BN and ReLU after the first two, the last without bias; lambda = mu = 25, nu = 1.
+over the global batch of all processes.
 """
 
 from __future__ import annotations
