@@ -41,12 +41,7 @@ class BarlowTwinsConfig(SSLBackboneConfig):
     gather_distributed: bool = True
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "Barlow Twins",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-        )
+        check_positive("Barlow Twins", self, "projection_hidden_dim", "projection_dim", "projection_layers")
         if self.lambda_offdiag < 0:
             raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, code: 0.0051).")
         if self.eps <= 0:

@@ -42,8 +42,9 @@ def check_views(
     return list(pixel_values)
 
 
-def check_positive(method: str, **sizes: int) -> None:
-    """Raise a ValueError naming every head size that is not a positive integer."""
+def check_positive(method: str, config: PretrainedConfig, *names: str) -> None:
+    """Raise a ValueError naming every head size among the `config` fields `names` that is not a positive integer."""
+    sizes = {name: getattr(config, name) for name in names}
     wrong = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
     if wrong:
         raise ValueError(

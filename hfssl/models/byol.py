@@ -47,12 +47,7 @@ class BYOLConfig(SSLBackboneConfig):
     momentum_final: float = 1.0
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "BYOL",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            predictor_hidden_dim=self.predictor_hidden_dim,
-        )
+        check_positive("BYOL", self, "projection_hidden_dim", "projection_dim", "predictor_hidden_dim")
         if not 0.0 <= self.momentum <= 1.0 or not 0.0 <= self.momentum_final <= 1.0:
             raise ValueError(
                 f"momentum={self.momentum} and momentum_final={self.momentum_final} must lie in [0, 1] "

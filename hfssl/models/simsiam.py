@@ -40,11 +40,7 @@ class SimSiamConfig(SSLBackboneConfig):
 
     def __post_init__(self, **kwargs) -> None:
         check_positive(
-            "SimSiam",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-            predictor_hidden_dim=self.predictor_hidden_dim,
+            "SimSiam", self, "projection_hidden_dim", "projection_dim", "projection_layers", "predictor_hidden_dim"
         )
         super().__post_init__(**kwargs)
 

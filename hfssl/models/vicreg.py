@@ -48,12 +48,7 @@ class VICRegConfig(SSLBackboneConfig):
     gather_distributed: bool = True
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "VICReg",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-        )
+        check_positive("VICReg", self, "projection_hidden_dim", "projection_dim", "projection_layers")
         coefficients = {"sim_coeff": self.sim_coeff, "std_coeff": self.std_coeff, "cov_coeff": self.cov_coeff}
         negative = {name: value for name, value in coefficients.items() if value < 0}
         if negative:
