@@ -2,9 +2,8 @@
 
 Legend: B batch, C channels, H and W image size, D feature dim, L tokens.
 
-`Backbone` follows timm's backbone contract: `forward(pixel_values) -> (B, D)`, `feature_dim` (timm's
-`num_features`) and `data_config` (input size, mean, std) so the augmentations can normalise like the model was
-built for.
+`Backbone` follows timm's backbone contract: `forward(pixel_values) -> (B, D)`, `feature_dim` (timm's `num_features`)
+and `data_config` (input size, mean, std) so the augmentations can normalise like the model was built for.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
 
-An online network (backbone, projector, predictor) predicts the projection that a target network, an exponential
-moving average of the online backbone and projector updated after every optimizer step, gives to the other view;
-there are no negatives. The loss is the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views
-(eq. 2-3).
+An online network (backbone, projector, predictor) predicts the projection that a target network, an exponential moving
+average of the online backbone and projector updated after every optimizer step, gives to the other view; there are no
+negatives. The loss is the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views (eq. 2-3).
 
 Both views go through each network in one pass of 2B images (the batch norms see both views; the paper's code
 normalises each view separately). The loss is per sample, so gradient accumulation is exact and this model has no

@@ -1,9 +1,7 @@
 """Small heads that turn a backbone into a model `Trainer` can train on a pretext task.
 
-Each wraps any backbone module and returns a transformers `ModelOutput` with `loss` (when `labels` are
-given) and `logits`. Backbones: a timm model (`num_classes=0` gives pooled features; `forward_features`
-gives the feature map), a transformers vision model (its `pooler_output`, else the CLS token or, for
-dense tasks, the patch tokens), or any module returning (B, D) or (B, D, h, w).
+Each wraps any backbone module (a timm model, a transformers vision model, or any module returning (B, D) or
+(B, D, h, w)) and returns a transformers `ModelOutput` with `loss` (when `labels` are given) and `logits`.
 
 Legend: B batch, D features, T tiles, N permutations, S image side.
 """
@@ -89,10 +87,9 @@ class JigsawHead(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = nn.Sequential(
-            nn.Linear(num_tiles * num_features, hidden_size),
-            nn.ReLU(inplace=True),
+            nn.Linear(num_tiles * num_features, hidden_size), nn.ReLU(inplace=True),
             nn.Linear(hidden_size, num_permutations),
-        )
+        )  # fmt: skip
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
         """pixel_values (B, T, C, t, t), labels (B,) -> loss (cross-entropy), logits (B, N)."""

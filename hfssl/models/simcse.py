@@ -3,11 +3,9 @@ Embeddings", EMNLP).
 
 Legend: B batch of sentences, L tokens, H hidden size.
 
-Every sentence goes through the encoder twice in one pass of 2B rows; the two dropout masks make the two views.
-The [CLS] state passes an MLP (dense + tanh, used in training only, as the paper's unsupervised model) and InfoNCE
-with temperature 0.05 pulls the two views of a sentence together against the other B - 1 sentences of the batch
-(and the other processes' sentences when training distributed). `encode` gives the sentence embedding: the [CLS]
-state without the MLP.
+Every sentence goes through the encoder twice in one pass of 2B rows; the two dropout masks make the two views. The
+[CLS] state passes an MLP (dense + tanh, used in training only, as the paper's unsupervised model) and InfoNCE pulls
+the two views of a sentence together against the other sentences of the (global) batch.
 """
 
 from __future__ import annotations

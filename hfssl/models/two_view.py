@@ -1,5 +1,5 @@
-"""`TwoViewProjectionModel`: a backbone and a batch-norm projector embedding two views in one pass, the shape Barlow
-Twins and VICReg share; a subclass only defines its loss in `loss_from_embeddings`.
+"""`TwoViewProjectionModel`: a backbone and a projector embedding two views in one pass, the shape Barlow Twins and
+VICReg share.
 
 Legend: B batch, C channels, H and W image size, P projection dim.
 """
@@ -15,12 +15,9 @@ from hfssl.models.outputs import SSLModelOutput
 
 
 class TwoViewProjectionModel(SSLPreTrainedModel):
-    """Backbone + projector (`MLPHead`, batch norm, no biases: Barlow Twins' and VICReg's) over two views.
-
-    `embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size` (the
-    projector's batch norms then see a chunk, the loss the whole batch). Subclasses set `method_name`, `paper_views`
-    and `loss_from_embeddings`.
-    """
+    """Backbone + projector (`MLPHead`, batch norm, no biases: Barlow Twins' and VICReg's) over two views; subclasses
+    set `method_name`, `paper_views` and `loss_from_embeddings` (with `SSLTrainingArguments.gradient_cache_chunk_size`
+    the projector's batch norms see a chunk, the loss the whole batch)."""
 
     def __init__(self, config: SSLBackboneConfig) -> None:
         super().__init__(config)

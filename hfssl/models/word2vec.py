@@ -141,12 +141,9 @@ class Word2VecModel(PreTrainedModel):
 
     @torch.no_grad()
     def most_similar(
-        self,
-        queries: torch.Tensor,
-        k: int = 10,
-        exclude: torch.Tensor | None = None,
+        self, queries: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Cosine nearest neighbours.
 
         Args:
