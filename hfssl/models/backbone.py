@@ -52,10 +52,9 @@ def resolve_library(name: str) -> str:
 def apply_small_image_stem(model: nn.Module) -> None:
     """Replace a ResNet-style stem by a 3x3 stride-1 convolution without max-pool, in place.
 
-    This is the CIFAR variant of ResNet used by the SSL literature on 28-64 px images (SimCLR appendix B.9, MoCo's
-    CIFAR demo, solo-learn, lightly), which keeps the first stage at full resolution. A deep stem (timm's `*d` / `*t`
-    ResNets and `test_resnet`: three 3x3 convolutions, the first strided) becomes the same single convolution, from
-    the stem's input channels to its output channels, so the stem's normalisation and the stages fit unchanged.
+    This is the CIFAR variant of ResNet the SSL literature uses on 28-64 px images (SimCLR appendix B.9, MoCo's CIFAR
+    demo), which keeps the first stage at full resolution. A deep stem (timm's `*d` / `*t` ResNets: three 3x3
+    convolutions, the first strided) becomes the same single convolution, so the stem's normalisation fits unchanged.
     """
     conv = getattr(model, "conv1", None)
     convs = [m for m in conv if isinstance(m, nn.Conv2d)] if isinstance(conv, nn.Sequential) else [conv]
@@ -128,12 +127,10 @@ class Backbone(nn.Module):
         config (`PretrainedConfig` or `dict`, *optional*): a transformers config to build a model from scratch
             (a dict needs a `model_type` key). Takes precedence over `name`.
         pooling (`str`, defaults to `"auto"`): how transformers outputs become one vector. `"pooler"` uses
-            `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for
-            convolutional models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO
-            do) and the global-average `"mean"` for the others (convolutional ones, configs with `hidden_sizes`, and
-            token models without CLS such as Swin). The parameters of an unused pooler are frozen so that every
-            trainable parameter gets a gradient. timm models always use their own global pool (`global_pool` in
-            `model_kwargs` changes it).
+            `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for convolutional
+            models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO do) and
+            `"mean"` for the others (convolutional ones, Swin). An unused pooler is frozen, so that every trainable
+            parameter gets a gradient. timm models use their own global pool (`global_pool` in `model_kwargs`).
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem without max-pool for 28-64 px images
             (ResNet-family timm models).
         in_chans (`int`, defaults to 3): input channels of a timm model.
@@ -233,8 +230,7 @@ class SSLBackboneConfig(PretrainedConfig):
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem, no max-pool (28-64 px images).
         num_channels (`int`, defaults to 3): input channels of a timm backbone.
         training_image_size (`int`, *optional*): not a constructor argument: the side the model trained at, written by
-            `SSLTrainer` (`hfssl.trainers.image_size.record_training_image_size`); a model built from a config that
-            has it gets it as its backbone's `data_config["input_size"]`.
+            `SSLTrainer`; a model built from a config that has it gets it in its backbone's `data_config`.
     """
 
     backbone_name: str | None = "resnet18"

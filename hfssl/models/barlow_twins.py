@@ -69,11 +69,8 @@ class BarlowTwinsModel(TwoViewProjectionModel):
         z1, z2 = projections.unbind(0)
         config = self.config
         terms = barlow_twins_loss(z1, z2, config.lambda_offdiag, config.eps, config.gather_distributed)
-        metrics = {
-            "barlow/on_diagonal": terms.on_diagonal.detach(),
-            "barlow/off_diagonal": terms.off_diagonal.detach(),
-            "barlow/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
-        }
+        metrics = {f"barlow/{term}": getattr(terms, term).detach() for term in ("on_diagonal", "off_diagonal")}
+        metrics["barlow/positive_cosine"] = F.cosine_similarity(z1, z2, dim=1).mean().detach()
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
 
 

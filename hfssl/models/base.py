@@ -122,15 +122,13 @@ class SSLPreTrainedModel(PreTrainedModel):
     def forward(
         self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs: Any
     ) -> SSLModelOutput:
-        """`loss_from_embeddings(embed(pixel_values), embed_targets(pixel_values))`: the split that the cached-gradient
-        step of `SSLTrainer` uses (`embed_targets` only where there is a teacher); models not split so override it.
+        """The `SSLModelOutput` of `loss_from_embeddings(embed(pixel_values), embed_targets(pixel_values))`: the split
+        that the cached-gradient step of `SSLTrainer` uses (`embed_targets` only where there is a teacher); models not
+        split so override it.
 
         Args:
             pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
             labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (kept so collators may pass them through).
-
-        Returns:
-            `SSLModelOutput`, see `loss_from_embeddings`.
         """
         embeddings = self.embed(pixel_values)
         targets = self.embed_targets(pixel_values) if hasattr(self, "embed_targets") else None

@@ -30,9 +30,8 @@ class SSLModelOutput(ModelOutput):
 
 @torch.no_grad()
 def pair_cosine_metrics(first: torch.Tensor, second: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`contrastive/positive_cosine` (the mean cosine of the pairs `(first[i], second[i])`) and
-    `contrastive/negative_cosine` (of the pairs `(first[i], second[j])`, i != j; 0 for a batch of one), each
-    `first` and `second` a `torch.Tensor` of shape `(B, P)`."""
+    """`contrastive/positive_cosine`, the mean cosine of the pairs `(first[i], second[i])` of two `(B, P)` tensors,
+    and `contrastive/negative_cosine`, of the pairs `(first[i], second[j])`, i != j (0 for a batch of one)."""
     cosine = F.normalize(first, dim=1) @ F.normalize(second, dim=1).T
     off_diagonal = ~torch.eye(cosine.shape[0], dtype=torch.bool, device=cosine.device)
     negative = cosine[off_diagonal].mean() if cosine.shape[0] > 1 else cosine.new_zeros(())

@@ -81,11 +81,8 @@ class VICRegModel(TwoViewProjectionModel):
             z1, z2, config.sim_coeff, config.std_coeff, config.cov_coeff, config.eps, config.gamma,
             config.gather_distributed,
         )  # fmt: skip
-        metrics = {
-            "vicreg/invariance": terms.invariance.detach(),
-            "vicreg/variance": terms.variance.detach(),
-            "vicreg/covariance": terms.covariance.detach(),
-        }
+        unweighted = ("invariance", "variance", "covariance")
+        metrics = {f"vicreg/{term}": getattr(terms, term).detach() for term in unweighted}
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
 
 

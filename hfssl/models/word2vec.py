@@ -74,17 +74,15 @@ class Word2VecOutput(ModelOutput):
 
 
 class Word2VecModel(PreTrainedModel):
-    """Skip-gram with negative sampling; feed it `DataCollatorForSkipGram` batches.
+    """Skip-gram with negative sampling; feed it `DataCollatorForSkipGram` batches, query the learned vectors with
+    `most_similar` and `analogy`.
 
-    Query the learned vectors with `most_similar` (cosine nearest neighbours) and `analogy` (3CosAdd, "a is to b as
-    c is to ?", Mikolov et al., 2013).
-
-    The loss is summed over pairs, so a step adds up every pair's update as word2vec.c applies them one by one (so
-    the learning rate means what it means in word2vec.c and gensim: 0.025 decaying linearly): the same step exactly
-    when no word repeats in the batch, to first order in the learning rate when words do. Keep steps at a few
-    thousand pairs: once a word collects so many summed updates that `lr * count * |u|^2` passes a few units, SGD
-    overshoots and diverges; lower the learning rate, or use smaller batches. With `sparse=True` an SGD step touches
-    only the rows in the batch.
+    The loss is summed over pairs, so a step adds up every pair's update as word2vec.c applies them one by one (and the
+    learning rate means what it means in word2vec.c and gensim: 0.025 decaying linearly): the same step exactly when
+    no word repeats in the batch, to first order in the learning rate when words do. Keep steps at a few thousand
+    pairs: once a word collects so many summed updates that `lr * count * |u|^2` passes a few units, SGD overshoots
+    and diverges (lower the learning rate, or use smaller batches). With `sparse=True` an SGD step touches only the
+    rows in the batch.
     """
 
     config_class = Word2VecConfig
