@@ -11,8 +11,6 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 from hfssl.models.outputs import SSLModelOutput
 
-NEGATIVE_SAMPLING_OPTIONS = ("negative_sampling", "hardness_beta", "tau_plus", "hardest_k", "num_random")
-
 
 def describe(pixel_values: Any) -> str:
     """What a model received instead of its views, for error messages."""
@@ -78,7 +76,8 @@ def transformers_model(
 
 def negative_sampling_options(config: PretrainedConfig) -> dict[str, Any]:
     """A SimCLR or MoCo config's negative-sampling settings (`hfssl.losses.negative_sampling`) as keyword arguments."""
-    return {name: getattr(config, name) for name in NEGATIVE_SAMPLING_OPTIONS}
+    names = ("negative_sampling", "hardness_beta", "tau_plus", "hardest_k", "num_random")
+    return {name: getattr(config, name) for name in names}
 
 
 class SSLPreTrainedModel(PreTrainedModel):

@@ -106,9 +106,8 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
         targets = self.targets(view1, view2)
         loss = byol_loss(predictions[0], targets[0]) + byol_loss(predictions[1], targets[1])
         cosine = F.cosine_similarity(predictions.flatten(0, 1), targets.flatten(0, 1), dim=1).mean()
-        return SSLModelOutput(
-            loss=loss, embeddings=projections[0].detach(), metrics={"byol/positive_cosine": cosine.detach()}
-        )
+        metrics = {"byol/positive_cosine": cosine.detach()}
+        return SSLModelOutput(loss=loss, embeddings=projections[0].detach(), metrics=metrics)
 
 
 AutoConfig.register(BYOLConfig.model_type, BYOLConfig, exist_ok=True)

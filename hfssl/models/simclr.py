@@ -63,10 +63,8 @@ class SimCLRConfig(SSLBackboneConfig):
 
 
 class SimCLRModel(SSLPreTrainedModel):
-    """SimCLR: a backbone, a projection head and NT-Xent between two views.
-
-    The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.export` exports it natively.
-    """
+    """SimCLR: a backbone, a projection head and NT-Xent between two views. The backbone alone (`model.backbone`) is
+    what downstream tasks use; `hfssl.export` exports it natively."""
 
     method_name = "SimCLR"
     paper_views = "simclr"

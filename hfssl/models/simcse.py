@@ -116,8 +116,7 @@ class SimCSEModel(SSLPreTrainedModel):
         if positive_input_ids is None:
             extra = {"token_type_ids": token_type_ids.repeat(2, 1)} if token_type_ids is not None else {}
             mask = attention_mask.repeat(2, 1) if attention_mask is not None else None
-            z = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra))  # (2B, H): two dropout masks
-            z1, z2 = z[:batch_size], z[batch_size:]
+            z1, z2 = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra)).chunk(2)  # two dropout masks
         else:
             if positive_input_ids.shape[0] != batch_size:
                 raise ValueError(f"Got {batch_size} sentences but {positive_input_ids.shape[0]} positives.")

@@ -79,13 +79,9 @@ class MomentumTeacher:
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step (`SSLStateUpdateCallback`): the teacher EMA.
-
-        Args:
-            momentum (`float`, *optional*): this step's momentum (cosine schedule); `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's micro-batches, for the subclasses that
-                keep other state.
-        """
+        """Called by `SSLTrainer` after each optimizer step (`SSLStateUpdateCallback`) with this step's `momentum`
+        (cosine schedule; `None` uses `config.momentum`) and the `state_update`s of its micro-batches (for the
+        subclasses that keep other state): the teacher EMA."""
         self.momentum_update(momentum)
 
 

@@ -11,7 +11,6 @@ import torch
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel, check_views
 from hfssl.models.heads import MLPHead
-from hfssl.models.outputs import SSLModelOutput
 
 
 class TwoViewProjectionModel(SSLPreTrainedModel):
@@ -33,7 +32,3 @@ class TwoViewProjectionModel(SSLPreTrainedModel):
         then view 2, in one pass of 2B images."""
         view1, view2 = check_views(pixel_values, 2, self.method_name, preset=self.paper_views)
         return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
-
-    def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The method's loss of `embed`'s output (2, B, P); `targets` is unused (no teacher)."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss_from_embeddings.")
