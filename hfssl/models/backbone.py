@@ -129,8 +129,9 @@ class Backbone(nn.Module):
         pooling (`str`, defaults to `"auto"`): how transformers outputs become one vector. `"pooler"` uses
             `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for convolutional
             models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO do) and
-            `"mean"` for the others (convolutional ones, Swin). An unused pooler is frozen, so that every trainable
-            parameter gets a gradient. timm models use their own global pool (`global_pool` in `model_kwargs`).
+            `"mean"` for the others (convolutional ones, configs with `hidden_sizes`, Swin). An unused pooler is
+            frozen, so that every trainable parameter gets a gradient. timm models use their own global pool
+            (`global_pool` in `model_kwargs`).
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem without max-pool for 28-64 px images
             (ResNet-family timm models).
         in_chans (`int`, defaults to 3): input channels of a timm model.

@@ -31,8 +31,8 @@ def check_views(
     if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) != count:
         raise ValueError(
             f"{method} expects pixel_values as a list of {count} views of shape (B, C, H, W); received "
-            f"{describe(pixel_values)}. "
-            f"Use a multi-view collator such as DataCollatorForMultiView.{preset or method.lower()}()."
+            f"{describe(pixel_values)}. Use a multi-view collator such as "
+            f"DataCollatorForMultiView.{preset or method.lower()}()."
         )
     shapes = {tuple(view.shape) for view in pixel_values}
     if len(shapes) != 1 or len(next(iter(shapes))) != 4:
