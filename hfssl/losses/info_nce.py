@@ -72,18 +72,10 @@ def info_nce_loss(
         parts.append(similarity[off_diagonal].view(n, n - 1))
     if negatives is not None:
         parts.append(q @ F.normalize(negatives, dim=1).T / temperature)
-    losses = contrastive_loss_from_logits(
-        positive_logits,
-        torch.cat(parts, dim=1),
-        temperature,
-        negative_sampling=negative_sampling,
-        hardness_beta=hardness_beta,
-        tau_plus=tau_plus,
-        hardest_k=hardest_k,
-        num_random=num_random,
-        generator=generator,
-    )
-    loss = losses.mean()
+    loss = contrastive_loss_from_logits(
+        positive_logits, torch.cat(parts, dim=1), temperature, negative_sampling, hardness_beta, tau_plus, hardest_k,
+        num_random, generator,
+    ).mean()  # fmt: skip
     return loss * (2 * temperature) if scale_by_temperature else loss
 
 

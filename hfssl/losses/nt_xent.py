@@ -63,18 +63,10 @@ def nt_xent_loss(
     negative_logits = similarity[keep].view(2 * n, 2 * n - 2)
     if negatives is not None:
         negative_logits = torch.cat([negative_logits, z @ F.normalize(negatives, dim=1).T / temperature], dim=1)
-    losses = contrastive_loss_from_logits(
-        positive_logits,
-        negative_logits,
-        temperature,
-        negative_sampling=negative_sampling,
-        hardness_beta=hardness_beta,
-        tau_plus=tau_plus,
-        hardest_k=hardest_k,
-        num_random=num_random,
-        generator=generator,
-    )
-    return losses.mean()
+    return contrastive_loss_from_logits(
+        positive_logits, negative_logits, temperature, negative_sampling, hardness_beta, tau_plus, hardest_k,
+        num_random, generator,
+    ).mean()  # fmt: skip
 
 
 class NTXentLoss(ContrastiveLossModule):

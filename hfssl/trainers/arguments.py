@@ -34,23 +34,18 @@ class SSLTrainingArguments(TrainingArguments):
         lars_momentum (`float`, defaults to 0.9): LARS's SGD momentum.
         lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
         fixed_predictor_lr (`bool`, defaults to `False`): keep the predictor's learning rate at `learning_rate`
-            throughout (no warm-up, no decay) while the rest follows `lr_scheduler_type`, as SimSiam's reference code
-            trains (`--fix-pred-lr`; the paper's Table 1: 68.1 against 67.7 with the predictor decayed). For models
-            with a `predictor` (SimSiam, BYOL, MoCo v3); the step-function schedules (cosine, linear, constant, ...).
+            throughout (no warm-up, no decay) while the rest follows `lr_scheduler_type`, as SimSiam trains
+            (`--fix-pred-lr`, the paper's Table 1). For models with a `predictor` (SimSiam, BYOL, MoCo v3).
         exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
             parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
         channels_last (`bool`, defaults to `False`): put the model's 4-D weights and the 4-D views in channels-last
-            memory format (timm's `--channels-last`): faster convolutions, pooling and batch norm for conv nets on CPU
-            (timm `test_resnet`, 512 28-px images, forward + backward: 1.4x here) and on GPUs with mixed precision.
-            Checkpoints and `save_pretrained` work as usual (exact resume tested); the same results up to float
-            rounding.
+            memory format (timm's `--channels-last`): faster conv nets on CPU and on GPUs with mixed precision, the same
+            results up to float rounding.
         sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
             statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
-        gradient_cache_chunk_size (`int`, *optional*): embed each batch in chunks of this many images without a graph,
-            compute the contrastive loss on the whole batch, then back-propagate chunk by chunk (GradCache,
-            `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its negatives, in the activation
-            memory of a chunk. `None` (default) trains as usual. Models without batch statistics get the exact
-            large-batch gradient; with BatchNorm, the statistics are those of a chunk.
+        gradient_cache_chunk_size (`int`, *optional*): back-propagate the loss of the whole batch chunk by chunk of
+            this many images (GradCache, `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its
+            negatives, in the activation memory of a chunk (with BatchNorm, the statistics are a chunk's).
         collapse_action (`str`, defaults to `"warn"`): what `CollapseGuardCallback` does when a collapse signal stays
             past its threshold for `collapse_patience` logging steps: `"warn"`, `"stop"` (end training) or `"none"`.
         collapse_min_std (`float`, defaults to 0.05): threshold on `embedding/std * sqrt(P)` (about 1 when healthy).
@@ -61,10 +56,8 @@ class SSLTrainingArguments(TrainingArguments):
         collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
         skip_non_finite_steps (`bool`, defaults to `False`): skip (with a warning) an optimizer step whose input or loss
             is nan/inf instead of stopping with an error (`SafeTrainer`); one process only.
-        knn_eval_steps (`int`, *optional*): measure the weighted-kNN top-1 of the encoder every this many optimizer
-            steps, logged as `"eval_knn/top1"`; acted on by `hfssl.evaluation.callbacks.add_knn_evaluation(trainer,
-            data_args)`, which an image recipe calls after building the trainer (memory: the labelled train split,
-            queries: the test split, else validation, else a held-out 20%). `None` (default): no kNN during training.
+        knn_eval_steps (`int`, *optional*): log the weighted-kNN top-1 of the encoder as `"eval_knn/top1"` every this
+            many optimizer steps (`hfssl.evaluation.callbacks.add_knn_evaluation`, which the image recipes call).
         knn_k (`int`, defaults to 200), knn_temperature (`float`, defaults to 0.1): the kNN's neighbours and vote
             temperature (InstDisc, DINO; DINO also reports k=20, better below a few thousand training images).
 

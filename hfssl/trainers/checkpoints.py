@@ -1,20 +1,17 @@
 """Crash-safe checkpoints: a `checkpoint-N` folder appears only once it is complete, so a run killed at any moment
 (preemption, the OOM killer, a reboot) resumes from its last complete checkpoint with no hand fix.
 
-How: `SafeTrainer` lets Trainer write each checkpoint into `<output_dir>/.incomplete-checkpoints/checkpoint-N`,
-flushes every file to disk (`fsync`), then renames the folder to `<output_dir>/checkpoint-N` (one atomic rename on
-the same file system) and fsyncs the parent folder. `save_total_limit` rotation then runs on complete checkpoints
-only, never deletes the newest one, and moves a folder into the staging folder before deleting it (a kill midway
-leaves no half-deleted checkpoint in sight). Folders that lack a readable `trainer_state.json` (written last by
-Trainer), e.g. from a run killed under plain `transformers.Trainer`, are skipped with a warning that names them.
-
-`resume_from_checkpoint=True` (Trainer) and `--resume_from_checkpoint true` (the recipes) resume from
-`last_complete_checkpoint(output_dir)`; the recipes also resume on their own when they find a complete checkpoint in
-`--output_dir` (as transformers' example scripts do). A run resumed after it finished stays finished.
+`SafeTrainer` lets Trainer write each checkpoint into `<output_dir>/.incomplete-checkpoints/checkpoint-N`, then
+publishes it (`publish_checkpoint`: fsync, then one atomic rename to `<output_dir>/checkpoint-N`). Rotation
+(`save_total_limit`) counts complete checkpoints only, never deletes the newest one, and moves a folder into the
+staging folder before deleting it. Folders that lack a readable `trainer_state.json` (written last by Trainer), e.g.
+from a run killed under plain `transformers.Trainer`, are skipped with a warning that names them. The recipes also
+resume on their own from a complete checkpoint in `--output_dir` (as transformers' example scripts do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -134,12 +131,9 @@ def fsync_folder(path: str) -> None:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    os.close(descriptor)
 
 
 def publish_checkpoint(staged: str, final: str) -> None:
@@ -147,19 +141,15 @@ def publish_checkpoint(staged: str, final: str) -> None:
     `final` (a stale or incomplete folder of the same step) is first renamed aside, then deleted."""
     fsync_tree(staged)
     parent = os.path.dirname(final)
+    aside = os.path.join(os.path.dirname(staged), os.path.basename(final) + ".replaced")
     if os.path.exists(final):
-        aside = os.path.join(os.path.dirname(staged), os.path.basename(final) + ".replaced")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(final, aside)
-        os.replace(staged, final)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(staged, final)
+    os.replace(staged, final)
+    shutil.rmtree(aside, ignore_errors=True)
     fsync_folder(parent)
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(staged))  # the staging folder, once empty
-    except OSError:
-        pass
 
 
 def rotate_complete_checkpoints(output_dir: str, save_total_limit: int | None, keep: set[str]) -> None:
@@ -187,7 +177,5 @@ def discard_folder(path: str) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(staging)
-    except OSError:
-        pass

@@ -3,16 +3,10 @@ threshold.
 
 Legend: B batch, P embedding dim, K prototypes / output dim of a self-distillation head.
 
-Signals (logged by `SSLTrainer` at every logging step, averaged over the logging window and over processes):
-- `embedding/std`: mean over dimensions of the std over the batch of the L2-normalised embeddings (SimSiam, Chen & He
-  2021, section 4.1). About 1/sqrt(P) when the embeddings spread over the sphere, 0 when they collapse to a point.
-  The guard compares `embedding/std * sqrt(P)` (1 when healthy) with its threshold.
-- `embedding/effective_rank`: exp of the entropy of the normalised singular values of the centred batch embeddings
-  (RankMe, Garrido et al. 2023; Roy & Vetterli 2007), between 1 (all embeddings on one line: dimensional collapse)
-  and min(B, P). The guard compares it with `collapse_min_effective_rank`.
-- `collapse/uniform_loss_gap` (DINO, SwAV, logged by their models): (ln K - loss) / ln K, 0 when the cross-entropy
-  is stuck at ln K, the value of a uniform output over K prototypes (the collapse users report for DINO and SwAV).
-  The guard compares its absolute value with the threshold (SwAV's loss can sit above ln K early in training).
+`SSLTrainer` logs `embedding/std` (`embedding_std`) and `embedding/effective_rank` (`effective_rank`) at every
+logging step, averaged over the logging window and over processes. DINO and SwAV log `collapse/uniform_loss_gap`,
+(ln K - loss) / ln K: 0 when the cross-entropy is stuck at ln K, the loss of a uniform output over the K prototypes
+(the collapse users report for DINO and SwAV).
 """
 
 from __future__ import annotations
@@ -51,7 +45,7 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     centred = embeddings.detach().cpu().double()
     centred = centred - centred.mean(dim=0)
     # The singular values are the square roots of the eigenvalues of the smaller Gram matrix: in float64, the same
-    # values as `svdvals` to ~1e-7 relative, 3-5x faster (it runs at every training step).
+    # values as `svdvals` to ~1e-7 relative, and cheaper (it runs at every training step).
     gram = centred.T @ centred if centred.shape[1] <= centred.shape[0] else centred @ centred.T
     singular_values = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
     if singular_values.sum() <= 0:
@@ -71,7 +65,8 @@ class CollapseGuardCallback(TrainerCallback):
     `state.log_history`.
 
     Thresholds (`SSLTrainingArguments`): `collapse_min_std` on `embedding/std * sqrt(P)` (default 0.05: healthy is
-    about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` (default 0.01).
+    about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` on the gap's absolute value
+    (default 0.01; SwAV's loss can sit above ln K early in training).
 
     Args:
         trainer (`Trainer`): the trainer it watches; its `args` hold the thresholds and its `embedding_dim` the

@@ -1,12 +1,5 @@
-"""The image side a trainer's default collator builds views at, and the side a collator's views really have.
-
-Without a `data_collator`, an `SSLTrainer` builds the method's paper views itself. Its side comes from the data when
-the first training example can be read (`first_image_side`): the smaller of that image's shorter side and the
-backbone's input size (`data_config["input_size"]`), so 32 px digits train at 32 px, not upsampled to a timm model's
-224, while ImageNet-sized photos train at the backbone's 224. The choice is logged with how to change it.
-
-What training saw is then recorded (`record_training_image_size`) where evaluation and export read it.
-"""
+"""The image side an `SSLTrainer` without a `data_collator` builds the paper views at (`default_view_size`, from the
+data), and the side training saw, recorded where evaluation and export read it (`record_training_image_size`)."""
 
 from __future__ import annotations
 
@@ -71,8 +64,9 @@ def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | N
 
 
 def default_view_size(backbone_size: int, dataset: Any, trainer_name: str, example: str) -> int:
-    """The side of the default collator's views: `min(first image's shorter side, backbone_size)`, or `backbone_size`
-    when the data cannot be read, logged (INFO, or WARNING when the data could not be read) with how to change it.
+    """The side of the default collator's views: `min(first image's shorter side, backbone_size)` (so 32 px digits
+    train at 32 px, not upsampled to a timm model's 224), or `backbone_size` when the data cannot be read; logged
+    (INFO, or WARNING when the data could not be read) with how to change it.
 
     Args:
         backbone_size (`int`): the backbone's `data_config["input_size"][-1]`.

@@ -3,25 +3,18 @@ that stays finished, and a stop (or a skipped step) at the first non-finite inpu
 
 Every hfssl trainer derives from it, and the recipes that train a plain transformers model (MLM, CLM, T5, SimCSE,
 Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
-- checkpoints written to `<output_dir>/.incomplete-checkpoints/checkpoint-N` and renamed to
-  `<output_dir>/checkpoint-N` once complete and on disk (`hfssl.trainers.checkpoints`); rotation
-  (`save_total_limit`) over complete checkpoints only; no checkpoint is written while a parameter is non-finite;
-- `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint; a path to an incomplete one is
-  refused with an error that says so;
-- resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
-- the generator of a seeded collator (drawing in the main process) is saved with Trainer's RNG states in each
-  checkpoint, at the state before the first batch training has not consumed, and restored before any batch is drawn
-  on resume; evaluation draws from a copy of the collator, leaving the training stream untouched;
-- before each forward pass the floating-point inputs are checked, after it the loss: at the first non-finite value
-  training stops with an error naming the step and the first non-finite tensor (an input and example, a parameter,
-  or the loss itself). With `args.skip_non_finite_steps=True` (`SSLTrainingArguments`) a step whose input or loss
-  is non-finite is skipped instead (its gradients dropped, so the optimizer leaves the weights as they were), with a
-  warning; a non-finite parameter always stops training;
-- the Hub, TRL-style: with `push_to_hub` the repository is created at init through `hfssl.export.create_hub_repo`
-  (no network or token: an error before training that says how to upload the saved folder later);
-  `create_model_card(...)` writes hfssl's card (`hfssl.export.write_model_card`) and `push_to_hub()` uploads the
-  folder holding it in one commit. Trainer's uploads per checkpoint and at each `save_model` do not happen: the
-  repository gets the folder its card describes, once.
+- checkpoints that appear only once complete and on disk (`hfssl.trainers.checkpoints`), and never while a parameter
+  is non-finite; `train(resume_from_checkpoint=True)` resumes from the last *complete* one and refuses a path to an
+  incomplete one; resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
+- the generator of a seeded collator (drawing in the main process) checkpointed with Trainer's RNG states, at the
+  first batch training has not consumed, and restored before any batch is drawn; evaluation draws from a copy;
+- the floating-point inputs checked before each forward pass, the loss after it: the first non-finite value stops
+  training with an error naming the step and the tensor (an input and example, a parameter, or the loss), or with
+  `args.skip_non_finite_steps=True` skips the step (its gradients dropped) with a warning; a non-finite parameter
+  always stops training;
+- the Hub, TRL-style: the repository created at init (`hfssl.export.create_hub_repo`: with no network or token, an
+  error before training that says how to upload later); `create_model_card(...)` writes hfssl's card and
+  `push_to_hub()` uploads its folder in one commit, instead of Trainer's uploads per checkpoint and `save_model`.
 """
 
 from __future__ import annotations
