@@ -9,7 +9,6 @@ Each query `q_i` has the positive `k_i`. Its negatives are:
 - the M rows of `negatives` (MoCo v1/v2: the queue of past keys, 65536 in the paper).
 MoCo v2 uses temperature 0.2 and the queue only; MoCo v3 uses the batch keys only (temperature 1.0 for ResNet,
 0.2 for ViT) and multiplies the loss by `2 * temperature` (`scale_by_temperature=True`), as its reference code does.
-`InfoNCELoss` is the same loss as a module holding its settings.
 """
 
 from __future__ import annotations

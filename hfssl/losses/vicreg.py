@@ -82,7 +82,9 @@ def vicreg_loss(
     Returns:
         `VICRegLoss(loss, invariance, variance, covariance)`, scalars, identical on every process.
     """
-    z1, z2 = gathered_pairs("vicreg_loss", z1, z2, gather_distributed)
+    z1, z2 = gathered_pairs(
+        "vicreg_loss", z1, z2, gather_distributed, "needs N >= 2 pairs for its variance and covariance over the batch"
+    )
     invariance = F.mse_loss(z1, z2)
     variance = (variance_term(z1, gamma, eps) + variance_term(z2, gamma, eps)) / 2
     covariance = covariance_term(z1) + covariance_term(z2)

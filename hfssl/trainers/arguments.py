@@ -14,10 +14,8 @@ class SSLTrainingArguments(TrainingArguments):
     """`TrainingArguments` for `SSLTrainer`, with defaults that avoid the usual Trainer pitfalls for image SSL.
 
     Changed defaults:
-        remove_unused_columns (`bool`, defaults to `False`): keep the `image` column for the multi-view collator
-            (Trainer would otherwise drop every column the model's `forward` does not name).
-        label_names (`list[str]`, defaults to `[]`): SSL has no labels, so evaluation reports the SSL loss instead
-            of expecting a `labels` column.
+        remove_unused_columns (`bool`, defaults to `False`): keep the `image` column for the multi-view collator.
+        label_names (`list[str]`, defaults to `[]`): SSL has no labels: evaluation reports the SSL loss.
         dataloader_drop_last (`bool`, defaults to `True`): no small last batch (contrastive losses and batch norm
             degrade on tiny batches; SimCLR and MoCo drop it).
         max_grad_norm (`float`, defaults to 0.0): no gradient clipping, as the SimCLR, MoCo, BYOL, SimSiam, SwAV,
@@ -29,8 +27,7 @@ class SSLTrainingArguments(TrainingArguments):
             method's paper default from the model config (MoCo v2: 0.999, v3: 0.99).
         teacher_momentum_final (`float`, *optional*): the momentum at the last step, reached on a cosine schedule
             (BYOL, MoCo v3: 1.0); `None` takes the model config's.
-        lars (`bool`, defaults to `False`): use LARS (`hfssl.optim.LARS`, SimCLR / MoCo v3 at large batch) instead of
-            `optim`.
+        lars (`bool`, defaults to `False`): LARS (`hfssl.optim.LARS`, SimCLR / MoCo v3 at large batch), not `optim`.
         lars_momentum (`float`, defaults to 0.9): LARS's SGD momentum.
         lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
         fixed_predictor_lr (`bool`, defaults to `False`): keep the predictor's learning rate at `learning_rate`
@@ -38,9 +35,8 @@ class SSLTrainingArguments(TrainingArguments):
             (`--fix-pred-lr`, the paper's Table 1). For models with a `predictor` (SimSiam, BYOL, MoCo v3).
         exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
             parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
-        channels_last (`bool`, defaults to `False`): put the model's 4-D weights and the 4-D views in channels-last
-            memory format (timm's `--channels-last`): faster conv nets on CPU and on GPUs with mixed precision, the same
-            results up to float rounding.
+        channels_last (`bool`, defaults to `False`): the model's 4-D weights and the 4-D views in channels-last
+            memory format (timm's `--channels-last`, faster for conv nets), the same results up to float rounding.
         sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
             statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
         gradient_cache_chunk_size (`int`, *optional*): back-propagate the loss of the whole batch chunk by chunk of
@@ -50,8 +46,7 @@ class SSLTrainingArguments(TrainingArguments):
             past its threshold for `collapse_patience` logging steps: `"warn"`, `"stop"` (end training) or `"none"`.
         collapse_min_std (`float`, defaults to 0.05): threshold on `embedding/std * sqrt(P)` (about 1 when healthy).
         collapse_min_effective_rank (`float`, defaults to 1.5): threshold on `embedding/effective_rank` (RankMe).
-        collapse_min_uniform_gap (`float`, defaults to 0.01): threshold on DINO's / SwAV's
-            `collapse/uniform_loss_gap`, (ln K - loss) / ln K.
+        collapse_min_uniform_gap (`float`, defaults to 0.01): threshold on `collapse/uniform_loss_gap` (DINO, SwAV).
         collapse_patience (`int`, defaults to 3): consecutive logging steps past a threshold before acting.
         collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
         skip_non_finite_steps (`bool`, defaults to `False`): skip (with a warning) an optimizer step whose input or loss

@@ -29,12 +29,6 @@ _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _TRUE_WORDS = {"true", "last", "yes", "1"}
 
 
-def checkpoint_step(path: str) -> int | None:
-    """The step N of a folder named `checkpoint-N`, else None."""
-    match = _CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(path)))
-    return int(match.group(1)) if match else None
-
-
 def is_complete_checkpoint(path: str) -> bool:
     """Whether `path` is a checkpoint folder Trainer finished writing: its `trainer_state.json` (the last file
     Trainer writes) reads as JSON with a `global_step`."""
@@ -51,9 +45,9 @@ def complete_checkpoints(output_dir: str, warn: bool = True) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
     found = sorted(
-        (step, os.path.join(output_dir, name))
+        (int(match.group(1)), os.path.join(output_dir, name))
         for name in os.listdir(output_dir)
-        if (step := checkpoint_step(name)) is not None and os.path.isdir(os.path.join(output_dir, name))
+        if (match := _CHECKPOINT_NAME.match(name)) and os.path.isdir(os.path.join(output_dir, name))
     )
     complete = [path for _, path in found if is_complete_checkpoint(path)]
     incomplete = [path for _, path in found if path not in complete]

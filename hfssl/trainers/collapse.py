@@ -57,16 +57,11 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 class CollapseGuardCallback(TrainerCallback):
     """Watches the collapse signals at every logging step and warns, or stops training, when one crosses its threshold.
 
-    A signal is flagged when it is past its threshold for `args.collapse_patience` consecutive logging steps after
-    `args.collapse_check_start` (steps, or a fraction of the run when < 1: self-distillation losses start near ln K
-    by construction). `args.collapse_action`: `"warn"` logs a warning naming the signal, its value and the usual
-    fixes; `"stop"` also ends training (`control.should_training_stop`); `"none"` does not register the guard.
-    What was flagged is kept in `self.flagged` (signal -> step of the warning); the signals themselves are in
-    `state.log_history`.
-
-    Thresholds (`SSLTrainingArguments`): `collapse_min_std` on `embedding/std * sqrt(P)` (default 0.05: healthy is
-    about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` on the gap's absolute value
-    (default 0.01; SwAV's loss can sit above ln K early in training).
+    A signal is flagged when it is past its threshold (`args.collapse_min_*`) for `args.collapse_patience`
+    consecutive logging steps after `args.collapse_check_start` (self-distillation losses start near ln K by
+    construction). `args.collapse_action`: `"warn"` logs a warning naming the signal, its value and the usual fixes;
+    `"stop"` also ends training; `"none"` does not register the guard. What was flagged is kept in `self.flagged`
+    (signal -> step of the warning).
 
     Args:
         trainer (`Trainer`): the trainer it watches; its `args` hold the thresholds and its `embedding_dim` the
@@ -101,7 +96,7 @@ class CollapseGuardCallback(TrainerCallback):
                 "weight decay or a covariance/redundancy term (VICReg, Barlow Twins)",
             )
         if "collapse/uniform_loss_gap" in logs:
-            found["collapse/uniform_loss_gap"] = (  # above ln K (sharp wrong predictions) is not the uniform collapse
+            found["collapse/uniform_loss_gap"] = (  # above ln K (SwAV early on) is not the uniform collapse
                 abs(logs["collapse/uniform_loss_gap"]),
                 args.collapse_min_uniform_gap,
                 "the loss is stuck at ln K (uniform output over the K prototypes); for DINO lower the teacher "
