@@ -3,11 +3,9 @@ Self-Supervised Vision Transformers", ICCV; reference code main_dino.py, `DINOLo
 
 Legend: G global crops (2), V all crops (G global then the local ones), B batch, K output dim (prototypes).
 
-The teacher sees the G global crops, the student all V crops. For every pair (teacher crop i, student crop v) with
-v != i, the loss is the cross-entropy between the teacher's centred, sharpened softmax (no gradient) and the
-student's softmax; the loss is the mean over those pairs and over the batch. Centring (subtracting an EMA of the
-teacher's mean output, all-reduced across processes) prevents one dimension from dominating; sharpening (a low
-teacher temperature) prevents the uniform collapse. The functions are pure; `DINOLoss` holds the state beside them.
+The teacher sees the G global crops, the student all V crops (`dino_loss`). Centring the teacher's outputs
+(subtracting an EMA of their mean, all-reduced across processes) prevents one dimension from dominating; sharpening
+(a low teacher temperature) prevents the uniform collapse. The functions are pure; `DINOLoss` holds the state.
 """
 
 from __future__ import annotations
@@ -112,19 +110,15 @@ def dino_loss(
 
 
 def teacher_temperature_schedule(step: int, warmup_steps: int, start: float = 0.04, end: float = 0.04) -> float:
-    """The teacher temperature after `step` optimizer steps: main_dino.py's `np.linspace(start, end, warmup_steps)`
-    for the first `warmup_steps` steps (`end` reached at the last of them), then `end` (DINO: 0.04 -> 0.07 over 30
-    epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
+    """The teacher temperature after `step` optimizer steps: `start + (end - start) * step / (warmup_steps - 1)` while
+    `step < warmup_steps` (main_dino.py's `np.linspace(start, end, warmup_steps)`), then `end` (DINO: 0.04 -> 0.07
+    over 30 epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
 
     Args:
         step (`int`): optimizer steps done (>= 0).
         warmup_steps (`int`): length of the warm-up; 0 gives `end` from the first step.
         start (`float`, defaults to 0.04): temperature at step 0 (`--warmup_teacher_temp`).
         end (`float`, defaults to 0.04): temperature after the warm-up (`--teacher_temp`).
-
-    Returns:
-        `float`: `start + (end - start) * step / (warmup_steps - 1)` while `step < warmup_steps` (`start` when
-        `warmup_steps` is 1), else `end`.
     """
     if step < 0 or warmup_steps < 0:
         raise ValueError(f"step={step} and warmup_steps={warmup_steps} must be >= 0.")

@@ -96,7 +96,7 @@ class CollapseGuardCallback(TrainerCallback):
                 "weight decay or a covariance/redundancy term (VICReg, Barlow Twins)",
             )
         if "collapse/uniform_loss_gap" in logs:
-            found["collapse/uniform_loss_gap"] = (  # above ln K (SwAV early on) is not the uniform collapse
+            found["collapse/uniform_loss_gap"] = (  # above ln K (sharp wrong predictions) is not the collapse
                 abs(logs["collapse/uniform_loss_gap"]),
                 args.collapse_min_uniform_gap,
                 "the loss is stuck at ln K (uniform output over the K prototypes); for DINO lower the teacher "
