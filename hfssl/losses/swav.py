@@ -154,11 +154,7 @@ class SwAVLoss(nn.Module):
         scores_per_crop: Sequence[torch.Tensor] | torch.Tensor,
         codes_per_global_crop: Sequence[torch.Tensor] | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`swav_loss` of the crops' scores against the codes (computed by `codes` when not given).
-
-        Returns:
-            `torch.Tensor` (scalar), in nats.
-        """
+        """`swav_loss` of the crops' scores against the codes (by default `codes`): a scalar, in nats."""
         if codes_per_global_crop is None:
             codes_per_global_crop = self.codes(scores_per_crop)
         return swav_loss(scores_per_crop, codes_per_global_crop, self.temperature)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -31,7 +32,7 @@ class SSLStateUpdateCallback(TrainerCallback):
         """The teacher momentum after optimizer step `step` (0-based) of `total_steps`, or None when the model has no
         momentum settings: `cosine_schedule(step, total_steps, start, end)`, as BYOL's `target_ema(global_step)` and
         DINO's `momentum_schedule[it]` (`start` at the first update, never quite `end`, so a one-step run still moves
-        the teacher), `start`/`end` from `args.teacher_momentum(_final)`, else the model config's `momentum(_final)`."""
+        the teacher); `start`/`end` from `args.teacher_momentum(_final)`, else from the config's `momentum(_final)`."""
         args, config = self.trainer.args, getattr(self.trainer.accelerator.unwrap_model(self.trainer.model), "config", None)
         start = getattr(args, "teacher_momentum", None)
         start = start if start is not None else getattr(config, "momentum", None)
@@ -105,11 +106,9 @@ class CancelGradientsCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, train_dataloader=None, **kwargs
     ) -> None:
-        try:
-            batches = len(train_dataloader)
-        except TypeError:  # an iterable dataset: no epoch length
-            batches = None
-        self.epoch_steps = None if batches is None else max(1, batches // args.gradient_accumulation_steps)
+        self.epoch_steps = None
+        with contextlib.suppress(TypeError):  # an iterable dataset has no epoch length
+            self.epoch_steps = max(1, len(train_dataloader) // args.gradient_accumulation_steps)
 
     def frozen_steps(self, model: nn.Module) -> int:
         """The number of optimizer steps the parameters stay frozen."""

@@ -28,7 +28,7 @@ def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """RankMe's effective rank (Garrido et al. 2023, eq. 1) of a batch of embeddings.
+    """RankMe's effective rank (Garrido et al. 2023, eq. 1) of a batch of embeddings: a float32 scalar.
 
     `exp(-sum_k p_k log p_k)` with `p_k = s_k / sum_j s_j + eps`, `s` the singular values of the batch embeddings
     centred over the batch. 1 when all embeddings lie on one line, min(B, P) when they fill the space evenly.
@@ -36,9 +36,6 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     Args:
         embeddings (`torch.Tensor` of shape `(B, P)`): one view's embeddings (B >= 2).
         eps (`float`): RankMe's epsilon, keeps the logarithm finite.
-
-    Returns:
-        `torch.Tensor`, scalar float32.
     """
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"effective_rank needs embeddings of shape (B >= 2, P); got {tuple(embeddings.shape)}.")

@@ -36,15 +36,12 @@ def image_side(image: Any) -> int | None:
 
 
 def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | None, str]:
-    """The shorter side of the first example's image, and, when it cannot be read, why not.
+    """`(side, "")`, the shorter side of the first example's image, or `(None, reason)` when it cannot be read.
 
     Args:
         dataset: a `datasets.Dataset` (decoded or not), or any indexable dataset of dicts; an `IterableDataset` is
             not read (peeking would consume it).
         image_column (`str`, defaults to `"image"`): the key holding the image.
-
-    Returns:
-        `(side, "")`, or `(None, reason)`.
     """
     if dataset is None:
         return None, "no train_dataset was given"
@@ -54,8 +51,7 @@ def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | N
         if len(dataset) == 0:
             return None, "the train_dataset is empty"
         example = dataset[0]
-        image = example[image_column] if isinstance(example, dict) else None
-        side = image_side(image)
+        side = image_side(example[image_column] if isinstance(example, dict) else None)
     except (KeyError, IndexError, TypeError, ValueError, OSError, NotImplementedError) as error:
         return None, f"its first example's {image_column!r} could not be read ({type(error).__name__}: {error})"
     if side is None:

@@ -129,7 +129,6 @@ class SafeTrainer(Trainer):
         collator = self.data_collator
         return collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
 
-
     # ---- resume -------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
@@ -168,9 +167,7 @@ class SafeTrainer(Trainer):
 
     def _save_rng_state(self, output_dir: str) -> None:
         """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
-        `dataloader_num_workers=0`). Worker processes re-seed their generators when the resumed run starts its
-        iterator, so with workers the augmentations after a resume differ from the uninterrupted run's (a warning
-        says so at resume): the weights, optimizer, schedules and SSL state still resume exactly."""
+        `dataloader_num_workers=0`; worker processes re-seed theirs when the resumed run starts its iterator)."""
         super()._save_rng_state(output_dir)
         tracker = self.data_collator
         if isinstance(tracker, GeneratorTrackingCollator):
