@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 STAGING_DIR = ".incomplete-checkpoints"
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-_TRUE_WORDS = {"true", "last", "yes", "1"}
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -79,24 +78,19 @@ def resolve_resume_from_checkpoint(value: Any, output_dir: str, auto: bool = Fal
         auto (`bool`, defaults to `False`): with `value=None`, resume from the last complete checkpoint of
             `output_dir` when there is one (what the recipes do when rerun into the same folder).
     """
-    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS:
-        value = True
-    if isinstance(value, str) and value.strip().lower() in {"false", "no", "0", "none", ""}:
-        value = None
-    if value is None or value is False:
-        if not auto:
-            return None
-        last = last_complete_checkpoint(output_dir)
-        if last is not None:
-            logger.info("Found %s in output_dir: resuming from it (use another --output_dir to start afresh).", last)
-        return last
-    if value is True:
+    word = value.strip().lower() if isinstance(value, str) else None
+    if value is True or word in {"true", "last", "yes", "1"}:
         last = last_complete_checkpoint(output_dir)
         if last is None:
             raise ValueError(
                 f"resume_from_checkpoint=True, but {output_dir!r} holds no complete checkpoint-N folder to resume from. "
                 "Start without resume_from_checkpoint, or point it at a checkpoint folder."
             )
+        return last
+    if value is None or value is False or word in {"false", "no", "0", "none", ""}:
+        last = last_complete_checkpoint(output_dir) if auto else None
+        if last is not None:
+            logger.info("Found %s in output_dir: resuming from it (use another --output_dir to start afresh).", last)
         return last
     path = str(value)
     if not os.path.isdir(path):
