@@ -102,7 +102,6 @@ class SSLTrainingArguments(TrainingArguments):
     skip_non_finite_steps: bool = field(
         default=False, metadata={"help": "Skip a step with a nan/inf input or loss instead of stopping (one process)."}
     )
-
     knn_eval_steps: int | None = field(
         default=None, metadata={"help": "kNN top-1 of the encoder every N steps (labelled data with a test split)."}
     )

@@ -9,17 +9,15 @@ weight-decay schedule (`WeightDecayScheduleCallback`), the head's last layer fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
 from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
 from hfssl.trainers.ssl_trainer import SSLTrainer
-
-if TYPE_CHECKING:
-    from torch import nn
 
 
 @dataclass

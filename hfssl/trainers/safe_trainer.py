@@ -2,19 +2,12 @@
 that stays finished, and a stop (or a skipped step) at the first non-finite input or loss.
 
 Every hfssl trainer derives from it, and the recipes that train a plain transformers model (MLM, CLM, T5, SimCSE,
-Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
-- checkpoints that appear only once complete and on disk (`hfssl.trainers.checkpoints`), and never while a parameter
-  is non-finite; `train(resume_from_checkpoint=True)` resumes from the last *complete* one and refuses a path to an
-  incomplete one; resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
-- the generator of a seeded collator (drawing in the main process) checkpointed with Trainer's RNG states, at the
-  first batch training has not consumed, and restored before any batch is drawn; evaluation draws from a copy;
-- the floating-point inputs checked before each forward pass, the loss after it: the first non-finite value stops
-  training with an error naming the step and the tensor (an input and example, a parameter, or the loss), or with
-  `args.skip_non_finite_steps=True` skips the step (its gradients dropped) with a warning; a non-finite parameter
-  always stops training;
-- the Hub, TRL-style: the repository created at init (`hfssl.export.create_hub_repo`: with no network or token, an
-  error before training that says how to upload later); `create_model_card(...)` writes hfssl's card and
-  `push_to_hub()` uploads its folder in one commit, instead of Trainer's uploads per checkpoint and `save_model`.
+Word2Vec, MAE) use it in place of `Trainer`. What it adds, each described at its method: checkpoints that appear only
+once complete (`_save_checkpoint`, `hfssl.trainers.checkpoints`) and resumes from the last complete one (`train`);
+a finished run that stays finished (`_init_training_state`); the seeded collator's generator saved and restored
+with Trainer's RNG states (`_save_rng_state`, `_load_from_checkpoint`); the first non-finite input, loss or
+parameter stopping training, or with `args.skip_non_finite_steps=True` skipping the step (`training_step`); hfssl's
+model card and a single upload to the Hub (`create_model_card`, `push_to_hub`).
 """
 
 from __future__ import annotations

@@ -3,19 +3,13 @@
 Legend: B batch, V views, P projection dim.
 
 A method model only needs `forward(pixel_values=[view, ...]) -> SSLModelOutput` and, if it has state to update after
-the optimizer step, `update_after_step(momentum, state_updates)` (`SSLStateUpdateCallback`: EMA teacher on a cosine
-momentum schedule, queue writes). Its state lives in parameters and persistent buffers and its schedules are
-functions of the step, so Trainer checkpoints (with Trainer's RNG states) resume exactly. What `SSLTrainer` adds:
-- metrics: the model's and the collapse signals (`hfssl.trainers.collapse`, guarded by `CollapseGuardCallback`),
-  averaged over the logging window and over processes, logged as `"<objective>/<quantity>"`; evaluation reports the
-  SSL loss (there are no labels);
-- views: the default collator's side from the data and `training_image_size` (`hfssl.trainers.image_size`); the
-  photometric half of the augmentation on the training device (`finish_views`);
-- optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`; SimSiam's `args.fixed_predictor_lr`;
-- distributed: `args.sync_batchnorm`; momentum teachers refused under FSDP / ZeRO-3 (`check_teacher_sharding`);
-  `args.gradient_cache_chunk_size` trains with cached gradients (`hfssl.losses.grad_cache`) models that split
-  `forward` into `embed(pixel_values)` (with gradient), optionally `embed_targets(pixel_values)` (without, e.g. a
-  teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
+the optimizer step, `update_after_step(momentum, state_updates)` (`SSLStateUpdateCallback`: EMA teacher, queue
+writes). Its state lives in parameters and persistent buffers and its schedules are functions of the step, so
+Trainer checkpoints (with Trainer's RNG states) resume exactly. For `args.gradient_cache_chunk_size`
+(`hfssl.losses.grad_cache`) it splits `forward` into `embed(pixel_values)` (with gradient), optionally
+`embed_targets(pixel_values)` (without, e.g. a teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
+What the trainer adds (metrics and collapse signals, the views' side, the optimiser's groups, the distributed checks)
+is described at each method.
 """
 
 from __future__ import annotations
