@@ -55,9 +55,6 @@ class SSLTrainingArguments(TrainingArguments):
             many optimizer steps (`hfssl.evaluation.callbacks.add_knn_evaluation`, which the image recipes call).
         knn_k (`int`, defaults to 200), knn_temperature (`float`, defaults to 0.1): the kNN's neighbours and vote
             temperature (InstDisc, DINO; DINO also reports k=20, better below a few thousand training images).
-
-    Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
-    which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
     """
 
     remove_unused_columns: bool = field(
@@ -110,7 +107,7 @@ class SSLTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-            self.use_cpu = True
+            self.use_cpu = True  # several CPU processes: one gloo job (MULTI_CPU), not independent runs
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns about it every epoch
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
