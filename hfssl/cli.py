@@ -109,40 +109,23 @@ def main(argv: list[str] | None = None) -> None:
     runpy.run_module(f"hfssl.recipes.{name}", run_name="__main__", alter_sys=True)
 
 
-def _declared_outside_transformers(dataclass_types: tuple[type, ...]) -> set[str]:
-    """The fields that a class other than transformers' own (the recipe's, hfssl's) declares or re-declares."""
-    return {
-        name
-        for dtype in dataclass_types
-        for klass in dtype.__mro__
-        if not klass.__module__.startswith("transformers.")
-        for name in vars(klass).get("__annotations__", {})
-    }
-
-
-def _field_help(dataclass_types: tuple[type, ...], name: str) -> str | None:
-    """The first help text a class in the dataclasses' MRO gives field `name` (a recipe re-declaring a
-    TrainingArguments field to change its default keeps transformers' help)."""
-    for dtype in dataclass_types:
-        for klass in dtype.__mro__:
-            item = vars(klass).get("__dataclass_fields__", {}).get(name)
-            if item is not None and item.metadata.get("help"):
-                return item.metadata["help"]
-    return None
-
-
 def build_parser(dataclass_types: tuple[type, ...], full_help: bool = True) -> HfArgumentParser:
-    """`HfArgumentParser(dataclass_types)` whose every flag has help (so its default shows; a field without any
-    help text is named in words). With `full_help=False`
-    the TrainingArguments flags that neither the recipe nor hfssl declares and that are not in
-    `COMMON_TRAINING_FLAGS` are left out of `--help` (they still parse)."""
+    """`HfArgumentParser(dataclass_types)` whose every flag has help (so its default shows): the first help text a
+    class in the dataclasses' MRO gives the field (a recipe re-declaring a TrainingArguments field to change its
+    default keeps transformers' help), else the field's name in words. With `full_help=False` the TrainingArguments
+    flags that neither the recipe nor hfssl declares and that are not in `COMMON_TRAINING_FLAGS` are left out of
+    `--help` (they still parse)."""
     parser = HfArgumentParser(dataclass_types)
-    own = _declared_outside_transformers(dataclass_types)
+    classes = [klass for dtype in dataclass_types for klass in dtype.__mro__]
+    own = {name for klass in classes if not klass.__module__.startswith("transformers.")
+           for name in vars(klass).get("__annotations__", {})}  # fmt: skip
     for action in parser._actions:
         if action.dest == "help":
             continue
         if not action.help:
-            action.help = _field_help(dataclass_types, action.dest) or action.dest.replace("_", " ").capitalize() + "."
+            fields = (vars(klass).get("__dataclass_fields__", {}).get(action.dest) for klass in classes)
+            texts = [item.metadata["help"] for item in fields if item is not None and item.metadata.get("help")]
+            action.help = texts[0] if texts else action.dest.replace("_", " ").capitalize() + "."
         if not full_help and action.dest not in own and action.dest not in COMMON_TRAINING_FLAGS:
             action.help = argparse.SUPPRESS
     if not full_help:
@@ -172,12 +155,9 @@ def parse_recipe_arguments(dataclass_types: tuple[type, ...], args: list[str] | 
     parser = build_parser(dataclass_types, full_help=full_help)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     known = {item.name for dtype in dataclass_types for item in dataclasses.fields(dtype) if item.init}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"{path} sets {', '.join(unknown)}, which this recipe does not take; remove or rename them "
-            "(`--help` lists its arguments)."
-        )
+    if unknown := sorted(set(values) - known):
+        raise ValueError(f"{path} sets {', '.join(unknown)}, which this recipe does not take; remove or rename them "
+                         "(`--help` lists its arguments).")
     parser.set_defaults(**values)  # string values are converted by each argument's type, like flags
     parsed = parser.parse_args_into_dataclasses(args=flags)
     for arguments in parsed:
@@ -257,8 +237,7 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
                 print(f"knn_top1={accuracy:.4f}")
     if not trainer.is_world_process_zero():
         return evaluation
-    problem = native_export_problem(backbone)
-    if problem:
+    if problem := native_export_problem(backbone):
         logger.warning("No native encoder export: %s", problem)
         return evaluation
     export_dir = save_backbone(model, os.path.join(args.output_dir, "export"), encoder=encoder, image_size=data_args.image_size)
@@ -268,6 +247,21 @@ def train_evaluate_export(trainer: Any, data_args: ImageDataArguments, method: s
     if args.push_to_hub:
         print(f"Pushed: {trainer.push_to_hub()}")
     return evaluation
+
+
+def save_text_model(trainer: Any, data_args: Any, metrics: dict[str, float], **card: Any) -> None:
+    """The end of a text recipe: log `metrics` and save them to `all_results.json`, save the model and tokenizer to
+    `output_dir`, write its model card (`trainer.create_model_card(**card)` with `metrics` and the data of
+    `data_args`), push it when `--push_to_hub` was given, and print where it is (main process)."""
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("all", metrics)
+    trainer.save_model(trainer.args.output_dir)  # safetensors weights, config and tokenizer
+    dataset = data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)"
+    trainer.create_model_card(metrics=metrics, dataset=dataset, **card)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        print(f"\nModel saved to {os.path.abspath(trainer.args.output_dir)}")
 
 
 @dataclass

@@ -50,10 +50,8 @@ def end_processes() -> None:
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """All-gather along dim 0 keeping the autograd graph (gradients flow back to each process's slice).
-
-    Uses `torch.distributed.nn.functional.all_gather`, whose backward sums the gradients from every process
-    (a reduce-scatter), which is what a loss over the global batch needs (SimCLR's global negatives, MoCo v3's keys).
+    """All-gather along dim 0 keeping the autograd graph: the backward (a reduce-scatter) sums every process's
+    gradients into its slice, as a loss over the global batch needs (SimCLR's global negatives, MoCo v3's keys).
 
     Args:
         tensor (`torch.Tensor` of shape `(B, ...)`): this process's slice; B must be equal on all processes.
@@ -141,9 +139,7 @@ def average_across_processes(values: dict[str, float]) -> dict[str, float]:
     gathered: list[dict[str, float]] = [{} for _ in range(dist.get_world_size())]
     dist.all_gather_object(gathered, values)
     names = sorted({name for process_values in gathered for name in process_values})
-    return {
-        name: sum(v[name] for v in gathered if name in v) / sum(name in v for v in gathered) for name in names
-    }
+    return {name: sum(v[name] for v in gathered if name in v) / sum(name in v for v in gathered) for name in names}
 
 
 def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:

@@ -7,19 +7,10 @@
   with `architecture`, `model_args` and a `pretrained_cfg` holding the training resolution and normalisation;
   `model.safetensors`): `timm.create_model("hf-hub:<repo>", pretrained=True)` (or `"local-dir:<folder>"`) loads
   it, `num_classes=N` adds a fresh classifier for fine-tuning, and transformers' `AutoModel` reads it too (through
-  its timm wrapper). A timm model changed after `timm.create_model` (hfssl's `small_image_stem=True`: timm's
-  ResNet has no 3x3 stride-1 stem option) cannot be rebuilt by timm, and is refused with a message saying so.
+  its timm wrapper); a model timm cannot rebuild is refused (`native_export_problem`).
 - Given an SSL method model (`SimCLRModel`, `MoCoModel`, ...), the full model (backbone, heads, teacher, queue) goes
   to the `ssl_model/` subfolder as well: `AutoModel.from_pretrained(path, subfolder="ssl_model")`, after
   `import hfssl` (this one needs hfssl), continues pretraining from the same folder or Hub repo.
-- `save_sentence_encoder`: a text encoder with [CLS] pooling (SimCSE) as a transformers checkpoint with the
-  sentence-transformers layout around it: `AutoModel` and `SentenceTransformer(path)` load it, with [CLS] pooling.
-- `mae_encoder_as_vit`: the MAE encoder as a plain, deterministic `ViTModel` whose pooler is the identity on [CLS].
-- `write_model_card`: one card (`README.md` with Hub metadata) for an exported encoder or a plain transformers model:
-  what was trained on what, evaluation, hyperparameters, steps and hardware, the training curve, usage code that
-  loads from the Hub repo (or names the folder when not pushed). `SafeTrainer.create_model_card` writes it.
-- `create_hub_repo` / `push_folder_to_hub`: the repository, created before training so a push that cannot happen
-  fails first, and one commit of a folder through `huggingface_hub.HfApi`.
 """
 
 from __future__ import annotations
@@ -81,12 +72,6 @@ def resolve_backbone(model: nn.Module, encoder: str = "backbone") -> tuple[Backb
     return backbone, model if isinstance(model, PreTrainedModel) else None
 
 
-def _timm_rebuild_args(model: nn.Module) -> dict[str, Any]:
-    """The keyword arguments timm needs to rebuild `model`: those recorded by its factory and the current ones."""
-    import timm  # here, not at module level: `import hfssl` stays light
-    return {**getattr(model, "_model_args", {}), **timm.models.get_model_args(model)}
-
-
 def native_export_problem(backbone: Backbone) -> str | None:
     """Why `backbone` cannot be exported natively, or None when it can.
 
@@ -97,10 +82,10 @@ def native_export_problem(backbone: Backbone) -> str | None:
     import timm  # here, not at module level: `import hfssl` stays light
     if backbone.library != "timm":
         return None
-    model = backbone.model
-    architecture = model.pretrained_cfg.get("architecture") or backbone.name
+    model, architecture = backbone.model, _architecture(backbone)
+    factory_args = {**getattr(model, "_model_args", {}), **timm.models.get_model_args(model)}  # recorded, current
     with torch.device("meta"):
-        rebuilt = timm.create_model(architecture, pretrained=False, **_timm_rebuild_args(model))
+        rebuilt = timm.create_model(architecture, pretrained=False, **factory_args)
     expected, actual = str(rebuilt).splitlines(), str(model).splitlines()
     if expected == actual:
         return None
@@ -116,8 +101,9 @@ def native_export_problem(backbone: Backbone) -> str | None:
     )
 
 
-def _normalisation(backbone: Backbone, channels: int, image_size: int | None, mean: Sequence[float] | None,
+def _normalisation(backbone: Backbone, image_size: int | None, mean: Sequence[float] | None,
                    std: Sequence[float] | None) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    channels = _channels(backbone)
     size = int(image_size if image_size is not None else backbone.data_config["input_size"][-1])
     mean = tuple(float(value) for value in (mean if mean is not None else backbone.data_config["mean"]))
     std = tuple(float(value) for value in (std if std is not None else backbone.data_config["std"]))
@@ -135,12 +121,10 @@ def _save_timm(backbone: Backbone, folder: Path, image_size: int | None, mean: S
     problem = native_export_problem(backbone)
     if problem is not None:
         raise ValueError(problem)
-    model = backbone.model
-    channels = int(timm.models.get_model_input_config(model)["input_size"][0])
-    size, mean, std = _normalisation(backbone, channels, image_size, mean, std)
-    data_config = {"input_size": (channels, size, size), "mean": mean, "std": std, "crop_pct": 1.0,
+    size, mean, std = _normalisation(backbone, image_size, mean, std)
+    data_config = {"input_size": (_channels(backbone), size, size), "mean": mean, "std": std, "crop_pct": 1.0,
                    "interpolation": "bilinear"}
-    timm.models.save_for_hf(model, folder, safe_serialization=True, data_config=data_config)
+    timm.models.save_for_hf(backbone.model, folder, safe_serialization=True, data_config=data_config)
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text())
     for key in _TIMM_SOURCE_KEYS:
@@ -166,18 +150,16 @@ def image_processor_for(backbone: Backbone, image_size: int | None = None, mean:
         names = (names.get("torchvision"), names.get("pil"), *names.values())
     elif isinstance(names, str):
         names = (names,)
-    classes = [get_image_processor_class_from_name(name) for name in names or () if name]
-    classes = [cls for cls in classes if cls is not None]
-    if not classes:
+    cls = next(filter(None, (get_image_processor_class_from_name(name) for name in names or () if name)), None)
+    if cls is None:
         logger.warning("No transformers image processor is known for model type %r; none exported (pass "
                        "`processor=` to save_backbone to include one).", config.model_type)
         return None
-    cls = classes[0]
-    size, mean, std = _normalisation(backbone, int(getattr(config, "num_channels", 3)), image_size, mean, std)
+    size, mean, std = _normalisation(backbone, image_size, mean, std)
     default = cls()
     kwargs: dict[str, Any] = {"image_mean": list(mean), "image_std": list(std)}
-    default_size = dict(getattr(default, "size", None) or {})
-    kwargs["size"] = {"shortest_edge": size} if "shortest_edge" in default_size else {"height": size, "width": size}
+    shortest_edge = "shortest_edge" in dict(getattr(default, "size", None) or {})
+    kwargs["size"] = {"shortest_edge": size} if shortest_edge else {"height": size, "width": size}
     if getattr(default, "crop_size", None):
         kwargs["crop_size"] = {"height": size, "width": size}
     if hasattr(default, "crop_pct"):
@@ -185,17 +167,10 @@ def image_processor_for(backbone: Backbone, image_size: int | None = None, mean:
     return cls(**kwargs)
 
 
-def save_backbone(
-    model: nn.Module,
-    save_directory: str | Path,
-    *,
-    encoder: str = "backbone",
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    processor: Any = None,
-    ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
-) -> Path:
+def save_backbone(model: nn.Module, save_directory: str | Path, *, encoder: str = "backbone",
+                  image_size: int | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, processor: Any = None,
+                  ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER) -> Path:
     """Write the encoder of `model` in its native format (see the module docstring) into `save_directory`.
 
     Args:
@@ -238,22 +213,13 @@ def save_backbone(
     return folder
 
 
-def save_towers(
-    model: nn.Module,
-    save_directory: str | os.PathLike,
-    tokenizer: Any = None,
-    image_size: int | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> dict[str, Path]:
-    """Export both towers of a `DualEncoderModel` (CLIP / SigLIP) for use without hfssl, and the whole dual encoder,
-    under `save_directory`:
-
-    - `image_encoder/`: the image backbone in its library's format (`hfssl.export.save_backbone`: timm's Hub
-      layout or a transformers checkpoint with its image processor);
-    - `text_encoder/`: the text encoder (`AutoModel.from_pretrained`) and `tokenizer` (`AutoTokenizer`);
-    - the folder itself: the `DualEncoderModel` (`AutoModel.from_pretrained` after `import hfssl`) and tokenizer.
-    The projections and logit scale live only in the full model (the towers export the pooled features).
+def save_towers(model: nn.Module, save_directory: str | os.PathLike, tokenizer: Any = None,
+                image_size: int | None = None, mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None) -> dict[str, Path]:
+    """Export a `DualEncoderModel` (CLIP / SigLIP) under `save_directory`: the image tower in `image_encoder/`
+    (`save_backbone`) and the text tower with `tokenizer` in `text_encoder/` (`AutoModel`, `AutoTokenizer`), both
+    loading without hfssl, and the full model with `tokenizer` in the folder itself (`AutoModel` after `import hfssl`),
+    the only place holding the projections and logit scale (the towers give the pooled features).
 
     Args:
         model (`DualEncoderModel`): the trained dual encoder.
@@ -274,7 +240,6 @@ def save_towers(
         tokenizer.save_pretrained(text_dir)
         tokenizer.save_pretrained(folder)
     return {"model": folder, "image_encoder": image_dir, "text_encoder": text_dir}
-
 
 
 def save_sentence_encoder(model: nn.Module, tokenizer: Any, save_directory: str | os.PathLike, max_seq_length: int,
@@ -324,8 +289,7 @@ def save_sentence_encoder(model: nn.Module, tokenizer: Any, save_directory: str 
     tokenizer.save_pretrained(folder)
     if isinstance(model, SimCSEModel) and ssl_model_subfolder:
         model.save_pretrained(folder / ssl_model_subfolder)
-    hidden_size = int(encoder.config.hidden_size)
-    pooling = {"word_embedding_dimension": hidden_size, "pooling_mode_cls_token": True,
+    pooling = {"word_embedding_dimension": int(encoder.config.hidden_size), "pooling_mode_cls_token": True,
                **{f"pooling_mode_{mode}": False for mode in _OTHER_POOLING_MODES}, "include_prompt": True}
     files = {
         "modules.json": [
@@ -450,7 +414,10 @@ def push_backbone_to_hub(model: nn.Module, repo_id: str, *, model_card: ModelCar
 
 # ---- the model card -----------------------------------------------------------------------------------------------
 
-_TEMPLATE = """---
+_TEMPLATE = """{% macro table(header, rows) %}| {{ header | join(" | ") }} |
+|{% for _ in header %}---|{% endfor %}
+{% for row in rows %}| {{ row | join(" | ") }} |
+{% endfor %}{% endmacro %}---
 {{ card_data }}
 ---
 
@@ -460,28 +427,19 @@ _TEMPLATE = """---
 
 ## Evaluation
 
-{% if metrics %}| metric | value |
-|---|---|
-{% for name, value in metrics.items() %}| {{ name }} | {{ value }} |
-{% endfor %}{% else %}No labelled evaluation was run.
+{% if metrics %}{{ table(["metric", "value"], metrics.items()) }}{% else %}No labelled evaluation was run.
 {% endif %}
 ## Training
 
 {{ steps }} optimizer steps in {{ runtime }} on {{ hardware }}. Final training loss: {{ final_loss }}{% if mean_loss %}
 (mean over the run: {{ mean_loss }}){% endif %}.
 
-| hyperparameter | value |
-|---|---|
-{% for name, value in hyperparameters.items() %}| {{ name }} | {{ value }} |
-{% endfor %}
+{{ table(["hyperparameter", "value"], hyperparameters.items()) }}
 ### Training curve
 
 {{ curve_summary }}
 {% if curve_rows %}
-| {{ curve_columns | join(" | ") }} |
-|{% for _ in curve_columns %}---|{% endfor %}
-{% for row in curve_rows %}| {{ row | join(" | ") }} |
-{% endfor %}{% endif %}
+{{ table(curve_columns, curve_rows) }}{% endif %}
 ## Usage
 {% if location_note %}
 {{ location_note }}
@@ -494,10 +452,7 @@ _TEMPLATE = """---
 {% endfor %}{% if files %}
 ## Files
 
-| path | content |
-|---|---|
-{% for path, content in files %}| {{ path }} | {{ content }} |
-{% endfor %}{% endif %}"""
+{{ table(["path", "content"], files) }}{% endif %}"""
 
 
 def _format(value: Any) -> Any:
@@ -652,32 +607,18 @@ def _data_description(dataset: str | None) -> str:
     return f"the local data `{Path(dataset).name}`" if os.path.exists(dataset) else dataset
 
 
-def write_model_card(
-    folder: str | os.PathLike,
-    trainer: Any,
-    *,
-    method: str | None = None,
-    dataset: str | None = None,
-    repo_id: str | None = None,
-    license: str = "other",
-    metrics: Mapping[str, Any] | None = None,
-    hyperparameters: Mapping[str, Any] | None = None,
-    usage: str | None = None,
-    architecture: str | None = None,
-    pipeline_tag: str | None = None,
-    encoder: str | None = None,
-    image_size: int | None = None,
-    ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
-    datasets: list[str] | None = None,
-    tags: list[str] | None = None,
-) -> ModelCard:
+def write_model_card(folder: str | os.PathLike, trainer: Any, *, method: str | None = None, dataset: str | None = None,
+                     repo_id: str | None = None, license: str = "other", metrics: Mapping[str, Any] | None = None,
+                     hyperparameters: Mapping[str, Any] | None = None, usage: str | None = None,
+                     architecture: str | None = None, pipeline_tag: str | None = None, encoder: str | None = None,
+                     image_size: int | None = None, ssl_model_subfolder: str | None = SSL_MODEL_SUBFOLDER,
+                     datasets: list[str] | None = None, tags: list[str] | None = None) -> ModelCard:
     """Write the model card (`README.md` with Hub metadata) of what `trainer` trained into `folder`, and return it.
 
-    Two cases share one template: with `encoder`, the folder holds an encoder exported by `save_backbone` (the card
-    describes it from the backbone: library, architecture, input and feature sizes, the method config's
-    hyperparameters, usage with timm or transformers alone and of the full model in `ssl_model/`); without, a plain
-    transformers model (architecture, `usage` given by the caller). Both: metrics (without Trainer's speed figures),
-    the training arguments, steps, hardware, final loss and a summary and table of the logged training curve.
+    With `encoder`, the card describes an encoder exported by `save_backbone` from the backbone itself (library,
+    architecture, sizes, the method config's hyperparameters, usage with timm or transformers alone and of the full
+    model); without, a plain transformers model. Both: metrics (without Trainer's speed figures), the training
+    arguments, steps, hardware, final loss and the logged training curve.
 
     Args:
         folder (`str` or `os.PathLike`): where `README.md` goes (the folder that is uploaded).

@@ -24,20 +24,14 @@ class LARS(torch.optim.Optimizer):
         trust_coefficient (`float`, defaults to 0.001): the `eta` of You et al.
     """
 
-    def __init__(
-        self,
-        params: Iterable[torch.nn.Parameter] | Iterable[dict],
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-6,
-        trust_coefficient: float = 0.001,
-    ) -> None:
+    def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict], lr: float, momentum: float = 0.9,
+                 weight_decay: float = 1e-6, trust_coefficient: float = 0.001) -> None:
         if lr <= 0:
             raise ValueError(f"LARS needs lr > 0, got lr={lr}.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"LARS needs 0 <= momentum < 1, got momentum={momentum}.")
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "trust_coefficient": trust_coefficient}
-        super().__init__(params, defaults)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "trust_coefficient": trust_coefficient})
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 (torch.optim.Optimizer.step)
@@ -52,14 +46,9 @@ class LARS(torch.optim.Optimizer):
                 update = parameter.grad
                 if parameter.ndim > 1:
                     update = update.add(parameter, alpha=group["weight_decay"])
-                    parameter_norm = torch.linalg.vector_norm(parameter)
-                    update_norm = torch.linalg.vector_norm(update)
-                    one = torch.ones_like(parameter_norm)
-                    trust = torch.where(
-                        (parameter_norm > 0) & (update_norm > 0),
-                        group["trust_coefficient"] * parameter_norm / update_norm,
-                        one,
-                    )
+                    parameter_norm, update_norm = torch.linalg.vector_norm(parameter), torch.linalg.vector_norm(update)
+                    trust = torch.where((parameter_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * parameter_norm / update_norm, 1.0)
                     update = update.mul(trust)
                 state = self.state[parameter]
                 if "momentum_buffer" not in state:

@@ -28,12 +28,7 @@ from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.image_text import CAPTION_TEMPLATES, CLASS_NAMES, load_image_text_pairs
 from hfssl.data.text import train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.evaluation.zero_shot import (
-    encode_images,
-    encode_texts,
-    image_text_retrieval,
-    zero_shot_classification,
-)
+from hfssl.evaluation.zero_shot import encode_images, encode_texts, image_text_retrieval, zero_shot_classification
 from hfssl.export import native_export_problem, save_towers
 from hfssl.models.clip import DualEncoderConfig, DualEncoderModel
 from hfssl.cli import parse_recipe_arguments
@@ -56,14 +51,10 @@ image_embeddings = model.get_image_features(torch.randn(1, 3, {size}, {size}))  
 @dataclass
 class ModelArguments:
     image_backbone: str | None = field(default=None, metadata={"help": "timm name, Hub id or folder; else a ViT."})
-    image_pretrained: bool = field(
-        default=False, metadata={"help": "Start the image tower from the backbone's pretrained weights."}
-    )
+    image_pretrained: bool = field(default=False, metadata={"help": "Start the image tower from pretrained weights."})
     small_image_stem: bool = field(default=False, metadata={"help": "3x3 stem for timm ResNets on small images."})
     text_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained text encoder; else BERT."})
-    preset: str = field(
-        default="tiny", metadata={"help": f"Size of the towers built from scratch: {', '.join(PRESETS)}."}
-    )
+    preset: str = field(default="tiny", metadata={"help": f"Size of the towers from scratch: {', '.join(PRESETS)}."})
     text_pooling: str = field(default="cls", metadata={"help": "cls, mean or last."})
     projection_dim: int = field(default=64, metadata={"help": "Shared embedding dim (CLIP ViT-B: 512)."})
     loss: str = field(default="clip", metadata={"help": "clip (symmetric InfoNCE) or siglip (sigmoid)."})
@@ -78,9 +69,7 @@ class DataArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "json/jsonl/csv/parquet of (image path, caption)."})
     builtin: str = field(default="digits", metadata={"help": "Offline default: digits or fashion_mnist."})
-    image_column: str = field(
-        default="image", metadata={"help": "The column holding the images (default: the first Image column)."}
-    )
+    image_column: str = field(default="image", metadata={"help": "The column holding the images."})
     caption_column: str = field(default="caption", metadata={"help": "A caption or a list of captions per image."})
     captions_per_image: int = field(
         default=1, metadata={"help": "Captions drawn per image in a batch (K > 1: multi-positive loss)."}
@@ -165,8 +154,7 @@ def main() -> None:
         print(f"{name}: {value:.4f}")
 
     export_dir = os.path.join(training_args.output_dir, "export")
-    problem = native_export_problem(model.image_encoder)
-    if problem:
+    if problem := native_export_problem(model.image_encoder):
         logger.warning("Only the full model is exported: %s", problem)
         model.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)

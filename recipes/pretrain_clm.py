@@ -15,22 +15,14 @@ It prints the held-out perplexity.
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    LlamaConfig,
-    TrainingArguments,
-    default_data_collator,
-)
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, TrainingArguments, default_data_collator
 
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
-from hfssl.data.tokenizer_training import train_byte_level_bpe_tokenizer
+from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_byte_level_bpe_tokenizer
 from hfssl.distributed import end_processes
-from hfssl.cli import TextModelArguments, parse_recipe_arguments
-from hfssl.data.tokenizer_training import load_or_train_tokenizer
+from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -99,34 +91,22 @@ def main() -> None:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = model_args.build_model(AutoModelForCausalLM, tokenizer, preset)
 
-    trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
-        eval_dataset=blocks["validation"],
-        data_collator=default_data_collator,
-        processing_class=tokenizer,
-    )
+    trainer = SafeTrainer(model=model, args=training_args, train_dataset=blocks["train"],
+                          eval_dataset=blocks["validation"], data_collator=default_data_collator,
+                          processing_class=tokenizer)
     logger.info("%d training blocks of %d tokens, %d held-out blocks, model of %.1fM parameters",
                 len(blocks["train"]), data_args.max_seq_length, len(blocks["validation"]), model.num_parameters() / 1e6)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     metrics["train_loss"] = train_result.training_loss
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", metrics)
-    trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    trainer.create_model_card(
-        method="Causal language modelling", pipeline_tag="text-generation", metrics=metrics,
-        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+    save_text_model(
+        trainer, data_args, metrics, method="Causal language modelling", pipeline_tag="text-generation",
         hyperparameters={"max_seq_length": data_args.max_seq_length},
         usage='from transformers import pipeline\nprint(pipeline("text-generation", model="{path}")'
               '("The for statement")[0]["generated_text"])',
     )
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
     if trainer.is_world_process_zero():
-        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out perplexity: {metrics['eval_perplexity']:.1f} (uniform over the vocabulary: {len(tokenizer)})")
 
 

@@ -1,12 +1,11 @@
 """MAE pretraining (He et al., 2021) of a transformers ViTMAE with hfssl's DataCollatorForMaskedImageModeling.
 
-    accelerate launch recipes/pretrain_mae.py                              # built-in digits, tiny ViT, minutes on 2 CPUs
+    accelerate launch recipes/pretrain_mae.py                        # built-in digits, tiny ViT, minutes on 2 CPUs
     accelerate launch recipes/pretrain_mae.py recipes/configs/mae_tiny.yaml
-    accelerate launch --num_processes 8 recipes/pretrain_mae.py recipes/configs/mae_vit_base.yaml   # set train_dir in it
+    accelerate launch --num_processes 8 recipes/pretrain_mae.py recipes/configs/mae_vit_base.yaml  # set train_dir
 On a busy shared CPU, prefix OMP_NUM_THREADS=1: tiny models gain nothing from intra-op threads that oversubscribe it.
 
-Images come from --dataset_name (Hub id or local path), --train_dir (image folder) or, by default, scikit-learn's
-bundled digits upsampled to --image_size (the data options of every image recipe, `ImageDataArguments`). The
+Images come from --dataset_name, --train_dir or, by default, scikit-learn's digits upsampled to --image_size. The
 collator draws each image's mask and passes the matching `noise`, so the masks are reproducible from the seed.
 Outputs in --output_dir:
 - the encoder as a transformers ViTModel with its image processor (`hfssl.export.mae_encoder_as_vit`): the MAE

@@ -15,23 +15,15 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForMaskedLM,
-    TrainingArguments,
-)
+from transformers import AutoConfig, AutoModelForMaskedLM, TrainingArguments
 
 from hfssl import DataCollatorForMaskedLM
 from hfssl.data.text import TextDataArguments, tokenize_and_pack, train_wordpiece_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
-    evaluate_masked_lm,
-    masked_lm_metrics,
-    most_frequent_token,
-    premask_dataset,
-    preprocess_logits_for_masked_lm,
-)
-from hfssl.cli import TextModelArguments, parse_recipe_arguments
+    evaluate_masked_lm, masked_lm_metrics, most_frequent_token, premask_dataset, preprocess_logits_for_masked_lm,
+)  # fmt: skip
+from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
@@ -54,9 +46,7 @@ class ModelArguments(TextModelArguments):
 
 @dataclass
 class DataArguments(TextDataArguments):
-    mlm_probability: float = field(
-        default=0.15, metadata={"help": "Fraction of tokens selected for prediction (BERT: 0.15)."}
-    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens to predict (BERT: 0.15)."})
     selection: str = field(default="bernoulli", metadata={"help": "bernoulli or exact."})
     whole_word_mask: bool = field(default=False, metadata={"help": "Mask whole words (all pieces of a word together)."})
     span_masking: bool = field(
@@ -117,13 +107,9 @@ def main() -> None:
     baseline_id, _ = most_frequent_token(blocks["train"]["input_ids"], tokenizer.all_special_ids)
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
     trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
+        model=model, args=training_args, train_dataset=blocks["train"], data_collator=collator,
         eval_dataset=eval_blocks if training_args.eval_strategy == "no" else blocks["validation"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=masked_lm_metrics(baseline_id),
+        processing_class=tokenizer, compute_metrics=masked_lm_metrics(baseline_id),
         preprocess_logits_for_metrics=preprocess_logits_for_masked_lm,
     )
     logger.info("%d training blocks of %d tokens, %d held-out blocks, model of %.1fM parameters",
@@ -131,20 +117,13 @@ def main() -> None:
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = evaluate_masked_lm(trainer, eval_blocks)
     metrics["train_loss"] = train_result.training_loss
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", metrics)
-    trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    trainer.create_model_card(
-        method="Masked language modelling", pipeline_tag="fill-mask", metrics=metrics, usage=USAGE,
-        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+    save_text_model(
+        trainer, data_args, metrics, method="Masked language modelling", pipeline_tag="fill-mask", usage=USAGE,
         hyperparameters={"max_seq_length": data_args.max_seq_length, "mlm_probability": data_args.mlm_probability,
                          "selection": data_args.selection, "whole_word_mask": data_args.whole_word_mask,
                          "span_masking": data_args.span_masking},
     )
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
     if trainer.is_world_process_zero():
-        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out masked-token accuracy: {metrics['eval_masked_accuracy']:.4f} "
               f"(most-frequent-token baseline {metrics['eval_baseline_accuracy']:.4f}), "
               f"perplexity {metrics['eval_perplexity']:.1f}")

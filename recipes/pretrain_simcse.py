@@ -20,13 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import (
-    AutoModel,
-    BertConfig,
-    BertModel,
-    DataCollatorWithPadding,
-    TrainingArguments,
-)
+from transformers import AutoModel, BertConfig, BertModel, DataCollatorWithPadding, TrainingArguments
 
 from hfssl.data.text import TextDataArguments, train_wordpiece_tokenizer
 from hfssl.distributed import end_processes

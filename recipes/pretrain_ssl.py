@@ -9,14 +9,12 @@ BYOL, SimSiam, DINO, SwAV, Barlow Twins, VICReg.
         --train_dir /data/imagenet/train --image_size 224 --backbone_name resnet50
 
 --method picks the model, its trainer (schedules, teacher updates, prototype or last-layer freezing) and its paper's
-augmentation preset at --image_size, crop scales included unless --min_scale is given (DINO / SwAV: 2 global crops at
---image_size and --num_local_crops local crops at --local_size). Every field of the method's config (`SimCLRConfig`,
-`MoCoConfig`, ...: heads, temperatures, momentum, MoCo's variant and queue, ...) is a flag and a YAML key, at the
-config's (paper) default; `--method NAME --help` lists them. recipes/configs/{simclr, moco_v2, moco_v3, byol, simsiam,
-dino, swav, barlow_twins, vicreg}.yaml hold each paper's training settings; flags after the file override it. Without
-a file: a short run of `PretrainingArguments` below (AdamW 1e-3), or for DINO of `DINOTrainingArguments`' main_dino.py
-settings (AdamW 5e-4, weight decay 0.04 -> 0.4, clipping 3.0). Collapse signals are logged at each logging step
-(`--collapse_action stop` ends a collapsed run).
+augmentation preset at --image_size (crop scales unless --min_scale is given; DINO / SwAV add local crops). Every
+field of the method's config (`SimCLRConfig`, `MoCoConfig`, ...) is a flag and a YAML key, at the paper's default.
+recipes/configs/ holds each paper's training settings (simclr.yaml, moco_v3.yaml, ...). Without a file: a short run of
+`PretrainingArguments` below (AdamW 1e-3), or for DINO of `DINOTrainingArguments`' main_dino.py settings (AdamW 5e-4,
+weight decay 0.04 -> 0.4, clipping 3.0). Collapse signals are logged at each logging step (`--collapse_action stop`
+ends a collapsed run).
 Images come from --dataset_name, --train_dir or, by default, scikit-learn's bundled digits upsampled to --image_size.
 At the end: the model in --output_dir (`AutoModel.from_pretrained` after `import hfssl`), the backbone's kNN top-1 when
 the data has labels, and --output_dir/export (the encoder in timm / transformers format, a model card, the full model)

@@ -12,27 +12,18 @@ compute_input_and_target_lengths). It prints the held-out target-token accuracy 
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    T5Config,
-    TrainingArguments,
-)
+from transformers import AutoModelForSeq2SeqLM, T5Config, TrainingArguments
 
 from hfssl.collators.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from hfssl.data.text import TextDataArguments, tokenize_and_pack
-from hfssl.data.tokenizer_training import train_unigram_tokenizer
+from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_unigram_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.evaluation.masked_lm import (
-    evaluate_masked_lm,
-    masked_lm_metrics,
-    premask_dataset,
-    preprocess_logits_for_masked_lm,
-)
-from hfssl.cli import TextModelArguments, parse_recipe_arguments
-from hfssl.data.tokenizer_training import load_or_train_tokenizer
+    evaluate_masked_lm, masked_lm_metrics, premask_dataset, preprocess_logits_for_masked_lm,
+)  # fmt: skip
+from hfssl.cli import TextModelArguments, parse_recipe_arguments, save_text_model
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)
@@ -101,13 +92,9 @@ def main() -> None:
         model.resize_token_embeddings(len(tokenizer))
     eval_blocks = premask_dataset(blocks["validation"], collator, seed=training_args.seed)
     trainer = SafeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=blocks["train"],
+        model=model, args=training_args, train_dataset=blocks["train"], data_collator=collator,
         eval_dataset=eval_blocks if training_args.eval_strategy == "no" else blocks["validation"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=masked_lm_metrics(),
+        processing_class=tokenizer, compute_metrics=masked_lm_metrics(),
         preprocess_logits_for_metrics=preprocess_logits_for_masked_lm,
     )
     logger.info("%d training blocks of %d raw tokens (inputs %d, targets %d), %d held-out, model of %.1fM parameters",
@@ -116,21 +103,14 @@ def main() -> None:
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = evaluate_masked_lm(trainer, eval_blocks)
     metrics["train_loss"] = train_result.training_loss
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", metrics)
-    trainer.save_model(training_args.output_dir)  # safetensors weights, config and tokenizer
-    trainer.create_model_card(
-        method="T5 span corruption", pipeline_tag="text2text-generation", metrics=metrics,
-        dataset=data_args.dataset_name or data_args.train_file or "CPython's bundled documentation (built-in)",
+    save_text_model(
+        trainer, data_args, metrics, method="T5 span corruption", pipeline_tag="text2text-generation",
         hyperparameters={"input_length": data_args.max_seq_length, "noise_density": data_args.noise_density,
                          "mean_noise_span_length": data_args.mean_noise_span_length},
         usage='from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
               'model = AutoModelForSeq2SeqLM.from_pretrained("{path}")\ntokenizer = AutoTokenizer.from_pretrained("{path}")',
     )
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
     if trainer.is_world_process_zero():
-        print(f"\nModel saved to {os.path.abspath(training_args.output_dir)}")
         print(f"Held-out target-token accuracy: {metrics['eval_masked_accuracy']:.4f}, "
               f"perplexity {metrics['eval_perplexity']:.1f}")
 

@@ -10,7 +10,7 @@ With no dataset named it trains on CPython's bundled documentation and stdlib do
 least --min_count times. Training is word2vec's: plain SGD at 0.025 decaying linearly, sparse updates, 5 epochs.
 It prints the nearest neighbours of --query_words and the answer to --analogy ("a,b,c": a is to b as c is to ?).
 On CPU the per-step tensors are small, so torch's intra-op threads cost more than they give: run with
-OMP_NUM_THREADS=1 (several times faster on a 2-core machine) and add --dataloader_num_workers 1 to collate in parallel.
+OMP_NUM_THREADS=1, and add --dataloader_num_workers 1 to collate in parallel.
 """
 
 import logging
@@ -22,11 +22,10 @@ from transformers import TrainingArguments
 
 from hfssl.collators.skip_gram import DataCollatorForSkipGram, count_token_ids
 from hfssl.data.text import TextDataArguments
-from hfssl.data.tokenizer_training import train_word_level_tokenizer
+from hfssl.data.tokenizer_training import load_or_train_tokenizer, train_word_level_tokenizer
 from hfssl.distributed import end_processes
 from hfssl.models.word2vec import Word2VecConfig, Word2VecModel
 from hfssl.cli import parse_recipe_arguments
-from hfssl.data.tokenizer_training import load_or_train_tokenizer
 from hfssl.trainers.safe_trainer import SafeTrainer
 
 logger = logging.getLogger(__name__)

@@ -1,11 +1,9 @@
 """`DataCollatorForImageText`: (image, captions) examples -> one view per image and K sampled captions, tokenized.
 
-Legend: B images, K captions per image, C channels, S view side, L tokens.
-
 CLIP trains on one random crop of each image and, where an image has several captions (COCO: 5), one caption drawn
-at random each time the image is seen. This collator draws both from one seeded `torch.Generator` (distinct per
-DataLoader worker and per process): first the captions, then the image view through a
-`DataCollatorForMultiView` (a paper preset's view, or by default a plain square resize-crop of the whole image).
+at random each time the image is seen; both are drawn from one seeded `torch.Generator`, the captions first.
+
+Legend: B images, K captions per image, C channels, S view side, L tokens.
 """
 
 from __future__ import annotations
@@ -126,7 +124,5 @@ class DataCollatorForImageText:
             )
         batch["pixel_values"] = batch["pixel_values"][0]
         tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        batch["input_ids"] = tokens["input_ids"]
-        batch["attention_mask"] = tokens["attention_mask"]
-        batch["captions"] = captions
+        batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], captions=captions)
         return batch

@@ -1,13 +1,5 @@
-"""`DataCollatorForMaskedImageModeling`: images -> pixel values + patch masks for MAE, BEiT and SimMIM.
-
-Three masking strategies:
-- "random" (MAE, He et al., 2021): exactly round(mask_ratio * L) patches per image, uniformly at random.
-  Also returns the `noise` that makes `ViTMAEForPreTraining` choose the very same mask.
-- "block" (BEiT, Bao et al., 2021, Algorithm 1): rectangles of >= `min_num_patches` patches with aspect
-  ratio in [min_aspect, 1 / min_aspect] until round(mask_ratio * L) patches are masked (BEiT: 0.4, 16, 0.3;
-  a min_aspect above 1 gives the same range, as BEiT's `max_aspect = 1 / min_aspect` does), image by image.
-- "simmim" (SimMIM, Xie et al., 2021): ceil(mask_ratio * M) masked cells of a coarser grid of
-  `mask_patch_size` pixels (M cells), upsampled to the model's patches (SimMIM: 0.6 and 32 px).
+"""`DataCollatorForMaskedImageModeling`: images -> pixel values + patch masks for MAE ("random", He et al., 2021),
+BEiT ("block", Bao et al., 2021) and SimMIM ("simmim", Xie et al., 2021).
 
 Legend: B batch, L patches per image (grid_h * grid_w), C channels, S image side.
 """
@@ -53,8 +45,8 @@ def random_patch_mask(
 
 
 def _log_aspect_range(min_aspect: float) -> tuple[float, float]:
-    """(log a, log(1 / a)) for a = min(min_aspect, 1 / min_aspect): BEiT's aspect ratio range. A min_aspect above 1
-    gives the same range, as in BEiT (`max_aspect = 1 / min_aspect`, the log aspect drawn between the two)."""
+    """BEiT's log aspect ratio range (log a, log(1 / a)), a = min(min_aspect, 1 / min_aspect): a min_aspect above 1
+    gives the same range, as BEiT's `max_aspect = 1 / min_aspect` does."""
     if not min_aspect > 0:  # NaN too
         raise ValueError(
             f"min_aspect={min_aspect} must be > 0: block masking draws aspect ratios in [min_aspect, 1 / min_aspect] "
@@ -67,8 +59,9 @@ def _log_aspect_range(min_aspect: float) -> tuple[float, float]:
 def _add_block(
     mask: np.ndarray, budget: int, min_num_patches: int, log_aspect: tuple[float, float], rng: random.Random
 ) -> int:
-    """One step of BEiT's `MaskingGenerator._mask`: up to 10 random rectangles; the first that fits inside the grid and
-    masks between 1 and `budget` new patches is masked. Returns the number of patches it added (0 if none did)."""
+    """One step of BEiT's `MaskingGenerator._mask`: up to 10 rectangles of area uniform in [min_num_patches, budget],
+    log aspect ratio uniform in `log_aspect`, at a uniform position; the first that fits (both sides below the grid's)
+    and masks between 1 and `budget` new patches is masked. Returns the number of patches it added (0 if none did)."""
     height, width = mask.shape
     for _ in range(10):
         target_area = rng.uniform(min_num_patches, budget)
@@ -87,13 +80,9 @@ def block_mask(
     batch_size: int, grid: tuple[int, int], num_masked: int, min_num_patches: int = 16,
     max_num_patches: int | None = None, min_aspect: float = 0.3, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), image by image.
-
-    Blocks are added until `num_masked` patches are masked or a step adds none: each step tries up to 10 rectangles
-    of area uniform in [min_num_patches, min(remaining, max_num_patches)] and log aspect ratio uniform in
-    [log min_aspect, -log min_aspect] (min_aspect > 1 reads as 1 / min_aspect, as in BEiT; <= 0 is refused), at a
-    uniform position, and keeps the first one that fits (both sides below the grid's) and masks between 1 and the
-    remaining number of new patches. The draws come from a Python `random.Random` seeded from `generator`.
+    """BEiT's block-wise masking (Algorithm 1 of Bao et al., `MaskingGenerator` in the BEiT code), image by image:
+    blocks (`_add_block`, with a budget of min(remaining, max_num_patches)) are added until `num_masked` patches are
+    masked or a step adds none. The draws come from a Python `random.Random` seeded from `generator`.
 
     Returns:
         `torch.Tensor` of shape (B, grid_h * grid_w): bool, True = masked. At most `num_masked` per image.
@@ -147,8 +136,7 @@ def simmim_mask(
         `torch.Tensor` of shape (B, (image_size / patch_size)^2): bool, True = masked.
     """
     cells_side, num_masked = _simmim_cells(image_size, patch_size, mask_patch_size, mask_ratio)
-    num_cells = cells_side**2
-    _, cells, _ = random_patch_mask(batch_size, num_cells, num_masked, generator)
+    _, cells, _ = random_patch_mask(batch_size, cells_side**2, num_masked, generator)
     scale = mask_patch_size // patch_size
     cells = cells.view(batch_size, cells_side, cells_side)
     return cells.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)
@@ -163,8 +151,9 @@ class DataCollatorForMaskedImageModeling:
 
     Args:
         image_size (`int`): side S of the output image. patch_size (`int`): side of a model patch.
-        mask_ratio (`float`): fraction of patches masked (MAE default 0.75), in (0, 1): the loss is over the masked
-            patches, so at least one must be masked and one left visible.
+        mask_ratio (`float`): fraction of patches masked (MAE 0.75, BEiT 0.4, SimMIM 0.6), in (0, 1): the loss is
+            over the masked patches, so at least one must be masked and one left visible. "random" and "block"
+            mask round(mask_ratio * L) patches, "simmim" ceil(mask_ratio * M) of its M cells.
         masking (`str`): "random" (MAE), "block" (BEiT) or "simmim".
         mask_patch_size (`int`): SimMIM's masking cell side in pixels (32); at least 2 cells per side, and not
             every cell masked.
@@ -174,10 +163,9 @@ class DataCollatorForMaskedImageModeling:
         flip_p (`float`): horizontal flip probability.
         mean, std (`tuple[float, ...]`): normalisation per channel (ImageNet's by default).
         channels (`int`): 3 (grayscale replicated) or 1.
-        image_column (`str`): key of the image in each example; other columns pass through, except the dataset's
-            `label` / `labels`, dropped as the pretext collators do: the masked-image models take no class labels,
-            and with a `labels` key Trainer takes their mean loss for a per-item sum (no division by the
-            gradient-accumulation steps, a product with the number of processes).
+        image_column (`str`): key of the image in each example; other columns pass through, except `label` /
+            `labels`: the models take no class labels, and with a `labels` key Trainer takes their mean loss for a
+            per-item sum.
         return_noise (`bool`, *optional*): output `noise` (B, L) for `ViTMAEForPreTraining`; default True for
             "random" masking. return_bool_masked_pos (`bool`): output `bool_masked_pos` (B, L) for
             `ViTForMaskedImageModeling`, BEiT, Swin/SimMIM.

@@ -1,10 +1,7 @@
-"""Masked language modelling collator: a faster, more exact drop-in for transformers'
-`DataCollatorForLanguageModeling(mlm=True)`.
+"""Masked language modelling collator, vectorised over the batch, all randomness from one `torch.Generator`.
 
 Legend: B batch size, L padded sequence length, U units that can be selected per row (tokens, or
 words with whole-word masking), M the largest number of spans in a row.
-
-Everything is vectorised over the batch; all randomness comes from one `torch.Generator`.
 """
 
 from __future__ import annotations
@@ -19,22 +16,14 @@ import torch
 from hfssl.augmentations.seeding import WorkerSeededGenerator
 from hfssl.collators.padding import (
     TOKEN_LEVEL_PAD_VALUES,
-    TOKENIZE_FIRST,
     as_list_of_examples,
+    check_return_tensors,
     pad_sequences,
     token_id_arrays,
 )
 
 _SELECTIONS = ("bernoulli", "exact")
 _RETURN_TENSORS = ("pt", "np")
-
-
-def _check_return_tensors(return_tensors: str) -> str:
-    if return_tensors not in _RETURN_TENSORS:
-        raise ValueError(
-            f"return_tensors={return_tensors!r} is not supported; use 'pt' (torch tensors) or 'np' (NumPy arrays)."
-        )
-    return return_tensors
 
 
 def _find_pre_tokenizer_marker(node: Any) -> str | None:
@@ -68,12 +57,10 @@ def word_start_table(tokenizer) -> tuple[torch.Tensor, bool]:
     model = state.get("model", {})
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     tokens = [token if isinstance(token, str) else "" for token in tokens]
-    if model.get("end_of_word_suffix"):
-        suffix = model["end_of_word_suffix"]
+    if suffix := model.get("end_of_word_suffix"):
         return torch.tensor([token.endswith(suffix) for token in tokens], dtype=torch.bool), True
-    prefix = model.get("continuing_subword_prefix")
-    if model.get("type") == "WordPiece" or prefix:
-        prefix = prefix or "##"
+    if model.get("type") == "WordPiece" or model.get("continuing_subword_prefix"):
+        prefix = model.get("continuing_subword_prefix") or "##"
         return torch.tensor([not token.startswith(prefix) for token in tokens], dtype=torch.bool), False
     marker = _find_pre_tokenizer_marker(state.get("pre_tokenizer"))
     if marker is not None:
@@ -89,49 +76,36 @@ def word_start_table(tokenizer) -> tuple[torch.Tensor, bool]:
 class DataCollatorForMaskedLM:
     """Pads token-id examples and masks them for masked language modelling (BERT, RoBERTa, SpanBERT).
 
-    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, ...)`, with the same
-    arguments in the same order (`DataCollatorForMaskedLM(tokenizer, mlm=True, mlm_probability=0.15)` works)
-    and more exact masking:
-
-    - never selects special tokens or padding (`special_tokens_mask` from the batch when present,
-      else computed vectorised from the tokenizer's special ids);
-    - random replacements are drawn only from ordinary (non-special) vocabulary ids;
-    - `selection="bernoulli"` selects each token with probability `mlm_probability` (as transformers);
-      `selection="exact"` selects exactly `min(max_predictions_per_seq, max(1, round(p * n)))` tokens of
-      each sequence, where `n` counts all its tokens, [CLS] and [SEP] included (not padding), as
-      `num_to_predict` in BERT's original `create_pretraining_data.py` (Devlin et al., 2019); fewer only
-      when the row has fewer maskable tokens;
-    - `whole_word_mask=True` selects whole words for any fast tokenizer (boundaries from the
-      vocabulary's `##`/`Ġ`/`▁` markers, or from `word_ids`/`offset_mapping` columns when given) and,
-      unlike transformers, keeps the 80/10/10 replacement split per selected token;
-    - `span_masking=True` masks contiguous spans whose lengths follow a geometric distribution
-      (`span_geometric_p`, default 0.2) clipped at `max_span_length` (default 10), as SpanBERT
-      (Joshi et al., 2020); spans count words when `whole_word_mask=True`, tokens otherwise. Exactly
-      `max(1, round(p * U))` units are masked per row; spans are placed uniformly at random without
-      overlapping or touching (so each span is a maximal run), and the last span of a row is cut
-      short to hit the budget exactly.
+    A drop-in for `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, ...)`, with the same arguments
+    in the same order, that never selects special tokens or padding (`special_tokens_mask` from the batch when
+    present, else the tokenizer's special ids) and draws random replacements only from ordinary (non-special) ids.
 
     Args (the first nine as transformers', in its order):
         tokenizer (`PreTrainedTokenizerBase`): needs a mask token, and a pad token for ragged batches.
-        mlm (`bool`, defaults to `True`): must be True. This collator only masks; for causal-LM labels
-            (`labels = input_ids`) use `transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)`,
-            or pack text into blocks with `labels` and use `transformers.default_data_collator`, as
-            `recipes/pretrain_clm.py` does. `mlm=False` raises an error saying so.
-        whole_word_mask (`bool`, defaults to `False`): select whole words.
+        mlm (`bool`, defaults to `True`): must be True; this collator only masks (`mlm=False` raises an error naming
+            the causal-LM alternatives).
+        whole_word_mask (`bool`, defaults to `False`): select whole words, with any fast tokenizer (boundaries from
+            the vocabulary's `##`/`Ġ`/`▁` markers, or from `word_ids`/`offset_mapping` columns); unlike transformers,
+            the 80/10/10 split stays per selected token.
         mlm_probability (`float`, defaults to 0.15): share of tokens selected for prediction.
         mask_replace_prob (`float`, defaults to 0.8): share of selected tokens replaced by the mask token.
         random_replace_prob (`float`, defaults to 0.1): share replaced by a random ordinary token; the
             rest (0.1) stay unchanged.
         pad_to_multiple_of (`int`, *optional*): pad the length up to a multiple of this.
-        return_tensors (`str`, defaults to `"pt"`): `"pt"` for torch tensors, `"np"` for NumPy arrays (the
-            same values, converted at the end).
-        seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
-            DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
-        selection (`str`, defaults to `"bernoulli"`): `"bernoulli"` or `"exact"` (ignored with spans,
-            which always mask an exact budget).
+        return_tensors (`str`, defaults to `"pt"`): `"pt"` for torch tensors, `"np"` for NumPy arrays.
+        seed (`int`, *optional*): seed of the collator's `hfssl.WorkerSeededGenerator` (distinct per DataLoader
+            worker and per process); `None` seeds it from torch's global RNG at first use.
+        selection (`str`, defaults to `"bernoulli"`): `"bernoulli"` selects each token with probability
+            `mlm_probability` (as transformers); `"exact"` selects exactly
+            `min(max_predictions_per_seq, max(1, round(p * n)))` tokens per row, `n` counting all its tokens, [CLS]
+            and [SEP] included, as `num_to_predict` in BERT's `create_pretraining_data.py` (Devlin et al., 2019);
+            fewer only when the row has fewer maskable tokens.
         max_predictions_per_seq (`int`, *optional*): with `selection="exact"`, the most tokens selected per
-            row (BERT's `max_predictions_per_seq`: 20 for 128-token rows, 80 for 512); no cap when unset.
-        span_masking (`bool`, defaults to `False`): select geometric-length spans (SpanBERT).
+            row (BERT's: 20 for 128-token rows, 80 for 512); no cap when unset.
+        span_masking (`bool`, defaults to `False`): mask spans of geometric length (SpanBERT, Joshi et al., 2020),
+            counting words with `whole_word_mask`, tokens otherwise: exactly `max(1, round(p * U))` units per row
+            (whatever `selection`), in spans placed uniformly at random without overlapping or touching (each a
+            maximal run), the last cut short to the budget.
         span_geometric_p (`float`, defaults to 0.2), max_span_length (`int`, defaults to 10): span law.
         max_length (`int`, *optional*): longest sequence accepted; defaults to the tokenizer's
             `model_max_length` when that is a real limit. Longer examples raise an error.
@@ -139,8 +113,8 @@ class DataCollatorForMaskedLM:
     Returns (from `__call__`):
         dict with `input_ids` and `labels` (`torch.LongTensor` of shape (B, L), labels -100 where not
         selected), `attention_mask` and any other token-level columns padded, other numeric columns
-        stacked (NumPy arrays of the same shapes with `return_tensors="np"`). `special_tokens_mask`,
-        `word_ids` and `offset_mapping` are consumed.
+        stacked (NumPy arrays with `return_tensors="np"`). `special_tokens_mask`, `word_ids` and
+        `offset_mapping` are consumed.
     """
 
     tokenizer: Any
@@ -175,7 +149,7 @@ class DataCollatorForMaskedLM:
                 "Add one with tokenizer.add_special_tokens({'mask_token': '[MASK]'}) and resize the model's "
                 "embeddings, or train a causal LM instead (recipes/pretrain_clm.py)."
             )
-        _check_return_tensors(self.return_tensors)
+        check_return_tensors(self.return_tensors, _RETURN_TENSORS)
         if not 0.0 < self.mlm_probability <= 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1], got {self.mlm_probability}.")
         for name in ("mask_replace_prob", "random_replace_prob"):
@@ -213,14 +187,11 @@ class DataCollatorForMaskedLM:
             model_max = getattr(self.tokenizer, "model_max_length", None)
             self.max_length = int(model_max) if model_max is not None and model_max < 1_000_000 else None
 
-        vocab_size = len(self.tokenizer)
+        self._vocab_size = vocab_size = len(self.tokenizer)
         special_ids = set(self.tokenizer.all_special_ids)
         special_ids.update(i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special)
-        self._vocab_size = vocab_size
         self._special_ids = torch.tensor(sorted(special_ids), dtype=torch.long)
-        is_special = torch.zeros(vocab_size, dtype=torch.bool)
-        is_special[self._special_ids[self._special_ids < vocab_size]] = True
-        self._ordinary_ids = torch.nonzero(~is_special).flatten()
+        self._ordinary_ids = torch.nonzero(~torch.isin(torch.arange(vocab_size), self._special_ids)).flatten()
         if len(self._ordinary_ids) == 0 and self.random_replace_prob > 0:
             raise ValueError(
                 f"{type(self.tokenizer).__name__} has no ordinary (non-special) token to draw random replacements "
@@ -230,9 +201,8 @@ class DataCollatorForMaskedLM:
         self._mask_token_id = int(self.tokenizer.mask_token_id)
         self._word_table: tuple[torch.Tensor, bool] | None = None
 
-    # ------------------------------------------------------------------ collation
     def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, Any]:
-        return_tensors = _check_return_tensors(return_tensors or self.return_tensors)
+        return_tensors = check_return_tensors(return_tensors or self.return_tensors, _RETURN_TENSORS)
         batch = self.pad(features)
         special_tokens_mask = batch.pop("special_tokens_mask", None)
         word_ids = batch.pop("word_ids", None)
@@ -247,10 +217,6 @@ class DataCollatorForMaskedLM:
     def pad(self, features: Any) -> dict[str, torch.Tensor]:
         """Pad examples (lists or tensors) into a batch of tensors, validating lengths and ids."""
         examples = as_list_of_examples(features)
-        if any("input_ids" not in example for example in examples):
-            raise ValueError(
-                f"Every example needs an 'input_ids' column; got columns {list(examples[0])}: {TOKENIZE_FIRST}."
-            )
         ids = token_id_arrays([example["input_ids"] for example in examples])
         lengths = [len(row) for row in ids]
         for index, length in enumerate(lengths):
@@ -264,9 +230,8 @@ class DataCollatorForMaskedLM:
         length = max(lengths)
         if self.pad_to_multiple_of:
             length = math.ceil(length / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ragged = length != min(lengths)
         pad_id = self.tokenizer.pad_token_id
-        if ragged and pad_id is None:
+        if length != min(lengths) and pad_id is None:
             raise ValueError(
                 "The batch needs padding but the tokenizer has no pad token. Set one, e.g. "
                 "tokenizer.pad_token = tokenizer.eos_token, or pack the text into equal-length blocks."
@@ -279,9 +244,7 @@ class DataCollatorForMaskedLM:
                 f"[{int(batch['input_ids'].min())}, {int(batch['input_ids'].max())}]; was the data tokenized "
                 "with a different tokenizer?"
             )
-        for key in examples[0]:
-            if key == "input_ids":
-                continue
+        for key in [key for key in examples[0] if key != "input_ids"]:
             values = [example[key] for example in examples]
             if key in TOKEN_LEVEL_PAD_VALUES:
                 if key == "word_ids":
@@ -298,20 +261,15 @@ class DataCollatorForMaskedLM:
                         f"Column {key!r} cannot be made into a tensor ({error}); remove it before collating "
                         "(Trainer does this with remove_unused_columns=True)."
                     ) from error
-        if "attention_mask" not in batch and "attention_mask" in getattr(
-            self.tokenizer, "model_input_names", ["attention_mask"]
-        ):
+        input_names = getattr(self.tokenizer, "model_input_names", ["attention_mask"])
+        if "attention_mask" not in batch and "attention_mask" in input_names:
             real = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
             batch["attention_mask"] = (real.flip(1) if side == "left" else real).long()
         return batch
 
-    # ------------------------------------------------------------------ masking
     def mask_tokens(
-        self,
-        input_ids: torch.Tensor,
-        special_tokens_mask: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        word_ids: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, word_ids: torch.Tensor | None = None,
         offset_mapping: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Select and replace tokens. Does not modify `input_ids`.
@@ -362,9 +320,7 @@ class DataCollatorForMaskedLM:
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
         draw = torch.rand(input_ids.shape, generator=generator)
         to_mask = selected & (draw < self.mask_replace_prob)
-        to_random = selected & (draw >= self.mask_replace_prob) & (
-            draw < self.mask_replace_prob + self.random_replace_prob
-        )
+        to_random = selected & ~to_mask & (draw < self.mask_replace_prob + self.random_replace_prob)
         masked = input_ids.masked_fill(to_mask, self._mask_token_id)
         num_random = int(to_random.sum())
         if num_random:
@@ -373,10 +329,7 @@ class DataCollatorForMaskedLM:
         return masked, labels
 
     def _units(
-        self,
-        input_ids: torch.Tensor,
-        eligible: torch.Tensor,
-        word_ids: torch.Tensor | None,
+        self, input_ids: torch.Tensor, eligible: torch.Tensor, word_ids: torch.Tensor | None,
         offset_mapping: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Number the selectable units (tokens or words) of each row: `unit_ids` (B, L) is the unit
@@ -403,17 +356,12 @@ class DataCollatorForMaskedLM:
         return unit_ids.masked_fill(~eligible, -1), is_new_unit
 
     def _select_exact(
-        self,
-        unit_ids: torch.Tensor,
-        is_new_unit: torch.Tensor,
-        eligible: torch.Tensor,
-        num_tokens: torch.Tensor,
-        generator,
+        self, unit_ids: torch.Tensor, is_new_unit: torch.Tensor, eligible: torch.Tensor, num_tokens: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        """BERT's `num_to_predict = min(max_predictions_per_seq, max(1, round(n * p)))` tokens per row, n
-        (`num_tokens`, shape (B,)) counting the row's special tokens too, at most the row's eligible tokens,
-        taken as whole units in random order; with words, units are added while the total stays within
-        the budget (the first is always taken; BERT instead skips a word that would overshoot)."""
+        """BERT's `num_to_predict` tokens per row (n = `num_tokens`, shape (B,)), taken as whole units in random
+        order; with words, units are added while the total stays within the budget (the first is always taken;
+        BERT instead skips a word that would overshoot)."""
         batch_size, length = unit_ids.shape
         num_units = is_new_unit.sum(1)
         # float64 and half-to-even, as Python's round() on BERT's float product
@@ -442,8 +390,7 @@ class DataCollatorForMaskedLM:
         choosing k distinct slots c_1 < ... < c_k in [0, R + k): span i starts at c_i + sum_{j<i} l_j.
         """
         batch_size = num_units.shape[0]
-        budget = torch.round(num_units * self.mlm_probability).long().clamp(min=1)
-        budget = torch.where(num_units > 0, budget, torch.zeros_like(budget))
+        budget = torch.round(num_units * self.mlm_probability).long().clamp(min=1).masked_fill(num_units == 0, 0)
         max_spans = max(int(budget.max()), 1)
         uniform = torch.rand((batch_size, max_spans), generator=generator).clamp_min(1e-12)
         if self.span_geometric_p >= 1.0:
@@ -452,8 +399,7 @@ class DataCollatorForMaskedLM:
             span_lengths = (torch.log(uniform) / math.log1p(-self.span_geometric_p)).floor().long() + 1
         span_lengths = span_lengths.clamp(max=self.max_span_length)
         ends = span_lengths.cumsum(1)
-        num_spans = (ends < budget[:, None]).sum(1) + 1
-        num_spans = torch.where(budget > 0, num_spans, torch.zeros_like(num_spans))
+        num_spans = ((ends < budget[:, None]).sum(1) + 1).masked_fill(budget == 0, 0)
         starts_before = ends - span_lengths  # exclusive cumulative sum
         column = torch.arange(max_spans)[None, :]
         span_lengths = torch.where(column < num_spans[:, None] - 1, span_lengths, budget[:, None] - starts_before)

@@ -1,11 +1,9 @@
 """`DataCollatorForMultiView`: a batch of images -> several augmented views per image (SimCLR, MoCo, BYOL, DINO).
 
-The whole batch is augmented at once, in two halves. The geometric half runs in the collator: images are decoded
-to uint8 and stacked, and each crop is resized on the uint8 pixels (as torchvision's `RandomResizedCrop`). The
-photometric half (colour jitter, grayscale, blur, solarisation, normalisation) runs batched with per-sample
-parameters drawn in the collator: in the collator itself, or, with `photometric_on_device=True`, wherever the batch
-goes, by `apply_photometric` (e.g. on the accelerator: by default `SSLTrainer` does this when it trains on one), so
-that DataLoader workers hand over uint8 crops, a quarter of the bytes of float32 views.
+The whole batch is augmented at once, in two halves: the geometric half in the collator (decoded uint8 images,
+each crop resized on the uint8 pixels, as torchvision's `RandomResizedCrop`), and the photometric half (colour
+jitter, grayscale, blur, solarisation, normalisation) batched with per-sample parameters drawn in the collator,
+run in the collator or, with `photometric_on_device=True`, wherever the batch goes (`apply_photometric`).
 
 Legend: B batch, C channels, S view side, V views.
 """
@@ -16,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.utils.data import get_worker_info
 
 from hfssl.augmentations.image_io import collate_columns, decode_batch
@@ -43,13 +40,11 @@ class DataCollatorForMultiView:
         image_column (`str`): the example key holding the image (PIL image, uint8 numpy HWC/HW, CHW tensor, or
             a `datasets` Image dict). Every other column passes through; `label` becomes `labels`.
         output_dtype (`str`): "float32" (normalised) or "uint8" (augmented, not normalised, values 0-255).
-        photometric_on_device (`bool`, *optional*): where the photometric half runs. False: in the collator (in
-            the DataLoader workers, if any), which returns finished views. True: the collator returns uint8
-            geometric crops and the drawn `photometric_params`, and `collator.apply_photometric(batch)` finishes
-            them where the batch is (e.g. on the accelerator, in `compute_loss`). None (default, "auto"): as False,
-            except that an `SSLTrainer` given this collator sets it to True when it trains on an accelerator
-            (`args.device` not CPU), and finishes the batches there (`SSLTrainer.finish_views`); on CPU the
-            collator keeps the photometric half. Set False to keep it in the collator on an accelerator too.
+        photometric_on_device (`bool`, *optional*): False: the collator (in the DataLoader workers, if any)
+            returns finished views. True: it returns uint8 geometric crops (a quarter of the bytes of float32 views)
+            and the drawn `photometric_params`, and `collator.apply_photometric(batch)` finishes them where the
+            batch is (e.g. on the accelerator). None (default): as False, except that an `SSLTrainer` training on
+            an accelerator sets it to True and finishes the batches there (`SSLTrainer.finish_views`).
         skip_invalid_images (`bool`): skip unreadable images (count logged) instead of raising.
         seed (`int`, *optional*): seed of the collator's generator (distinct per DataLoader worker).
 
@@ -164,13 +159,6 @@ class DataCollatorForMultiView:
                                         local_scale=(0.05, lower), **crops, **kwargs)  # fmt: skip
         return getattr(cls, preset)(image_size=image_size, **scale, **kwargs)
 
-    def _finish(self, crops: torch.Tensor, view: ViewAugmentation, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 crops (B, C, S, S) -> photometric -> float32 normalised, or uint8, per `output_dtype`."""
-        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
-        # `default_collate` does), instead of copying them there
-        share_memory = get_worker_info() is not None
-        return finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
-
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         generator = self._rng.get()
         batch_images, sizes, kept = decode_batch(examples, self.image_column, self.channels, self.skip_invalid_images)
@@ -196,8 +184,11 @@ class DataCollatorForMultiView:
         if "photometric_params" not in batch:
             raise ValueError("the batch has no 'photometric_params'; build the collator with photometric_on_device=True.")
         finished = {key: value for key, value in batch.items() if key not in ("photometric_params", "pixel_values")}
+        # a DataLoader worker makes the views in shared memory, which the DataLoader hands over as it is (as
+        # `default_collate` does), instead of copying them there
+        share_memory = get_worker_info() is not None
         finished["pixel_values"] = [
-            self._finish(crops, view, params)
+            finish_view(crops, view, params, self.mean, self.std, self.output_dtype, share_memory)
             for crops, view, params in zip(batch["pixel_values"], self.views, batch["photometric_params"])
         ]
         return finished

@@ -95,11 +95,10 @@ class DataCollatorForRotation(_ImageCollator):
 def maximal_hamming_permutations(num_permutations: int, num_tiles: int = 9, seed: int = 0) -> torch.Tensor:
     """A set of tile permutations far apart in Hamming distance (after Noroozi and Favaro, 2016, Algorithm 1).
 
-    Greedy: start from a random permutation, then repeatedly add the permutation whose minimum Hamming
-    distance to the set chosen so far is largest (ties: the first in lexicographic order). This is the
-    max-min (farthest-point) variant of the paper's Algorithm 1, which instead adds the argmax of the summed
-    distance to the set (its D-bar = 1^T D; the mean in common reimplementations): the minimum is what keeps
-    every pair of puzzles apart, where a large sum can still sit next to one chosen permutation.
+    Greedy: start from a random permutation, then repeatedly add the permutation whose minimum Hamming distance to
+    the set chosen so far is largest (ties: the first in lexicographic order). The paper's Algorithm 1 adds the
+    argmax of the summed distance instead; the minimum keeps every pair of puzzles apart, where a large sum can
+    still sit next to one chosen permutation.
 
     Returns:
         `torch.Tensor` of shape (N, T), long: row i is permutation i (the label of a puzzle shuffled with it).

@@ -44,6 +44,5 @@ class DataCollatorForSentencePairs:
                 continue
             encoded = self.tokenizer([example[column] for example in examples], truncation=True,
                                      max_length=self.max_length, padding=True, return_tensors="pt")
-            batch[f"{prefix}input_ids"] = encoded["input_ids"]
-            batch[f"{prefix}attention_mask"] = encoded["attention_mask"]
+            batch.update({f"{prefix}{key}": encoded[key] for key in ("input_ids", "attention_mask")})
         return batch

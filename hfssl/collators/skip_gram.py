@@ -1,17 +1,11 @@
 """Word2Vec's skip-gram with negative sampling as a collator: tokenized text in, (centre, context, negatives) out.
 
+As Mikolov et al., 2013 ("Distributed Representations of Words and Phrases and their Compositionality", NeurIPS) and
+the reference `word2vec.c`, vectorised over the batch: tokens of count 0 (out of vocabulary, `[UNK]`, padding) are
+dropped, frequent words subsampled (`keep_probability`), each surviving centre paired with the surviving words of its
+example within its window, and each pair given `num_negatives` words drawn from the unigram distribution to the 3/4.
+
 Legend: M kept tokens in the batch, W window, P (centre, context) pairs, K negatives per pair, V vocabulary.
-
-Everything follows Mikolov et al., 2013 ("Distributed Representations of Words and Phrases and their
-Compositionality", NeurIPS) and the reference `word2vec.c`, vectorised over the whole batch:
-
-1. tokens with count 0 (out of vocabulary, `[UNK]`, padding) are dropped;
-2. frequent words are subsampled: a word of count `c` out of `T` kept tokens survives with probability
-   `min(1, (sqrt(c / (t T)) + 1) * t T / c)` with threshold `t = subsample_threshold` (word2vec.c's formula, also
-   gensim's);
-3. each surviving centre gets a window `b` uniform in `{1, ..., window}` (the dynamic window, which weights close
-   contexts more) and pairs with the surviving words within `b` positions in the same example;
-4. each pair gets `num_negatives` words drawn from the unigram distribution raised to `noise_power` (3/4).
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import numpy as np
 import torch
 
 from hfssl.augmentations.seeding import WorkerSeededGenerator
-from hfssl.collators.padding import as_list_of_examples
+from hfssl.collators.padding import as_list_of_examples, check_return_tensors
 
 
 def count_token_ids(input_ids: Iterable[Sequence[int]], vocab_size: int, ignore_ids: Iterable[int] = ()) -> torch.Tensor:
@@ -58,7 +52,8 @@ class DataCollatorForSkipGram:
         subsample_threshold (`float`, defaults to 1e-3): `t` of the subsampling of frequent words (word2vec.c's
             default; the paper uses 1e-5 on billions of words); 0 disables subsampling.
         noise_power (`float`, defaults to 0.75): the unigram distribution is raised to this power (Mikolov et al.).
-        dynamic_window (`bool`, defaults to `True`): draw each centre's window from `{1, ..., window}`.
+        dynamic_window (`bool`, defaults to `True`): draw each centre's window from `{1, ..., window}` (which weights
+            close contexts more).
         seed (`int`, *optional*): seed of the collator's generator (`hfssl.WorkerSeededGenerator`: distinct per
             DataLoader worker and per process); `None` seeds it from torch's global RNG at first use.
 
@@ -108,18 +103,17 @@ class DataCollatorForSkipGram:
 
     @property
     def keep_probability(self) -> torch.Tensor:
-        """`torch.Tensor` of shape (V,): the probability that subsampling keeps an occurrence of each id."""
+        """`torch.Tensor` of shape (V,): the probability that subsampling keeps an occurrence of each id, for a count
+        `c` of `T` kept tokens `min(1, (sqrt(c / (t T)) + 1) * t T / c)` with `t = subsample_threshold` (word2vec.c's
+        formula, also gensim's)."""
         return self._keep_probability
 
     def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, torch.Tensor]:
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; hfssl collators return 'pt'.")
+        check_return_tensors(return_tensors or "pt")
         examples = as_list_of_examples(features)
-        if any("input_ids" not in example for example in examples):
-            raise ValueError(f"Every example needs an 'input_ids' column; got columns {list(examples[0])}.")
         rows = [np.asarray(example["input_ids"], dtype=np.int64).reshape(-1) for example in examples]
         lengths = torch.tensor([len(row) for row in rows])
-        tokens = torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, dtype=torch.long)
+        tokens = torch.from_numpy(np.concatenate(rows))
         if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= self._vocab_size):
             raise ValueError(
                 f"input_ids must lie in [0, {self._vocab_size}) (the length of token_counts), got values in "
@@ -139,12 +133,11 @@ class DataCollatorForSkipGram:
         Returns:
             `(center_ids, context_ids)`, each `torch.LongTensor` of shape (P,).
         """
-        generator = self._rng.get()
         keep = self.subsample(tokens)
         tokens, row_of = tokens[keep], row_of[keep]
         num_kept = len(tokens)
         if self.dynamic_window:
-            reach = torch.randint(1, self.window + 1, (num_kept,), generator=generator)
+            reach = torch.randint(1, self.window + 1, (num_kept,), generator=self._rng.get())
         else:
             reach = torch.full((num_kept,), self.window)
         positions = torch.arange(num_kept)
@@ -159,24 +152,13 @@ class DataCollatorForSkipGram:
         return torch.cat(centers), torch.cat(contexts)
 
     def subsample(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Which occurrences survive: out-of-vocabulary ids never, others with `keep_probability`.
-
-        Args:
-            tokens (`torch.LongTensor` of shape (N,)): token ids.
-
-        Returns:
-            `torch.BoolTensor` of shape (N,).
-        """
-        generator = self._rng.get()
-        return torch.rand(tokens.shape, generator=generator) < self._keep_probability[tokens]
+        """Which occurrences of `tokens` (`torch.LongTensor` of shape (N,)) survive, as a `torch.BoolTensor` of shape
+        (N,): out-of-vocabulary ids never, others with `keep_probability`."""
+        return torch.rand(tokens.shape, generator=self._rng.get()) < self._keep_probability[tokens]
 
     def negatives(self, num_pairs: int) -> torch.Tensor:
-        """Draw `num_negatives` ids per pair from the unigram^`noise_power` distribution.
-
-        Returns:
-            `torch.LongTensor` of shape (P, K).
-        """
-        generator = self._rng.get()
-        uniform = torch.rand((num_pairs, self.num_negatives), generator=generator)
+        """Draw `num_negatives` ids per pair from the unigram^`noise_power` distribution (`torch.LongTensor` of shape
+        (P, K))."""
+        uniform = torch.rand((num_pairs, self.num_negatives), generator=self._rng.get())
         return torch.searchsorted(self._noise_cdf, uniform, right=True).clamp(max=self._vocab_size - 1)
 

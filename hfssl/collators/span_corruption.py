@@ -4,13 +4,10 @@ Learning with a Unified Text-to-Text Transformer", JMLR, section 3.1.4).
 Legend: B batch size, N raw tokens per example (before corruption), S noise spans per row (the largest in the
 batch), I corrupted input length, T target length.
 
-A row of N tokens is split into `round(N * noise_density)` noise tokens grouped into
-`round(noise / mean_noise_span_length)` spans; the lengths of the noise spans and of the non-noise spans are two
-independent uniform random compositions, interleaved starting with a non-noise span (T5's
-`random_spans_noise_mask`). The input keeps the non-noise tokens and replaces each noise span by one sentinel
-(`<extra_id_0>`, `<extra_id_1>`, ...); the target lists each sentinel followed by the span it replaced. Both end with
-EOS. Pack raw text into blocks of `compute_input_and_target_lengths(...)[0]` tokens and every input comes out at
-exactly `input_length` tokens and every target at exactly `target_length`, as in T5.
+A row's noise tokens and noise spans (`span_counts`) are laid out as two independent uniform random compositions of
+the noise and non-noise lengths, interleaved starting with a non-noise span (T5's `random_spans_noise_mask`). The
+input replaces each noise span by one sentinel (`<extra_id_0>`, `<extra_id_1>`, ...); the target lists each sentinel
+followed by the span it replaced. Both end with EOS.
 """
 
 from __future__ import annotations
@@ -24,44 +21,33 @@ from typing import Any
 import torch
 
 from hfssl.augmentations.seeding import WorkerSeededGenerator
-from hfssl.collators.padding import (
-    TOKENIZE_FIRST,
-    as_list_of_examples,
-    pad_sequences,
-    token_id_arrays,
-)
+from hfssl.collators.padding import as_list_of_examples, check_return_tensors, pad_sequences, token_id_arrays
 
 logger = logging.getLogger(__name__)
 
 _SENTINEL_PATTERN = re.compile(r"^<extra_id_(\d+)>$")
 
 
-def _span_counts(
-    lengths: torch.Tensor, noise_density: float, mean_noise_span_length: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`span_counts` for a tensor of row lengths (`torch.LongTensor` of shape (B,)), in T5's float32 arithmetic."""
-    length32 = lengths.to(torch.float32)
-    num_noise = torch.round(length32 * torch.tensor(noise_density, dtype=torch.float32)).long()
-    num_noise = torch.minimum(num_noise.clamp(min=1), lengths - 1)
-    num_spans = torch.round(num_noise.to(torch.float32) / torch.tensor(mean_noise_span_length, dtype=torch.float32))
-    num_spans = num_spans.long().clamp(min=1)
-    # Each noise span needs a non-noise span before it; only bites on rows of a few tokens or mean spans near 1.
-    return num_noise, torch.minimum(num_spans, torch.minimum(num_noise, lengths - num_noise))
-
-
-def span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
-    """Noise tokens and noise spans of a row of `length` tokens, as T5's `random_spans_noise_mask`.
+def span_counts(
+    length: int | torch.Tensor, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int] | tuple[torch.Tensor, torch.Tensor]:
+    """Noise tokens and noise spans of a row of `length` tokens, as T5's `random_spans_noise_mask` (two tensors of
+    shape (B,) for a `torch.LongTensor` of row lengths of shape (B,)).
 
     Returns:
         `(num_noise_tokens, num_noise_spans)`: `round(length * noise_density)` clamped to `[1, length - 1]`, and
         `round(num_noise_tokens / mean_noise_span_length)` clamped to `[1, min(num_noise_tokens, length -
         num_noise_tokens)]` (the upper clamp, absent in T5, only matters for rows of a few tokens or mean spans
-        near 1). Products and quotients are rounded half to even in float32, as T5's mask does with `tf.round`
-        (T5's own `compute_input_and_target_lengths` rounds in float64, which disagrees at a few lengths, e.g. 190
-        at density 0.15: 28.5 is 28 in float64 and 29 in float32; here both use the mask's arithmetic).
+        near 1: each noise span needs a non-noise span before it). Rounded half to even in float32, as T5's mask
+        (`tf.round`); T5's `compute_input_and_target_lengths` rounds in float64, which disagrees at a few lengths
+        (190 at density 0.15: 28.5 is 28 in float64, 29 in float32); here both use the mask's arithmetic.
     """
-    num_noise, num_spans = _span_counts(torch.tensor([length]), noise_density, mean_noise_span_length)
-    return int(num_noise[0]), int(num_spans[0])
+    lengths = torch.as_tensor(length)
+    num_noise = torch.round(lengths.to(torch.float32) * torch.tensor(noise_density, dtype=torch.float32)).long()
+    num_noise = torch.minimum(num_noise.clamp(min=1), lengths - 1)
+    num_spans = torch.round(num_noise.to(torch.float32) / torch.tensor(mean_noise_span_length, dtype=torch.float32))
+    num_spans = torch.minimum(num_spans.long().clamp(min=1), torch.minimum(num_noise, lengths - num_noise))
+    return (num_noise, num_spans) if isinstance(length, torch.Tensor) else (int(num_noise), int(num_spans))
 
 
 def compute_input_and_target_lengths(
@@ -89,31 +75,25 @@ def compute_input_and_target_lengths(
     if input_length < 3:
         raise ValueError(f"input_length must be at least 3 (one token, one sentinel, EOS), got {input_length}.")
 
-    # Every raw length up to one whose kept tokens alone exceed input_length; the input length never decreases
-    # as the raw length grows, so the largest raw length whose input fits is the last of a prefix.
+    # Every raw length from 2 (at index 0) up to one whose kept tokens alone exceed input_length; the input length
+    # never decreases as the raw length grows, so the largest raw length whose input fits is the last of a prefix.
     raw_lengths = torch.arange(2, int((input_length + 2) / (1.0 - noise_density)) + 4)
-    num_noise, num_spans = _span_counts(raw_lengths, noise_density, mean_noise_span_length)
+    num_noise, num_spans = span_counts(raw_lengths, noise_density, mean_noise_span_length)
     input_lengths = (raw_lengths - num_noise + num_spans + 1).tolist()
     target_lengths = (num_noise + num_spans + 1).tolist()
-
-    def lengths(raw_length: int) -> tuple[int, int]:
-        return input_lengths[raw_length - 2], target_lengths[raw_length - 2]
-
-    raw_length = 2 + sum(length <= input_length for length in input_lengths[1:])
-    corrupted_length, target_length = lengths(raw_length)
-    if corrupted_length != input_length:
+    index = sum(length <= input_length for length in input_lengths[1:])
+    if input_lengths[index] != input_length:
         raise ValueError(
             f"No raw length gives exactly {input_length} corrupted input tokens at noise_density={noise_density} and "
-            f"mean_noise_span_length={mean_noise_span_length}: {raw_length} raw tokens give {corrupted_length} and "
-            f"{raw_length + 1} give {lengths(raw_length + 1)[0]}. Choose another input_length or a longer "
+            f"mean_noise_span_length={mean_noise_span_length}: {index + 2} raw tokens give {input_lengths[index]} and "
+            f"{index + 3} give {input_lengths[index + 1]}. Choose another input_length or a longer "
             "mean_noise_span_length."
         )
     # T5's hack: with density 0.5 keep the target no longer than the (usually round) input length.
-    stepped_back = lengths(raw_length - 1)[0] if raw_length > 2 else None
-    if noise_density == 0.5 and target_length > input_length and stepped_back == input_length:
-        raw_length -= 1
-        target_length = lengths(raw_length)[1]
-    return raw_length, target_length
+    stepped_back = index > 0 and input_lengths[index - 1] == input_length
+    if noise_density == 0.5 and target_lengths[index] > input_length and stepped_back:
+        index -= 1
+    return index + 2, target_lengths[index]
 
 
 def sentinel_token_ids(tokenizer, add_if_missing: bool = False, num_sentinels: int = 100) -> list[int]:
@@ -185,9 +165,9 @@ def random_compositions(totals: torch.Tensor, parts: torch.Tensor, max_parts: in
 class DataCollatorForSpanCorruption:
     """Corrupts token-id examples with T5's span-corruption objective (PyTorch, vectorised over the batch).
 
-    Examples are raw token ids (no EOS needed at the end; pack text into blocks of
-    `compute_input_and_target_lengths(input_length)[0]` tokens for fixed-size outputs). Rows of different lengths
-    are allowed: each gets its own noise and span counts, and outputs are padded.
+    Examples are raw token ids, no EOS needed. Packed into blocks of `compute_input_and_target_lengths(input_length)`
+    raw tokens, every input has exactly `input_length` tokens and every target `target_length`, as in T5; rows of
+    different lengths get their own noise and span counts, and outputs are padded.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): needs an EOS token, a pad token and sentinel tokens `<extra_id_i>`.
@@ -219,8 +199,7 @@ class DataCollatorForSpanCorruption:
 
     def __post_init__(self) -> None:
         self._rng = WorkerSeededGenerator(self.seed)
-        if self.return_tensors != "pt":
-            raise ValueError(f"return_tensors={self.return_tensors!r} is not supported; hfssl collators return 'pt'.")
+        check_return_tensors(self.return_tensors)
         if not 0.0 < self.noise_density < 1.0:
             raise ValueError(f"noise_density must be in (0, 1), got {self.noise_density} (T5 uses 0.15).")
         if self.mean_noise_span_length < 1.0:
@@ -244,13 +223,8 @@ class DataCollatorForSpanCorruption:
             )
 
     def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, torch.Tensor]:
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; hfssl collators return 'pt'.")
+        check_return_tensors(return_tensors or self.return_tensors)
         examples = as_list_of_examples(features)
-        if any("input_ids" not in example for example in examples):
-            raise ValueError(
-                f"Every example needs an 'input_ids' column; got columns {list(examples[0])}: {TOKENIZE_FIRST}."
-            )
         ids = token_id_arrays([example["input_ids"] for example in examples])
         lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)
         if int(lengths.min()) < 2:
@@ -282,7 +256,7 @@ class DataCollatorForSpanCorruption:
             `torch.BoolTensor` of shape (B, N): True on noise tokens (always False on padding).
         """
         generator = self._rng.get()
-        num_noise, num_spans = _span_counts(lengths, self.noise_density, self.mean_noise_span_length)
+        num_noise, num_spans = span_counts(lengths, self.noise_density, self.mean_noise_span_length)
         max_spans = int(num_spans.max())
         if max_spans > len(self._sentinel_ids):
             raise ValueError(
@@ -312,9 +286,7 @@ class DataCollatorForSpanCorruption:
             with -100.
         """
         real = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
-        inputs = self._filter(input_ids, noise_mask, real)
-        labels = self._filter(input_ids, ~noise_mask & real, real)
-        return inputs, labels
+        return self._filter(input_ids, noise_mask, real), self._filter(input_ids, ~noise_mask & real, real)
 
     def _filter(self, input_ids: torch.Tensor, drop: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Replace each run of `drop` tokens by the next sentinel, keep the other real tokens, append EOS."""
@@ -329,9 +301,7 @@ class DataCollatorForSpanCorruption:
         width = int(num_kept.max()) + 1
         if self.pad_to_multiple_of:
             width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        compact = values.gather(1, order[:, : min(width, values.shape[1])])
-        out = torch.full((values.shape[0], width), -100, dtype=torch.long)
-        out[:, : compact.shape[1]] = compact
+        out = torch.nn.functional.pad(values.gather(1, order), (0, max(width - values.shape[1], 0)))[:, :width]
         column = torch.arange(width)[None, :]
         out = out.masked_fill(column > num_kept[:, None], -100)
         return out.masked_fill(column == num_kept[:, None], self.tokenizer.eos_token_id)

@@ -1,18 +1,14 @@
-"""Image datasets for the recipes: built-in offline ones (digits, Fashion-MNIST), the Hub, a local path, a folder.
-
-Every loader returns a `datasets.Dataset` with an `Image` column "image" and, when labels exist, a
-`ClassLabel` column "label", so the collators and recipes read every source the same way.
-"""
+"""Image datasets for the recipes: built-in offline ones (digits, Fashion-MNIST), the Hub, a local path, a folder;
+each as a `datasets.Dataset` with an `Image` column "image" and, when labels exist, a `ClassLabel` column "label"."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any
 
 import gzip
 import logging
 import os
 import struct
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
@@ -55,13 +51,10 @@ def load_digits_dataset(image_size: int = 32, split: str = "train", test_fractio
 
 def _split(images: np.ndarray, labels: np.ndarray, split: str, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     cut = int(round(len(images) * (1 - test_fraction)))
-    if split == "train":
-        return images[:cut], labels[:cut]
-    if split == "test":
-        return images[cut:], labels[cut:]
-    if split == "all":
-        return images, labels
-    raise ValueError(f"split={split!r} is not available for the built-in datasets; use 'train', 'test' or 'all'.")
+    splits = {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:]), "all": (images, labels)}
+    if split not in splits:
+        raise ValueError(f"split={split!r} is not available for the built-in datasets; use 'train', 'test' or 'all'.")
+    return splits[split]
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -139,9 +132,8 @@ def load_image_dataset(
         dataset_name (`str`, *optional*): a Hub dataset id or a local path; a folder written by
             `Dataset.save_to_disk` is read with `load_from_disk`, anything else with `load_dataset`.
         train_dir (`str`, *optional*): a folder of images (class sub-folders give labels), read with the
-            "imagefolder" builder. The whole folder is the "train" split unless it has split sub-folders
-            (`train/`, `test/`, `validation/`, each holding the class sub-folders); a `split` the folder does not
-            have raises `ValueError`, so the training images are never returned as the "test" split.
+            "imagefolder" builder: one "train" split unless it has split sub-folders (`train/`, `test/`, ...); a
+            `split` it does not have raises, so the training images are never returned as the "test" split.
         builtin (`str`): offline default when neither is given: "digits" (scikit-learn, upsampled to
             `image_size`) or "fashion_mnist" (28x28, from /usr/share/datasets/fashion-mnist).
         split (`str`): split to load ("train", "test", or e.g. "train[:10%]" for Hub datasets and image folders).
@@ -150,10 +142,8 @@ def load_image_dataset(
         image_column (`str`, *optional*): name of the image column if it is not one of "image", "img", ....
         max_samples (`int`, *optional*): keep only the first examples.
         decode (`bool`, defaults to `True`): `True` gives PIL images; `False` keeps the "image" column undecoded
-            (`Image(decode=False)`: `{"bytes", "path"}` dicts) for the hfssl collators to decode, which name the file
-            of an unreadable image, or skip it with `skip_invalid_images=True`. (Decoded by `datasets`, a truncated
-            file fails while the DataLoader fetches the batch, with PIL's `OSError: image file is truncated`,
-            naming no file.)
+            (`{"bytes", "path"}` dicts) for the hfssl collators, which name the file of an unreadable image or skip
+            it (`skip_invalid_images=True`), where `datasets` would fail in the DataLoader naming no file.
 
     Returns:
         `datasets.Dataset` with an `Image` column "image" and, if the source has labels, "label".
@@ -161,9 +151,8 @@ def load_image_dataset(
     if dataset_name is not None and train_dir is not None:
         raise ValueError(f"got both dataset_name={dataset_name!r} and train_dir={train_dir!r}; pass only one.")
     if dataset_name is not None:
-        if os.path.isdir(dataset_name) and any(
-            os.path.exists(os.path.join(dataset_name, name)) for name in ("dataset_info.json", "dataset_dict.json", "state.json")
-        ):
+        saved = ("dataset_info.json", "dataset_dict.json", "state.json")
+        if os.path.isdir(dataset_name) and any(os.path.exists(os.path.join(dataset_name, name)) for name in saved):
             dataset = load_from_disk(dataset_name)
             if isinstance(dataset, DatasetDict):
                 if split not in dataset:
@@ -261,14 +250,8 @@ class ImageDataArguments:
                                   self.dataset_config_name, self.image_column, max_samples, decode)  # fmt: skip
 
     def configure_collator(self, collator: Any) -> Any:
-        """Give an hfssl image collator the options these arguments hold (`skip_invalid_images`), and return it.
-
-        Args:
-            collator: a `DataCollatorForMultiView`, `DataCollatorForMaskedImageModeling` or pretext collator.
-
-        Raises:
-            TypeError: for a collator without a `skip_invalid_images` option.
-        """
+        """Give an hfssl image collator (`DataCollatorForMultiView`, `DataCollatorForMaskedImageModeling`, a pretext
+        collator) these arguments' `skip_invalid_images`, and return it; `TypeError` for a collator without it."""
         if not hasattr(collator, "skip_invalid_images"):
             raise TypeError(
                 f"{type(collator).__name__} has no skip_invalid_images option; configure_collator takes an hfssl image "

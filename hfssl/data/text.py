@@ -1,10 +1,5 @@
-"""Text corpora for the recipes: the built-in offline corpus, and user data from the Hub or disk.
-
-The built-in corpus is real English prose that every CPython install carries: the language reference
-and library topics of `pydoc_data.topics` (what `help("FOR")` prints) and the docstrings of the
-standard library, read with `ast` from the source files (nothing is imported, so no module side
-effect runs). About 2 MB of text, enough for a tiny BERT or GPT to learn visibly in minutes.
-"""
+"""Text corpora for the recipes (the built-in offline corpus, and user data from the Hub or disk), the WordPiece
+tokenizer trainer, and the tokenize-and-pack step."""
 
 from __future__ import annotations
 
@@ -53,7 +48,9 @@ def _stdlib_docstrings(min_chars: int) -> tuple[str, ...]:
 
 
 def python_docs_corpus(min_chars: int = 40, include_docstrings: bool = True) -> Dataset:
-    """The built-in offline corpus: CPython's bundled documentation and the stdlib's docstrings.
+    """The built-in offline corpus: real English prose that every CPython install carries, the language reference and
+    library topics of `pydoc_data.topics` (what `help("FOR")` prints) and the stdlib's docstrings (read with `ast`, so
+    no module is imported). About 2 MB of text, enough for a tiny BERT or GPT to learn visibly in minutes.
 
     Args:
         min_chars (`int`, defaults to 40): paragraphs shorter than this are dropped.
@@ -98,22 +95,18 @@ def load_text_dataset(
             f"Got both dataset_name={dataset_name!r} and train_file={train_file!r}; pass only one of them."
         )
     if not 0 < validation_split_percentage < 100:
-        raise ValueError(
-            f"validation_split_percentage must be in (0, 100), got {validation_split_percentage}."
-        )
+        raise ValueError(f"validation_split_percentage must be in (0, 100), got {validation_split_percentage}.")
     if dataset_name is not None:
-        if os.path.isdir(dataset_name) and (
-            Path(dataset_name, "dataset_info.json").exists() or Path(dataset_name, "dataset_dict.json").exists()
-        ):
+        saved = [Path(dataset_name, name) for name in ("dataset_info.json", "dataset_dict.json")]
+        if os.path.isdir(dataset_name) and any(path.exists() for path in saved):
             raw = load_from_disk(dataset_name)
         else:
             raw = load_dataset(dataset_name, dataset_config_name)
     elif train_file is not None:
         suffix = Path(train_file).suffix.lower()
         if suffix not in _TEXT_FILE_BUILDERS:
-            raise ValueError(
-                f"train_file {train_file!r} has extension {suffix!r}; use one of {sorted(_TEXT_FILE_BUILDERS)}."
-            )
+            builders = sorted(_TEXT_FILE_BUILDERS)
+            raise ValueError(f"train_file {train_file!r} has extension {suffix!r}; use one of {builders}.")
         data_files = {"train": train_file}
         if validation_file is not None:
             data_files["validation"] = validation_file
@@ -170,21 +163,12 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 8000, mode
     state = json.loads(tokenizer.to_str())
     state["added_tokens"] = [token for token in state["added_tokens"] if token["content"] in special_tokens]
     tokenizer = Tokenizer.from_str(json.dumps(state))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    special = [("[CLS]", tokenizer.token_to_id("[CLS]")), ("[SEP]", tokenizer.token_to_id("[SEP]"))]
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=special
     )
-    return BertTokenizerFast(
-        tokenizer_object=tokenizer,
-        model_max_length=model_max_length,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    return BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, pad_token="[PAD]",
+                             unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
 def tokenize_and_pack(
@@ -206,12 +190,8 @@ def tokenize_and_pack(
         raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}.")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(
-            batch["text"],
-            return_special_tokens_mask=return_special_tokens_mask,
-            return_attention_mask=True,
-            verbose=False,
-        )
+        return tokenizer(batch["text"], return_special_tokens_mask=return_special_tokens_mask,
+                         return_attention_mask=True, verbose=False)
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         concatenated = {key: list(chain.from_iterable(batch[key])) for key in batch}

@@ -1,32 +1,20 @@
-"""Train the tokenizers the text recipes need, offline, with the `tokenizers` library.
-
-- `train_byte_level_bpe_tokenizer`: GPT-2's byte-level BPE, for causal language models.
-- `train_unigram_tokenizer`: a SentencePiece-style Unigram tokenizer in T5's layout (`<pad>`=0, `</s>`=1, `<unk>`=2,
-  EOS appended, 100 sentinel tokens `<extra_id_i>`), for span corruption.
-- `train_word_level_tokenizer`: one id per word seen at least `min_count` times, for Word2Vec.
-- `load_or_train_tokenizer`: a recipe's tokenizer: loaded, reloaded from the run being resumed, or trained once.
-
-BERT's WordPiece trainer lives in `hfssl.data.text.train_wordpiece_tokenizer`. Every function returns a fast
-tokenizer that `save_pretrained` writes and `AutoTokenizer.from_pretrained` reads back.
-"""
+"""Train the tokenizers the text recipes need, offline, with the `tokenizers` library (BERT's WordPiece trainer is
+`hfssl.data.text.train_wordpiece_tokenizer`), and `load_or_train_tokenizer`, a recipe's tokenizer."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
-
-from collections.abc import Iterable
 
 
 def train_byte_level_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000, model_max_length: int = 1024):
     """Train a GPT-2-style byte-level BPE tokenizer (Radford et al., 2019) on `texts`.
 
     Args:
-        texts (iterable of `str`): the training text.
         vocab_size (`int`, defaults to 8000): the vocabulary size, including the 256 byte tokens and
             `<|endoftext|>`.
         model_max_length (`int`, defaults to 1024): GPT-2's context length.
@@ -42,29 +30,20 @@ def train_byte_level_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000,
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        model_max_length=model_max_length,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length,
+                                   bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
 
 
 def train_unigram_tokenizer(
     texts: Iterable[str], vocab_size: int = 8000, extra_ids: int = 100, model_max_length: int = 512
 ):
-    """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`.
+    """Train a Unigram (SentencePiece-style, Kudo 2018) tokenizer in T5's layout on `texts`, the same in every process
+    (`canonical_unigram_vocab`).
 
     Args:
-        texts (iterable of `str`): the training text.
         vocab_size (`int`, defaults to 8000): the size of the learned vocabulary, before the sentinels.
         extra_ids (`int`, defaults to 100): the number of sentinel tokens `<extra_id_i>` (T5 uses 100).
         model_max_length (`int`, defaults to 512): T5's input length.
@@ -72,10 +51,6 @@ def train_unigram_tokenizer(
     Returns:
         `transformers.T5Tokenizer` (a fast tokenizer): `<pad>`=0, `</s>`=1 appended to every text, `<unk>`=2, and
         `extra_ids` sentinels, so `len(tokenizer) == vocab_size + extra_ids`.
-
-    The result is put in a canonical form (`canonical_unigram_vocab`), so the same texts give the same tokenizer in
-    every process: `tokenizers`' trainer sums its EM statistics and orders the required characters in hash-map
-    order, which is seeded anew in each process.
     """
     import json
 
@@ -87,9 +62,8 @@ def train_unigram_tokenizer(
         raise ValueError(f"vocab_size must exceed the {len(special_tokens)} special tokens, got {vocab_size}.")
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=special_tokens, unk_token="<unk>", show_progress=False
-    )
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=special_tokens, unk_token="<unk>",
+                                      show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     vocab = canonical_unigram_vocab(json.loads(tokenizer.to_str())["model"]["vocab"], len(special_tokens))
     vocab += [(f"<extra_id_{i}>", 0.0) for i in range(extra_ids - 1, -1, -1)]  # T5: <extra_id_0> is the last id
@@ -137,7 +111,6 @@ def train_word_level_tokenizer(
     words map to `[UNK]`, which the skip-gram collator drops as Word2Vec drops out-of-vocabulary words.
 
     Args:
-        texts (iterable of `str`): the training text.
         min_count (`int`, defaults to 5): Word2Vec's and gensim's default minimum count.
         lowercase (`bool`, defaults to `True`): lowercase before splitting.
         max_vocab_size (`int`, *optional*): keep at most this many words (the most frequent).
@@ -154,12 +127,9 @@ def train_word_level_tokenizer(
     if lowercase:
         tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=(max_vocab_size + 2) if max_vocab_size else 2**31 - 1,
-        min_frequency=min_count,
-        special_tokens=["[PAD]", "[UNK]"],
-        show_progress=False,
-    )
+    vocab_size = (max_vocab_size + 2) if max_vocab_size else 2**31 - 1
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_count,
+                                        special_tokens=["[PAD]", "[UNK]"], show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")
 
@@ -168,9 +138,8 @@ TRAINED_TOKENIZER_DIR = ".tokenizer"  # in output_dir: hidden (the final model f
 
 
 def saved_tokenizer_folder(checkpoint: str, output_dir: str) -> str | None:
-    """Where the tokenizer of a run being resumed lies: the checkpoint itself (Trainer saves its
-    `processing_class` there), else `<output_dir>/.tokenizer` (saved when it was trained; `tokenizer/` in runs
-    from before 2026-12-08), else None."""
+    """Where the tokenizer of a run being resumed lies: the checkpoint itself (Trainer saves its `processing_class`
+    there), else `<output_dir>/.tokenizer` (saved when it was trained; `tokenizer/` in older runs), else None."""
     for folder in (checkpoint, *(os.path.join(output_dir, name) for name in (TRAINED_TOKENIZER_DIR, "tokenizer"))):
         if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
             return folder
@@ -180,13 +149,11 @@ def saved_tokenizer_folder(checkpoint: str, output_dir: str) -> str | None:
 def load_or_train_tokenizer(source: str | None, train: Callable[[], Any], training_args: TrainingArguments):
     """The recipe's tokenizer.
 
-    - Resuming (`training_args.resume_from_checkpoint` set): the tokenizer the run was trained with, read from the
-      checkpoint (or `<output_dir>/.tokenizer`), never trained again; a `source` whose vocabulary differs from it is
-      refused (token ids would change meaning under the trained embeddings).
+    - Resuming (`training_args.resume_from_checkpoint` set): the tokenizer the run was trained with
+      (`saved_tokenizer_folder`), never trained again; a `source` with another vocabulary is refused.
     - Else `AutoTokenizer.from_pretrained(source)` when a source is given; else the main process calls `train()`
-      and saves the result to `<output_dir>/.tokenizer` (hidden: the final model folder holds the tokenizer too),
-      and the other processes load it from there (so every process of a distributed run uses the very same
-      vocabulary).
+      and saves the result to `<output_dir>/.tokenizer`, where the other processes load it from (so every process
+      of a distributed run uses the very same vocabulary).
     """
     from transformers import AutoTokenizer
 

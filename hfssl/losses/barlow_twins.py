@@ -10,14 +10,11 @@ identity:
     L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2          (eq. 1-2)
 
 The first term makes the views invariant, the second decorrelates the dimensions (redundancy reduction).
-`lambda = 5e-3` in the paper (section 4, "Implementation details"); the official code uses 0.0051. An early release
-of that code also multiplied the loss by a `scale-loss` factor of 0.024, which only rescales the learning rate and
-is not applied here.
+`lambda = 5e-3` in the paper (section 4, "Implementation details"); the official code uses 0.0051.
 
-Distributed: the statistics are those of the global batch, as the official code's SyncBatchNorm and all-reduced
-cross-correlation make them. The embeddings are gathered with gradient (`hfssl.distributed.gather_with_grad`), so
-every process computes the same global loss, and W processes with B pairs each give the loss and (after DDP's mean
-over processes) the gradients of one process holding the N = W * B pairs.
+Distributed: the embeddings are gathered with gradient (`hfssl.distributed.gather_with_grad`), so the statistics are
+those of the global batch (as the official code's SyncBatchNorm and all-reduced cross-correlation make them) and W
+processes with B pairs each give the loss and (after DDP's mean) the gradients of one process holding N = W * B pairs.
 """
 
 from __future__ import annotations
@@ -43,6 +40,23 @@ class BarlowTwinsLoss(NamedTuple):
     off_diagonal: torch.Tensor
 
 
+def gathered_pairs(
+    function: str, z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool, needs: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`z1` and `z2` checked to be pairs (N, D) and, with `gather_distributed`, gathered over processes with gradient;
+    N >= 2 checked, as the batch statistics of Barlow Twins and VICReg need (`needs` says why in the error)."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"{function} expects z1 and z2 of the same shape (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}. "
+            "Pass the projections of both views, one row per image in the same order."
+        )
+    if gather_distributed:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"{function} {needs}; got N={z1.shape[0]}. Use a larger batch (the paper uses 2048).")
+    return z1, z2
+
+
 def standardize(embeddings: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-dimension standardisation over the batch, as `nn.BatchNorm1d(D, affine=False)` in training mode
     (biased variance, `eps` added to it).
@@ -50,26 +64,10 @@ def standardize(embeddings: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     Args:
         embeddings (`torch.Tensor` of shape `(N, D)`).
         eps (`float`, defaults to 1e-5): BatchNorm's epsilon.
-
-    Returns:
-        `torch.Tensor` of shape `(N, D)`: zero mean and (about) unit variance in each column.
     """
     mean = embeddings.mean(dim=0, keepdim=True)
     variance = embeddings.var(dim=0, unbiased=False, keepdim=True)
     return (embeddings - mean) / torch.sqrt(variance + eps)
-
-
-def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """The D x D cross-correlation of the standardised embeddings, `C = standardize(z1)^T standardize(z2) / N`.
-
-    Args:
-        z1, z2 (`torch.Tensor` of shape `(N, D)`): the embeddings of the two views, row i of the same image.
-        eps (`float`, defaults to 1e-5): the standardisation's epsilon.
-
-    Returns:
-        `torch.Tensor` of shape `(D, D)`, entries in [-1, 1].
-    """
-    return standardize(z1, eps).T @ standardize(z2, eps) / z1.shape[0]
 
 
 def barlow_twins_loss(
@@ -84,8 +82,7 @@ def barlow_twins_loss(
     Args:
         z1 (`torch.Tensor` of shape `(B, D)`): this process's projector outputs of view 1.
         z2 (`torch.Tensor` of shape `(B, D)`): those of view 2, row i of the same image as `z1[i]`.
-        lambda_offdiag (`float`, defaults to 5e-3): the weight of the off-diagonal term (paper: 5e-3; official code:
-            0.0051).
+        lambda_offdiag (`float`, defaults to 5e-3): the weight of the off-diagonal term (official code: 0.0051).
         eps (`float`, defaults to 1e-5): the standardisation's epsilon (BatchNorm's).
         gather_distributed (`bool`, defaults to `True`): standardise and correlate over the global batch of all
             processes (a no-op on one process).
@@ -93,21 +90,12 @@ def barlow_twins_loss(
     Returns:
         `BarlowTwinsLoss(loss, on_diagonal, off_diagonal)`, scalars, identical on every process.
     """
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"barlow_twins_loss expects z1 and z2 of the same shape (N, D); got {tuple(z1.shape)} and "
-            f"{tuple(z2.shape)}. Pass the projections of both views, one row per image in the same order."
-        )
-    if gather_distributed:
-        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    if z1.shape[0] < 2:
-        raise ValueError(
-            f"barlow_twins_loss standardises over the batch and needs N >= 2 pairs; got N={z1.shape[0]}. Use a "
-            "larger batch (the paper uses 2048)."
-        )
+    z1, z2 = gathered_pairs(
+        "barlow_twins_loss", z1, z2, gather_distributed, "standardises over the batch and needs N >= 2 pairs"
+    )
     if lambda_offdiag < 0:
         raise ValueError(f"lambda_offdiag={lambda_offdiag} must be >= 0 (paper: 5e-3, official code: 0.0051).")
-    correlation = cross_correlation(z1, z2, eps)
+    correlation = standardize(z1, eps).T @ standardize(z2, eps) / z1.shape[0]  # C, (D, D)
     diagonal = torch.diagonal(correlation)
     on_diagonal = (1.0 - diagonal).pow(2).sum()
     off_diagonal = correlation.pow(2).sum() - diagonal.pow(2).sum()

@@ -3,13 +3,9 @@
 
 Legend: N pairs in the batch, D embedding dim.
 
-Both compare an online prediction p with a target projection z of the other view, without negatives:
-- BYOL (eq. 2): the mean squared error of the L2-normalised vectors, `||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)`, the
-  targets coming from the momentum (EMA) target network. The paper symmetrises by also feeding view 2 to the online
-  network and view 1 to the target, and sums: `byol_loss(p1, z2) + byol_loss(p2, z1)` (eq. 3).
-- SimSiam (eq. 1-2): the negative cosine `D(p, z) = -cos(p, stopgrad(z))`, the targets being the same network's
-  projections with the gradient stopped; symmetrised as the mean `D(p1, z2) / 2 + D(p2, z1) / 2`.
-Both are per-sample losses averaged over the batch, so they need no communication between processes.
+Both compare an online prediction p with a target projection z of the other view, without negatives: BYOL's targets
+come from a momentum (EMA) target network, SimSiam's from the same network with the gradient stopped. Both are
+per-sample losses averaged over the batch, so they need no communication between processes.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ def byol_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     Returns:
         `torch.Tensor` (scalar) in [0, 4]: the mean over the N samples. Use `byol_loss(p1, z2) + byol_loss(p2, z1)`
-        for BYOL's symmetric loss.
+        for BYOL's symmetric loss (eq. 3).
     """
     _check_pair("byol_loss", predictions, targets, ("predictions", "targets"))
     cosine = F.cosine_similarity(predictions, targets, dim=1, eps=1e-12)

@@ -4,12 +4,10 @@ Language Image Pre-Training", ICCV).
 
 Legend: B pairs on this process, W processes, D embedding dim.
 
-Both losses treat image i and text i as the only positive pair; every other text of the *global* batch (all W
-processes) is a negative of image i and every other image a negative of text i. The embeddings of the other
-processes are gathered with `hfssl.distributed.gather_with_grad`, so each process back-propagates into every
-process's embeddings, and DDP's mean over processes gives exactly the gradient of the global-batch loss (the
-transformers example `run_clip.py` computes its loss on each device's own batch only). On one process they are
-the losses of the batch.
+Image i and text i are the only positive pair; every other text of the *global* batch (all W processes) is a negative
+of image i, and every other image a negative of text i. The other processes' embeddings are gathered with gradient
+(`hfssl.distributed.gather_with_grad`), so DDP's mean over processes gives exactly the gradient of the global-batch
+loss (the transformers example `run_clip.py` uses each device's own batch only).
 """
 
 from __future__ import annotations
@@ -27,13 +25,16 @@ SIGLIP_LOGIT_SCALE_INIT = math.log(10.0)  # SigLIP: t' = log 10
 SIGLIP_LOGIT_BIAS_INIT = -10.0  # SigLIP: b = -10, so that the loss starts near the prior of rare positives
 
 
-def _check_pairs(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, name: str) -> None:
+def _normalized_pairs(
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     if image_embeddings.ndim != 2 or image_embeddings.shape != text_embeddings.shape:
         raise ValueError(
             f"{name} expects image and text embeddings of the same shape (B, D), row i of each forming a pair; got "
             f"{tuple(image_embeddings.shape)} and {tuple(text_embeddings.shape)}. Project both towers to the same "
             "dimension and pass one text per image."
         )
+    return F.normalize(image_embeddings, dim=1), F.normalize(text_embeddings, dim=1)
 
 
 def clip_loss(
@@ -60,16 +61,10 @@ def clip_loss(
         `torch.Tensor` (scalar): on W processes, this process's share (the mean over its B images and B texts) of the
         global-batch loss; the mean over processes is the loss of one process holding the W * B pairs.
     """
-    _check_pairs(image_embeddings, text_embeddings, "clip_loss")
-    images = F.normalize(image_embeddings, dim=1)
-    texts = F.normalize(text_embeddings, dim=1)
-    batch_size = images.shape[0]
-    offset = 0
-    all_images, all_texts = images, texts
-    if gather_distributed and is_distributed():
-        all_images, all_texts = gather_with_grad(images), gather_with_grad(texts)
-        offset = rank() * batch_size
-    targets = torch.arange(batch_size, device=images.device) + offset
+    images, texts = _normalized_pairs(image_embeddings, text_embeddings, "clip_loss")
+    batch_size, distributed = images.shape[0], gather_distributed and is_distributed()
+    all_images, all_texts = (gather_with_grad(images), gather_with_grad(texts)) if distributed else (images, texts)
+    targets = torch.arange(batch_size, device=images.device) + (rank() * batch_size if distributed else 0)
     logits_per_image = logit_scale * images @ all_texts.T  # (B, W * B)
     logits_per_text = logit_scale * texts @ all_images.T  # (B, W * B)
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
@@ -101,9 +96,7 @@ def siglip_loss(
         `torch.Tensor` (scalar): the sum over this process's images of their losses against all texts, divided by B;
         the mean over processes is the loss of one process holding the W * B pairs.
     """
-    _check_pairs(image_embeddings, text_embeddings, "siglip_loss")
-    images = F.normalize(image_embeddings, dim=1)
-    texts = F.normalize(text_embeddings, dim=1)
+    images, texts = _normalized_pairs(image_embeddings, text_embeddings, "siglip_loss")
     batch_size = images.shape[0]
     own, blocks = 0, [texts]
     if gather_distributed and is_distributed():

@@ -3,14 +3,9 @@ Self-Supervised Vision Transformers", ICCV; reference code main_dino.py, `DINOLo
 
 Legend: G global crops (2), V all crops (G global then the local ones), B batch, K output dim (prototypes).
 
-The teacher sees the G global crops, the student all V crops. For every pair (teacher crop i, student crop v) with
-v != i, the loss is the cross-entropy between the teacher's centred, sharpened softmax (no gradient) and the
-student's softmax; the loss is the mean over those pairs and over the batch. Centring (subtracting an EMA of the
-teacher's mean output, all-reduced across processes) prevents one dimension from dominating; sharpening (a low
-teacher temperature) prevents the uniform collapse.
-
-The functions are pure; `DINOLoss` is the module that holds the state beside them (the centre, the step that drives
-the teacher-temperature warm-up) in buffers, advanced by an explicit `update` after each optimizer step.
+The teacher sees the G global crops, the student all V crops (`dino_loss`). Centring the teacher's outputs
+(subtracting an EMA of their mean, all-reduced across processes) prevents one dimension from dominating; sharpening
+(a low teacher temperature) prevents the uniform collapse. The functions are pure; `DINOLoss` holds the state.
 """
 
 from __future__ import annotations
@@ -115,27 +110,21 @@ def dino_loss(
 
 
 def teacher_temperature_schedule(step: int, warmup_steps: int, start: float = 0.04, end: float = 0.04) -> float:
-    """The teacher temperature after `step` optimizer steps: main_dino.py's `np.linspace(start, end, warmup_steps)`
-    for the first `warmup_steps` steps (`end` reached at the last of them), then `end` (DINO: 0.04 -> 0.07 over 30
-    epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
+    """The teacher temperature after `step` optimizer steps: `start + (end - start) * step / (warmup_steps - 1)` while
+    `step < warmup_steps` (main_dino.py's `np.linspace(start, end, warmup_steps)`), then `end` (DINO: 0.04 -> 0.07
+    over 30 epochs for long ViT runs; main_dino.py's defaults are 0.04 constant).
 
     Args:
         step (`int`): optimizer steps done (>= 0).
         warmup_steps (`int`): length of the warm-up; 0 gives `end` from the first step.
         start (`float`, defaults to 0.04): temperature at step 0 (`--warmup_teacher_temp`).
         end (`float`, defaults to 0.04): temperature after the warm-up (`--teacher_temp`).
-
-    Returns:
-        `float`: `start + (end - start) * step / (warmup_steps - 1)` while `step < warmup_steps` (`start` when
-        `warmup_steps` is 1), else `end`.
     """
     if step < 0 or warmup_steps < 0:
         raise ValueError(f"step={step} and warmup_steps={warmup_steps} must be >= 0.")
     if step >= warmup_steps:
         return float(end)
-    if warmup_steps == 1:
-        return float(start)
-    return float(start + (end - start) * step / (warmup_steps - 1))
+    return float(start + (end - start) * step / max(warmup_steps - 1, 1))
 
 
 @torch.no_grad()
@@ -178,9 +167,7 @@ def update_center(center: torch.Tensor, teacher_output: torch.Tensor, momentum: 
 
 class DINOLoss(nn.Module):
     """The DINO loss with its state: the centre (an EMA of the teacher's mean output) and the step counter that
-    drives the teacher-temperature warm-up, both buffers, so `state_dict()` and checkpoints carry them. The same
-    computation as `DINOModel` and main_dino.py's `DINOLoss`, written over this module's functions (`dino_loss`,
-    `update_center`, `teacher_temperature_schedule`).
+    drives the teacher-temperature warm-up, both buffers, so `state_dict()` and checkpoints carry them.
 
     `forward` changes nothing; call `update(teacher_logits)` once per optimizer step, after it (main_dino.py updates
     the centre right after the loss: the next forward sees the same centre either way). With gradient accumulation,
@@ -245,43 +232,32 @@ class DINOLoss(nn.Module):
             self.teacher_temperature,
         )  # fmt: skip
 
-    def _check_dim(self, logits: torch.Tensor, name: str) -> None:
-        if logits.shape[-1] != self.output_dim:
+    def _stack_teacher(self, teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
+        if teacher.shape[-1] != self.output_dim:
             raise ValueError(
-                f"{name} has K={logits.shape[-1]} outputs but this DINOLoss was built with output_dim="
-                f"{self.output_dim}; build it with output_dim={logits.shape[-1]} (the head's output dimension)."
+                f"teacher_logits_per_global_crop has K={teacher.shape[-1]} outputs but this DINOLoss was built with "
+                f"output_dim={self.output_dim}; build it with output_dim={teacher.shape[-1]} (the head's output "
+                "dimension)."
             )
+        return teacher
 
     def forward(
         self,
         student_logits_per_crop: Sequence[torch.Tensor] | torch.Tensor,
         teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor,
     ) -> torch.Tensor:
-        """`dino_loss` with this module's centre, student temperature and current teacher temperature.
-
-        Args:
-            student_logits_per_crop (`torch.Tensor` of shape `(V, B, K)` or list of V `(B, K)`): global crops first.
-            teacher_logits_per_global_crop (`torch.Tensor` of shape `(G, B, K)` or list of G `(B, K)`).
-
-        Returns:
-            `torch.Tensor` (scalar), in nats.
-        """
-        teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
-        self._check_dim(teacher, "teacher_logits_per_global_crop")
+        """`dino_loss` (shapes above: the student's crops, global first, and the teacher's global crops) with this
+        module's centre, student temperature and current teacher temperature; a scalar, in nats."""
+        teacher = self._stack_teacher(teacher_logits_per_global_crop)
         return dino_loss(
             student_logits_per_crop, teacher, self.center, self.student_temperature, self.current_teacher_temperature()
         )
 
     @torch.no_grad()
     def update(self, teacher_logits_per_global_crop: Sequence[torch.Tensor] | torch.Tensor) -> None:
-        """After an optimizer step: the centre's EMA towards this step's teacher mean (all-reduced across processes,
-        `update_center`), and `step += 1` (the teacher-temperature schedule's clock).
-
-        Args:
-            teacher_logits_per_global_crop (`torch.Tensor` of shape `(G, B, K)` or list of G `(B, K)`): the step's
-                teacher outputs (those given to `forward`).
-        """
-        teacher = _stack(teacher_logits_per_global_crop, "teacher_logits_per_global_crop")
-        self._check_dim(teacher, "teacher_logits_per_global_crop")
+        """After an optimizer step: the centre's EMA towards the mean of the step's teacher outputs (those given to
+        `forward`, all-reduced across processes: `update_center`); then `step += 1`, the schedule's clock."""
+        teacher = self._stack_teacher(teacher_logits_per_global_crop)
         self.center.copy_(update_center(self.center, teacher, self.center_momentum))
         self.step += 1

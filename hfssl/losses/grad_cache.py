@@ -10,9 +10,8 @@ step at the embeddings instead:
    which gives the cached gradient dL/de for every example;
 3. embed each chunk again, with its graph and the same random state (identical dropout masks), and back-propagate
    the cached gradient of that chunk: the parameter gradients sum to exactly dL/dtheta of the full batch.
-Peak activation memory is that of one chunk, at the cost of a second forward pass. Models with batch statistics
-(BatchNorm) see chunk statistics and update their running statistics twice per step; the gradient is then exact for
-chunk-normalised embeddings, not for full-batch BatchNorm.
+Peak activation memory is that of one chunk, at the cost of a second forward pass. BatchNorm sees chunk statistics
+(and updates its running statistics twice per step): the gradient is exact for chunk-normalised embeddings.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ Each query `q_i` has the positive `k_i`. Its negatives are:
 - the M rows of `negatives` (MoCo v1/v2: the queue of past keys, 65536 in the paper).
 MoCo v2 uses temperature 0.2 and the queue only; MoCo v3 uses the batch keys only (temperature 1.0 for ResNet,
 0.2 for ViT) and multiplies the loss by `2 * temperature` (`scale_by_temperature=True`), as its reference code does.
-`InfoNCELoss` is the same loss as a module holding its settings.
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ def info_nce_loss(
             "info_nce_loss has no negatives: pass `negatives` (e.g. a queue) or set in_batch_negatives=True."
         )
     n = query.shape[0]
-    q = F.normalize(query, dim=1)
-    k = F.normalize(key, dim=1)
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
     positive_logits = (q * k).sum(dim=1) / temperature
     parts = []
     if in_batch_negatives:
@@ -72,18 +70,10 @@ def info_nce_loss(
         parts.append(similarity[off_diagonal].view(n, n - 1))
     if negatives is not None:
         parts.append(q @ F.normalize(negatives, dim=1).T / temperature)
-    losses = contrastive_loss_from_logits(
-        positive_logits,
-        torch.cat(parts, dim=1),
-        temperature,
-        negative_sampling=negative_sampling,
-        hardness_beta=hardness_beta,
-        tau_plus=tau_plus,
-        hardest_k=hardest_k,
-        num_random=num_random,
-        generator=generator,
-    )
-    loss = losses.mean()
+    loss = contrastive_loss_from_logits(
+        positive_logits, torch.cat(parts, dim=1), temperature, negative_sampling, hardness_beta, tau_plus, hardest_k,
+        num_random, generator,
+    ).mean()  # fmt: skip
     return loss * (2 * temperature) if scale_by_temperature else loss
 
 
@@ -94,10 +84,8 @@ class InfoNCELoss(ContrastiveLossModule):
     Args:
         temperature (`float` or `nn.Module`, defaults to 0.2): a fixed value (MoCo v2: 0.2; v3: 1.0 for ResNet, 0.2
             for ViT), or a module returning a scalar tensor, e.g. `LearnableTemperature()`.
-        in_batch_negatives (`bool`, defaults to `False`): the other keys of the batch as negatives (MoCo v3).
-        scale_by_temperature (`bool`, defaults to `False`): multiply the loss by `2 * temperature` (MoCo v3).
-        negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see
-            `hfssl.losses.negative_sampling.contrastive_loss_from_logits`.
+        in_batch_negatives, scale_by_temperature, negative_sampling, hardness_beta, tau_plus, hardest_k, num_random:
+            see `info_nce_loss`.
 
     Shapes: `forward(query (N, D), key (N, D), negatives (M, D) = None, generator = None)` -> scalar, the mean over
     the N queries.

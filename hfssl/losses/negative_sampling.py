@@ -57,18 +57,8 @@ def select_negatives(
     num_random: int = 0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Keep the negatives a `"hardest"` or `"mixed"` strategy uses; other strategies return the input.
-
-    Args:
-        negative_logits (`torch.Tensor` of shape `(A, K)`): the logits of the negatives of each anchor.
-        strategy (`str`): one of `NEGATIVE_SAMPLING_STRATEGIES`.
-        hardest_k (`int`, *optional*): how many of the most similar negatives to keep.
-        num_random (`int`): for `"mixed"`, how many further negatives to draw uniformly from the others.
-        generator (`torch.Generator`, *optional*): the source of randomness of `"mixed"`.
-
-    Returns:
-        `torch.Tensor` of shape `(A, K')`: the kept negative logits.
-    """
+    """The negative logits (`torch.Tensor` of shape `(A, K)` -> `(A, K')`) a `"hardest"` or `"mixed"` strategy keeps
+    (arguments as `contrastive_loss_from_logits`); other strategies return the input."""
     if strategy not in ("hardest", "mixed"):
         return negative_logits
     num_negatives = negative_logits.shape[1]
@@ -137,9 +127,9 @@ def contrastive_loss_from_logits(
 
 
 class ContrastiveLossModule(nn.Module):
-    """What the contrastive loss modules (`NTXentLoss`, `InfoNCELoss`) share: a fixed temperature or a module
-    returning one (e.g. `LearnableTemperature`, then a child module whose parameter the optimizer sees), and the
-    negative-sampling options of `contrastive_loss_from_logits` (`self.sampling`)."""
+    """What `NTXentLoss` and `InfoNCELoss` share: a fixed temperature or a module returning one (e.g.
+    `LearnableTemperature`, then a child module whose parameter the optimizer sees), and the negative-sampling options
+    of `contrastive_loss_from_logits` (`self.sampling`)."""
 
     def __init__(
         self,

@@ -6,8 +6,7 @@ Legend: N pairs in the batch, D embedding dim, M extra negatives (a queue, or ot
 The 2N embeddings of the two views are L2-normalised; every one is an anchor whose positive is the other view of
 the same image and whose negatives are the 2N - 2 other embeddings of the batch, plus the M extra negatives if
 given. The loss is the mean over the 2N anchors. The paper's default temperature is 0.5 for batch 256 on CIFAR-10
-(0.1 with LARS at large batch on ImageNet, table 5). `NTXentLoss` is the same loss as a module holding its
-settings.
+(0.1 with LARS at large batch on ImageNet, table 5).
 """
 
 from __future__ import annotations
@@ -63,18 +62,10 @@ def nt_xent_loss(
     negative_logits = similarity[keep].view(2 * n, 2 * n - 2)
     if negatives is not None:
         negative_logits = torch.cat([negative_logits, z @ F.normalize(negatives, dim=1).T / temperature], dim=1)
-    losses = contrastive_loss_from_logits(
-        positive_logits,
-        negative_logits,
-        temperature,
-        negative_sampling=negative_sampling,
-        hardness_beta=hardness_beta,
-        tau_plus=tau_plus,
-        hardest_k=hardest_k,
-        num_random=num_random,
-        generator=generator,
-    )
-    return losses.mean()
+    return contrastive_loss_from_logits(
+        positive_logits, negative_logits, temperature, negative_sampling, hardness_beta, tau_plus, hardest_k,
+        num_random, generator,
+    ).mean()  # fmt: skip
 
 
 class NTXentLoss(ContrastiveLossModule):
@@ -82,8 +73,7 @@ class NTXentLoss(ContrastiveLossModule):
 
     Args:
         temperature (`float` or `nn.Module`, defaults to 0.5): a fixed value (SimCLR: 0.5 at batch 256, 0.1 at large
-            batch with LARS), or a module returning a scalar tensor, e.g. `LearnableTemperature()` (then a child
-            module, whose parameter the optimizer sees).
+            batch with LARS), or a module returning a scalar tensor, e.g. `LearnableTemperature()`.
         negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see
             `hfssl.losses.negative_sampling.contrastive_loss_from_logits`.
 

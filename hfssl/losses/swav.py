@@ -6,7 +6,6 @@ Legend: V crops (the first 2 are the global ones whose codes are computed), B ba
 The codes q of a crop are an equipartitioned soft assignment of the batch to the prototypes, computed without
 gradient by a few Sinkhorn-Knopp iterations on exp(scores / epsilon) (all sums over the batch all-reduced, so the
 partition is over the global batch); every other crop v predicts them through softmax(scores_v / temperature).
-`SwAVLoss` is the module holding the temperature and the Sinkhorn settings that computes both.
 """
 
 from __future__ import annotations
@@ -32,10 +31,9 @@ def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> 
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """Equipartitioned soft codes of a batch, as main_swav.py's `distributed_sinkhorn`.
 
-    Q = exp(scores / epsilon)^T (K x B, the global maximum subtracted first for stability, which cancels in the
-    normalisation; sums clamped at the smallest positive float, so weights that all underflow give 0, not NaN),
-    normalised to sum 1; then `iterations` times: rows to 1/K each (row sums all-reduced over
-    processes), columns to 1/B_global each; finally columns scaled to sum 1.
+    Q = exp(scores / epsilon)^T (K x B, the global maximum subtracted first, which cancels in the normalisation),
+    normalised to sum 1; then `iterations` times: rows to 1/K each (row sums all-reduced over processes), columns to
+    1/B_global each; finally columns scaled to sum 1.
 
     Args:
         scores (`torch.Tensor` of shape `(B, K)`): this process's prototype scores (cosines); B must be equal on all
@@ -156,11 +154,7 @@ class SwAVLoss(nn.Module):
         scores_per_crop: Sequence[torch.Tensor] | torch.Tensor,
         codes_per_global_crop: Sequence[torch.Tensor] | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`swav_loss` of the crops' scores against the codes (computed by `codes` when not given).
-
-        Returns:
-            `torch.Tensor` (scalar), in nats.
-        """
+        """`swav_loss` of the crops' scores against the codes (by default `codes`): a scalar, in nats."""
         if codes_per_global_crop is None:
             codes_per_global_crop = self.codes(scores_per_crop)
         return swav_loss(scores_per_crop, codes_per_global_crop, self.temperature)

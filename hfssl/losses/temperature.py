@@ -27,8 +27,7 @@ class LearnableTemperature(nn.Module):
                 f"LearnableTemperature needs 0 < minimum <= initial <= maximum; got minimum={minimum}, "
                 f"initial={initial}, maximum={maximum}."
             )
-        self.minimum = minimum
-        self.maximum = maximum
+        self.minimum, self.maximum = minimum, maximum
         self.log_temperature = nn.Parameter(torch.tensor(math.log(initial)))
 
     def forward(self) -> torch.Tensor:

@@ -12,11 +12,9 @@ Three terms on the expander outputs z1, z2 (section 3, eq. 1-6):
 `L = sim_coeff * s + std_coeff * (v(z1) + v(z2)) / 2 + cov_coeff * (c(z1) + c(z2))`, as the official code computes
 it, with the paper's lambda = mu = 25, nu = 1, gamma = 1, eps = 1e-4.
 
-Distributed: like the official code (`FullGatherLayer`), the embeddings of every process are gathered with gradient
-(`hfssl.distributed.gather_with_grad`) so the statistics are those of the global batch and every process computes
-the same loss; W processes with B pairs each then give the loss and (after DDP's mean over processes) the gradients
-of one process holding the N = W * B pairs. (The official code averages the invariance term per process instead;
-with equal batches the mean is the same.)
+Distributed: as for Barlow Twins, and like the official code (`FullGatherLayer`), the embeddings are gathered with
+gradient, so the statistics are those of the global batch (the official code averages the invariance term per
+process instead; with equal batches the mean is the same).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from hfssl.distributed import gather_with_grad
+from hfssl.losses.barlow_twins import gathered_pairs
 
 
 class VICRegLoss(NamedTuple):
@@ -46,28 +44,12 @@ class VICRegLoss(NamedTuple):
 
 
 def variance_term(embeddings: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """`(1 / D) sum_j relu(gamma - sqrt(Var(z_:j) + eps))`, the unbiased variance over the batch.
-
-    Args:
-        embeddings (`torch.Tensor` of shape `(N, D)`).
-        gamma (`float`, defaults to 1.0): the target std.
-        eps (`float`, defaults to 1e-4): added to the variance before the square root.
-
-    Returns:
-        `torch.Tensor` (scalar).
-    """
+    """The variance hinge `v(z)` (above) of `embeddings` (`torch.Tensor` of shape `(N, D)`): a scalar."""
     return F.relu(gamma - torch.sqrt(embeddings.var(dim=0) + eps)).mean()
 
 
 def covariance_term(embeddings: torch.Tensor) -> torch.Tensor:
-    """`(1 / D) sum_{i != j} Cov(z)_ij^2` with the unbiased covariance over the batch.
-
-    Args:
-        embeddings (`torch.Tensor` of shape `(N, D)`).
-
-    Returns:
-        `torch.Tensor` (scalar).
-    """
+    """The covariance term `c(z)` (above) of `embeddings` (`torch.Tensor` of shape `(N, D)`): a scalar."""
     n, d = embeddings.shape
     centered = embeddings - embeddings.mean(dim=0, keepdim=True)
     covariance = centered.T @ centered / (n - 1)
@@ -100,18 +82,9 @@ def vicreg_loss(
     Returns:
         `VICRegLoss(loss, invariance, variance, covariance)`, scalars, identical on every process.
     """
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"vicreg_loss expects z1 and z2 of the same shape (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}. "
-            "Pass the expander outputs of both views, one row per image in the same order."
-        )
-    if gather_distributed:
-        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    if z1.shape[0] < 2:
-        raise ValueError(
-            f"vicreg_loss needs N >= 2 pairs for its variance and covariance over the batch; got N={z1.shape[0]}. "
-            "Use a larger batch (the paper uses 2048)."
-        )
+    z1, z2 = gathered_pairs(
+        "vicreg_loss", z1, z2, gather_distributed, "needs N >= 2 pairs for its variance and covariance over the batch"
+    )
     invariance = F.mse_loss(z1, z2)
     variance = (variance_term(z1, gamma, eps) + variance_term(z2, gamma, eps)) / 2
     covariance = covariance_term(z1) + covariance_term(z2)

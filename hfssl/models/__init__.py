@@ -15,27 +15,8 @@ from hfssl.models.swav import SwAVConfig, SwAVModel
 from hfssl.models.vicreg import VICRegConfig, VICRegModel
 
 __all__ = [
-    "BYOLConfig",
-    "BYOLModel",
-    "Backbone",
-    "BarlowTwinsConfig",
-    "BarlowTwinsModel",
-    "DINOConfig",
-    "DINOHead",
-    "DINOModel",
-    "DualEncoderConfig",
-    "DualEncoderModel",
-    "MLPHead",
-    "MoCoConfig",
-    "MoCoModel",
-    "SSLBackboneConfig",
-    "SSLModelOutput",
-    "SimCLRConfig",
-    "SimCLRModel",
-    "SimSiamConfig",
-    "SimSiamModel",
-    "SwAVConfig",
-    "SwAVModel",
-    "VICRegConfig",
-    "VICRegModel",
-]
+    "BYOLConfig", "BYOLModel", "Backbone", "BarlowTwinsConfig", "BarlowTwinsModel", "DINOConfig", "DINOHead",
+    "DINOModel", "DualEncoderConfig", "DualEncoderModel", "MLPHead", "MoCoConfig", "MoCoModel", "SSLBackboneConfig",
+    "SSLModelOutput", "SimCLRConfig", "SimCLRModel", "SimSiamConfig", "SimSiamModel", "SwAVConfig", "SwAVModel",
+    "VICRegConfig", "VICRegModel",
+]  # fmt: skip

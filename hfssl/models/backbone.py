@@ -2,9 +2,8 @@
 
 Legend: B batch, C channels, H and W image size, D feature dim, L tokens.
 
-`Backbone` follows timm's backbone contract: `forward(pixel_values) -> (B, D)`, `feature_dim` (timm's
-`num_features`) and `data_config` (input size, mean, std) so the augmentations can normalise like the model was
-built for.
+`Backbone` follows timm's backbone contract: `forward(pixel_values) -> (B, D)`, `feature_dim` (timm's `num_features`)
+and `data_config` (input size, mean, std) so the augmentations can normalise like the model was built for.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import PretrainedConfig
+
+from hfssl.models.base import transformers_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,18 +46,15 @@ def resolve_library(name: str) -> str:
             if "architecture" in config and "pretrained_cfg" in config:
                 return "timm"
         return "transformers"
-    if timm.is_model(name) or timm.list_models(name):
-        return "timm"
-    return "transformers"
+    return "timm" if timm.is_model(name) or timm.list_models(name) else "transformers"
 
 
 def apply_small_image_stem(model: nn.Module) -> None:
     """Replace a ResNet-style stem by a 3x3 stride-1 convolution without max-pool, in place.
 
-    This is the CIFAR variant of ResNet used by the SSL literature on 28-64 px images (SimCLR appendix B.9, MoCo's
-    CIFAR demo, solo-learn, lightly), which keeps the first stage at full resolution. A deep stem (timm's `*d` / `*t`
-    ResNets and `test_resnet`: three 3x3 convolutions, the first strided) becomes the same single convolution, from
-    the stem's input channels to its output channels, so the stem's normalisation and the stages fit unchanged.
+    This is the CIFAR variant of ResNet the SSL literature uses on 28-64 px images (SimCLR appendix B.9, MoCo's CIFAR
+    demo), which keeps the first stage at full resolution. A deep stem (timm's `*d` / `*t` ResNets: three 3x3
+    convolutions, the first strided) becomes the same single convolution, so the stem's normalisation fits unchanged.
     """
     conv = getattr(model, "conv1", None)
     convs = [m for m in conv if isinstance(m, nn.Conv2d)] if isinstance(conv, nn.Sequential) else [conv]
@@ -76,15 +74,10 @@ def apply_small_image_stem(model: nn.Module) -> None:
 def grouped_batch_norm(module: nn.Module, groups: int) -> Iterator[None]:
     """Inside the context, every BatchNorm layer of `module` normalises G = `groups` consecutive groups of its batch
     separately, each with its own statistics, as G devices each holding B / G of the batch would ("ghost" BN; MoCo's
-    shuffle BN in one process). Only the normalisation is split: convolutions and the other layers still see the
-    whole batch (a backbone run group by group gives the same outputs and running statistics, 1.3-1.6x slower per
-    training step at G = 8-16 on a 2-core CPU). The layers' own forward runs on each group (so `BatchNormAct2d`'s
-    activation, momentum and running statistics behave as usual: updated once per group). Outside the context
-    the layers are as before; backward passes need no context.
-
-    Args:
-        module (`nn.Module`): e.g. a `Backbone`.
-        groups (`int`): G >= 1; 1 changes nothing. A batch of B < G samples makes B groups of one.
+    shuffle BN in one process). Only the normalisation is split: the other layers still see the whole batch. The
+    layers' own forward runs on each group (so `BatchNormAct2d`'s activation and running statistics behave as usual:
+    updated once per group). Backward passes need no context. `groups` = 1 changes nothing; a batch of B < G samples
+    makes B groups of one.
     """
     patched = []
     if groups > 1:
@@ -134,12 +127,11 @@ class Backbone(nn.Module):
         config (`PretrainedConfig` or `dict`, *optional*): a transformers config to build a model from scratch
             (a dict needs a `model_type` key). Takes precedence over `name`.
         pooling (`str`, defaults to `"auto"`): how transformers outputs become one vector. `"pooler"` uses
-            `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for
-            convolutional models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO
-            do) and the global-average `"mean"` for the others (convolutional ones, configs with `hidden_sizes`, and
-            token models without CLS such as Swin). The parameters of an
-            unused pooler are frozen so that every trainable parameter gets a gradient. timm models always use
-            their own global pool (`global_pool` in `model_kwargs` changes it).
+            `pooler_output`, `"cls"` the first token, `"mean"` the mean over tokens (or over H and W for convolutional
+            models). `"auto"` picks `"cls"` for token models with a CLS token (ViT, as MoCo v3 and DINO do) and
+            `"mean"` for the others (convolutional ones, configs with `hidden_sizes`, Swin). An unused pooler is
+            frozen, so that every trainable parameter gets a gradient. timm models use their own global pool
+            (`global_pool` in `model_kwargs`).
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem without max-pool for 28-64 px images
             (ResNet-family timm models).
         in_chans (`int`, defaults to 3): input channels of a timm model.
@@ -163,9 +155,7 @@ class Backbone(nn.Module):
             raise ValueError("Backbone needs a model `name` (timm name, Hub id or folder) or a transformers `config`.")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLINGS}.")
-        if config is not None:
-            library = "transformers"
-        library = library or resolve_library(name)
+        library = "transformers" if config is not None else library or resolve_library(name)
         if library not in LIBRARIES:
             raise ValueError(f"library={library!r} is not supported; choose one of {LIBRARIES}.")
         self.name, self.library, self.pooling = name, library, pooling
@@ -173,31 +163,21 @@ class Backbone(nn.Module):
         if library == "timm":
             if os.path.isdir(name):  # a timm-layout folder (e.g. an hfssl export) loads through timm's local-dir:
                 name, pretrained = f"local-dir:{name}", True
-            self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **model_kwargs)
+            self.model = timm.create_model(
+                name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **model_kwargs
+            )
             if small_image_stem:
                 apply_small_image_stem(self.model)
             self.feature_dim = int(self.model.num_features)
             resolved = timm.data.resolve_data_config({}, model=self.model)
-            self.data_config = {
-                "input_size": tuple(resolved["input_size"]),
-                "mean": tuple(resolved["mean"]),
-                "std": tuple(resolved["std"]),
-            }
+            self.data_config = {key: tuple(resolved[key]) for key in ("input_size", "mean", "std")}
         else:
             if small_image_stem:
                 raise ValueError(
                     "small_image_stem=True is only available for timm ResNet-family models; for a transformers "
                     "model set the config's small-input options (e.g. image_size and patch_size) instead."
                 )
-            if isinstance(config, dict):
-                config = dict(config)
-                config = AutoConfig.for_model(config.pop("model_type"), **config)
-            if config is not None:
-                self.model = AutoModel.from_config(config, **model_kwargs)
-            elif pretrained:
-                self.model = AutoModel.from_pretrained(name, **model_kwargs)
-            else:
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(name), **model_kwargs)
+            self.model = transformers_model(name, config, pretrained, **model_kwargs)
             model_config = self.model.config
             hidden_sizes = getattr(model_config, "hidden_sizes", None)
             self.feature_dim = int(hidden_sizes[-1] if hidden_sizes else model_config.hidden_size)
@@ -210,11 +190,8 @@ class Backbone(nn.Module):
             if self.pooling != "pooler" and isinstance(pooler, nn.Module):
                 pooler.requires_grad_(False)
             mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config is not None else processor_normalisation(name)
-            self.data_config = {
-                "input_size": (getattr(model_config, "num_channels", 3), image_size, image_size),
-                "mean": mean,
-                "std": std,
-            }
+            input_size = (getattr(model_config, "num_channels", 3), image_size, image_size)
+            self.data_config = {"input_size": input_size, "mean": mean, "std": std}
 
     @property
     def transformers_config(self) -> PretrainedConfig | None:
@@ -222,31 +199,21 @@ class Backbone(nn.Module):
         return self.model.config if self.library == "transformers" else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Pooled features.
-
-        Args:
-            pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): normalised images.
-
-        Returns:
-            `torch.Tensor` of shape `(B, D)`.
-        """
+        """Pooled features `(B, D)` of normalised images `pixel_values` (`torch.Tensor` of shape `(B, C, H, W)`)."""
         if self.library == "timm":
             return self.model(pixel_values)
         outputs = self.model(pixel_values=pixel_values)
-        pooling = self.pooling
-        pooled = getattr(outputs, "pooler_output", None)
-        if pooling == "pooler":
-            if pooled is None:
-                raise ValueError(
-                    f"pooling='pooler' but {type(self.model).__name__} returns no pooler_output; use 'cls' or 'mean'."
-                )
-            return pooled.flatten(1)
+        name = type(self.model).__name__
+        if self.pooling == "pooler":
+            if getattr(outputs, "pooler_output", None) is None:
+                raise ValueError(f"pooling='pooler' but {name} returns no pooler_output; use 'cls' or 'mean'.")
+            return outputs.pooler_output.flatten(1)
         hidden = outputs.last_hidden_state
         if hidden.ndim == 4:  # (B, D, H, W) feature map
-            if pooling == "cls":
-                raise ValueError(f"pooling='cls' needs a token sequence; {type(self.model).__name__} gives a feature map.")
+            if self.pooling == "cls":
+                raise ValueError(f"pooling='cls' needs a token sequence; {name} gives a feature map.")
             return hidden.mean(dim=(2, 3))
-        return hidden[:, 0] if pooling == "cls" else hidden.mean(dim=1)
+        return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
 
 
 class SSLBackboneConfig(PretrainedConfig):
@@ -264,8 +231,7 @@ class SSLBackboneConfig(PretrainedConfig):
         small_image_stem (`bool`, defaults to `False`): 3x3 stride-1 stem, no max-pool (28-64 px images).
         num_channels (`int`, defaults to 3): input channels of a timm backbone.
         training_image_size (`int`, *optional*): not a constructor argument: the side the model trained at, written by
-            `SSLTrainer` (`hfssl.trainers.image_size.record_training_image_size`); a model built from a config that
-            has it gets it as its backbone's `data_config["input_size"]`.
+            `SSLTrainer`; a model built from a config that has it gets it in its backbone's `data_config`.
     """
 
     backbone_name: str | None = "resnet18"
@@ -282,19 +248,13 @@ def backbone_from_config(config: SSLBackboneConfig) -> Backbone:
     """Build the `Backbone` a method config describes, then record what `from_pretrained` needs to rebuild it
     offline (the transformers config, `backbone_pretrained=False`)."""
     backbone = Backbone(
-        name=config.backbone_name,
-        library=config.backbone_library,
-        pretrained=config.backbone_pretrained,
-        config=config.backbone_model_config,
-        pooling=config.pooling,
-        small_image_stem=config.small_image_stem,
-        in_chans=config.num_channels,
-        model_kwargs=config.backbone_kwargs,
-    )
-    training_image_size = getattr(config, "training_image_size", None)
-    if training_image_size:  # the side it trained at (hfssl.trainers.image_size.record_training_image_size)
-        channels = backbone.data_config["input_size"][0]
-        backbone.data_config = {**backbone.data_config, "input_size": (channels, training_image_size, training_image_size)}
+        name=config.backbone_name, library=config.backbone_library, pretrained=config.backbone_pretrained,
+        config=config.backbone_model_config, pooling=config.pooling, small_image_stem=config.small_image_stem,
+        in_chans=config.num_channels, model_kwargs=config.backbone_kwargs,
+    )  # fmt: skip
+    side = getattr(config, "training_image_size", None)  # hfssl.trainers.image_size.record_training_image_size
+    if side:
+        backbone.data_config["input_size"] = (backbone.data_config["input_size"][0], side, side)
     config.backbone_library = backbone.library
     config.backbone_pretrained = False
     if backbone.transformers_config is not None:

@@ -3,13 +3,7 @@
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
 
 One backbone and projector embed both views; the loss (`hfssl.losses.barlow_twins`) drives the cross-correlation of
-the batch-standardised projections towards the identity, over the global batch of all processes. Paper defaults
-(section 4, "Implementation details"): projector of 3 bias-free linear layers of 8192 units, BN and ReLU after the
-first two; lambda = 5e-3 (the official code: 0.0051).
-
-`embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size`: the loss's
-statistics then come from the whole batch while the activations are those of a chunk (the projector's batch norms
-see a chunk).
+the batch-standardised projections towards the identity, over the global batch of all processes.
 """
 
 from __future__ import annotations
@@ -35,7 +29,6 @@ class BarlowTwinsConfig(SSLBackboneConfig):
         lambda_offdiag (`float`, defaults to 5e-3): weight of the off-diagonal (redundancy) term.
         eps (`float`, defaults to 1e-5): the epsilon of the batch standardisation.
         gather_distributed (`bool`, defaults to `True`): statistics over the global batch of all processes.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_barlow_twins"
@@ -48,14 +41,9 @@ class BarlowTwinsConfig(SSLBackboneConfig):
     gather_distributed: bool = True
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "Barlow Twins",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-        )
+        check_positive("Barlow Twins", self, "projection_hidden_dim", "projection_dim", "projection_layers")
         if self.lambda_offdiag < 0:
-            raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, official code: 0.0051).")
+            raise ValueError(f"lambda_offdiag={self.lambda_offdiag} must be >= 0 (paper: 5e-3, code: 0.0051).")
         if self.eps <= 0:
             raise ValueError(f"eps={self.eps} must be > 0 (BatchNorm's 1e-5).")
         super().__post_init__(**kwargs)
@@ -69,15 +57,10 @@ class BarlowTwinsModel(TwoViewProjectionModel):
 
     config_class = BarlowTwinsConfig
     base_model_prefix = "barlow_twins"
-    method = "Barlow Twins"
-    preset = "byol"
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The Barlow Twins loss of the projections, with the statistics of the global batch.
-
-        Args:
-            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+        """The Barlow Twins loss of `embed`'s `projections` (2, B, P), with the statistics of the global batch;
+        `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and metrics `barlow/on_diagonal`,
@@ -86,11 +69,8 @@ class BarlowTwinsModel(TwoViewProjectionModel):
         z1, z2 = projections.unbind(0)
         config = self.config
         terms = barlow_twins_loss(z1, z2, config.lambda_offdiag, config.eps, config.gather_distributed)
-        metrics = {
-            "barlow/on_diagonal": terms.on_diagonal.detach(),
-            "barlow/off_diagonal": terms.off_diagonal.detach(),
-            "barlow/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
-        }
+        metrics = {f"barlow/{term}": getattr(terms, term).detach() for term in ("on_diagonal", "off_diagonal")}
+        metrics["barlow/positive_cosine"] = F.cosine_similarity(z1, z2, dim=1).mean().detach()
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
 
 

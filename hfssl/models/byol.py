@@ -2,13 +2,9 @@
 
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim.
 
-An online network (backbone, projector, predictor) predicts the projection that a target network, an exponential
-moving average of the online backbone and projector, gives to the other view; there are no negatives. The loss is
-the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views (eq. 2-3). Paper defaults (section 3.3
-and appendix A): projector and predictor `Linear(4096) - BN - ReLU - Linear(256)`, target momentum 0.996 rising to
-1 on a cosine schedule, applied after every optimizer step (`update_after_step`, driven by
-`SSLStateUpdateCallback`). The target weights are parameters without gradient, so `save_pretrained` and Trainer
-checkpoints carry them.
+An online network (backbone, projector, predictor) predicts the projection that a target network, an exponential moving
+average of the online backbone and projector updated after every optimizer step, gives to the other view; there are no
+negatives. The loss is the normalised MSE `2 - 2 cos(q(z1), z'2)`, symmetrised over the two views (eq. 2-3).
 
 Both views go through each network in one pass of 2B images (the batch norms see both views; the paper's code
 normalises each view separately). The loss is per sample, so gradient accumulation is exact and this model has no
@@ -39,7 +35,6 @@ class BYOLConfig(SSLBackboneConfig):
         momentum (`float`, defaults to 0.996): the target EMA momentum at the first step (tau_base).
         momentum_final (`float`, defaults to 1.0): the momentum at the last step, reached on a cosine schedule.
             `SSLTrainingArguments.teacher_momentum(_final)` override both.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_byol"
@@ -51,12 +46,7 @@ class BYOLConfig(SSLBackboneConfig):
     momentum_final: float = 1.0
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "BYOL",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            predictor_hidden_dim=self.predictor_hidden_dim,
-        )
+        check_positive("BYOL", self, "projection_hidden_dim", "projection_dim", "predictor_hidden_dim")
         if not 0.0 <= self.momentum <= 1.0 or not 0.0 <= self.momentum_final <= 1.0:
             raise ValueError(
                 f"momentum={self.momentum} and momentum_final={self.momentum_final} must lie in [0, 1] "
@@ -78,42 +68,29 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
     def __init__(self, config: BYOLConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        self.projector = MLPHead.byol_projector(
-            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim
-        )
-        self.predictor = MLPHead.byol_predictor(
-            config.projection_dim, config.predictor_hidden_dim, config.projection_dim
-        )
+        dim = config.projection_dim
+        self.projector = MLPHead.byol_projector(self.backbone.feature_dim, config.projection_hidden_dim, dim)
+        self.predictor = MLPHead.byol_predictor(dim, config.predictor_hidden_dim, dim)
         self.add_teacher("backbone")
         self.add_teacher("projector")
         self.post_init()
 
     def online(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The online projections and predictions of both views, in one pass.
-
-        Args:
-            view1, view2 (`torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `(projections, predictions)`, each a `torch.Tensor` of shape `(2, B, P)` (views 1, 2).
-        """
+        """The online projections and predictions of the two views (B, C, H, W), in one pass: `(projections,
+        predictions)`, each a `torch.Tensor` of shape `(2, B, P)` (views 1, 2)."""
         projections = self.projector(self.backbone(torch.cat([view1, view2])))
         predictions = self.predictor(projections)
         return projections.unflatten(0, (2, -1)), predictions.unflatten(0, (2, -1))
 
     @torch.no_grad()
     def targets(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        """The target network's projections, without gradient, in the order the predictions pair with them.
-
-        Args:
-            view1, view2 (`torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the targets of views 2, 1.
-        """
+        """The target network's projections of the two views (B, C, H, W), without gradient, in the order the
+        predictions pair with them: `torch.Tensor` of shape `(2, B, P)`, the targets of views 2, 1."""
         return self.teacher_projector(self.teacher_backbone(torch.cat([view2, view1]))).unflatten(0, (2, -1))
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """BYOL's symmetric loss `byol_loss(q1, z'2) + byol_loss(q2, z'1)`.
 
         Args:
@@ -129,9 +106,8 @@ class BYOLModel(MomentumTeacher, SSLPreTrainedModel):
         targets = self.targets(view1, view2)
         loss = byol_loss(predictions[0], targets[0]) + byol_loss(predictions[1], targets[1])
         cosine = F.cosine_similarity(predictions.flatten(0, 1), targets.flatten(0, 1), dim=1).mean()
-        return SSLModelOutput(
-            loss=loss, embeddings=projections[0].detach(), metrics={"byol/positive_cosine": cosine.detach()}
-        )
+        metrics = {"byol/positive_cosine": cosine.detach()}
+        return SSLModelOutput(loss=loss, embeddings=projections[0].detach(), metrics=metrics)
 
 
 AutoConfig.register(BYOLConfig.model_type, BYOLConfig, exist_ok=True)

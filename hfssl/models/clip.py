@@ -4,16 +4,11 @@ embedding space, trained with CLIP's symmetric contrastive loss or SigLIP's sigm
 
 Legend: B images, K captions per image, L tokens, D_i / D_t tower widths, P projection dim.
 
-- image tower: an hfssl `Backbone` (timm or transformers; built offline from a name with `pretrained=False` or a
-  transformers config), pooled to (B, D_i);
-- text tower: any transformers `AutoModel` (from a config, or a name / folder), pooled to (B, D_t) by the first
-  token (`"cls"`, BERT), the mean over real tokens (`"mean"`) or the last real token (`"last"`, CLIP's EOT for
-  causal encoders);
-- projections: bias-free linear maps to P (CLIP);
-- logit scale learnt as its log from `log(1 / 0.07)`, clamped at `log(100)` in the forward pass (CLIP clips the
-  parameter; the clamp also stops its gradient there); SigLIP learns `t' = log 10` and a bias `b = -10`.
-With K captions per image (`input_ids` of K * B rows, image-major), the loss is the mean of the K losses between the
-images and their j-th captions.
+The image tower is an hfssl `Backbone` pooled to (B, D_i), the text tower any transformers `AutoModel` pooled to
+(B, D_t), the projections bias-free linear maps to P (CLIP). The logit scale is learnt as its log and clamped in the
+forward pass (CLIP clips the parameter; the clamp also stops its gradient there). With K captions per image
+(`input_ids` of K * B rows, image-major), the loss is the mean of the K losses between the images and their j-th
+captions.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
@@ -34,15 +28,15 @@ from hfssl.losses.clip import (
     siglip_loss,
 )
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
-from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.base import SSLPreTrainedModel, check_config_dict, describe, transformers_model
+from hfssl.models.outputs import SSLModelOutput, pair_cosine_metrics
 
 LOSSES = ("clip", "siglip")
 TEXT_POOLINGS = ("cls", "mean", "last")
 
 
 class DualEncoderConfig(SSLBackboneConfig):
-    """Configuration of `DualEncoderModel`: image tower (the `SSLBackboneConfig` fields), text tower, projections, loss.
+    """Configuration of `DualEncoderModel`: image tower (`SSLBackboneConfig`'s fields), text tower, projections, loss.
 
     Args:
         text_model_config (`dict`, *optional*): the text encoder's transformers config in `to_dict()` form (e.g. a
@@ -60,7 +54,6 @@ class DualEncoderConfig(SSLBackboneConfig):
         logit_bias_init (`float`, defaults to -10): SigLIP's initial bias (unused by the CLIP loss).
         learnable_logit_scale (`bool`, defaults to `True`): learn the scale (and SigLIP's bias), or keep them fixed.
         gather_distributed (`bool`, defaults to `True`): contrast against the other processes' pairs too.
-        (The image tower settings are those of `SSLBackboneConfig`: `backbone_name`, `backbone_model_config`, ...)
     """
 
     model_type = "hfssl_dual_encoder"
@@ -82,16 +75,12 @@ class DualEncoderConfig(SSLBackboneConfig):
             raise ValueError(f"loss={self.loss!r} is not supported; choose one of {LOSSES} (CLIP or SigLIP).")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(
-                f"text_pooling={self.text_pooling!r} is not supported; choose one of {TEXT_POOLINGS} ('cls' for BERT-like "
-                "encoders, 'last' for causal ones)."
+                f"text_pooling={self.text_pooling!r} is not supported; choose one of {TEXT_POOLINGS} ('cls' for "
+                "BERT-like encoders, 'last' for causal ones)."
             )
         if self.projection_dim < 1:
-            raise ValueError(f"projection_dim={self.projection_dim} must be a positive embedding dimension (CLIP: 512).")
-        if self.text_model_config is not None and "model_type" not in self.text_model_config:
-            raise ValueError(
-                "text_model_config must be a transformers config dict with a 'model_type' (config.to_dict()); got keys "
-                f"{sorted(self.text_model_config)[:8]}."
-            )
+            raise ValueError(f"projection_dim={self.projection_dim} must be a positive dimension (CLIP: 512).")
+        check_config_dict("text_model_config", self.text_model_config)
         if self.logit_scale_init is None:
             self.logit_scale_init = CLIP_LOGIT_SCALE_INIT if self.loss == "clip" else SIGLIP_LOGIT_SCALE_INIT
         super().__post_init__(**kwargs)
@@ -99,19 +88,12 @@ class DualEncoderConfig(SSLBackboneConfig):
 
 def text_encoder_from_config(config: DualEncoderConfig) -> PreTrainedModel:
     """Build the text tower a config describes, then record its config so `from_pretrained` rebuilds it offline."""
-    if config.text_model_config is not None:
-        text_config = dict(config.text_model_config)
-        encoder = AutoModel.from_config(AutoConfig.for_model(text_config.pop("model_type"), **text_config))
-    elif config.text_model_name is not None:
-        if config.text_pretrained:
-            encoder = AutoModel.from_pretrained(config.text_model_name)
-        else:
-            encoder = AutoModel.from_config(AutoConfig.from_pretrained(config.text_model_name))
-    else:
+    if config.text_model_config is None and config.text_model_name is None:
         raise ValueError(
             "DualEncoderConfig needs a text tower: pass text_model_config (e.g. BertConfig(...).to_dict()) or "
             "text_model_name (a Hub id or folder, with text_pretrained=True to load its weights)."
         )
+    encoder = transformers_model(config.text_model_name, config.text_model_config, config.text_pretrained)
     config.text_model_config = encoder.config.to_dict()
     config.text_pretrained = False
     return encoder
@@ -121,8 +103,8 @@ class DualEncoderModel(SSLPreTrainedModel):
     """CLIP-style image and text towers with projections and a learnt logit scale (see the module docstring).
 
     `get_image_features` / `get_text_features` give the projected embeddings (as transformers' `CLIPModel`);
-    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `hfssl.export.save_towers` exports
-    each tower in its own library's format.
+    `hfssl.evaluation.zero_shot` uses them for zero-shot classification and retrieval; `hfssl.export.save_towers`
+    exports each tower in its own library's format.
     """
 
     config_class = DualEncoderConfig
@@ -135,9 +117,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         pooler = getattr(self.text_encoder, "pooler", None)
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)  # unused: frozen, so every trainable parameter gets a gradient (DDP)
-        text_width = self.text_encoder.config.hidden_size
         self.image_projection = nn.Linear(self.image_encoder.feature_dim, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(text_width, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_encoder.config.hidden_size, config.projection_dim, bias=False)
         learnable = config.learnable_logit_scale
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)), requires_grad=learnable)
         self.logit_bias = None
@@ -150,18 +131,11 @@ class DualEncoderModel(SSLPreTrainedModel):
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected image embeddings (not normalised).
-
-        Args:
-            pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): normalised images.
-
-        Returns:
-            `torch.Tensor` of shape `(B, P)`.
-        """
+        """Projected image embeddings `(B, P)`, not normalised, of images `pixel_values` (`torch.Tensor` of shape
+        `(B, C, H, W)`)."""
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            received = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise ValueError(
-                f"DualEncoderModel expects pixel_values of shape (B, C, H, W); received {received}. Use "
+                f"DualEncoderModel expects pixel_values of shape (B, C, H, W); received {describe(pixel_values)}. Use "
                 "DataCollatorForImageText, whose image views are single tensors."
             )
         return self.image_projection(self.image_encoder(pixel_values))
@@ -169,14 +143,11 @@ class DualEncoderModel(SSLPreTrainedModel):
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor:
-        """Projected text embeddings (not normalised), pooled as `config.text_pooling` says.
+        """Projected text embeddings `(B, P)`, not normalised, pooled as `config.text_pooling` says.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(B, L)`), attention_mask (`torch.LongTensor` of shape `(B, L)`,
                 *optional*): a padded batch of captions; other keyword arguments go to the text encoder.
-
-        Returns:
-            `torch.Tensor` of shape `(B, P)`.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -193,21 +164,15 @@ class DualEncoderModel(SSLPreTrainedModel):
         return self.text_projection(pooled)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Image and caption embeddings stacked, the split `SSLTrainer`'s cached-gradient step needs.
-
-        Args:
-            batch (`dict`): `pixel_values` (B, C, H, W), `input_ids` and `attention_mask` (K * B, L), row i * K + j
-                holding caption j of image i.
-
-        Returns:
-            `torch.Tensor` of shape `(1 + K, B, P)`: the images, then each set of j-th captions.
-        """
+        """The embeddings `(1 + K, B, P)` of the images, then of each set of j-th captions, of a `batch` of
+        `pixel_values` (B, C, H, W), `input_ids` and `attention_mask` (K * B, L), row i * K + j holding caption j of
+        image i: the split `SSLTrainer`'s cached-gradient step needs."""
         images = self.get_image_features(batch["pixel_values"])
         batch_size, input_ids = images.shape[0], batch["input_ids"]
         if input_ids.ndim != 2 or input_ids.shape[0] % batch_size != 0:
             raise ValueError(
-                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions of shape "
-                "(K * B, L), image-major (row i * K + j is caption j of image i), as DataCollatorForImageText does."
+                f"Got {batch_size} images but input_ids of shape {tuple(input_ids.shape)}; pass K * B captions "
+                "(K * B, L), image-major (row i * K + j: caption j of image i), as DataCollatorForImageText does."
             )
         extra = {key: batch[key] for key in ("token_type_ids",) if batch.get(key) is not None}
         texts = self.get_text_features(input_ids, batch.get("attention_mask"), **extra)
@@ -215,11 +180,8 @@ class DualEncoderModel(SSLPreTrainedModel):
         return torch.cat([images.unsqueeze(0), texts])
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The contrastive loss of `embed`'s output, with the other processes' pairs when training distributed.
-
-        Args:
-            embeddings (`torch.Tensor` of shape `(1 + K, B, P)`): images, then the K sets of captions.
-            targets (`None`): unused; kept for the cached-gradient protocol of `SSLTrainer`.
+        """The contrastive loss of `embed`'s `embeddings` (1 + K, B, P) (images, then the K sets of captions), with the
+        other processes' pairs when training distributed; `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss` (the mean over the K caption sets), `embeddings` (B, P) of the images and
@@ -232,16 +194,9 @@ class DualEncoderModel(SSLPreTrainedModel):
             losses = [clip_loss(images, texts, scale, gather) for texts in captions]
         else:
             losses = [siglip_loss(images, texts, scale, self.logit_bias, gather) for texts in captions]
-        with torch.no_grad():
-            cosine = F.normalize(images, dim=1) @ F.normalize(captions[0], dim=1).T
-            off_diagonal = ~torch.eye(cosine.shape[0], dtype=torch.bool, device=cosine.device)
-            metrics = {
-                "contrastive/logit_scale": scale.detach(),
-                "contrastive/positive_cosine": cosine.diagonal().mean(),
-                "contrastive/negative_cosine": cosine[off_diagonal].mean() if cosine.shape[0] > 1 else cosine.new_zeros(()),
-            }
-            if self.logit_bias is not None:
-                metrics["contrastive/logit_bias"] = self.logit_bias.detach()
+        metrics = {"contrastive/logit_scale": scale.detach(), **pair_cosine_metrics(images, captions[0])}
+        if self.logit_bias is not None:
+            metrics["contrastive/logit_bias"] = self.logit_bias.detach()
         return SSLModelOutput(loss=torch.stack(losses).mean(), embeddings=images.detach(), metrics=metrics)
 
     def forward(
@@ -260,9 +215,6 @@ class DualEncoderModel(SSLPreTrainedModel):
             input_ids, attention_mask, token_type_ids (`torch.LongTensor` of shape `(K * B, L)`): the captions,
                 image-major.
             labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (class labels passed through by collators).
-
-        Returns:
-            `SSLModelOutput` (see `loss_from_embeddings`).
         """
         batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
                  "token_type_ids": token_type_ids}  # fmt: skip

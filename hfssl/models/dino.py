@@ -5,19 +5,15 @@ Legend: G global crops (2), V crops (G global then the local ones), B batch, D f
 N bottleneck dim, K output dim.
 
 Self-distillation without labels: a student (backbone + `DINOHead`) sees every crop, a teacher (an EMA of the
-student, momentum 0.996 -> 1 on a cosine schedule) sees the two global crops, and the student's softmax on each crop
-is pulled towards the teacher's centred, sharpened softmax on the other global crop(s) (`hfssl.losses.dino`).
+student) sees the two global crops, and the student's softmax on each crop is pulled towards the teacher's centred,
+sharpened softmax on the other global crop(s) (`hfssl.losses.dino`).
 
-State, all in parameters and persistent buffers so `save_pretrained` and Trainer checkpoints resume exactly:
-- the teacher's weights;
-- `center` (1, K): the EMA of the teacher's mean output (momentum 0.9);
-- `step`: optimizer steps done, from which the teacher temperature's warm-up is computed.
-Nothing changes in `forward`: the teacher EMA, the centre EMA and `step` advance in `update_after_step`, which
-`SSLTrainer` calls once per optimizer step (`SSLStateUpdateCallback`) with the `state_update` of each of the step's
-micro-batches. The centre update uses the mean of their (all-reduced) batch centres, i.e. the centre of the whole
-optimizer step's global batch, so gradient accumulation matches one large batch and evaluation leaves the centre
-alone. The reference updates the centre right after the loss, before the optimizer step: the next forward sees the
-same centre either way.
+The state (the teacher's weights, the centre `center` (1, K) and the optimizer step count `step`, from which the
+teacher temperature's warm-up is computed) lives in parameters and persistent buffers, so checkpoints resume exactly,
+and advances in `update_after_step`, never in `forward`. The centre moves towards the mean of the step's
+micro-batch centres, i.e. the centre of the optimizer step's global batch, so gradient accumulation matches one large
+batch and evaluation leaves it alone. The reference updates the centre right after the loss, before the optimizer
+step: the next forward sees the same centre either way.
 """
 
 from __future__ import annotations
@@ -30,19 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from hfssl.losses.dino import (
-    dino_loss,
-    teacher_batch_center,
-    teacher_probabilities,
-    teacher_temperature_schedule,
-)
+from hfssl.losses.dino import dino_loss, teacher_batch_center, teacher_probabilities, teacher_temperature_schedule
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.multi_crop import (
-    check_crops,
-    interpolate_transformers_positions,
-    multi_crop_features,
-)
+from hfssl.models.multi_crop import check_crops, interpolate_transformers_positions, multi_crop_features
 from hfssl.models.outputs import SSLModelOutput
 from hfssl.models.teacher import MomentumTeacher
 
@@ -54,8 +41,7 @@ class WeightNormalizedLinear(nn.Module):
     `nn.utils.weight_norm(nn.Linear(N, K, bias=False))` computes): `W = g * V / ||V||_row`.
 
     Written out rather than through `torch.nn.utils.parametrizations` so the state dict holds plain tensors
-    (`weight` is V; `magnitude` is g, absent when fixed to 1), which safetensors, `from_pretrained` and Trainer
-    checkpoints read back as they are.
+    (`weight` is V; `magnitude` is g, absent when fixed to 1), which checkpoints read back as they are.
 
     Args:
         input_dim (`int`): N.
@@ -150,7 +136,6 @@ class DINOConfig(SSLBackboneConfig):
         freeze_last_layer_steps (`int`, *optional*): optimizer steps during which `DINOTrainer` applies no update
             to the head's last layer; `None` (default) is the first epoch of the run, as the paper's
             `--freeze_last_layer 1` (1250 steps on ImageNet at batch 1024); 0 disables it.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_dino"
@@ -201,14 +186,9 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
         self.backbone = backbone_from_config(config)
         interpolate_transformers_positions(self.backbone)
         self.head = DINOHead(
-            self.backbone.feature_dim,
-            config.out_dim,
-            config.head_hidden_dim,
-            config.head_bottleneck_dim,
-            config.head_layers,
-            config.head_batch_norm,
-            config.norm_last_layer,
-        )
+            self.backbone.feature_dim, config.out_dim, config.head_hidden_dim, config.head_bottleneck_dim,
+            config.head_layers, config.head_batch_norm, config.norm_last_layer,
+        )  # fmt: skip
         self.add_teacher("backbone")
         self.add_teacher("head")
         self.register_buffer("center", torch.zeros(1, config.out_dim))
@@ -225,20 +205,17 @@ class DINOModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: teacher EMA (`MomentumTeacher`), centre EMA, `step += 1`.
-
-        Args:
-            momentum (`float`, *optional*): this step's teacher momentum; `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's micro-batches, each holding
-                `"center"` (K,), the all-reduced teacher mean of that micro-batch.
-        """
+        """`MomentumTeacher.update_after_step` (the teacher EMA), then the centre EMA towards the mean of the step's
+        `state_update["center"]` (K,) (each the all-reduced teacher mean of a micro-batch), then `step += 1`."""
         super().update_after_step(momentum, state_updates)
         if state_updates:
             batch_center = torch.stack([update["center"] for update in state_updates]).mean(dim=0)
             self.center.lerp_(batch_center.to(self.center).view_as(self.center), 1.0 - self.config.center_momentum)
         self.step += 1
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """The DINO loss of the student on every crop against the teacher on the global crops.
 
         Args:

@@ -1,26 +1,12 @@
-"""Projection and prediction MLPs as the SSL papers define them.
+"""Projection and prediction MLPs as the SSL papers define them: `MLPHead`, with a class method per paper's head that
+the method models build their heads with (DINO's head is `hfssl.models.dino.DINOHead`).
 
 Legend: B batch, D input dim, H hidden dim, P output dim.
-
-- SimCLR (Chen et al. 2020, appendix B.9 and the reference code): `Linear(D, H) - BN - ReLU - Linear(H, P) - BN`,
-  H = 2048 (the backbone width for ResNet-50), P = 128; the reference's `ProjectionHead` (simclr/tf2/model.py) puts
-  a batch norm after the last linear layer too, which has no bias (as lightly's `SimCLRProjectionHead`).
-- MoCo v2 (Chen et al. 2020, "Improved Baselines"): `Linear(D, 2048) - ReLU - Linear(2048, 128)`, no batch norm.
-- MoCo v3 (Chen et al. 2021, section 4 and the reference code): projector of 3 bias-free linear layers, hidden 4096,
-  output 256, BN + ReLU after the hidden layers and a BN without affine parameters after the last; predictor of 2
-  layers, hidden 4096, output 256, without the last BN.
-- BYOL (Grill et al. 2020, section 3.3): projector and predictor alike, `Linear(D, 4096) - BN - ReLU - Linear(4096,
-  256)`.
-- SimSiam (Chen & He 2021, section 3): projector of 3 linear layers, hidden and output 2048, BN after every one (the
-  code's Linear layers before BN have no bias); predictor `Linear(2048, 512) - BN - ReLU - Linear(512, 2048)`.
-- SwAV (Caron et al. 2020, main_swav.py): projector `Linear(D, 2048) - BN - ReLU - Linear(2048, 128)`, the SimCLR
-  shape; its prototypes are a bias-free `nn.Linear(128, K)` kept at unit norm (`SwAVModel`).
-- DINO's head (a GELU MLP, L2 normalisation, a weight-normalised last layer) is `hfssl.models.dino.DINOHead`.
-`SimCLRModel`, `BYOLModel`, `SimSiamModel` and MoCo v3 build their heads with these class methods, so a head made
-here is the one the model trains.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -56,12 +42,10 @@ class MLPHead(nn.Module):
         if num_layers < 1:
             raise ValueError(f"MLPHead needs num_layers >= 1, got {num_layers}.")
         layers: list[nn.Module] = []
-        for index in range(num_layers):
+        widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        for index, (in_features, out_features) in enumerate(itertools.pairwise(widths)):
             last = index == num_layers - 1
-            in_features = input_dim if index == 0 else hidden_dim
-            out_features = output_dim if last else hidden_dim
-            # A linear layer followed by batch norm does not need a bias.
-            followed_by_norm = last_batch_norm if last else batch_norm
+            followed_by_norm = last_batch_norm if last else batch_norm  # a linear layer before BN needs no bias
             layers.append(nn.Linear(in_features, out_features, bias=bias and not followed_by_norm))
             if not last:
                 if batch_norm:
@@ -78,21 +62,30 @@ class MLPHead(nn.Module):
 
     @classmethod
     def simclr(
-        cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2, last_batch_norm: bool = True
+        cls,
+        input_dim: int,
+        hidden_dim: int = 2048,
+        output_dim: int = 128,
+        num_layers: int = 2,
+        last_batch_norm: bool = True,
     ) -> MLPHead:
-        """SimCLR's projection head (SimCLR v2 uses `num_layers=3`), with the reference code's batch norm after the last
-        layer (`last_batch_norm=False`: the paper's text, a biased last layer without it)."""
+        """SimCLR's projection head (Chen et al. 2020, appendix B.9; v2: `num_layers=3`), `Linear - BN - ReLU -
+        Linear`, with the reference code's batch norm after the bias-free last layer (simclr/tf2/model.py, as
+        lightly's); `last_batch_norm=False`: the paper's text, a biased last layer without it."""
         return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=last_batch_norm,
                    last_affine=True)  # fmt: skip
 
     @classmethod
     def moco_v2(cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128) -> MLPHead:
-        """MoCo v2's projection head, without batch norm."""
+        """MoCo v2's projection head (Chen et al. 2020, "Improved Baselines"), without batch norm."""
         return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=False)
 
     @classmethod
-    def moco_v3_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 3) -> MLPHead:
-        """MoCo v3's projector (3 layers for ResNet, BN everywhere, affine-free last BN)."""
+    def moco_v3_projector(
+        cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 3
+    ) -> MLPHead:
+        """MoCo v3's projector (Chen et al. 2021, section 4; 3 layers for ResNet): bias-free, BN everywhere, the last
+        one affine-free."""
         return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)
 
     @classmethod
@@ -102,7 +95,7 @@ class MLPHead(nn.Module):
 
     @classmethod
     def byol_projector(cls, input_dim: int, hidden_dim: int = 4096, output_dim: int = 256) -> MLPHead:
-        """BYOL's projector (`Linear - BN - ReLU - Linear`, 4096 -> 256)."""
+        """BYOL's projector (Grill et al. 2020, section 3.3): `Linear - BN - ReLU - Linear`, 4096 -> 256."""
         return cls(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True)
 
     @classmethod
@@ -114,7 +107,8 @@ class MLPHead(nn.Module):
     def simsiam_projector(
         cls, input_dim: int, hidden_dim: int = 2048, output_dim: int = 2048, num_layers: int = 3
     ) -> MLPHead:
-        """SimSiam's projector: BN after every layer (the last one affine-free), no biases (CIFAR: `num_layers=2`)."""
+        """SimSiam's projector (Chen & He 2021, section 3): BN after every layer (the last one affine-free), no biases
+        (CIFAR: `num_layers=2`)."""
         return cls(input_dim, hidden_dim, output_dim, num_layers, batch_norm=True, last_batch_norm=True, bias=False)
 
     @classmethod

@@ -4,14 +4,10 @@ and MoCo v3 (Chen et al. 2021, "An Empirical Study of Training Self-Supervised V
 Legend: B batch, C channels, H and W image size, D feature dim, P projection dim, Q queue size.
 
 A student (backbone + projector, + predictor in v3) embeds the queries; a momentum teacher, an exponential moving
-average of the student updated after every optimizer step (`update_after_step`), embeds the keys without
-gradient.
-- v2: asymmetric InfoNCE of view-1 queries against view-2 keys, the negatives being a FIFO queue of past keys
-  (Q = 65536, temperature 0.2, momentum 0.999 constant).
-- v3: symmetric, a predictor on the student, no queue; the negatives are the other keys of the (global) batch
-  (temperature 1.0 for ResNet, loss scaled by 2 * temperature, momentum 0.99 -> 1 on a cosine schedule).
-The teacher weights, the queue and its pointer are parameters / persistent buffers, so `save_pretrained` and
-Trainer checkpoints carry them.
+average of the student updated after every optimizer step (`update_after_step`), embeds the keys without gradient.
+v2 is an asymmetric InfoNCE of view-1 queries against view-2 keys, the negatives a FIFO queue of past keys; v3 is
+symmetric, with no queue: the negatives are the other keys of the (global) batch, the loss scaled by 2 * temperature.
+The teacher weights and the queue are parameters and persistent buffers, so checkpoints carry them.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from transformers import AutoConfig, AutoModel
 from hfssl.distributed import gather_no_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
 from hfssl.losses.negative_sampling import validate_negative_sampling
-from hfssl.models.base import SSLPreTrainedModel, check_views
+from hfssl.models.base import SSLPreTrainedModel, check_views, negative_sampling_options
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config, grouped_batch_norm
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
@@ -52,12 +48,10 @@ class MoCoConfig(SSLBackboneConfig):
         symmetric (`bool`, *optional*): the loss of both (query, key) view orders (v3) or one (v2).
         negative_sampling, hardness_beta, tau_plus, hardest_k, num_random: see `hfssl.losses.negative_sampling`.
         gather_distributed (`bool`, defaults to `True`): gather keys across processes (v3 negatives, v2 queue).
-        batch_norm_splits (`int`, defaults to 1): shuffle BN (He et al. 2020, Sec. 3.3) inside each process. With
-            G > 1, while training, both backbones compute their BatchNorm statistics over G groups of each batch (as
-            G devices of B / G images would), and the teacher sees the batch in a random order, so a query and its
-            positive key are normalised with different batch statistics and cannot be matched through them (the
-            shortcut shuffle BN removes; the reference CIFAR demo's `SplitBatchNorm` plus shuffling). 1: off.
-        (The backbone settings are those of `SSLBackboneConfig`.)
+        batch_norm_splits (`int`, defaults to 1): shuffle BN (He et al. 2020, Sec. 3.3) inside each process: with
+            G > 1, while training, both backbones compute their BatchNorm statistics over G groups of each batch, the
+            teacher's in a random order, so a query and its key are not normalised together (the reference CIFAR
+            demo's `SplitBatchNorm` plus shuffling). 1: off.
     """
 
     model_type = "hfssl_moco"
@@ -94,14 +88,12 @@ class MoCoConfig(SSLBackboneConfig):
                 "(MoCo v2: 0.999, v3: 0.99 -> 1.0)."
             )
         if self.batch_norm_splits < 1:
-            raise ValueError(f"batch_norm_splits={self.batch_norm_splits} must be >= 1 (1 turns shuffle BN off, e.g. 8).")
+            raise ValueError(f"batch_norm_splits={self.batch_norm_splits} must be >= 1 (1: shuffle BN off; e.g. 8).")
         if self.queue_size < 0:
             raise ValueError(f"queue_size={self.queue_size} must be >= 0 (0 disables the queue).")
         if self.queue_size == 0 and self.variant == "v2":
             raise ValueError("MoCo v2 takes its negatives from the queue: set queue_size > 0 (paper: 65536).")
-        validate_negative_sampling(
-            self.negative_sampling, self.hardness_beta, self.tau_plus, self.hardest_k, self.num_random
-        )
+        validate_negative_sampling(*negative_sampling_options(self).values())
         super().__post_init__(**kwargs)
 
 
@@ -123,20 +115,15 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
     def __init__(self, config: MoCoConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
-        dim = self.backbone.feature_dim
+        dim = config.projection_dim
+        sizes = (self.backbone.feature_dim, config.projection_hidden_dim, dim, config.projection_layers)
         if config.variant == "v3":
-            self.projector = MLPHead.moco_v3_projector(
-                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
-            )
+            self.projector = MLPHead.moco_v3_projector(*sizes)
         else:
-            self.projector = MLPHead(
-                dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers, batch_norm=False
-            )
+            self.projector = MLPHead(*sizes, batch_norm=False)
         self.predictor = None
         if config.predictor_hidden_dim:
-            self.predictor = MLPHead.moco_v3_predictor(
-                config.projection_dim, config.predictor_hidden_dim, config.projection_dim
-            )
+            self.predictor = MLPHead.moco_v3_predictor(dim, config.predictor_hidden_dim, dim)
         self.add_teacher("backbone")
         self.add_teacher("projector")
         if config.queue_size:
@@ -148,11 +135,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write keys into the queue in FIFO order (oldest entries overwritten first), wrapping around.
-
-        Args:
-            keys (`torch.Tensor` of shape `(n, P)`): normalised keys; only the last Q are kept if n > Q.
-        """
+        """Write normalised `keys` (n, P) into the queue in FIFO order (oldest entries overwritten first), wrapping
+        around; only the last Q are kept if n > Q."""
         size = self.queue.shape[0]
         keys = keys[-size:]
         positions = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % size
@@ -161,13 +145,8 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: EMA of the teacher (`MomentumTeacher`), then the new
-        keys into the queue.
-
-        Args:
-            momentum (`float`, *optional*): this step's EMA momentum; `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's forward passes (one per micro-batch).
-        """
+        """`MomentumTeacher.update_after_step` (the teacher EMA), then each micro-batch's `state_update["keys"]` into
+        the queue."""
         super().update_after_step(momentum, state_updates)
         if self.queue is not None:
             for update in state_updates:
@@ -180,30 +159,19 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
             return backbone(images)
 
     def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The student's queries: both views (v3, symmetric) or view 1 (v2), in one pass.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(V, B, P)`, V = 2 when symmetric (views 1, 2) else 1 (view 1).
-        """
+        """The student's queries `(V, B, P)` of the two views (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`), in
+        one pass: V = 2 when symmetric (views 1, 2), else 1 (view 1)."""
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
-        queries = self.projector(self._split_forward(self.backbone, torch.cat([view1, view2]) if self.config.symmetric else view1))
+        images = torch.cat([view1, view2]) if self.config.symmetric else view1
+        queries = self.projector(self._split_forward(self.backbone, images))
         if self.predictor is not None:
             queries = self.predictor(queries)
         return queries.unflatten(0, (-1, view1.shape[0]))
 
     @torch.no_grad()
     def embed_targets(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The teacher's normalised keys, without gradient: the positive of each query of `embed`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(V, B, P)`: keys of views 2, 1 (symmetric) or of view 2.
-        """
+        """The teacher's normalised keys `(V, B, P)` of the two views, without gradient, the positive of each query of
+        `embed`: the keys of views 2, 1 (symmetric) or of view 2."""
         view1, view2 = check_views(pixel_values, 2, "MoCo", preset="moco_v2")
         teacher_views = torch.cat([view2, view1]) if self.config.symmetric else view2
         if self.config.batch_norm_splits > 1 and self.teacher_backbone.training:  # shuffle BN: groups of random images
@@ -217,12 +185,9 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
     def loss_from_embeddings(self, queries: torch.Tensor, keys: torch.Tensor) -> SSLModelOutput:
         """InfoNCE of the queries against their keys, the queue (v2) and the other keys of the global batch (v3).
 
-        The keys of every process are gathered (they carry no gradient), so each query meets the same negatives as
-        in one process holding the global batch; the gathered keys, view by view in rank order, go to the queue.
-
-        Args:
-            queries (`torch.Tensor` of shape `(V, B, P)`): the output of `embed`.
-            keys (`torch.Tensor` of shape `(V, B, P)`): the output of `embed_targets`.
+        The `keys` (V, B, P) of `embed_targets` of every process are gathered (they carry no gradient), so each of the
+        `queries` (V, B, P) of `embed` meets the same negatives as in one process holding the global batch; the
+        gathered keys, view by view in rank order, go to the queue.
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
@@ -230,29 +195,17 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
         """
         config = self.config
         gather = config.gather_distributed and is_distributed()
+        v3 = config.variant == "v3"
+        options = dict(negative_sampling_options(config), in_batch_negatives=v3, scale_by_temperature=v3)
         losses = []
         for query, key in zip(queries, keys):
             negatives = self.queue
-            if config.variant == "v3" and gather:
+            if v3 and gather:
                 others = other_processes(gather_no_grad(key), key.shape[0])
                 negatives = others if negatives is None else torch.cat([others, negatives])
-            losses.append(
-                info_nce_loss(
-                    query,
-                    key,
-                    config.temperature,
-                    negatives=negatives,
-                    in_batch_negatives=config.variant == "v3",
-                    scale_by_temperature=config.variant == "v3",
-                    negative_sampling=config.negative_sampling,
-                    hardness_beta=config.hardness_beta,
-                    tau_plus=config.tau_plus,
-                    hardest_k=config.hardest_k,
-                    num_random=config.num_random,
-                )
-            )
+            losses.append(info_nce_loss(query, key, config.temperature, negatives=negatives, **options))
         # v3 sums the two directions (reference code); v2 averages them when symmetric.
-        loss = sum(losses) if config.variant == "v3" else sum(losses) / len(losses)
+        loss = sum(losses) if v3 else sum(losses) / len(losses)
         metrics = {
             "contrastive/temperature": torch.tensor(float(config.temperature)),
             "contrastive/positive_cosine": F.cosine_similarity(queries[0], keys[0], dim=1).mean().detach(),
@@ -262,19 +215,6 @@ class MoCoModel(MomentumTeacher, SSLPreTrainedModel):
         return SSLModelOutput(
             loss=loss, embeddings=queries[0].detach(), metrics=metrics, state_update={"keys": keys_for_queue}
         )
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """InfoNCE of student queries against teacher keys: `loss_from_embeddings(embed(...), embed_targets(...))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput` with `loss`, `embeddings` (B, P) (student, first view), metrics
-            `contrastive/temperature`, `contrastive/positive_cosine`, and `state_update["keys"]` for the queue.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values), self.embed_targets(pixel_values))
 
 
 AutoConfig.register(MoCoConfig.model_type, MoCoConfig, exist_ok=True)

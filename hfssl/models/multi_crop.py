@@ -11,29 +11,18 @@ import inspect
 import torch
 
 from hfssl.models.backbone import Backbone
+from hfssl.models.base import describe
 
 
 def check_crops(pixel_values: list[torch.Tensor] | torch.Tensor, min_crops: int, method: str) -> list[torch.Tensor]:
-    """Return the crops as a list of V >= `min_crops` tensors (B, C, S_v, S_v) sharing B and C, or raise a ValueError.
-
-    Args:
-        pixel_values (`list` of `torch.Tensor` of shape `(B, C, S_v, S_v)`, or `torch.Tensor` of shape
-            `(V, B, C, S, S)`): the crops, the global ones first.
-        min_crops (`int`): the fewest crops the method needs.
-        method (`str`): the method's name, for the message.
-    """
+    """Return the crops, the global ones first (a list of V >= `min_crops` tensors (B, C, S_v, S_v) sharing B and C,
+    or a tensor (V, B, C, S, S)), as a list, or raise a ValueError naming `method`."""
     if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 5:
         pixel_values = list(pixel_values.unbind(0))
     if not isinstance(pixel_values, (list, tuple)) or len(pixel_values) < min_crops:
-        if isinstance(pixel_values, torch.Tensor):
-            received = f"a tensor of shape {tuple(pixel_values.shape)}"
-        elif isinstance(pixel_values, (list, tuple)):
-            received = f"{type(pixel_values).__name__} of length {len(pixel_values)}"
-        else:
-            received = type(pixel_values).__name__
         raise ValueError(
             f"{method} expects pixel_values as a list of at least {min_crops} crops of shape (B, C, S, S), the global "
-            f"crops first; received {received}. Use DataCollatorForMultiView.dino(...)."
+            f"crops first; received {describe(pixel_values)}. Use DataCollatorForMultiView.dino(...)."
         )
     if any(not isinstance(crop, torch.Tensor) or crop.ndim != 4 for crop in pixel_values):
         raise ValueError(f"{method} expects every crop of shape (B, C, S, S).")
@@ -64,15 +53,8 @@ def interpolate_transformers_positions(backbone: Backbone) -> None:
 
 
 def multi_crop_features(backbone: Backbone, crops: list[torch.Tensor]) -> torch.Tensor:
-    """Features of every crop, with one backbone pass per run of consecutive crops of one resolution.
-
-    Args:
-        backbone (`Backbone`): the feature extractor.
-        crops (`list` of V `torch.Tensor` of shape `(B, C, S_v, S_v)`): the crops, grouped by resolution.
-
-    Returns:
-        `torch.Tensor` of shape `(V * B, D)`: crop 0's rows first, then crop 1's, and so on.
-    """
+    """Features `(V * B, D)` of every crop (crop 0's rows first, then crop 1's, ...), with one `backbone` pass per
+    run of consecutive `crops` (`list` of V `torch.Tensor` of shape `(B, C, S_v, S_v)`) of one resolution."""
     groups: list[list[torch.Tensor]] = []
     for crop in crops:
         if groups and groups[-1][0].shape[-2:] == crop.shape[-2:]:

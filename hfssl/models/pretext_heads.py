@@ -1,9 +1,7 @@
 """Small heads that turn a backbone into a model `Trainer` can train on a pretext task.
 
-Each wraps any backbone module and returns a transformers `ModelOutput` with `loss` (when `labels` are
-given) and `logits`. Backbones: a timm model (`num_classes=0` gives pooled features; `forward_features`
-gives the feature map), a transformers vision model (its `pooler_output`, else the CLS token or, for
-dense tasks, the patch tokens), or any module returning (B, D) or (B, D, h, w).
+Each wraps any backbone module (a timm model, a transformers vision model, or any module returning (B, D) or
+(B, D, h, w)) and returns a transformers `ModelOutput` with `loss` (when `labels` are given) and `logits`.
 
 Legend: B batch, D features, T tiles, N permutations, S image side.
 """
@@ -45,7 +43,9 @@ def spatial_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.T
     if side * side != tokens.shape[1]:
         tokens, side = tokens[:, 1:], math.isqrt(tokens.shape[1] - 1)
     if side * side != tokens.shape[1]:
-        raise ValueError(f"cannot arrange {output.shape[1]} tokens on a square grid; pass a backbone returning (B, D, h, w).")
+        raise ValueError(
+            f"cannot arrange {output.shape[1]} tokens on a square grid; pass a backbone returning (B, D, h, w)."
+        )
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
@@ -80,12 +80,16 @@ class JigsawHead(nn.Module):
         hidden_size (`int`): width of the MLP's hidden layer (the paper: 4096; small default here).
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_tiles: int = 9, num_permutations: int = 100, hidden_size: int = 512) -> None:
+    def __init__(
+        self, backbone: nn.Module, num_features: int, num_tiles: int = 9, num_permutations: int = 100,
+        hidden_size: int = 512,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.backbone = backbone
         self.classifier = nn.Sequential(
-            nn.Linear(num_tiles * num_features, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, num_permutations)
-        )
+            nn.Linear(num_tiles * num_features, hidden_size), nn.ReLU(inplace=True),
+            nn.Linear(hidden_size, num_permutations),
+        )  # fmt: skip
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
         """pixel_values (B, T, C, t, t), labels (B,) -> loss (cross-entropy), logits (B, N)."""
@@ -114,6 +118,7 @@ class ColorizationHead(nn.Module):
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
         """pixel_values (B, C, S, S), labels (B, out_channels, S, S) -> loss (MSE), logits (B, out_channels, S, S)."""
         features = spatial_features(self.backbone, pixel_values)
-        logits = F.interpolate(self.projection(features), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        size = pixel_values.shape[-2:]
+        logits = F.interpolate(self.projection(features), size=size, mode="bilinear", align_corners=False)
         loss = F.mse_loss(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)

@@ -17,10 +17,11 @@ from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.negative_sampling import validate_negative_sampling
 from hfssl.losses.nt_xent import nt_xent_loss
 from hfssl.losses.temperature import LearnableTemperature
-from hfssl.models.base import SSLPreTrainedModel, check_views
+from hfssl.models.base import SSLPreTrainedModel, negative_sampling_options
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.heads import MLPHead
 from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.two_view import TwoViewProjectionModel
 
 
 class SimCLRConfig(SSLBackboneConfig):
@@ -37,7 +38,6 @@ class SimCLRConfig(SSLBackboneConfig):
         negative_sampling (`str`, defaults to `"uniform"`): see `hfssl.losses.negative_sampling`.
         hardness_beta, tau_plus, hardest_k, num_random: the options of that strategy.
         gather_distributed (`bool`, defaults to `True`): use the projections of all processes as negatives.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_simclr"
@@ -57,18 +57,14 @@ class SimCLRConfig(SSLBackboneConfig):
 
     def __post_init__(self, **kwargs) -> None:
         if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCLR uses 0.5 at batch 256, 0.1 with LARS).")
-        validate_negative_sampling(
-            self.negative_sampling, self.hardness_beta, self.tau_plus, self.hardest_k, self.num_random
-        )
+            raise ValueError(f"temperature={self.temperature} must be > 0 (SimCLR: 0.5 at batch 256, 0.1 with LARS).")
+        validate_negative_sampling(*negative_sampling_options(self).values())
         super().__post_init__(**kwargs)
 
 
 class SimCLRModel(SSLPreTrainedModel):
-    """SimCLR: a backbone, a projection head and NT-Xent between two views.
-
-    The backbone alone (`model.backbone`) is what downstream tasks use; `hfssl.export` exports it natively.
-    """
+    """SimCLR: a backbone, a projection head and NT-Xent between two views. The backbone alone (`model.backbone`) is
+    what downstream tasks use; `hfssl.export` exports it natively."""
 
     method_name = "SimCLR"
     paper_views = "simclr"
@@ -90,25 +86,12 @@ class SimCLRModel(SSLPreTrainedModel):
         """The learnt temperature (a tensor with gradient) or the fixed one."""
         return self.temperature() if self.temperature is not None else self.config.temperature
 
-    def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The projections of both views, in one pass of 2B images (batch norm sees both views).
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
-        """
-        view1, view2 = check_views(pixel_values, 2, "SimCLR")
-        return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
+    embed = TwoViewProjectionModel.embed  # both views in one pass of 2B images: batch norm sees both
 
     def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """NT-Xent of the projections, against the other processes' projections too when training distributed
-        (gathered with gradient, so each process's gradient is its share of the global-batch gradient).
-
-        Args:
-            projections (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (SimCLR has no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+        """NT-Xent of `embed`'s `projections` (2, B, P), against the other processes' projections too when training
+        distributed (gathered with gradient, so each process's gradient is its share of the global-batch gradient);
+        `targets` is unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics
@@ -119,35 +102,12 @@ class SimCLRModel(SSLPreTrainedModel):
         negatives = None
         if self.config.gather_distributed and is_distributed():
             negatives = other_processes(gather_with_grad(projections.flatten(0, 1)), 2 * z1.shape[0])
-        loss = nt_xent_loss(
-            z1,
-            z2,
-            temperature,
-            negatives=negatives,
-            negative_sampling=self.config.negative_sampling,
-            hardness_beta=self.config.hardness_beta,
-            tau_plus=self.config.tau_plus,
-            hardest_k=self.config.hardest_k,
-            num_random=self.config.num_random,
-        )
+        loss = nt_xent_loss(z1, z2, temperature, negatives=negatives, **negative_sampling_options(self.config))
         metrics = {
             "contrastive/temperature": torch.as_tensor(temperature, dtype=torch.float32).detach(),
             "contrastive/positive_cosine": F.cosine_similarity(z1, z2, dim=1).mean().detach(),
         }
         return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """NT-Xent between the two views: `loss_from_embeddings(embed(pixel_values))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored (kept so collators may pass them through).
-
-        Returns:
-            `SSLModelOutput` with `loss`, `embeddings` (B, P) of the first view and metrics
-            `contrastive/temperature`, `contrastive/positive_cosine`.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values))
 
 
 AutoConfig.register(SimCLRConfig.model_type, SimCLRConfig, exist_ok=True)

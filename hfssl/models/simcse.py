@@ -1,25 +1,23 @@
-"""SimCSE, unsupervised and supervised (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP).
+"""SimCSE, unsupervised and supervised (Gao et al., 2021, "SimCSE: Simple Contrastive Learning of Sentence
+Embeddings", EMNLP).
 
 Legend: B batch of sentences, L tokens, H hidden size.
 
-Every sentence goes through the encoder twice in one pass of 2B rows; the two dropout masks make the two views.
-The [CLS] state passes an MLP (dense + tanh, used in training only, as the paper's unsupervised model) and InfoNCE
-with temperature 0.05 pulls the two views of a sentence together against the other B - 1 sentences of the batch
-(and the other processes' sentences when training distributed). `encode` gives the sentence embedding: the [CLS]
-state without the MLP.
+Every sentence goes through the encoder twice in one pass of 2B rows; the two dropout masks make the two views. The
+[CLS] state passes an MLP (dense + tanh, used in training only, as the paper's unsupervised model) and InfoNCE pulls
+the two views of a sentence together against the other sentences of the (global) batch.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from hfssl.distributed import gather_with_grad, is_distributed, other_processes
 from hfssl.losses.info_nce import info_nce_loss
-from hfssl.models.base import SSLPreTrainedModel
-from hfssl.models.outputs import SSLModelOutput
+from hfssl.models.base import SSLPreTrainedModel, check_config_dict, transformers_model
+from hfssl.models.outputs import SSLModelOutput, pair_cosine_metrics
 
 
 class SimCSEConfig(PretrainedConfig):
@@ -41,11 +39,7 @@ class SimCSEConfig(PretrainedConfig):
     def __post_init__(self, **kwargs) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (SimCSE uses 0.05).")
-        if self.encoder_config is not None and "model_type" not in self.encoder_config:
-            raise ValueError(
-                "encoder_config must be a transformers config dict with a 'model_type' (config.to_dict()), got keys "
-                f"{sorted(self.encoder_config)[:8]}."
-            )
+        check_config_dict("encoder_config", self.encoder_config)
         super().__post_init__(**kwargs)
 
 
@@ -62,12 +56,10 @@ class SimCSEModel(SSLPreTrainedModel):
             raise ValueError(
                 "SimCSEConfig.encoder_config is required; build the model with SimCSEModel.from_encoder(encoder)."
             )
-        encoder_config = dict(config.encoder_config)
-        encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
-        self.encoder = AutoModel.from_config(encoder_config)
+        self.encoder = transformers_model(None, config.encoder_config, pretrained=False)
         if getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # BERT's pooler is unused; unused parameters upset DistributedDataParallel
-        hidden = encoder_config.hidden_size
+        hidden = self.encoder.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
         self.post_init()
 
@@ -81,11 +73,8 @@ class SimCSEModel(SSLPreTrainedModel):
         return model
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Sentence embeddings: the [CLS] state, without the training MLP (the paper's unsupervised evaluation).
-
-        Returns:
-            `torch.Tensor` of shape (B, H).
-        """
+        """Sentence embeddings `(B, H)`: the [CLS] state, without the training MLP (the paper's unsupervised
+        evaluation)."""
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state[:, 0]
 
     def forward(
@@ -118,7 +107,7 @@ class SimCSEModel(SSLPreTrainedModel):
             `contrastive/positive_cosine`, `contrastive/negative_cosine`.
         """
         if input_ids.ndim != 2 or input_ids.shape[0] < 2:
-            raise ValueError(f"SimCSE needs input_ids of shape (B, L) with B >= 2 sentences, got {tuple(input_ids.shape)}.")
+            raise ValueError(f"SimCSE needs input_ids (B, L) of B >= 2 sentences, got shape {tuple(input_ids.shape)}.")
         if negative_input_ids is not None and positive_input_ids is None:
             raise ValueError("negative_input_ids (hard negatives) need positive_input_ids: pass (sentence, positive, "
                              "negative) triplets, or only sentences for unsupervised SimCSE.")
@@ -127,8 +116,7 @@ class SimCSEModel(SSLPreTrainedModel):
         if positive_input_ids is None:
             extra = {"token_type_ids": token_type_ids.repeat(2, 1)} if token_type_ids is not None else {}
             mask = attention_mask.repeat(2, 1) if attention_mask is not None else None
-            z = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra))  # (2B, H): two dropout masks
-            z1, z2 = z[:batch_size], z[batch_size:]
+            z1, z2 = self.mlp(self.encode(input_ids.repeat(2, 1), mask, **extra)).chunk(2)  # two dropout masks
         else:
             if positive_input_ids.shape[0] != batch_size:
                 raise ValueError(f"Got {batch_size} sentences but {positive_input_ids.shape[0]} positives.")
@@ -142,12 +130,7 @@ class SimCSEModel(SSLPreTrainedModel):
         if hard_negatives is not None:
             negatives = hard_negatives if negatives is None else torch.cat([negatives, hard_negatives])
         loss = info_nce_loss(z1, z2, self.config.temperature, negatives=negatives, in_batch_negatives=True)
-        with torch.no_grad():
-            cosine = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
-            off_diagonal = ~torch.eye(batch_size, dtype=torch.bool, device=cosine.device)
-            metrics = {"contrastive/positive_cosine": cosine.diagonal().mean(),
-                       "contrastive/negative_cosine": cosine[off_diagonal].mean()}
-        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=metrics)
+        return SSLModelOutput(loss=loss, embeddings=z1.detach(), metrics=pair_cosine_metrics(z1, z2))
 
 
 AutoConfig.register("hfssl_simcse", SimCSEConfig)

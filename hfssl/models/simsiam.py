@@ -4,12 +4,8 @@ Legend: B batch, C channels, H and W image size, D feature dim, P projection dim
 
 One network (backbone and projector) embeds both views; a predictor maps the projection of one view to that of the
 other, whose gradient is stopped: `L = D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2`, D the negative cosine
-(eq. 1-2). No negatives, no momentum encoder: the stop-gradient alone prevents collapse (section 4.1). Paper
-defaults (section 3, "Baseline settings"): projector of 3 layers, hidden and output 2048, BN after every layer
-(the last one without affine parameters); predictor `Linear(512) - BN - ReLU - Linear(2048)`, a bottleneck. The
-CIFAR variant uses a 2-layer projector (`projection_layers=2`).
-
-The loss is per sample, so gradient accumulation is exact and this model has no cached-gradient path.
+(eq. 1-2). No negatives, no momentum encoder: the stop-gradient alone prevents collapse (section 4.1). The loss is
+per sample, so gradient accumulation is exact and this model has no cached-gradient path.
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ class SimSiamConfig(SSLBackboneConfig):
         projection_dim (`int`, defaults to 2048): the projection (and prediction) dimension P.
         projection_layers (`int`, defaults to 3): linear layers of the projector (CIFAR variant: 2).
         predictor_hidden_dim (`int`, defaults to 512): the predictor's bottleneck width.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_simsiam"
@@ -45,11 +40,7 @@ class SimSiamConfig(SSLBackboneConfig):
 
     def __post_init__(self, **kwargs) -> None:
         check_positive(
-            "SimSiam",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-            predictor_hidden_dim=self.predictor_hidden_dim,
+            "SimSiam", self, "projection_hidden_dim", "projection_dim", "projection_layers", "predictor_hidden_dim"
         )
         super().__post_init__(**kwargs)
 
@@ -66,15 +57,16 @@ class SimSiamModel(SSLPreTrainedModel):
     def __init__(self, config: SimSiamConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
+        dim = config.projection_dim
         self.projector = MLPHead.simsiam_projector(
-            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
+            self.backbone.feature_dim, config.projection_hidden_dim, dim, config.projection_layers
         )
-        self.predictor = MLPHead.simsiam_predictor(
-            config.projection_dim, config.predictor_hidden_dim, config.projection_dim
-        )
+        self.predictor = MLPHead.simsiam_predictor(dim, config.predictor_hidden_dim, dim)
         self.post_init()
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """SimSiam's symmetric loss `(simsiam_loss(p1, z2) + simsiam_loss(p2, z1)) / 2`, both views in one pass.
 
         Args:

@@ -9,15 +9,11 @@ Linear`, L2 normalisation) and scored against K learnt, unit-norm prototypes. Th
 equipartitioned assignment of the batch to the prototypes (Sinkhorn-Knopp, no gradient, all-reduced across
 processes, `hfssl.losses.swav`); every other crop predicts them (`swav_loss`).
 
-State, in parameters and persistent buffers (so Trainer checkpoints resume exactly), updated after each optimizer
-step in `update_after_step`, never in `forward`:
-- the prototypes are renormalised to unit norm (the reference does it before each forward: the same sequence);
-- `step` counts the optimizer steps (the queue starts at `queue_start_step`);
-- `queue` (G, Q, P): with `queue_length > 0`, the projections of the last global crops of this process, newest
-  first; once full, its scores join the batch's in Sinkhorn (SwAV's small-batch setting: Q = 3840 from epoch 15).
-  Like the reference's, the queue is per process: under DDP, `SwAVTrainer` sets `ddp_broadcast_buffers=False`
-  so rank 0's queue is not copied over the others.
-`SwAVTrainer` applies no update to the prototypes during the first `freeze_prototypes_steps` optimizer steps.
+The state lives in parameters and persistent buffers (so Trainer checkpoints resume exactly) and changes in
+`update_after_step`, never in `forward`: the prototypes are renormalised to unit norm (the reference does it before
+each forward: the same sequence), `step` counts the optimizer steps, and the optional `queue` (G, Q, P) holds the
+projections of the last global crops, newest first; once full, its scores join the batch's in Sinkhorn. Like the
+reference's, the queue is per process: under DDP, `SwAVTrainer` sets `ddp_broadcast_buffers=False`.
 """
 
 from __future__ import annotations
@@ -33,11 +29,7 @@ from hfssl.losses.swav import sinkhorn_knopp, swav_loss
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel
 from hfssl.models.heads import MLPHead
-from hfssl.models.multi_crop import (
-    check_crops,
-    interpolate_transformers_positions,
-    multi_crop_features,
-)
+from hfssl.models.multi_crop import check_crops, interpolate_transformers_positions, multi_crop_features
 from hfssl.models.outputs import SSLModelOutput
 
 NUM_GLOBAL_CROPS = 2  # the crops whose codes are computed (main_swav.py's crops_for_assign = [0, 1])
@@ -59,7 +51,6 @@ class SwAVConfig(SSLBackboneConfig):
             `queue_length / world_size`; paper, batch 256: 3840); 0 disables the queue.
         queue_start_step (`int`, defaults to 0): the optimizer step from which projections enter the queue (paper:
             epoch 15).
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_swav"
@@ -123,11 +114,8 @@ class SwAVModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def enqueue(self, projections: torch.Tensor) -> None:
-        """Push the global crops' projections at the front of the queue, dropping the oldest rows.
-
-        Args:
-            projections (`torch.Tensor` of shape `(G, B, P)`): normalised projections of the global crops.
-        """
+        """Push the global crops' normalised `projections` (G, B, P) at the front of the queue, dropping the oldest
+        rows."""
         rows = min(projections.shape[1], self.queue.shape[1])
         self.queue.copy_(
             torch.cat([projections[:, :rows].to(self.queue), self.queue[:, : self.queue.shape[1] - rows]], 1)
@@ -135,19 +123,18 @@ class SwAVModel(SSLPreTrainedModel):
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: prototypes back to unit norm, queue writes, `step += 1`.
-
-        Args:
-            momentum (`float`, *optional*): unused (SwAV has no teacher).
-            state_updates (`list` of `dict`): the step's micro-batch updates, each holding `"projections"` (G, B, P).
-        """
+        """Called by `SSLTrainer` after each optimizer step: prototypes back to unit norm, each micro-batch's
+        `state_update["projections"]` (G, B, P) into the queue (from `queue_start_step` on), `step += 1`; `momentum`
+        is unused (no teacher)."""
         self.normalize_prototypes()
         if self.queue is not None and int(self.step) >= self.config.queue_start_step:
             for update in state_updates:
                 self.enqueue(update["projections"])
         self.step += 1
 
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
+    def forward(
+        self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs
+    ) -> SSLModelOutput:
         """The swapped-prediction loss of every crop against the Sinkhorn codes of the global crops.
 
         Args:
@@ -187,11 +174,9 @@ class SwAVModel(SSLPreTrainedModel):
                 "collapse/uniform_loss_gap": (uniform_loss - loss.detach()) / max(uniform_loss, 1e-12),
             }
             global_projections = projections[: NUM_GLOBAL_CROPS * batch_size].detach()
+        state_update = {"projections": global_projections.unflatten(0, (NUM_GLOBAL_CROPS, batch_size))}
         return SSLModelOutput(
-            loss=loss,
-            embeddings=global_projections[:batch_size],
-            metrics=metrics,
-            state_update={"projections": global_projections.unflatten(0, (NUM_GLOBAL_CROPS, batch_size))},
+            loss=loss, embeddings=global_projections[:batch_size], metrics=metrics, state_update=state_update
         )
 
 

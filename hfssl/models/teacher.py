@@ -1,22 +1,12 @@
 """The momentum teacher: an exponential moving average (EMA) of the student, shared by every method that has one
-(BYOL, MoCo v2 / v3, DINO; the teacher methods to come, iBOT, DINOv2 and distillation, build on it too).
+(BYOL, MoCo v2 / v3, DINO), its `cosine_schedule` and `check_teacher_sharding`.
 
 Legend: m the momentum, s a student parameter, t its teacher copy.
 
-`MomentumTeacher` is a mixin for a method model (`SSLPreTrainedModel` subclass, listed first among the bases):
-- `add_teacher("backbone")` registers `teacher_backbone`, a frozen deep copy of `self.backbone`, on the model itself,
-  so its parameters keep the names `teacher_backbone.*` in `state_dict`, `save_pretrained` / `from_pretrained` and
-  Trainer checkpoints, and the optimiser (which takes the parameters that require a gradient) never sees them, also
-  after `from_pretrained`, which the mixin extends to freeze the teachers again;
-- `student_teacher_pairs()`: the (student, teacher) parameter pairs, in the order the teachers were added;
-- `momentum_update(momentum)`: `t <- m * t + (1 - m) * s` for every pair, in one fused `torch._foreach_lerp_`;
-- `update_after_step(momentum, state_updates)`: what `SSLStateUpdateCallback` calls after each optimizer step; a model
-  with more state (MoCo's queue, DINO's centre) extends it and calls `super().update_after_step(...)` first.
-Only parameters are averaged: buffers (BatchNorm running statistics) are the teacher's own, computed on the batches
-it sees, as in the MoCo and DINO reference code (`zip(student.parameters(), teacher.parameters())`).
-
-The momentum follows `cosine_schedule` over the optimizer steps (BYOL section 3.3, DINO's `momentum_schedule`), and
-`check_teacher_sharding` refuses the distributed setups under which the EMA would read parameter shards.
+The teacher modules live on the model itself (`teacher_backbone`, ...), so `state_dict`, `save_pretrained` and Trainer
+checkpoints carry them under those names, and without gradient, so the optimiser never sees them. Only parameters
+are averaged: buffers (BatchNorm running statistics) are the teacher's own, computed on the batches it sees, as in
+the MoCo and DINO reference code (`zip(student.parameters(), teacher.parameters())`).
 """
 
 from __future__ import annotations
@@ -39,11 +29,12 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
 
 
 class MomentumTeacher:
-    """Mixin giving a method model an EMA teacher of some of its modules (see the module docstring).
+    """Mixin giving a method model an EMA teacher of some of its modules.
 
     Use it as `class BYOLModel(MomentumTeacher, SSLPreTrainedModel)`, call `add_teacher(name)` in `__init__` once the
     student module `name` exists (before `post_init`), and give the config a `momentum` (the default of
-    `momentum_update`) and `momentum_final` (read by `SSLStateUpdateCallback` for the cosine schedule).
+    `momentum_update`) and `momentum_final` (read by `SSLStateUpdateCallback` for the cosine schedule). A model with
+    more state (MoCo's queue, DINO's centre) extends `update_after_step`, calling `super().update_after_step` first.
 
     Attributes:
         teacher_module_names (`tuple` of `(str, str)`): the (student, teacher) module names, in the order added.
@@ -52,14 +43,8 @@ class MomentumTeacher:
     teacher_module_names: tuple[tuple[str, str], ...] = ()
 
     def add_teacher(self, student_name: str) -> nn.Module:
-        """Register `teacher_<student_name>`, a copy of the student module without gradient, and pair the two.
-
-        Args:
-            student_name (`str`): the attribute name of the student module (`"backbone"`, `"projector"`, `"head"`).
-
-        Returns:
-            `torch.nn.Module`: the teacher module, also set as the attribute `teacher_<student_name>`.
-        """
+        """Register and return `teacher_<student_name>`, a copy without gradient of the student module
+        `student_name` (`"backbone"`, `"projector"`, `"head"`), and pair the two."""
         teacher_name = f"teacher_{student_name}"
         teacher = copy.deepcopy(getattr(self, student_name)).requires_grad_(False)
         setattr(self, teacher_name, teacher)
@@ -86,43 +71,32 @@ class MomentumTeacher:
 
     @torch.no_grad()
     def momentum_update(self, momentum: float | None = None) -> None:
-        """`teacher <- momentum * teacher + (1 - momentum) * student` for every parameter pair (BYOL eq. 1), in place.
-
-        Args:
-            momentum (`float`, *optional*): m in [0, 1] (1 leaves the teacher as it is); `None` uses `config.momentum`.
-        """
+        """`teacher <- momentum * teacher + (1 - momentum) * student` for every parameter pair (BYOL eq. 1), in place;
+        `momentum` in [0, 1] (1 leaves the teacher as it is), `None` uses `config.momentum`."""
         momentum = self.config.momentum if momentum is None else momentum
         students, teachers = zip(*self.student_teacher_pairs())
         torch._foreach_lerp_(list(teachers), list(students), 1.0 - momentum)
 
     @torch.no_grad()
     def update_after_step(self, momentum: float | None, state_updates: list[dict[str, torch.Tensor]]) -> None:
-        """Called by `SSLTrainer` after each optimizer step: the teacher EMA (`momentum_update`).
-
-        Args:
-            momentum (`float`, *optional*): this step's momentum (cosine schedule); `None` uses `config.momentum`.
-            state_updates (`list` of `dict`): the `state_update` of the step's forward passes, for the subclasses
-                that keep other state; unused here.
-        """
+        """Called by `SSLTrainer` after each optimizer step (`SSLStateUpdateCallback`) with this step's `momentum`
+        (cosine schedule; `None` uses `config.momentum`) and the `state_update`s of its micro-batches (for the
+        subclasses that keep other state): the teacher EMA."""
         self.momentum_update(momentum)
 
 
 def check_teacher_sharding(model: nn.Module, distributed_type: str, zero_stage: int | None = None) -> None:
-    """Refuse sharded parameters (FSDP, DeepSpeed ZeRO-3) for a model with a momentum teacher.
+    """Raise a ValueError for sharded parameters (FSDP, DeepSpeed ZeRO-3) and a model with a momentum teacher.
 
-    The teacher EMA (`teacher <- m * teacher + (1 - m) * student`, after the optimizer step) reads every student
-    parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an empty placeholder) of them, so the
-    update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages 1-2 keep full parameters on
-    every process and are supported.
+    The teacher EMA reads every student parameter in full; under FSDP or ZeRO-3 each process only holds a shard (or an
+    empty placeholder) of them, so the update would silently average the wrong numbers. DDP and DeepSpeed ZeRO stages
+    1-2 keep full parameters on every process and are supported.
 
     Args:
         model (`torch.nn.Module`): the (unwrapped) method model; it has a momentum teacher when it defines
             `student_teacher_pairs` or `momentum_update` (every `MomentumTeacher` does).
         distributed_type (`str`): accelerate's `DistributedType` value (`"FSDP"`, `"DEEPSPEED"`, `"MULTI_GPU"`...).
         zero_stage (`int`, *optional*): the DeepSpeed ZeRO stage when `distributed_type` is `"DEEPSPEED"`.
-
-    Raises:
-        `ValueError`: for FSDP, or DeepSpeed with ZeRO stage 3, and a model with a momentum teacher.
     """
     if not (hasattr(model, "student_teacher_pairs") or hasattr(model, "momentum_update")):
         return

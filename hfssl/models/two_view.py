@@ -1,5 +1,5 @@
-"""`TwoViewProjectionModel`: a backbone and a batch-norm projector embedding two views in one pass, the shape Barlow
-Twins and VICReg share; a subclass only defines its loss in `loss_from_embeddings`.
+"""`TwoViewProjectionModel`: a backbone and a projector embedding two views in one pass, the shape Barlow Twins and
+VICReg share.
 
 Legend: B batch, C channels, H and W image size, P projection dim.
 """
@@ -11,57 +11,24 @@ import torch
 from hfssl.models.backbone import SSLBackboneConfig, backbone_from_config
 from hfssl.models.base import SSLPreTrainedModel, check_views
 from hfssl.models.heads import MLPHead
-from hfssl.models.outputs import SSLModelOutput
 
 
 class TwoViewProjectionModel(SSLPreTrainedModel):
-    """Backbone + projector (`MLPHead`, batch norm, no biases: Barlow Twins' and VICReg's) over two views.
-
-    `embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size` (the
-    projector's batch norms then see a chunk, the loss the whole batch). Subclasses set `method` (for error
-    messages), `preset` (the `DataCollatorForMultiView` preset to suggest) and `loss_from_embeddings`.
-    """
-
-    method = "two-view model"
-    preset = "byol"
+    """Backbone + projector (`MLPHead`, batch norm, no biases: Barlow Twins' and VICReg's) over two views; subclasses
+    set `method_name`, `paper_views` and `loss_from_embeddings` (with `SSLTrainingArguments.gradient_cache_chunk_size`
+    the projector's batch norms see a chunk, the loss the whole batch)."""
 
     def __init__(self, config: SSLBackboneConfig) -> None:
         super().__init__(config)
         self.backbone = backbone_from_config(config)
         self.projector = MLPHead(
-            self.backbone.feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batch_norm=True,
-            bias=False,
-        )
+            self.backbone.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            batch_norm=True, bias=False,
+        )  # fmt: skip
         self.post_init()
 
     def embed(self, pixel_values: list[torch.Tensor]) -> torch.Tensor:
-        """The projections of both views, in one pass of 2B images.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-
-        Returns:
-            `torch.Tensor` of shape `(2, B, P)`: the projections of view 1 and view 2.
-        """
-        view1, view2 = check_views(pixel_values, 2, self.method, preset=self.preset)
+        """The projections `(2, B, P)` of the two views (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`), view 1
+        then view 2, in one pass of 2B images."""
+        view1, view2 = check_views(pixel_values, 2, self.method_name, preset=self.paper_views)
         return self.projector(self.backbone(torch.cat([view1, view2]))).unflatten(0, (2, view1.shape[0]))
-
-    def loss_from_embeddings(self, projections: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The method's loss of `embed`'s output (2, B, P); `targets` is unused (no teacher)."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss_from_embeddings.")
-
-    def forward(self, pixel_values: list[torch.Tensor], labels: torch.Tensor | None = None, **kwargs) -> SSLModelOutput:
-        """`loss_from_embeddings(embed(pixel_values))`.
-
-        Args:
-            pixel_values (`list` of 2 `torch.Tensor` of shape `(B, C, H, W)`): the two augmented views.
-            labels (`torch.Tensor` of shape `(B,)`, *optional*): ignored.
-
-        Returns:
-            `SSLModelOutput`, see `loss_from_embeddings`.
-        """
-        return self.loss_from_embeddings(self.embed(pixel_values))

@@ -5,11 +5,7 @@ Legend: B batch, C channels, H and W image size, D feature dim, P expander dim.
 
 One backbone and expander embed both views; the loss (`hfssl.losses.vicreg`) makes the two embeddings of an image
 agree (invariance), keeps every dimension's std above 1 (variance) and decorrelates the dimensions (covariance),
-over the global batch of all processes. Paper defaults (section 4.1 and appendix C): expander of 3 linear layers of
-8192 units, BN and ReLU after the first two, the last without bias; lambda = mu = 25, nu = 1.
-
-`embed` / `loss_from_embeddings` split the forward for `SSLTrainingArguments.gradient_cache_chunk_size` (the
-expander's batch norms then see a chunk, the loss the whole batch).
+over the global batch of all processes.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ class VICRegConfig(SSLBackboneConfig):
         eps (`float`, defaults to 1e-4): added to the variance before its square root.
         gamma (`float`, defaults to 1.0): the target std of every dimension.
         gather_distributed (`bool`, defaults to `True`): statistics over the global batch of all processes.
-        (The backbone settings are those of `SSLBackboneConfig`.)
     """
 
     model_type = "hfssl_vicreg"
@@ -53,12 +48,7 @@ class VICRegConfig(SSLBackboneConfig):
     gather_distributed: bool = True
 
     def __post_init__(self, **kwargs) -> None:
-        check_positive(
-            "VICReg",
-            projection_hidden_dim=self.projection_hidden_dim,
-            projection_dim=self.projection_dim,
-            projection_layers=self.projection_layers,
-        )
+        check_positive("VICReg", self, "projection_hidden_dim", "projection_dim", "projection_layers")
         coefficients = {"sim_coeff": self.sim_coeff, "std_coeff": self.std_coeff, "cov_coeff": self.cov_coeff}
         negative = {name: value for name, value in coefficients.items() if value < 0}
         if negative:
@@ -76,15 +66,10 @@ class VICRegModel(TwoViewProjectionModel):
 
     config_class = VICRegConfig
     base_model_prefix = "vicreg"
-    method = "VICReg"
-    preset = "byol"
 
     def loss_from_embeddings(self, embeddings: torch.Tensor, targets: None = None) -> SSLModelOutput:
-        """The VICReg loss of the embeddings, with the statistics of the global batch.
-
-        Args:
-            embeddings (`torch.Tensor` of shape `(2, B, P)`): the output of `embed`.
-            targets (`None`): unused (no teacher); kept for the cached-gradient protocol of `SSLTrainer`.
+        """The VICReg loss of `embed`'s `embeddings` (2, B, P), with the statistics of the global batch; `targets` is
+        unused (no teacher).
 
         Returns:
             `SSLModelOutput` with `loss`, `embeddings` (B, P) (view 1) and the unweighted terms as metrics
@@ -96,11 +81,8 @@ class VICRegModel(TwoViewProjectionModel):
             z1, z2, config.sim_coeff, config.std_coeff, config.cov_coeff, config.eps, config.gamma,
             config.gather_distributed,
         )  # fmt: skip
-        metrics = {
-            "vicreg/invariance": terms.invariance.detach(),
-            "vicreg/variance": terms.variance.detach(),
-            "vicreg/covariance": terms.covariance.detach(),
-        }
+        unweighted = ("invariance", "variance", "covariance")
+        metrics = {f"vicreg/{term}": getattr(terms, term).detach() for term in unweighted}
         return SSLModelOutput(loss=terms.loss, embeddings=z1.detach(), metrics=metrics)
 
 

@@ -5,9 +5,7 @@ Legend: P (centre, context) pairs, K negatives per pair, D embedding dim, V voca
 
 The model holds word2vec.c's two tables: the input vectors (`syn0`, the word vectors one keeps) initialised uniform
 in `[-0.5/D, 0.5/D)` and the output vectors (`syn1neg`) initialised at zero. The loss of a pair is
-`-log sigmoid(u_c . v_o) - sum_k log sigmoid(-u_c . v_k)`, summed over the batch as word2vec's per-pair SGD sums its
-updates (so the learning rate means what it means in word2vec.c and gensim: 0.025 decaying linearly). With
-`sparse=True` the embeddings produce sparse gradients, so an SGD step touches only the rows in the batch.
+`-log sigmoid(u_c . v_o) - sum_k log sigmoid(-u_c . v_k)`, summed over the batch (see `Word2VecModel`).
 """
 
 from __future__ import annotations
@@ -21,10 +19,8 @@ from transformers.utils import ModelOutput
 
 
 class _RowDots(torch.autograd.Function):
-    """`logits[p, k] = targets[p, k] . centers[p]`, with a backward written as two fast kernels.
-
-    CPU `bmm` on (P, 1+K, D) x (P, D, 1) is a batch of tiny matrix-vector products; autograd's default backward of it
-    runs a transposed batched product that is several times slower than the forward. Here the backward uses
+    """`logits[p, k] = targets[p, k] . centers[p]`, with a backward written as two fast kernels: autograd's default
+    backward of this batch of tiny matrix-vector products is a slow transposed batched product on CPU; here it is
     `bmm((P, 1, 1+K), (P, 1+K, D))` for the centres and a broadcast outer product for the targets.
     """
 
@@ -78,18 +74,15 @@ class Word2VecOutput(ModelOutput):
 
 
 class Word2VecModel(PreTrainedModel):
-    """Skip-gram with negative sampling; feed it `DataCollatorForSkipGram` batches.
+    """Skip-gram with negative sampling; feed it `DataCollatorForSkipGram` batches, query the learned vectors with
+    `most_similar` and `analogy`.
 
-    Query the learned vectors with `most_similar` (cosine nearest neighbours) and `analogy` (3CosAdd, "a is to b as
-    c is to ?", Mikolov et al., 2013).
-
-    The loss is summed over pairs, so a step adds up every pair's update as word2vec.c applies them one by one: the
-    same step exactly when no word repeats in the batch, and to first order in the learning rate when words do (a
-    repeated word's updates are all taken at the same point, not one after another). Keep steps at a few thousand
-    pairs (about 16 paragraphs of text) for a vocabulary of thousands of words: with a tiny vocabulary or very large
-    batches one word collects hundreds of summed updates in a step, and once `lr * count * |u|^2` passes a few units
-    SGD at 0.025 overshoots and diverges (on 1,000 built-in texts, 964 words: 64 texts a step train, 256 diverge);
-    lower the learning rate, or use smaller batches.
+    The loss is summed over pairs, so a step adds up every pair's update as word2vec.c applies them one by one (and the
+    learning rate means what it means in word2vec.c and gensim: 0.025 decaying linearly): the same step exactly when
+    no word repeats in the batch, to first order in the learning rate when words do. Keep steps at a few thousand
+    pairs: once a word collects so many summed updates that `lr * count * |u|^2` passes a few units, SGD overshoots
+    and diverges (lower the learning rate, or use smaller batches). With `sparse=True` an SGD step touches only the
+    rows in the batch.
     """
 
     config_class = Word2VecConfig
@@ -119,15 +112,12 @@ class Word2VecModel(PreTrainedModel):
     def forward(
         self, center_ids: torch.Tensor, context_ids: torch.Tensor, negative_ids: torch.Tensor, **kwargs
     ) -> Word2VecOutput:
-        """Negative-sampling loss of a batch of pairs.
+        """Negative-sampling loss of a batch of pairs, as a `Word2VecOutput`.
 
         Args:
             center_ids (`torch.LongTensor` of shape (P,)), context_ids (`torch.LongTensor` of shape (P,)): the pairs.
             negative_ids (`torch.LongTensor` of shape (P, K)): noise words; a negative equal to its pair's context is
                 ignored (as word2vec.c and gensim skip it).
-
-        Returns:
-            `Word2VecOutput` with the summed loss and the logits.
         """
         if center_ids.shape != context_ids.shape or negative_ids.shape[:1] != center_ids.shape:
             raise ValueError(
@@ -143,18 +133,15 @@ class Word2VecModel(PreTrainedModel):
         return Word2VecOutput(loss=loss, positive_logits=positive_logits, negative_logits=negative_logits)
 
     def word_vectors(self, normalize: bool = True) -> torch.Tensor:
-        """The input vectors (word2vec's `syn0`), L2-normalised by default.
-
-        Returns:
-            `torch.Tensor` of shape (V, D).
-        """
+        """The input vectors (word2vec's `syn0`) `(V, D)`, L2-normalised by default."""
         vectors = self.input_embeddings.weight.detach()
         return F.normalize(vectors, dim=1) if normalize else vectors
 
     @torch.no_grad()
     def most_similar(
-        self, queries: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None, allowed: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, queries: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Cosine nearest neighbours.
 
         Args:

@@ -14,10 +14,8 @@ class SSLTrainingArguments(TrainingArguments):
     """`TrainingArguments` for `SSLTrainer`, with defaults that avoid the usual Trainer pitfalls for image SSL.
 
     Changed defaults:
-        remove_unused_columns (`bool`, defaults to `False`): keep the `image` column for the multi-view collator
-            (Trainer would otherwise drop every column the model's `forward` does not name).
-        label_names (`list[str]`, defaults to `[]`): SSL has no labels, so evaluation reports the SSL loss instead
-            of expecting a `labels` column.
+        remove_unused_columns (`bool`, defaults to `False`): keep the `image` column for the multi-view collator.
+        label_names (`list[str]`, defaults to `[]`): SSL has no labels: evaluation reports the SSL loss.
         dataloader_drop_last (`bool`, defaults to `True`): no small last batch (contrastive losses and batch norm
             degrade on tiny batches; SimCLR and MoCo drop it).
         max_grad_norm (`float`, defaults to 0.0): no gradient clipping, as the SimCLR, MoCo, BYOL, SimSiam, SwAV,
@@ -29,47 +27,34 @@ class SSLTrainingArguments(TrainingArguments):
             method's paper default from the model config (MoCo v2: 0.999, v3: 0.99).
         teacher_momentum_final (`float`, *optional*): the momentum at the last step, reached on a cosine schedule
             (BYOL, MoCo v3: 1.0); `None` takes the model config's.
-        lars (`bool`, defaults to `False`): use LARS (`hfssl.optim.LARS`, SimCLR / MoCo v3 at large batch) instead of
-            `optim`.
+        lars (`bool`, defaults to `False`): LARS (`hfssl.optim.LARS`, SimCLR / MoCo v3 at large batch), not `optim`.
         lars_momentum (`float`, defaults to 0.9): LARS's SGD momentum.
         lars_trust_coefficient (`float`, defaults to 0.001): LARS's `eta`.
         fixed_predictor_lr (`bool`, defaults to `False`): keep the predictor's learning rate at `learning_rate`
-            throughout (no warm-up, no decay) while the rest follows `lr_scheduler_type`, as SimSiam's reference code
-            trains (`--fix-pred-lr`; the paper's Table 1: 68.1 against 67.7 with the predictor decayed). For models
-            with a `predictor` (SimSiam, BYOL, MoCo v3); the step-function schedules (cosine, linear, constant, ...).
+            throughout (no warm-up, no decay) while the rest follows `lr_scheduler_type`, as SimSiam trains
+            (`--fix-pred-lr`, the paper's Table 1). For models with a `predictor` (SimSiam, BYOL, MoCo v3).
         exclude_norm_and_bias_from_weight_decay (`bool`, defaults to `True`): no weight decay on one-dimensional
             parameters (biases, every norm's scale and shift, learnt temperatures), as SimCLR, MoCo v3 and BYOL do.
-        channels_last (`bool`, defaults to `False`): put the model's 4-D weights and the 4-D views in channels-last
-            memory format (timm's `--channels-last`): faster convolutions, pooling and batch norm for conv nets on CPU
-            (timm `test_resnet`, 512 28-px images, forward + backward: 1.4x here) and on GPUs with mixed precision.
-            Checkpoints and `save_pretrained` work as usual (exact resume tested); the same results up to float
-            rounding.
+        channels_last (`bool`, defaults to `False`): the model's 4-D weights and the 4-D views in channels-last
+            memory format (timm's `--channels-last`, faster for conv nets), the same results up to float rounding.
         sync_batchnorm (`bool`, defaults to `False`): convert every BatchNorm to `torch.nn.SyncBatchNorm`, so batch
             statistics are those of the global batch (SimCLR's global BN, MoCo v3's SyncBN). Needs GPUs.
-        gradient_cache_chunk_size (`int`, *optional*): embed each batch in chunks of this many images without a graph,
-            compute the contrastive loss on the whole batch, then back-propagate chunk by chunk (GradCache,
-            `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its negatives, in the activation
-            memory of a chunk. `None` (default) trains as usual. Models without batch statistics get the exact
-            large-batch gradient; with BatchNorm, the statistics are those of a chunk.
+        gradient_cache_chunk_size (`int`, *optional*): back-propagate the loss of the whole batch chunk by chunk of
+            this many images (GradCache, `hfssl.losses.grad_cache`): the exact gradient of the large batch, with its
+            negatives, in the activation memory of a chunk (with BatchNorm, the statistics are a chunk's).
         collapse_action (`str`, defaults to `"warn"`): what `CollapseGuardCallback` does when a collapse signal stays
             past its threshold for `collapse_patience` logging steps: `"warn"`, `"stop"` (end training) or `"none"`.
         collapse_min_std (`float`, defaults to 0.05): threshold on `embedding/std * sqrt(P)` (about 1 when healthy).
         collapse_min_effective_rank (`float`, defaults to 1.5): threshold on `embedding/effective_rank` (RankMe).
-        collapse_min_uniform_gap (`float`, defaults to 0.01): threshold on DINO's / SwAV's
-            `collapse/uniform_loss_gap`, (ln K - loss) / ln K.
+        collapse_min_uniform_gap (`float`, defaults to 0.01): threshold on `collapse/uniform_loss_gap` (DINO, SwAV).
         collapse_patience (`int`, defaults to 3): consecutive logging steps past a threshold before acting.
         collapse_check_start (`float`, defaults to 0.1): no check before this step (a fraction of the run when < 1).
         skip_non_finite_steps (`bool`, defaults to `False`): skip (with a warning) an optimizer step whose input or loss
             is nan/inf instead of stopping with an error (`SafeTrainer`); one process only.
-        knn_eval_steps (`int`, *optional*): measure the weighted-kNN top-1 of the encoder every this many optimizer
-            steps, logged as `"eval_knn/top1"`; acted on by `hfssl.evaluation.callbacks.add_knn_evaluation(trainer,
-            data_args)`, which an image recipe calls after building the trainer (memory: the labelled train split,
-            queries: the test split, else validation, else a held-out 20%). `None` (default): no kNN during training.
+        knn_eval_steps (`int`, *optional*): log the weighted-kNN top-1 of the encoder as `"eval_knn/top1"` every this
+            many optimizer steps (`hfssl.evaluation.callbacks.add_knn_evaluation`, which the image recipes call).
         knn_k (`int`, defaults to 200), knn_temperature (`float`, defaults to 0.1): the kNN's neighbours and vote
             temperature (InstDisc, DINO; DINO also reports k=20, better below a few thousand training images).
-
-    Several processes on a machine without an accelerator (`torchrun` / `accelerate launch` on CPU) set `use_cpu=True`,
-    which makes accelerate run one gloo job (MULTI_CPU) instead of independent single-process runs.
     """
 
     remove_unused_columns: bool = field(
@@ -114,7 +99,6 @@ class SSLTrainingArguments(TrainingArguments):
     skip_non_finite_steps: bool = field(
         default=False, metadata={"help": "Skip a step with a nan/inf input or loss instead of stopping (one process)."}
     )
-
     knn_eval_steps: int | None = field(
         default=None, metadata={"help": "kNN top-1 of the encoder every N steps (labelled data with a test split)."}
     )
@@ -123,7 +107,7 @@ class SSLTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-            self.use_cpu = True
+            self.use_cpu = True  # several CPU processes: one gloo job (MULTI_CPU), not independent runs
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns about it every epoch
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:

@@ -1,10 +1,9 @@
-"""The callbacks SSL trainers share: the SSL state update after each optimizer step (on the momentum schedule
-`cosine_schedule`, defined with the momentum teacher in `hfssl.models.teacher` and importable from here too), the
-weight-decay schedule (DINO) and the gradient cancelling that freezes parameters for the first steps (DINO's last
-layer, SwAV's prototypes)."""
+"""The callbacks SSL trainers share: the SSL state update after each optimizer step (on `cosine_schedule`, defined in
+`hfssl.models.teacher`), DINO's weight-decay schedule, and the freezing of parameters for the first steps."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -18,13 +17,8 @@ __all__ = ["CancelGradientsCallback", "SSLStateUpdateCallback", "WeightDecaySche
 
 class SSLStateUpdateCallback(TrainerCallback):
     """After every optimizer step, calls `model.update_after_step(momentum, state_updates)` on models that have it:
-    the EMA teacher update on the cosine momentum schedule, then queue writes and the like.
-
-    The update after optimizer step k (0-based: `state.global_step - 1`, as Trainer has already counted the step)
-    uses `cosine_schedule(k, max_steps, start, end)`, as BYOL's `target_ema(global_step)` and DINO's
-    `momentum_schedule[it]`: `start` at the first update, never quite `end` (a one-step run still moves the teacher).
-    `start`/`end` come from `SSLTrainingArguments.teacher_momentum(_final)` or else the model config's `momentum(_final)`.
-    Registered by `SSLTrainer` itself, before any checkpoint callback runs, so checkpoints hold the updated state.
+    the EMA teacher update on the cosine momentum schedule, then queue writes and the like. Registered by `SSLTrainer`
+    before any checkpoint callback runs, so checkpoints hold the updated state.
 
     Args:
         trainer (`Trainer`): the trainer whose model it updates; it hands over the forward passes' state updates
@@ -35,8 +29,10 @@ class SSLStateUpdateCallback(TrainerCallback):
         self.trainer = trainer
 
     def momentum(self, step: int, total_steps: int) -> float | None:
-        """The teacher momentum of the update after optimizer step `step` (0-based) of `total_steps`, or None when the
-        model has no momentum settings."""
+        """The teacher momentum after optimizer step `step` (0-based) of `total_steps`, or None when the model has no
+        momentum settings: `cosine_schedule(step, total_steps, start, end)`, as BYOL's `target_ema(global_step)` and
+        DINO's `momentum_schedule[it]` (`start` at the first update, never quite `end`, so a one-step run still moves
+        the teacher); `start`/`end` from `args.teacher_momentum(_final)`, else from the config's `momentum(_final)`."""
         args, config = self.trainer.args, getattr(self.trainer.accelerator.unwrap_model(self.trainer.model), "config", None)
         start = getattr(args, "teacher_momentum", None)
         start = start if start is not None else getattr(config, "momentum", None)
@@ -51,7 +47,7 @@ class SSLStateUpdateCallback(TrainerCallback):
         updates = self.trainer.take_state_updates()
         if not hasattr(model, "update_after_step"):
             return
-        momentum = self.momentum(state.global_step - 1, state.max_steps)
+        momentum = self.momentum(state.global_step - 1, state.max_steps)  # Trainer has already counted the step
         model.update_after_step(momentum, updates)
         if momentum is not None:
             self.trainer.record_metric("teacher/momentum", momentum)
@@ -110,11 +106,9 @@ class CancelGradientsCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, train_dataloader=None, **kwargs
     ) -> None:
-        try:
-            batches = len(train_dataloader)
-        except TypeError:  # an iterable dataset: no epoch length
-            batches = None
-        self.epoch_steps = None if batches is None else max(1, batches // args.gradient_accumulation_steps)
+        self.epoch_steps = None
+        with contextlib.suppress(TypeError):  # an iterable dataset has no epoch length
+            self.epoch_steps = max(1, len(train_dataloader) // args.gradient_accumulation_steps)
 
     def frozen_steps(self, model: nn.Module) -> int:
         """The number of optimizer steps the parameters stay frozen."""

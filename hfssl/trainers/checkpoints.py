@@ -1,20 +1,17 @@
 """Crash-safe checkpoints: a `checkpoint-N` folder appears only once it is complete, so a run killed at any moment
 (preemption, the OOM killer, a reboot) resumes from its last complete checkpoint with no hand fix.
 
-How: `SafeTrainer` lets Trainer write each checkpoint into `<output_dir>/.incomplete-checkpoints/checkpoint-N`,
-flushes every file to disk (`fsync`), then renames the folder to `<output_dir>/checkpoint-N` (one atomic rename on
-the same file system) and fsyncs the parent folder. `save_total_limit` rotation then runs on complete checkpoints
-only, never deletes the newest one, and moves a folder into the staging folder before deleting it (a kill midway
-leaves no half-deleted checkpoint in sight). Folders that lack a readable `trainer_state.json` (written last by
-Trainer), e.g. from a run killed under plain `transformers.Trainer`, are skipped with a warning that names them.
-
-`resume_from_checkpoint=True` (Trainer) and `--resume_from_checkpoint true` (the recipes) resume from
-`last_complete_checkpoint(output_dir)`; the recipes also resume on their own when they find a complete checkpoint in
-`--output_dir` (as transformers' example scripts do). A run resumed after it finished stays finished.
+`SafeTrainer` lets Trainer write each checkpoint into `<output_dir>/.incomplete-checkpoints/checkpoint-N`, then
+publishes it (`publish_checkpoint`: fsync, then one atomic rename to `<output_dir>/checkpoint-N`). Rotation
+(`save_total_limit`) counts complete checkpoints only, never deletes the newest one, and moves a folder into the
+staging folder before deleting it. Folders that lack a readable `trainer_state.json` (written last by Trainer), e.g.
+from a run killed under plain `transformers.Trainer`, are skipped with a warning that names them. The recipes also
+resume on their own from a complete checkpoint in `--output_dir` (as transformers' example scripts do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,13 +26,6 @@ logger = logging.getLogger(__name__)
 STAGING_DIR = ".incomplete-checkpoints"
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-_TRUE_WORDS = {"true", "last", "yes", "1"}
-
-
-def checkpoint_step(path: str) -> int | None:
-    """The step N of a folder named `checkpoint-N`, else None."""
-    match = _CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(path)))
-    return int(match.group(1)) if match else None
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -54,9 +44,9 @@ def complete_checkpoints(output_dir: str, warn: bool = True) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
     found = sorted(
-        (step, os.path.join(output_dir, name))
+        (int(match.group(1)), os.path.join(output_dir, name))
         for name in os.listdir(output_dir)
-        if (step := checkpoint_step(name)) is not None and os.path.isdir(os.path.join(output_dir, name))
+        if (match := _CHECKPOINT_NAME.match(name)) and os.path.isdir(os.path.join(output_dir, name))
     )
     complete = [path for _, path in found if is_complete_checkpoint(path)]
     incomplete = [path for _, path in found if path not in complete]
@@ -88,24 +78,19 @@ def resolve_resume_from_checkpoint(value: Any, output_dir: str, auto: bool = Fal
         auto (`bool`, defaults to `False`): with `value=None`, resume from the last complete checkpoint of
             `output_dir` when there is one (what the recipes do when rerun into the same folder).
     """
-    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS:
-        value = True
-    if isinstance(value, str) and value.strip().lower() in {"false", "no", "0", "none", ""}:
-        value = None
-    if value is None or value is False:
-        if not auto:
-            return None
-        last = last_complete_checkpoint(output_dir)
-        if last is not None:
-            logger.info("Found %s in output_dir: resuming from it (use another --output_dir to start afresh).", last)
-        return last
-    if value is True:
+    word = value.strip().lower() if isinstance(value, str) else None
+    if value is True or word in {"true", "last", "yes", "1"}:
         last = last_complete_checkpoint(output_dir)
         if last is None:
             raise ValueError(
                 f"resume_from_checkpoint=True, but {output_dir!r} holds no complete checkpoint-N folder to resume from. "
                 "Start without resume_from_checkpoint, or point it at a checkpoint folder."
             )
+        return last
+    if value is None or value is False or word in {"false", "no", "0", "none", ""}:
+        last = last_complete_checkpoint(output_dir) if auto else None
+        if last is not None:
+            logger.info("Found %s in output_dir: resuming from it (use another --output_dir to start afresh).", last)
         return last
     path = str(value)
     if not os.path.isdir(path):
@@ -134,12 +119,9 @@ def fsync_folder(path: str) -> None:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    os.close(descriptor)
 
 
 def publish_checkpoint(staged: str, final: str) -> None:
@@ -147,19 +129,15 @@ def publish_checkpoint(staged: str, final: str) -> None:
     `final` (a stale or incomplete folder of the same step) is first renamed aside, then deleted."""
     fsync_tree(staged)
     parent = os.path.dirname(final)
+    aside = os.path.join(os.path.dirname(staged), os.path.basename(final) + ".replaced")
     if os.path.exists(final):
-        aside = os.path.join(os.path.dirname(staged), os.path.basename(final) + ".replaced")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(final, aside)
-        os.replace(staged, final)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(staged, final)
+    os.replace(staged, final)
+    shutil.rmtree(aside, ignore_errors=True)
     fsync_folder(parent)
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(staged))  # the staging folder, once empty
-    except OSError:
-        pass
 
 
 def rotate_complete_checkpoints(output_dir: str, save_total_limit: int | None, keep: set[str]) -> None:
@@ -187,7 +165,5 @@ def discard_folder(path: str) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(staging)
-    except OSError:
-        pass

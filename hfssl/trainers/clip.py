@@ -4,7 +4,6 @@ Legend: B images, K captions per image, n images in a chunk.
 
 What it changes in `SSLTrainer`: batches hold one image tensor and captions instead of a list of views, and the
 cached-gradient step (`gradient_cache_chunk_size`) cuts the batch into chunks of n images with their K * n captions.
-Everything else (metrics, checkpointed collator generator, optimiser groups, distributed checks) is `SSLTrainer`'s.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from hfssl.collators.image_text import DataCollatorForImageText
-from hfssl.distributed import average_gradients
-from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.models.clip import DualEncoderModel
 from hfssl.trainers.ssl_trainer import SSLTrainer
 
@@ -85,25 +81,6 @@ class DualEncoderTrainer(SSLTrainer):
                 f"captions); got keys {sorted(inputs)}. Use DataCollatorForImageText."
             )
 
-    def cached_gradient_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """GradCache over chunks of `args.gradient_cache_chunk_size` images and their captions: the exact gradient
-        of the whole batch's contrastive loss (gathered across processes) in the activation memory of one chunk."""
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        self._check_inputs(inputs)
-        self._record_image_size(inputs, model)
-        module = self.accelerator.unwrap_model(model)
-        chunks = split_image_text_batch(inputs, self.args.gradient_cache_chunk_size)
-        scale = 1.0 / self.current_gradient_accumulation_steps
-        with self.compute_loss_context_manager(), self.accelerator.autocast():
-            outputs = cached_gradient_backward(
-                module.embed,
-                module.loss_from_embeddings,
-                chunks,
-                backward=lambda loss: self.accelerator.backward(loss * scale),
-                dim=1,
-            )
-        if self.accelerator.sync_gradients:
-            average_gradients(module.parameters())
-        self._record_outputs(outputs, "train")
-        return outputs.loss * scale
+    def gradient_cache_chunks(self, inputs: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        """Chunks of `args.gradient_cache_chunk_size` images with their captions (`split_image_text_batch`)."""
+        return split_image_text_batch(inputs, self.args.gradient_cache_chunk_size)

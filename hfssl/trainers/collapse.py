@@ -3,16 +3,10 @@ threshold.
 
 Legend: B batch, P embedding dim, K prototypes / output dim of a self-distillation head.
 
-Signals (logged by `SSLTrainer` at every logging step, averaged over the logging window and over processes):
-- `embedding/std`: mean over dimensions of the std over the batch of the L2-normalised embeddings (SimSiam, Chen & He
-  2021, section 4.1). About 1/sqrt(P) when the embeddings spread over the sphere, 0 when they collapse to a point.
-  The guard compares `embedding/std * sqrt(P)` (1 when healthy) with its threshold.
-- `embedding/effective_rank`: exp of the entropy of the normalised singular values of the centred batch embeddings
-  (RankMe, Garrido et al. 2023; Roy & Vetterli 2007), between 1 (all embeddings on one line: dimensional collapse)
-  and min(B, P). The guard compares it with `collapse_min_effective_rank`.
-- `collapse/uniform_loss_gap` (DINO, SwAV, logged by their models): (ln K - loss) / ln K, 0 when the cross-entropy
-  is stuck at ln K, the value of a uniform output over K prototypes (the collapse users report for DINO and SwAV).
-  The guard compares its absolute value with the threshold (SwAV's loss can sit above ln K early in training).
+`SSLTrainer` logs `embedding/std` (`embedding_std`) and `embedding/effective_rank` (`effective_rank`) at every
+logging step, averaged over the logging window and over processes. DINO and SwAV log `collapse/uniform_loss_gap`,
+(ln K - loss) / ln K: 0 when the cross-entropy is stuck at ln K, the loss of a uniform output over the K prototypes
+(the collapse users report for DINO and SwAV).
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """RankMe's effective rank (Garrido et al. 2023, eq. 1) of a batch of embeddings.
+    """RankMe's effective rank (Garrido et al. 2023, eq. 1) of a batch of embeddings: a float32 scalar.
 
     `exp(-sum_k p_k log p_k)` with `p_k = s_k / sum_j s_j + eps`, `s` the singular values of the batch embeddings
     centred over the batch. 1 when all embeddings lie on one line, min(B, P) when they fill the space evenly.
@@ -42,16 +36,13 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     Args:
         embeddings (`torch.Tensor` of shape `(B, P)`): one view's embeddings (B >= 2).
         eps (`float`): RankMe's epsilon, keeps the logarithm finite.
-
-    Returns:
-        `torch.Tensor`, scalar float32.
     """
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"effective_rank needs embeddings of shape (B >= 2, P); got {tuple(embeddings.shape)}.")
     centred = embeddings.detach().cpu().double()
     centred = centred - centred.mean(dim=0)
     # The singular values are the square roots of the eigenvalues of the smaller Gram matrix: in float64, the same
-    # values as `svdvals` to ~1e-7 relative, 3-5x faster (it runs at every training step).
+    # values as `svdvals` to ~1e-7 relative, and cheaper (it runs at every training step).
     gram = centred.T @ centred if centred.shape[1] <= centred.shape[0] else centred @ centred.T
     singular_values = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
     if singular_values.sum() <= 0:
@@ -63,15 +54,11 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 class CollapseGuardCallback(TrainerCallback):
     """Watches the collapse signals at every logging step and warns, or stops training, when one crosses its threshold.
 
-    A signal is flagged when it is past its threshold for `args.collapse_patience` consecutive logging steps after
-    `args.collapse_check_start` (steps, or a fraction of the run when < 1: self-distillation losses start near ln K
-    by construction). `args.collapse_action`: `"warn"` logs a warning naming the signal, its value and the usual
-    fixes; `"stop"` also ends training (`control.should_training_stop`); `"none"` does not register the guard.
-    What was flagged is kept in `self.flagged` (signal -> step of the warning); the signals themselves are in
-    `state.log_history`.
-
-    Thresholds (`SSLTrainingArguments`): `collapse_min_std` on `embedding/std * sqrt(P)` (default 0.05: healthy is
-    about 1), `collapse_min_effective_rank` (default 1.5), `collapse_min_uniform_gap` (default 0.01).
+    A signal is flagged when it is past its threshold (`args.collapse_min_*`) for `args.collapse_patience`
+    consecutive logging steps after `args.collapse_check_start` (self-distillation losses start near ln K by
+    construction). `args.collapse_action`: `"warn"` logs a warning naming the signal, its value and the usual fixes;
+    `"stop"` also ends training; `"none"` does not register the guard. What was flagged is kept in `self.flagged`
+    (signal -> step of the warning).
 
     Args:
         trainer (`Trainer`): the trainer it watches; its `args` hold the thresholds and its `embedding_dim` the
@@ -106,7 +93,7 @@ class CollapseGuardCallback(TrainerCallback):
                 "weight decay or a covariance/redundancy term (VICReg, Barlow Twins)",
             )
         if "collapse/uniform_loss_gap" in logs:
-            found["collapse/uniform_loss_gap"] = (  # above ln K (sharp wrong predictions) is not the uniform collapse
+            found["collapse/uniform_loss_gap"] = (  # above ln K (sharp wrong predictions) is not the collapse
                 abs(logs["collapse/uniform_loss_gap"]),
                 args.collapse_min_uniform_gap,
                 "the loss is stuck at ln K (uniform output over the K prototypes); for DINO lower the teacher "

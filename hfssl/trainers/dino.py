@@ -1,32 +1,23 @@
 """`DINOTrainer`: `SSLTrainer` for `DINOModel`, with DINO's optimisation schedules (Caron et al. 2021, main_dino.py).
 
-What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_from_checkpoint` is exact:
-- weight decay on a cosine schedule from `args.weight_decay` (0.04) to `args.weight_decay_final` (0.4), written into
-  the optimizer's decayed parameter groups before every step (`WeightDecayScheduleCallback`);
-- no update of the head's last layer during the first `config.freeze_last_layer_steps` steps (default: the first
-  epoch of the run, as the paper's `--freeze_last_layer 1`): its gradients are
-  dropped after clipping, just before the optimizer step, as the reference's `cancel_gradients_last_layer`, so
-  neither the optimizer nor the weight decay touches it (`CancelGradientsCallback`);
-- gradient clipping at `args.max_grad_norm` (3.0) per parameter, as the reference's `utils.clip_gradients` (each
-  parameter's gradient scaled to norm <= 3.0, not the global norm; DeepSpeed and FSDP keep their own global clipping);
-- the teacher EMA (0.996 -> 1), the centre and the teacher-temperature step, from `SSLTrainer`'s
-  `SSLStateUpdateCallback`.
+What it adds to `SSLTrainer`, each a function of the optimizer step so `resume_from_checkpoint` is exact: the cosine
+weight-decay schedule (`WeightDecayScheduleCallback`), the head's last layer frozen for its first steps
+(`CancelGradientsCallback`) and per-parameter gradient clipping (`DINOTrainer._clip_grad_norm`). The teacher EMA
+(0.996 -> 1), the centre and the teacher-temperature step come from `SSLTrainer`'s `SSLStateUpdateCallback`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
 from hfssl.models.dino import DINOModel
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import CancelGradientsCallback, WeightDecayScheduleCallback
 from hfssl.trainers.ssl_trainer import SSLTrainer
-
-if TYPE_CHECKING:
-    from torch import nn
 
 
 @dataclass
@@ -65,8 +56,9 @@ class DINOTrainer(SSLTrainer):
     """Train DINO (Caron et al., 2021). `model` may be a `DINOModel` or a backbone name; `args` default to
     `DINOTrainingArguments("outputs/dino")` (plain `SSLTrainingArguments` train with a constant weight decay);
     `data_collator` defaults to `DataCollatorForMultiView.dino` at the backbone's input size (2 global crops, 8 local
-    crops at 96/224 of it), with its normalisation. Adds DINO's weight-decay schedule, the frozen last layer
-    and per-parameter gradient clipping. Otherwise as `SSLTrainer`.
+    crops at 96/224 of it). The head's last layer is frozen for `config.freeze_last_layer_steps` (default: the first
+    epoch, as the paper's `--freeze_last_layer 1`): its gradients are dropped after clipping, just before the optimizer
+    step, as the reference's `cancel_gradients_last_layer`. Otherwise as `SSLTrainer`.
     """
 
     model_class = DINOModel
@@ -76,13 +68,10 @@ class DINOTrainer(SSLTrainer):
     def __init__(self, model: DINOModel | str, args: SSLTrainingArguments | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(WeightDecayScheduleCallback(self))
-        self.add_callback(
-            CancelGradientsCallback(
-                self,
-                lambda model: list(model.head.last_layer.parameters()),
-                lambda model: model.config.freeze_last_layer_steps,
-            )
-        )
+        self.add_callback(CancelGradientsCallback(
+            self, lambda model: list(model.head.last_layer.parameters()),
+            lambda model: model.config.freeze_last_layer_steps,
+        ))  # fmt: skip
 
     def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor | None:
         """DINO's `utils.clip_gradients`: every parameter's gradient scaled to norm <= `max_grad_norm` on its own

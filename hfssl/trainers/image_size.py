@@ -1,12 +1,5 @@
-"""The image side a trainer's default collator builds views at, and the side a collator's views really have.
-
-Without a `data_collator`, an `SSLTrainer` builds the method's paper views itself. Its side comes from the data when
-the first training example can be read (`first_image_side`): the smaller of that image's shorter side and the
-backbone's input size (`data_config["input_size"]`), so 32 px digits train at 32 px, not upsampled to a timm model's
-224, while ImageNet-sized photos train at the backbone's 224. The choice is logged with how to change it.
-
-What training saw is then recorded (`record_training_image_size`) where evaluation and export read it.
-"""
+"""The image side an `SSLTrainer` without a `data_collator` builds the paper views at (`default_view_size`, from the
+data), and the side training saw, recorded where evaluation and export read it (`record_training_image_size`)."""
 
 from __future__ import annotations
 
@@ -43,15 +36,12 @@ def image_side(image: Any) -> int | None:
 
 
 def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | None, str]:
-    """The shorter side of the first example's image, and, when it cannot be read, why not.
+    """`(side, "")`, the shorter side of the first example's image, or `(None, reason)` when it cannot be read.
 
     Args:
         dataset: a `datasets.Dataset` (decoded or not), or any indexable dataset of dicts; an `IterableDataset` is
             not read (peeking would consume it).
         image_column (`str`, defaults to `"image"`): the key holding the image.
-
-    Returns:
-        `(side, "")`, or `(None, reason)`.
     """
     if dataset is None:
         return None, "no train_dataset was given"
@@ -61,8 +51,7 @@ def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | N
         if len(dataset) == 0:
             return None, "the train_dataset is empty"
         example = dataset[0]
-        image = example[image_column] if isinstance(example, dict) else None
-        side = image_side(image)
+        side = image_side(example[image_column] if isinstance(example, dict) else None)
     except (KeyError, IndexError, TypeError, ValueError, OSError, NotImplementedError) as error:
         return None, f"its first example's {image_column!r} could not be read ({type(error).__name__}: {error})"
     if side is None:
@@ -71,8 +60,9 @@ def first_image_side(dataset: Any, image_column: str = "image") -> tuple[int | N
 
 
 def default_view_size(backbone_size: int, dataset: Any, trainer_name: str, example: str) -> int:
-    """The side of the default collator's views: `min(first image's shorter side, backbone_size)`, or `backbone_size`
-    when the data cannot be read, logged (INFO, or WARNING when the data could not be read) with how to change it.
+    """The side of the default collator's views: `min(first image's shorter side, backbone_size)` (so 32 px digits
+    train at 32 px, not upsampled to a timm model's 224), or `backbone_size` when the data cannot be read; logged
+    (INFO, or WARNING when the data could not be read) with how to change it.
 
     Args:
         backbone_size (`int`): the backbone's `data_config["input_size"][-1]`.

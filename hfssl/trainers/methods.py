@@ -53,8 +53,7 @@ def trainer_for(model_class: type) -> type:
 
 
 def image_methods() -> dict[str, SSLMethod]:
-    """Every registered image method by name: the configs registered with `AutoConfig` under `hfssl_NAME` whose
-    `AutoModel` class declares `paper_views`."""
+    """Every registered image method by name (`hfssl_NAME` configs whose `AutoModel` class declares `paper_views`)."""
     methods = {}
     for model_type in CONFIG_MAPPING.keys():
         if not model_type.startswith(MODEL_TYPE_PREFIX):

@@ -2,26 +2,12 @@
 that stays finished, and a stop (or a skipped step) at the first non-finite input or loss.
 
 Every hfssl trainer derives from it, and the recipes that train a plain transformers model (MLM, CLM, T5, SimCSE,
-Word2Vec, MAE) use it in place of `Trainer`. What it adds, and nothing else:
-- checkpoints written to `<output_dir>/.incomplete-checkpoints/checkpoint-N` and renamed to
-  `<output_dir>/checkpoint-N` once complete and on disk (`hfssl.trainers.checkpoints`); rotation
-  (`save_total_limit`) over complete checkpoints only; no checkpoint is written while a parameter is non-finite;
-- `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint; a path to an incomplete one is
-  refused with an error that says so;
-- resuming a run that already reached `max_steps` trains nothing (Trainer would run one more step);
-- the generator of a seeded collator (drawing in the main process) is saved with Trainer's RNG states in each
-  checkpoint, at the state before the first batch training has not consumed, and restored before any batch is drawn
-  on resume; evaluation draws from a copy of the collator, leaving the training stream untouched;
-- before each forward pass the floating-point inputs are checked, after it the loss: at the first non-finite value
-  training stops with an error naming the step and the first non-finite tensor (an input and example, a parameter,
-  or the loss itself). With `args.skip_non_finite_steps=True` (`SSLTrainingArguments`) a step whose input or loss
-  is non-finite is skipped instead (its gradients dropped, so the optimizer leaves the weights as they were), with a
-  warning; a non-finite parameter always stops training;
-- the Hub, TRL-style: with `push_to_hub` the repository is created at init through `hfssl.export.create_hub_repo`
-  (no network or token: an error before training that says how to upload the saved folder later);
-  `create_model_card(...)` writes hfssl's card (`hfssl.export.write_model_card`) and `push_to_hub()` uploads the
-  folder holding it in one commit. Trainer's uploads per checkpoint and at each `save_model` do not happen: the
-  repository gets the folder its card describes, once.
+Word2Vec, MAE) use it in place of `Trainer`. What it adds, each described at its method: checkpoints that appear only
+once complete (`_save_checkpoint`, `hfssl.trainers.checkpoints`) and resumes from the last complete one (`train`);
+a finished run that stays finished (`_init_training_state`); the seeded collator's generator saved and restored
+with Trainer's RNG states (`_save_rng_state`, `_load_from_checkpoint`); the first non-finite input, loss or
+parameter stopping training, or with `args.skip_non_finite_steps=True` skipping the step (`training_step`); hfssl's
+model card and a single upload to the Hub (`create_model_card`, `push_to_hub`).
 """
 
 from __future__ import annotations
@@ -136,7 +122,6 @@ class SafeTrainer(Trainer):
         collator = self.data_collator
         return collator.collator if isinstance(collator, GeneratorTrackingCollator) else collator
 
-
     # ---- resume -------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
@@ -175,9 +160,7 @@ class SafeTrainer(Trainer):
 
     def _save_rng_state(self, output_dir: str) -> None:
         """Save Trainer's RNG states plus the collator's generator (augmentations drawn in the main process, i.e.
-        `dataloader_num_workers=0`). Worker processes re-seed their generators when the resumed run starts its
-        iterator, so with workers the augmentations after a resume differ from the uninterrupted run's (a warning
-        says so at resume): the weights, optimizer, schedules and SSL state still resume exactly."""
+        `dataloader_num_workers=0`; worker processes re-seed theirs when the resumed run starts its iterator)."""
         super()._save_rng_state(output_dir)
         tracker = self.data_collator
         if isinstance(tracker, GeneratorTrackingCollator):

@@ -2,32 +2,14 @@
 
 Legend: B batch, V views, P projection dim.
 
-What it adds to Trainer, and nothing else:
-- `compute_loss`: views in, the method model's `SSLModelOutput.loss` out; the model's metrics and the collapse
-  signals (`embedding/std`, the per-dimension std of the normalised embeddings, about 1/sqrt(P) when healthy, 0 when
-  collapsed; `embedding/effective_rank`, RankMe) are averaged between logging steps and logged as
-  `"<objective>/<quantity>"`; `CollapseGuardCallback` warns or stops when one crosses its threshold
-  (`args.collapse_*`); `embedding/dim` (P) is logged once, at the first logging step, for the plots' reference line.
-  Batches of uint8 crops from a collator with `photometric_on_device=True` are finished on the
-  training device (`finish_views`).
-- after each optimizer step, `SSLStateUpdateCallback` calls `model.update_after_step` (EMA teacher on a cosine
-  momentum schedule, queue writes) with the `state_update` of the step's forward passes.
-- optimiser: no weight decay on one-dimensional parameters; LARS with `args.lars`; with `args.fixed_predictor_lr`,
-  the predictor at the base learning rate throughout (SimSiam).
-- evaluation reports the SSL loss (there are no labels).
-- image size: without a `data_collator`, the views' side comes from the data (`hfssl.trainers.image_size`);
-  `trainer.training_image_size` is the side of the largest view training saw (from the collator before the first
-  step, then from the batches), also written to `model.config.training_image_size` and the backbones'
-  `data_config["input_size"]` (so checkpoints record it, and evaluation and export default to it).
-- distributed: logged metrics are averaged over processes; `args.sync_batchnorm` converts BatchNorm to SyncBatchNorm;
-  momentum teachers are refused under FSDP / ZeRO-3 (`hfssl.models.teacher.check_teacher_sharding`);
-  `args.gradient_cache_chunk_size` trains with cached gradients (`hfssl.losses.grad_cache`) for models that split
-  `forward` into `embed(pixel_values)` (with gradient), optionally `embed_targets(pixel_values)` (without, e.g. a
-  teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
-A method model only needs `forward(pixel_values=[view, ...]) -> SSLModelOutput` and, if it has state to update
-after the optimizer step, `update_after_step(momentum, state_updates)`. All of its state lives in parameters and
-persistent buffers, and schedules are functions of the step, so Trainer checkpoints (with Trainer's RNG states)
-resume exactly.
+A method model only needs `forward(pixel_values=[view, ...]) -> SSLModelOutput` and, if it has state to update after
+the optimizer step, `update_after_step(momentum, state_updates)` (`SSLStateUpdateCallback`: EMA teacher, queue
+writes). Its state lives in parameters and persistent buffers and its schedules are functions of the step, so
+Trainer checkpoints (with Trainer's RNG states) resume exactly. For `args.gradient_cache_chunk_size`
+(`hfssl.losses.grad_cache`) it splits `forward` into `embed(pixel_values)` (with gradient), optionally
+`embed_targets(pixel_values)` (without, e.g. a teacher's keys) and `loss_from_embeddings(embeddings, targets)`.
+What the trainer adds (metrics and collapse signals, the views' side, the optimiser's groups, the distributed checks)
+is described at each method.
 """
 
 from __future__ import annotations
@@ -39,11 +21,7 @@ import torch
 from torch import nn
 
 from hfssl.collators.multi_view import DataCollatorForMultiView
-from hfssl.distributed import (
-    average_across_processes,
-    average_gradients,
-    convert_sync_batchnorm,
-)
+from hfssl.distributed import average_across_processes, average_gradients, convert_sync_batchnorm
 from hfssl.losses.grad_cache import cached_gradient_backward
 from hfssl.models.teacher import check_teacher_sharding
 from hfssl.optim import LARS
@@ -51,13 +29,9 @@ from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.callbacks import SSLStateUpdateCallback
 from hfssl.trainers.collapse import CollapseGuardCallback, effective_rank, embedding_std
 from hfssl.trainers.image_size import (
-    batch_image_size,
-    collator_image_size,
-    default_view_size,
-    record_training_image_size,
+    batch_image_size, collator_image_size, default_view_size, record_training_image_size
 )
 from hfssl.trainers.safe_trainer import SafeTrainer
-
 
 
 def constant_factor(step: int) -> float:
@@ -68,9 +42,9 @@ def constant_factor(step: int) -> float:
 class SSLTrainer(SafeTrainer):
     """A `Trainer` for self-supervised method models (`SimCLRModel`, `MoCoModel`, ...).
 
-    A method's trainer declares `model_class` and its `default_arguments` (and
-    overrides what it adds: DINO's schedules, SwAV's frozen prototypes); the shared `__init__` builds the model from a
-    backbone name, the paper's views and the arguments from those.
+    A method's trainer declares `model_class` and its `default_arguments` (and overrides what it adds: DINO's
+    schedules, SwAV's frozen prototypes); the shared `__init__` builds the model from a backbone name, the paper's
+    views and the arguments from those.
 
     Args:
         model (`PreTrainedModel` or `str`): a method model returning `SSLModelOutput`, or (for a method trainer) a
@@ -79,14 +53,12 @@ class SSLTrainer(SafeTrainer):
             (`SSLTrainingArguments("outputs/<method>")`). A plain `TrainingArguments` is accepted if
             `remove_unused_columns=False`.
         data_collator (`Callable`, *optional*): a multi-view collator returning `{"pixel_values": [view, ...], ...}`;
-            defaults to the method's paper views (`default_data_collator`) at the first training image's shorter side,
-            capped at the backbone's input size (the backbone's input size when the data cannot be read; logged).
+            defaults to the method's paper views (`default_data_collator`).
         train_dataset, eval_dataset, callbacks, **kwargs: as for `transformers.Trainer`.
 
     Attributes:
-        training_image_size (`int` or `None`): the side in pixels of the largest view training sees: the collator's
-            (`views` sizes or `image_size`) once built, then that of the batches it trains on; None when the
-            collator does not say and no step has run. Model cards and exports read it.
+        training_image_size (`int` or `None`): the side in pixels of the largest view training sees, the collator's
+            until the first step (None when it does not say); model cards and exports read it.
         embedding_dim (`int` or `None`): P, the dimension of the embeddings `embedding/std` is measured on.
     """
 
@@ -128,15 +100,8 @@ class SSLTrainer(SafeTrainer):
             model = model.to(memory_format=torch.channels_last)
         if getattr(data_collator, "photometric_on_device", False) is None and args.device.type != "cpu":
             data_collator.photometric_on_device = True  # "auto": the photometric half on the accelerator (`finish_views`)
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            callbacks=callbacks,
-            **kwargs,
-        )
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, callbacks=callbacks, **kwargs)  # fmt: skip
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._state_updates: list[dict[str, torch.Tensor]] = []
         self.callback_handler.callbacks.insert(0, SSLStateUpdateCallback(self))
@@ -177,9 +142,8 @@ class SSLTrainer(SafeTrainer):
         return DataCollatorForMultiView.paper_views(views, size, mean=data_config["mean"], std=data_config["std"])
 
     def default_view_size(self, data_config: dict[str, Any], train_dataset: Any, example: str | None = None) -> int:
-        """The default views' side: the first training image's shorter side, at most the backbone's
-        `data_config["input_size"]` side (which is used when the data cannot be read); logged with how to change it
-        (`example`, else `collator_example`: the collator to pass instead, with `{size}`)."""
+        """The default views' side (`hfssl.trainers.image_size.default_view_size`), logged with how to change it:
+        `example`, else `collator_example` (the collator to pass instead, with `{size}`)."""
         example = example or self.collator_example or "a data_collator with image_size={size}"
         return default_view_size(int(data_config["input_size"][-1]), train_dataset, type(self).__name__, example)
 
@@ -212,20 +176,15 @@ class SSLTrainer(SafeTrainer):
         self._state_updates.clear()
 
     def cached_gradient_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """The forward and backward of one batch in chunks of `args.gradient_cache_chunk_size` images (GradCache).
-
-        The chunks' embeddings (and the teacher's targets, without gradient) are computed first, the loss of the
-        whole batch (gathered across processes) back-propagated to them, then each chunk re-embedded and
-        back-propagated. The gradients are averaged over processes here, since the backward passes run outside
-        DDP's forward.
-        """
+        """The forward and backward of one batch in chunks of `args.gradient_cache_chunk_size` images (GradCache,
+        `cached_gradient_backward`), the teacher's targets (if any) embedded first without gradient. The gradients are
+        averaged over processes here, since the backward passes run outside DDP's forward."""
         model.train()
         inputs = self.finish_views(self._prepare_inputs(inputs))
         self._check_inputs(inputs)
         self._record_image_size(inputs, model)
         module = self.accelerator.unwrap_model(model)
-        chunk_size = self.args.gradient_cache_chunk_size
-        chunks = [list(views) for views in zip(*(view.split(chunk_size) for view in inputs["pixel_values"]))]
+        chunks = self.gradient_cache_chunks(inputs)
         scale = 1.0 / self.current_gradient_accumulation_steps
         # accelerate's mixed precision wraps `forward` only; `embed` needs the autocast context itself.
         with self.compute_loss_context_manager(), self.accelerator.autocast():
@@ -234,16 +193,18 @@ class SSLTrainer(SafeTrainer):
                 with torch.no_grad():
                     targets = torch.cat([module.embed_targets(chunk) for chunk in chunks], dim=1)
             outputs = cached_gradient_backward(
-                module.embed,
-                lambda embeddings: module.loss_from_embeddings(embeddings, targets),
-                chunks,
-                backward=lambda loss: self.accelerator.backward(loss * scale),
-                dim=1,
-            )
+                module.embed, lambda embeddings: module.loss_from_embeddings(embeddings, targets), chunks,
+                backward=lambda loss: self.accelerator.backward(loss * scale), dim=1,
+            )  # fmt: skip
         if self.accelerator.sync_gradients:
             average_gradients(module.parameters())
         self._record_outputs(outputs, "train")
         return outputs.loss * scale
+
+    def gradient_cache_chunks(self, inputs: dict[str, Any]) -> list[Any]:
+        """The batch cut into chunks of `args.gradient_cache_chunk_size` images: each chunk a list of views."""
+        chunk_size = self.args.gradient_cache_chunk_size
+        return [list(views) for views in zip(*(view.split(chunk_size) for view in inputs["pixel_values"]))]
 
     # ---- loss and metrics -------------------------------------------------------------------------------------
 
@@ -380,14 +341,9 @@ class SSLTrainer(SafeTrainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Trainer's optimiser, or LARS when `args.lars` (same parameter groups and weight decay split)."""
         if self.optimizer is None and getattr(self.args, "lars", False):
-            self.optimizer_cls_and_kwargs = (
-                LARS,
-                {
-                    "lr": self.args.learning_rate,
-                    "momentum": self.args.lars_momentum,
-                    "trust_coefficient": self.args.lars_trust_coefficient,
-                },
-            )
+            args = self.args
+            settings = {"lr": args.learning_rate, "momentum": args.lars_momentum}
+            self.optimizer_cls_and_kwargs = (LARS, {**settings, "trust_coefficient": args.lars_trust_coefficient})
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
         if created and getattr(self.args, "fixed_predictor_lr", False):

@@ -1,9 +1,5 @@
-"""`SwAVTrainer`: `SSLTrainer` for `SwAVModel` (Caron et al. 2020, main_swav.py).
-
-What it adds to `SSLTrainer`: no update of the prototypes during the first `config.freeze_prototypes_steps`
-optimizer steps (their gradients dropped before the optimizer step, as the reference), the SwAV multi-crop collator
-by default, and `ddp_broadcast_buffers=False` when the model has a (per-process) queue. The prototype
-renormalisation, the queue writes and the step counter run in `SwAVModel.update_after_step`.
+"""`SwAVTrainer`: `SSLTrainer` for `SwAVModel` (Caron et al. 2020, main_swav.py). The prototype renormalisation, the
+queue writes and the step counter run in `SwAVModel.update_after_step`.
 """
 
 from __future__ import annotations
@@ -20,7 +16,8 @@ class SwAVTrainer(SSLTrainer):
     """Train SwAV (Caron et al., 2020). `model` may be a `SwAVModel` or a backbone name; `data_collator` defaults to
     `DataCollatorForMultiView.swav` at the backbone's input size (SwAV trains with LARS, `lars=True`, lr 4.8 at batch
     4096, weight decay 1e-6, cosine schedule). With a queue, `ddp_broadcast_buffers` is turned off (each process keeps
-    its own queue). The prototypes stay frozen for `config.freeze_prototypes_steps`. Otherwise as `SSLTrainer`.
+    its own queue). The prototypes stay frozen for `config.freeze_prototypes_steps` (their gradients dropped before
+    the optimizer step, as the reference). Otherwise as `SSLTrainer`.
     """
 
     model_class = SwAVModel
@@ -37,8 +34,6 @@ class SwAVTrainer(SSLTrainer):
                 )
             args.ddp_broadcast_buffers = False
         super().__init__(model=model, args=args, **kwargs)
-        self.add_callback(
-            CancelGradientsCallback(
-                self, lambda model: [model.prototypes.weight], lambda model: model.config.freeze_prototypes_steps
-            )
-        )
+        self.add_callback(CancelGradientsCallback(
+            self, lambda model: [model.prototypes.weight], lambda model: model.config.freeze_prototypes_steps
+        ))  # fmt: skip
