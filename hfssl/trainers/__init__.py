@@ -15,24 +15,8 @@ from hfssl.trainers.safe_trainer import NonFiniteError, SafeTrainer
 from hfssl.trainers.ssl_trainer import SSLTrainer, embedding_std
 
 __all__ = [
-    "BYOLTrainer",
-    "BarlowTwinsTrainer",
-    "SimSiamTrainer",
-    "SwAVTrainer",
-    "VICRegTrainer",
-    "CollapseGuardCallback",
-    "DINOTrainer",
-    "DINOTrainingArguments",
-    "DualEncoderTrainer",
-    "MoCoTrainer",
-    "SSLStateUpdateCallback",
-    "SSLTrainer",
-    "SSLTrainingArguments",
-    "NonFiniteError",
-    "SafeTrainer",
-    "last_complete_checkpoint",
-    "SimCLRTrainer",
-    "cosine_schedule",
-    "effective_rank",
-    "embedding_std",
+    "BYOLTrainer", "BarlowTwinsTrainer", "CollapseGuardCallback", "DINOTrainer", "DINOTrainingArguments",
+    "DualEncoderTrainer", "MoCoTrainer", "NonFiniteError", "SSLStateUpdateCallback", "SSLTrainer",
+    "SSLTrainingArguments", "SafeTrainer", "SimCLRTrainer", "SimSiamTrainer", "SwAVTrainer", "VICRegTrainer",
+    "cosine_schedule", "effective_rank", "embedding_std", "last_complete_checkpoint",
 ]
