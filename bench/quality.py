@@ -1,29 +1,29 @@
 """Learning quality against lightly at equal settings: one method, two arms, the same views, backbone and steps.
 
     python bench/quality.py --method simclr --steps 200 --batch_size 256 --seeds 0,1
-    python bench/quality.py --method simclr --steps 2 --batch_size 32 --seeds 0 --max_train_samples 512 \
-        --max_eval_samples 256                        # wiring only (tests/test_bench_quality.py)
+    python bench/quality.py --method byol --steps 2 --batch_size 16 --seeds 0 --max_train_samples 256 \
+        --max_eval_samples 128 --no_record           # wiring only (tests/test_bench_quality.py)
 
 Both arms train on Fashion-MNIST for the same number of optimizer steps (not wall time, so a busy machine cannot
 bias them). Per seed:
 - the views come from ONE pipeline (hfssl's `DataCollatorForMultiView` with a seeded generator: random crop of
-  scale 0.8-1 at 28 px, horizontal flip, brightness/contrast 0.4 with p 0.8, one channel), made once and fed to both
-  arms in the same order, so both see byte-identical batches;
-- the backbone (timm resnet18, one input channel, timm's own stem) is built once under `torch.manual_seed(seed)`
-  and copied into both arms; each arm builds its own heads, as its library does;
-- hfssl's arm is what a user writes: the method's Config and Model, its Trainer and `SSLTrainingArguments`
-  (LARS, a cosine schedule with linear warm-up);
-- lightly's arm is what lightly's examples write: a plain loop, lightly's head, loss and LARS (biases and norm
-  parameters in a group without weight decay, which lightly's LARS also leaves unscaled), and the same cosine
-  schedule with warm-up (transformers' `get_cosine_schedule_with_warmup`, the function hfssl's Trainer uses).
-The two LARS differ only in the trust ratio's denominator: lightly ||g|| + wd ||w||, hfssl ||g + wd w|| (the
-same to well under 1% at weight decay 1e-6).
+  scale `min_scale`-1 at 28 px, horizontal flip, brightness/contrast 0.4 with p 0.8, one channel), made once and fed
+  to both arms in the same order, so both see byte-identical batches of two views;
+- the backbone (timm resnet18, one input channel) is built once under `torch.manual_seed(seed)` and copied into
+  both arms; each arm builds its own heads, as its library does, at the widths of `SETTINGS`;
+- hfssl's arm is what a user writes: the method's Config and Model, its Trainer and `SSLTrainingArguments`;
+- lightly's arm is what lightly's examples/pytorch/<method>.py write: a plain loop, lightly's heads and loss, one
+  forward pass per view, `update_momentum` before each step with `cosine_schedule` for the momentum;
+- both arms: the optimiser of `SETTINGS` (LARS: hfssl's in hfssl's arm, lightly's in lightly's, with biases and
+  norm parameters without weight decay nor adaptation in both; `lars_max_relative_difference` measures how far the
+  two drift apart; SGD and Adam: torch's class in both), the same warm-up and cosine decay of the learning rate
+  (transformers' `get_cosine_schedule_with_warmup`, the function hfssl's Trainer uses), no gradient clipping.
 
-Reported per arm: kNN top-1 of the backbone (k 200, cosine, temperature 0.1, the 60k train images as memory, the 10k
-test images as queries), the mean per-dimension std of the l2-normalised test features (1/sqrt(D) for spread
-features, 0 at collapse) and their effective rank (RankMe), training images per second; then the means over seeds,
-hfssl - lightly in points and the throughput ratio hfssl / lightly (both measured in this run, interleaved per seed).
-Prints one JSON line and appends it to bench/results/quality.jsonl.
+Reported per arm and seed: kNN top-1 of the backbone (k 200, cosine, temperature 0.1, the 60k train images as
+memory, the 10k test images as queries), the mean per-dimension std of the l2-normalised test features (1/sqrt(D)
+for spread features, 0 at collapse) and their effective rank (RankMe), training images per second; then the means
+over seeds, hfssl - lightly in points and the throughput ratio hfssl / lightly (both measured in this run,
+interleaved per seed). Prints one JSON line and appends it to bench/results/quality.jsonl.
 """
 
 from __future__ import annotations
@@ -46,71 +46,75 @@ from hfssl.collators.multi_view import DataCollatorForMultiView
 from hfssl.data.images import FASHION_MNIST_DIR, _read_idx
 from hfssl.evaluation.features import extract_features
 from hfssl.evaluation.knn import knn_accuracy
+from hfssl.optim import LARS
 from hfssl.trainers.arguments import SSLTrainingArguments
 from hfssl.trainers.collapse import effective_rank
 from hfssl.trainers.methods import method_named
 
 MEAN, STD = (0.2860,), (0.3530,)
 RESULTS = Path(__file__).parent / "results" / "quality.jsonl"
+TEACHER_MOMENTUM = {"ema_start": 0.996, "ema_end": 1.0}  # lightly's examples: cosine_schedule(step, steps, 0.996, 1)
+SGD = {"optimizer": "sgd", "lr": 0.06, "momentum": 0.0, "weight_decay": 0.0}  # torch.optim.SGD(params, lr=0.06)
+ADAM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}  # torch.optim.Adam(params, lr=0.001)
+# every method: the views of issue 28 point 16 (crops of scale 0.8-1), 5% of the steps of linear warm-up
+SHARED = {"min_scale": 0.8, "warmup_fraction": 0.05}
 
-# Per method, the settings both arms share: head widths, loss settings, optimiser (LARS; biases and norm parameters
-# without weight decay or adaptation), schedule, crop scale. The heads follow lightly's example of the method; the
-# optimiser is LARS for all, which learns in a few hundred steps (lightly's examples use SGD at lr 0.06 for brevity).
+# Per method, what both arms share. Heads, loss settings and teacher momentum: lightly's examples/pytorch/<method>.py
+# (SwAV and DINO without their low-resolution crops: two 28-px views for every method). Optimiser: the example's
+# (SGD at lr 0.06, or Adam at 1e-3), except SimCLR's, which issue 28 point 16 fixes (LARS lr 1.0, wd 1e-6).
 SETTINGS = {
-    "simclr": {
-        # issue 28 point 16: heads 512 -> 512 -> 128, temperature 0.07, LARS lr 1.0, wd 1e-6, crops from 0.8
-        "hidden_dim": 512, "output_dim": 128, "temperature": 0.07, "lr": 1.0, "weight_decay": 1e-6,
-        "momentum": 0.9, "min_scale": 0.8, "warmup_fraction": 0.05, "max_grad_norm": 0.0,
-    },
-    "moco_v2": {
-        # lightly's examples/pytorch/moco.py: MoCoProjectionHead(512, 512, 128), a memory bank of 4096, EMA 0.99,
-        # one loss direction; temperature 0.2 (MoCo v2's, where lightly's NTXentLoss defaults to 0.5)
-        "hidden_dim": 512, "output_dim": 128, "temperature": 0.2, "queue_size": 4096, "ema": 0.99, "lr": 1.0,
-        "weight_decay": 1e-6, "momentum": 0.9, "min_scale": 0.8, "warmup_fraction": 0.05, "max_grad_norm": 0.0,
-    },
-    "byol": {
-        # lightly's examples/pytorch/byol.py: projector 512 -> 1024 -> 256, predictor 256 -> 1024 -> 256, EMA 0.99
-        "hidden_dim": 1024, "output_dim": 256, "predictor_hidden_dim": 1024, "ema": 0.99, "lr": 1.0,
-        "weight_decay": 1e-5, "momentum": 0.9, "min_scale": 0.4, "warmup_fraction": 0.05, "max_grad_norm": 1.0,
-    },
-    "simsiam": {
-        # lightly's examples/pytorch/simsiam.py: SimSiamProjectionHead(512, 512, 128) (3 layers, affine-free last BN),
-        # SimSiamPredictionHead(128, 64, 128)
-        "hidden_dim": 512, "output_dim": 128, "predictor_hidden_dim": 64, "lr": 1.0, "weight_decay": 1e-5,
-        "momentum": 0.9, "min_scale": 0.4, "warmup_fraction": 0.05, "max_grad_norm": 1.0,
-    },
-    "barlow_twins": {
-        # lightly's examples/pytorch/barlowtwins.py: BarlowTwinsProjectionHead(512, 2048, 2048), lambda 0.0051
-        "hidden_dim": 2048, "output_dim": 2048, "lambda_offdiag": 0.0051, "lr": 1.0, "weight_decay": 1e-6,
-        "momentum": 0.9, "min_scale": 0.8, "warmup_fraction": 0.05, "max_grad_norm": 1.0,
-    },
-    "vicreg": {
-        # lightly's examples/pytorch/vicreg.py: VICRegProjectionHead(512, 2048, 2048, num_layers=2), 25 / 25 / 1
-        "hidden_dim": 2048, "output_dim": 2048, "num_layers": 2, "lr": 1.0, "weight_decay": 1e-6,
-        "momentum": 0.9, "min_scale": 0.8, "warmup_fraction": 0.05, "max_grad_norm": 1.0,
-    },
+    # SimCLRProjectionHead(512, 512, 128); issue 28 point 16: temperature 0.07, LARS
+    "simclr": {"hidden_dim": 512, "output_dim": 128, "temperature": 0.07, "optimizer": "lars", "lr": 1.0,
+               "weight_decay": 1e-6, "momentum": 0.9, **SHARED},
+    # MoCoProjectionHead(512, 512, 128), NTXentLoss(memory_bank_size=(4096, 128)) at its default temperature 0.5
+    "moco_v2": {"hidden_dim": 512, "output_dim": 128, "temperature": 0.5, "queue_size": 4096, **TEACHER_MOMENTUM,
+                **SGD, **SHARED},
+    # BYOLProjectionHead(512, 1024, 256), BYOLPredictionHead(256, 1024, 256)
+    "byol": {"hidden_dim": 1024, "output_dim": 256, "predictor_hidden_dim": 1024, **TEACHER_MOMENTUM, **SGD,
+             **SHARED},
+    # SimSiamProjectionHead(512, 512, 128), SimSiamPredictionHead(128, 64, 128)
+    "simsiam": {"hidden_dim": 512, "output_dim": 128, "predictor_hidden_dim": 64, **SGD, **SHARED},
+    # BarlowTwinsProjectionHead(512, 2048, 2048), BarlowTwinsLoss(): lambda 5e-3
+    "barlow_twins": {"hidden_dim": 2048, "output_dim": 2048, "lambda_offdiag": 5e-3, **SGD, **SHARED},
+    # VICRegProjectionHead(512, 2048, 2048, num_layers=2), VICRegLoss(): 25 / 25 / 1
+    "vicreg": {"hidden_dim": 2048, "output_dim": 2048, "num_layers": 2, **SGD, **SHARED},
+    # SwaVProjectionHead(512, 512, 128), SwaVPrototypes(128, 512) never frozen, SwaVLoss(): 0.1, 3 iterations, 0.05
+    "swav": {"hidden_dim": 512, "output_dim": 128, "num_prototypes": 512, "temperature": 0.1, **ADAM, **SHARED},
+    # DINOProjectionHead(512, 512, 64, 2048, freeze_last_layer=1 epoch), DINOLoss(output_dim=2048): 0.04, 0.1, 0.9
+    "dino": {"hidden_dim": 512, "bottleneck_dim": 64, "output_dim": 2048, "freeze_last_layer_epochs": 1,
+             "teacher_temperature": 0.04, "student_temperature": 0.1, "center_momentum": 0.9, **TEACHER_MOMENTUM,
+             **ADAM, **SHARED},
 }
 
 
-def hfssl_config(method: str, settings: dict) -> dict:
+def hfssl_config(method: str, settings: dict, steps_per_epoch: int) -> dict:
     """The method config's fields for `settings` (beside the backbone's)."""
-    if method == "simclr":
-        return {"projection_hidden_dim": settings["hidden_dim"], "projection_dim": settings["output_dim"],
-                "temperature": settings["temperature"]}
-    if method == "moco_v2":
-        return {"variant": "v2", "projection_hidden_dim": settings["hidden_dim"],
-                "projection_dim": settings["output_dim"], "queue_size": settings["queue_size"],
-                "temperature": settings["temperature"], "momentum": settings["ema"], "momentum_final": settings["ema"],
-                "symmetric": False}
     head = {"projection_hidden_dim": settings["hidden_dim"], "projection_dim": settings["output_dim"]}
+    ema = {"momentum": settings.get("ema_start"), "momentum_final": settings.get("ema_end")}
+    if method == "simclr":
+        return {**head, "projection_layers": 2, "projection_last_batch_norm": True,
+                "temperature": settings["temperature"]}
+    if method == "moco_v2":  # lightly's example: one loss direction, query from view 1, key from view 2
+        return {**head, **ema, "variant": "v2", "projection_layers": 2, "queue_size": settings["queue_size"],
+                "temperature": settings["temperature"], "symmetric": False}
     if method == "byol":
-        return {**head, "predictor_hidden_dim": settings["predictor_hidden_dim"], "momentum": settings["ema"],
-                "momentum_final": settings["ema"]}
+        return {**head, **ema, "predictor_hidden_dim": settings["predictor_hidden_dim"]}
     if method == "simsiam":
         return {**head, "projection_layers": 3, "predictor_hidden_dim": settings["predictor_hidden_dim"]}
     if method == "barlow_twins":
         return {**head, "projection_layers": 3, "lambda_offdiag": settings["lambda_offdiag"]}
-    return {**head, "projection_layers": settings["num_layers"]}  # VICReg: 25 / 25 / 1 are hfssl's defaults too
+    if method == "vicreg":
+        return {**head, "projection_layers": settings["num_layers"]}  # 25 / 25 / 1 are hfssl's defaults too
+    if method == "swav":
+        return {**head, "num_prototypes": settings["num_prototypes"], "temperature": settings["temperature"],
+                "freeze_prototypes_steps": 0}
+    return {**ema, "head_hidden_dim": settings["hidden_dim"], "head_bottleneck_dim": settings["bottleneck_dim"],
+            "out_dim": settings["output_dim"], "head_layers": 3,
+            "student_temperature": settings["student_temperature"],
+            "teacher_temperature": settings["teacher_temperature"],
+            "warmup_teacher_temperature": settings["teacher_temperature"],
+            "center_momentum": settings["center_momentum"],
+            "freeze_last_layer_steps": settings["freeze_last_layer_epochs"] * steps_per_epoch}
 
 
 def load(split: str, limit: int | None) -> tuple[np.ndarray, torch.Tensor]:
@@ -167,16 +171,22 @@ def features_report(backbone: nn.Module, train, test) -> dict:
             "effective_rank": float(effective_rank(normalised))}
 
 
-def hfssl_arm(method: str, model: nn.Module, batches, settings: dict, args) -> float:
+def warmup_steps(settings: dict, steps: int) -> int:
+    return max(1, int(settings["warmup_fraction"] * steps))
+
+
+def hfssl_arm(method: str, model: nn.Module, batches, settings: dict, seed: int) -> float:
     """Train `model` with the method's trainer on the replayed batches; returns images per second."""
     batch_size = batches[0][0].shape[0]
+    optimizer = {"lars": {"lars": True, "lars_momentum": settings.get("momentum", 0.0)},
+                 "sgd": {"optim": "sgd", "optim_args": f"momentum={settings.get('momentum', 0.0)}"},
+                 "adam": {"optim": "adamw_torch"}}[settings["optimizer"]]  # AdamW at weight decay 0 is Adam
     training_args = SSLTrainingArguments(
         output_dir="/tmp/hfssl_quality", max_steps=len(batches), per_device_train_batch_size=batch_size,
-        learning_rate=settings["lr"], weight_decay=settings["weight_decay"], lars=True,
-        lars_momentum=settings["momentum"], lr_scheduler_type="cosine",
-        warmup_steps=max(1, int(settings["warmup_fraction"] * len(batches))), max_grad_norm=settings["max_grad_norm"],
-        remove_unused_columns=False, dataloader_num_workers=0, report_to="none", save_strategy="no",
-        disable_tqdm=True, logging_steps=max(1, len(batches) // 4), seed=args.seed_now, collapse_action="none",
+        learning_rate=settings["lr"], weight_decay=settings["weight_decay"], **optimizer, lr_scheduler_type="cosine",
+        warmup_steps=warmup_steps(settings, len(batches)), max_grad_norm=0.0, dataloader_num_workers=0,
+        report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=max(1, len(batches) // 4), seed=seed,
+        collapse_action="none",
     )
     trainer_class = method_named(hfssl_name(method)).trainer_class
     trainer = trainer_class(model=model, args=training_args, data_collator=Replay(batches),
@@ -187,27 +197,30 @@ def hfssl_arm(method: str, model: nn.Module, batches, settings: dict, args) -> f
     return len(batches) * batch_size / (time.perf_counter() - start)
 
 
-def lightly_simclr(backbone: nn.Module, settings: dict):
-    """lightly's examples/pytorch/simclr.py: SimCLRProjectionHead and NTXentLoss."""
+# lightly's arm: one builder per method, written after lightly's examples/pytorch/<method>.py. Each returns the
+# trained modules beside the backbone and `step_loss(views, step)`, which does what the example's loop body does
+# before `loss.backward()`; `after_backward(step)`, where there is one, what it does after (DINO).
+
+
+def lightly_simclr(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
 
     head = SimCLRProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"])
     criterion = NTXentLoss(temperature=settings["temperature"])
 
-    def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        z = head(backbone(torch.cat([view1, view2])))  # one pass over both views, as in hfssl's arm
-        return criterion(*z.chunk(2))
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        z0, z1 = (head(backbone(view)) for view in views)
+        return criterion(z0, z1)
 
-    return [head], loss
+    return [head], step_loss, None
 
 
-def lightly_moco_v2(backbone: nn.Module, settings: dict):
-    """lightly's examples/pytorch/moco.py: MoCoProjectionHead, momentum copies updated before each step with
-    `update_momentum`, NTXentLoss with a memory bank; the query from the first view, the key from the second."""
+def lightly_moco_v2(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
     from lightly.loss import NTXentLoss
     from lightly.models.modules import MoCoProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
 
     head = MoCoProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"])
     backbone_momentum, head_momentum = copy.deepcopy(backbone), copy.deepcopy(head)
@@ -216,22 +229,22 @@ def lightly_moco_v2(backbone: nn.Module, settings: dict):
     criterion = NTXentLoss(temperature=settings["temperature"],
                            memory_bank_size=(settings["queue_size"], settings["output_dim"]))
 
-    def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        update_momentum(backbone, backbone_momentum, m=settings["ema"])
-        update_momentum(head, head_momentum, m=settings["ema"])
-        query = head(backbone(view1))
-        key = head_momentum(backbone_momentum(view2)).detach()
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        momentum = cosine_schedule(step, steps, settings["ema_start"], settings["ema_end"])
+        update_momentum(backbone, backbone_momentum, m=momentum)
+        update_momentum(head, head_momentum, m=momentum)
+        query = head(backbone(views[0]))
+        key = head_momentum(backbone_momentum(views[1])).detach()
         return criterion(query, key)
 
-    return [head], loss
+    return [head], step_loss, None
 
 
-def lightly_byol(backbone: nn.Module, settings: dict):
-    """lightly's examples/pytorch/byol.py: BYOL projection and prediction heads, momentum copies updated before each
-    step, NegativeCosineSimilarity symmetrised over the two views."""
+def lightly_byol(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
 
     projection = BYOLProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"])
     prediction = BYOLPredictionHead(settings["output_dim"], settings["predictor_hidden_dim"], settings["output_dim"])
@@ -240,21 +253,18 @@ def lightly_byol(backbone: nn.Module, settings: dict):
     deactivate_requires_grad(projection_momentum)
     criterion = NegativeCosineSimilarity()
 
-    def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        update_momentum(backbone, backbone_momentum, m=settings["ema"])
-        update_momentum(projection, projection_momentum, m=settings["ema"])
-        both = torch.cat([view1, view2])  # one pass over both views, as in hfssl's arm
-        p0, p1 = prediction(projection(backbone(both))).chunk(2)
-        with torch.no_grad():
-            z0, z1 = projection_momentum(backbone_momentum(both)).chunk(2)
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        momentum = cosine_schedule(step, steps, settings["ema_start"], settings["ema_end"])
+        update_momentum(backbone, backbone_momentum, m=momentum)
+        update_momentum(projection, projection_momentum, m=momentum)
+        p0, p1 = (prediction(projection(backbone(view))) for view in views)
+        z0, z1 = (projection_momentum(backbone_momentum(view)).detach() for view in views)
         return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
 
-    return [projection, prediction], loss
+    return [projection, prediction], step_loss, None
 
 
-def lightly_simsiam(backbone: nn.Module, settings: dict):
-    """lightly's examples/pytorch/simsiam.py: SimSiam projection and prediction heads, NegativeCosineSimilarity against
-    the other view's detached projection, symmetrised."""
+def lightly_simsiam(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 
@@ -263,69 +273,158 @@ def lightly_simsiam(backbone: nn.Module, settings: dict):
                                        settings["output_dim"])
     criterion = NegativeCosineSimilarity()
 
-    def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        z = projection(backbone(torch.cat([view1, view2])))  # one pass over both views, as in hfssl's arm
-        p0, p1 = prediction(z).chunk(2)
-        z0, z1 = z.detach().chunk(2)
-        return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        z0, z1 = (projection(backbone(view)) for view in views)
+        p0, p1 = prediction(z0), prediction(z1)
+        return 0.5 * (criterion(z0.detach(), p1) + criterion(z1.detach(), p0))
 
-    return [projection, prediction], loss
-
-
-def lightly_redundancy(head_class: str, loss_class: str, head_kwargs: dict, loss_kwargs: dict):
-    """lightly's examples/pytorch/barlowtwins.py and vicreg.py: a projection head and a loss of the two projections."""
-
-    def build(backbone: nn.Module, settings: dict):
-        import lightly.loss
-        import lightly.models.modules.heads
-
-        head = getattr(lightly.models.modules.heads, head_class)(
-            backbone.num_features, settings["hidden_dim"], settings["output_dim"], **head_kwargs(settings))
-        criterion = getattr(lightly.loss, loss_class)(**loss_kwargs(settings))
-
-        def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-            return criterion(*head(backbone(torch.cat([view1, view2]))).chunk(2))  # one pass, as in hfssl's arm
-
-        return [head], loss
-
-    return build
+    return [projection, prediction], step_loss, None
 
 
-LIGHTLY_ARMS = {
-    "simclr": lightly_simclr, "moco_v2": lightly_moco_v2, "byol": lightly_byol, "simsiam": lightly_simsiam,
-    "barlow_twins": lightly_redundancy("BarlowTwinsProjectionHead", "BarlowTwinsLoss", lambda s: {},
-                                       lambda s: {"lambda_param": s["lambda_offdiag"]}),
-    "vicreg": lightly_redundancy("VICRegProjectionHead", "VICRegLoss", lambda s: {"num_layers": s["num_layers"]},
-                                 lambda s: {}),
-}
+def lightly_barlow_twins(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
+    from lightly.loss import BarlowTwinsLoss
+    from lightly.models.modules import BarlowTwinsProjectionHead
+
+    head = BarlowTwinsProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"])
+    criterion = BarlowTwinsLoss(lambda_param=settings["lambda_offdiag"])
+
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        return criterion(*(head(backbone(view)) for view in views))
+
+    return [head], step_loss, None
 
 
-def lightly_arm(method: str, backbone: nn.Module, batches, settings: dict) -> float:
-    """lightly's example loop for `method` on the replayed batches, with LARS as lightly's benchmarks set it up
-    (`get_weight_decay_parameters`: no weight decay, hence no LARS scaling, for biases and norms); returns images per
-    second."""
+def lightly_vicreg(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
+    from lightly.loss import VICRegLoss
+    from lightly.models.modules.heads import VICRegProjectionHead
+
+    head = VICRegProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"],
+                                num_layers=settings["num_layers"])
+    criterion = VICRegLoss()
+
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        return criterion(*(head(backbone(view)) for view in views))
+
+    return [head], step_loss, None
+
+
+def lightly_swav(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
+    from lightly.loss import SwaVLoss
+    from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+
+    head = SwaVProjectionHead(backbone.num_features, settings["hidden_dim"], settings["output_dim"])
+    prototypes = SwaVPrototypes(settings["output_dim"], n_prototypes=settings["num_prototypes"])
+    criterion = SwaVLoss(temperature=settings["temperature"])
+
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        prototypes.normalize()
+        outputs = [prototypes(nn.functional.normalize(head(backbone(view)), dim=1, p=2)) for view in views]
+        return criterion(outputs, [])  # the two views are the high-resolution crops; no low-resolution ones
+
+    return [head, prototypes], step_loss, None
+
+
+def lightly_dino(backbone: nn.Module, settings: dict, steps: int, steps_per_epoch: int):
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    dims = (backbone.num_features, settings["hidden_dim"], settings["bottleneck_dim"], settings["output_dim"])
+    student_head = DINOProjectionHead(*dims, freeze_last_layer=settings["freeze_last_layer_epochs"])
+    teacher_backbone, teacher_head = copy.deepcopy(backbone), DINOProjectionHead(*dims)
+    deactivate_requires_grad(teacher_backbone)
+    deactivate_requires_grad(teacher_head)
+    criterion = DINOLoss(output_dim=settings["output_dim"], warmup_teacher_temp=settings["teacher_temperature"],
+                         teacher_temp=settings["teacher_temperature"], student_temp=settings["student_temperature"],
+                         center_momentum=settings["center_momentum"])
+
+    def step_loss(views: list[torch.Tensor], step: int) -> torch.Tensor:
+        momentum = cosine_schedule(step, steps, settings["ema_start"], settings["ema_end"])
+        update_momentum(backbone, teacher_backbone, m=momentum)
+        update_momentum(student_head, teacher_head, m=momentum)
+        teacher_out = [teacher_head(teacher_backbone(view)) for view in views]
+        student_out = [student_head(backbone(view)) for view in views]
+        return criterion(teacher_out, student_out, epoch=step // steps_per_epoch)
+
+    def after_backward(step: int) -> None:
+        student_head.cancel_last_layer_gradients(current_epoch=step // steps_per_epoch)
+
+    return [student_head], step_loss, after_backward
+
+
+LIGHTLY_ARMS = {"simclr": lightly_simclr, "moco_v2": lightly_moco_v2, "byol": lightly_byol,
+                "simsiam": lightly_simsiam, "barlow_twins": lightly_barlow_twins, "vicreg": lightly_vicreg,
+                "swav": lightly_swav, "dino": lightly_dino}
+
+
+def lightly_optimizer(modules: list[nn.Module], settings: dict) -> torch.optim.Optimizer:
+    """LARS as lightly's benchmarks set it up (`get_weight_decay_parameters`: biases and norms without weight decay,
+    which lightly's LARS then also leaves unscaled); SGD and Adam over all parameters, as lightly's examples."""
     from lightly.models.utils import get_weight_decay_parameters
-    from lightly.utils.lars import LARS
+    from lightly.utils.lars import LARS as LightlyLARS
 
-    heads, loss_of = LIGHTLY_ARMS[method](backbone, settings)
-    decay, no_decay = get_weight_decay_parameters([backbone, *heads])
-    optimizer = LARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=settings["lr"],
-                     momentum=settings["momentum"], weight_decay=settings["weight_decay"])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(settings["warmup_fraction"] * len(batches))),
-                                                len(batches))
+    if settings["optimizer"] == "lars":
+        decay, no_decay = get_weight_decay_parameters(modules)
+        return LightlyLARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=settings["lr"],
+                           momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+    parameters = [parameter for module in modules for parameter in module.parameters()]
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"],
+                               weight_decay=settings["weight_decay"])
+    return torch.optim.Adam(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
+
+
+def lightly_arm(method: str, backbone: nn.Module, batches, settings: dict, steps_per_epoch: int) -> float:
+    """lightly's example loop for `method` on the replayed batches; returns images per second."""
+    heads, step_loss, after_backward = LIGHTLY_ARMS[method](backbone, settings, len(batches), steps_per_epoch)
+    optimizer = lightly_optimizer([backbone, *heads], settings)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(settings, len(batches)), len(batches))
     for module in (backbone, *heads):
         module.train()
     start = time.perf_counter()
-    for view1, view2 in batches:
-        loss = loss_of(view1, view2)
-        optimizer.zero_grad()
+    for step, views in enumerate(batches):
+        loss = step_loss(views, step)
         loss.backward()
-        if settings["max_grad_norm"]:
-            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
-                                           settings["max_grad_norm"])
+        if after_backward is not None:
+            after_backward(step)
         optimizer.step()
+        optimizer.zero_grad()
         scheduler.step()
     return len(batches) * batches[0][0].shape[0] / (time.perf_counter() - start)
+
+
+def lars_max_relative_difference(backbone: nn.Module, views: torch.Tensor, settings: dict, steps: int = 5) -> float:
+    """How far hfssl's and lightly's LARS lead apart from the same start: one gradient of `backbone` on `views` (of a
+    fixed random direction of the features), `steps` updates of two copies of the weights with it, one optimiser each
+    with their arm's parameter groups; returns the largest relative difference of a parameter's displacement,
+    ||d_hfssl - d_lightly|| / ||d_lightly||. The two differ only in the trust ratio's denominator (hfssl
+    ||g + wd w||, lightly ||g|| + wd ||w||)."""
+    from lightly.models.utils import get_weight_decay_parameters
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    model = copy.deepcopy(backbone).train()
+    direction = torch.randn(views.shape[0], backbone.num_features, generator=torch.Generator().manual_seed(0))
+    (model(views) * direction).sum().backward()
+    ours, theirs = copy.deepcopy(model), copy.deepcopy(model)
+    for parameter, *copies in zip(model.parameters(), ours.parameters(), theirs.parameters()):
+        for copied in copies:
+            copied.grad = parameter.grad.clone()
+    hfssl_groups = [{"params": [p for p in ours.parameters() if p.ndim > 1], "weight_decay": settings["weight_decay"]},
+                    {"params": [p for p in ours.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    decay, no_decay = get_weight_decay_parameters([theirs])
+    optimizers = [LARS(hfssl_groups, lr=settings["lr"], momentum=settings["momentum"]),
+                  LightlyLARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=settings["lr"],
+                              momentum=settings["momentum"], weight_decay=settings["weight_decay"])]
+    for _ in range(steps):
+        for optimizer in optimizers:
+            optimizer.step()
+    differences = []
+    for start, a, b in zip(model.parameters(), ours.parameters(), theirs.parameters()):
+        moved = (b.detach() - start.detach()).norm()
+        if moved > 0:
+            differences.append(float((a.detach() - b.detach()).norm() / moved))
+    return max(differences)
 
 
 def hfssl_name(method: str) -> str:
@@ -333,10 +432,11 @@ def hfssl_name(method: str) -> str:
     return "moco" if method == "moco_v2" else method
 
 
-def hfssl_model(method: str, settings: dict, seed: int) -> nn.Module:
+def hfssl_model(method: str, settings: dict, seed: int, steps_per_epoch: int) -> nn.Module:
     spec = method_named(hfssl_name(method))
     torch.manual_seed(seed)
-    config = spec.config_class(backbone_name="resnet18", num_channels=1, **hfssl_config(method, settings))
+    config = spec.config_class(backbone_name="resnet18", num_channels=1,
+                               **hfssl_config(method, settings, steps_per_epoch))
     return spec.model_class(config)
 
 
@@ -354,19 +454,23 @@ def main() -> None:
     train = load("train", args.max_train_samples)
     memory = (train[0][: args.max_eval_samples], train[1][: args.max_eval_samples])
     test = load("test", args.max_eval_samples)
+    steps_per_epoch = max(1, len(train[0]) // args.batch_size)  # lightly's examples count epochs (drop_last=True)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        args.seed_now = seed
         start = time.perf_counter()
         batches = view_batches(train[0], settings, args.steps, args.batch_size, seed)
         print(f"seed {seed}: {len(batches)} view batches in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        model = hfssl_model(args.method, settings, seed)
+        model = hfssl_model(args.method, settings, seed, steps_per_epoch)
         lightly_backbone = copy.deepcopy(model.backbone.model)  # the same timm resnet18 and initial weights
         run = {"seed": seed, "initial": features_report(lightly_backbone, memory, test)}
-        run["hfssl_images_per_second"] = hfssl_arm(args.method, model, batches, settings, args)
+        if settings["optimizer"] == "lars":
+            run["lars_max_relative_difference"] = lars_max_relative_difference(
+                lightly_backbone, batches[0][0], settings)
+        run["hfssl_images_per_second"] = hfssl_arm(args.method, model, batches, settings, seed)
         run["hfssl"] = features_report(model.backbone, memory, test)
         print(json.dumps(run), file=sys.stderr, flush=True)
-        run["lightly_images_per_second"] = lightly_arm(args.method, lightly_backbone, batches, settings)
+        run["lightly_images_per_second"] = lightly_arm(
+            args.method, lightly_backbone, batches, settings, steps_per_epoch)
         run["lightly"] = features_report(lightly_backbone, memory, test)
         print(json.dumps(run), file=sys.stderr, flush=True)
         runs.append(run)
@@ -377,6 +481,7 @@ def main() -> None:
     result = {
         "bench": "quality", "method": args.method, "steps": args.steps, "batch_size": args.batch_size,
         "seeds": [run["seed"] for run in runs], "backbone": "timm resnet18, 1 channel", "settings": settings,
+        "train_images": len(train[0]), "eval_images": [len(memory[0]), len(test[0])],
         "hfssl_knn_top1": mean("knn_top1", "hfssl"), "lightly_knn_top1": mean("knn_top1", "lightly"),
         "hfssl_minus_lightly_points": 100 * (mean("knn_top1", "hfssl") - mean("knn_top1", "lightly")),
         "untrained_knn_top1": mean("knn_top1", "initial"),
@@ -384,10 +489,11 @@ def main() -> None:
         "lightly_embedding_std": mean("embedding_std", "lightly"),
         "hfssl_effective_rank": mean("effective_rank", "hfssl"),
         "lightly_effective_rank": mean("effective_rank", "lightly"),
-        "throughput_ratio": float(np.mean([run["hfssl_images_per_second"] for run in runs])
-                                  / np.mean([run["lightly_images_per_second"] for run in runs])),
+        "hfssl_images_per_second": float(np.mean([run["hfssl_images_per_second"] for run in runs])),
+        "lightly_images_per_second": float(np.mean([run["lightly_images_per_second"] for run in runs])),
         "runs": runs, "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv),
     }
+    result["throughput_ratio"] = result["hfssl_images_per_second"] / result["lightly_images_per_second"]
     line = json.dumps(result)
     print(line)
     if not args.no_record:
